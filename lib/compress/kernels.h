@@ -1,0 +1,118 @@
+/* Internal: the table of kernel primitives that every variant (scalar, AVX2,
+ * AVX-512) fills. compress.c validates arguments, lays out the packed
+ * format and calls through the table; the variants only do arithmetic.
+ *
+ * Each public kernel that writes error state runs in two phases: *_scales
+ * computes every block's scale without writing anything, then, only when all
+ * scales are finite, *_commit writes the signs and the new error. That is what
+ * lets a non-finite block leave the caller's error untouched. */
+#ifndef EFPS_COMPRESS_KERNELS_H
+#define EFPS_COMPRESS_KERNELS_H
+
+#include "efps/compress.h"
+
+#include <stdint.h>
+#include <string.h>
+
+/* The 16 partial sums of a block's L1 norm (DESIGN.md "Determinism"). */
+#define EFPS_L1_PARTIALS 16
+
+typedef struct efps_kernels {
+    const char *name;
+    /* scales[k] = L1(p over block k) / d_k with p = fl(a*x) + fl(b*err). */
+    void (*ef_scales)(const float *x, float a, const float *err, float b, size_t n, size_t B,
+                      float *scales);
+    /* signs = sign bits of p (all ceil(n/8) bytes, unused high bits zero);
+     * err = p - (bit ? -scale : +scale). */
+    void (*ef_commit)(const float *x, float a, float *err, float b, size_t n, size_t B,
+                      const float *scales, uint8_t *signs);
+    /* As ef_*, with p = fl(fl(sum_w decode(packed[w])) / m) + fl(b*err). */
+    void (*red_scales)(const void *const *packed, int m, size_t n, size_t B, const float *err,
+                       float b, float *scales);
+    void (*red_commit)(const void *const *packed, int m, size_t n, size_t B, float *err, float b,
+                       const float *scales, uint8_t *signs);
+    /* out = alpha * decode, or out += alpha * decode when add != 0. */
+    void (*decode)(const void *packed, size_t n, size_t B, float alpha, float *out, int add);
+    /* Sign bits of u (all ceil(n/8) bytes). Returns nonzero if u holds NaN or Inf. */
+    int (*sign_pack)(const float *u, size_t n, uint8_t *signs);
+    void (*sign_majority)(const void *const *packed, int m, size_t n, uint8_t *out);
+    void (*sign_decode)(const void *packed, size_t n, float alpha, float *out, int add);
+} efps_kernels_t;
+
+extern const efps_kernels_t efps_kernels_scalar;
+extern const efps_kernels_t efps_kernels_avx2;
+extern const efps_kernels_t efps_kernels_avx512;
+
+/* ---- helpers shared by the variants (inline, never vectorised by accident:
+ * -fno-tree-vectorize is not needed, they are scalar by construction) ---- */
+
+static inline size_t efps_nblocks(size_t n, size_t B)
+{
+    return n == 0 ? 0 : (n + B - 1) / B;
+}
+
+static inline const float *efps_packed_scales(const void *packed)
+{
+    return (const float *)packed;
+}
+
+static inline const uint8_t *efps_packed_signs(const void *packed, size_t n, size_t B)
+{
+    return (const uint8_t *)packed + efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN);
+}
+
+/* The fold of DESIGN.md: s[k] += s[k+8], s[k] += s[k+4], s[k] += s[k+2], s[0] += s[1]. */
+static inline float efps_fold16(float s[EFPS_L1_PARTIALS])
+{
+    for (int k = 0; k < 8; k++)
+        s[k] += s[k + 8];
+    for (int k = 0; k < 4; k++)
+        s[k] += s[k + 4];
+    for (int k = 0; k < 2; k++)
+        s[k] += s[k + 2];
+    return s[0] + s[1];
+}
+
+static inline float efps_abs(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u &= 0x7fffffffu;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+static inline int efps_signbit(float v)
+{
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    return (int)(u >> 31);
+}
+
+static inline int efps_bit(const uint8_t *signs, size_t i)
+{
+    return (signs[i >> 3] >> (i & 7)) & 1;
+}
+
+/* Decoded value of element i given its block's scale. */
+static inline float efps_dec(const uint8_t *signs, size_t i, float s)
+{
+    return efps_bit(signs, i) ? -s : s;
+}
+
+/* Mean of the m decoded worker values of element i of block k:
+ * fl(sum in rank order from worker 0) / m. */
+static inline float efps_mean_decoded(const void *const *packed, int m, size_t n, size_t B,
+                                      size_t i, size_t k)
+{
+    const size_t so = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN);
+    float sum = 0.0f;
+    for (int w = 0; w < m; w++) {
+        const float s = ((const float *)packed[w])[k];
+        const float d = efps_dec((const uint8_t *)packed[w] + so, i, s);
+        sum = (w == 0) ? d : sum + d;
+    }
+    return sum / (float)m;
+}
+
+#endif
