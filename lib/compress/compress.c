@@ -34,8 +34,6 @@ static void pick_variant(void)
             return;
         }
     }
-    if (variants[simd]->ef_scales == NULL) /* WIP: variant not written yet */
-        simd = EFPS_SIMD_SCALAR;
     active = variants[simd];
     active_simd = simd;
     efps_debug("compression kernels: %s", active->name);
@@ -63,8 +61,6 @@ efps_status_t efps_compress_set_simd(efps_simd_t simd)
     if (simd > efps_cpu_best_simd())
         return EFPS_ERR_UNSUPPORTED;
     pthread_once(&once, pick_variant);
-    if (variants[simd]->ef_scales == NULL) /* WIP: variant not written yet */
-        return EFPS_ERR_UNSUPPORTED;
     active = variants[simd];
     active_simd = simd;
     return EFPS_OK;

@@ -1,3 +1,276 @@
-/* WORK IN PROGRESS: the avx512 variant is being written; until it lands its table is empty. */
+/* AVX-512 variant (F, BW, DQ, VL). Same arithmetic as kernels_scalar.c, lane
+ * by lane: 16 lanes are exactly the 16 L1 partial sums of DESIGN.md, element j
+ * of a block in lane j % 16. Every op is a separate IEEE multiply or add
+ * (no FMA), so the bits match the reference.
+ *
+ * The whole file is compiled for AVX-512 through a target pragma (no -mavx512f
+ * on the command line), so it may only run after efps_cpu_best_simd() said so. */
 #include "kernels.h"
-const efps_kernels_t efps_kernels_avx512 = {.name = "avx512"};
+
+#include <immintrin.h>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,avx512f,avx512bw,avx512dq,avx512vl")
+
+#define W 16 /* lanes */
+
+typedef struct {
+    const float *x, *err;
+    float a, b;
+    const void *const *packed; /* server: the m workers' packed tensors */
+    int m;
+    size_t n, B, signs_off;
+} src_t;
+
+static inline __mmask16 lanes(size_t len)
+{
+    return len >= W ? (__mmask16)0xffff : (__mmask16)((1u << len) - 1);
+}
+
+/* Bits [i, i+len) of a sign stream, len <= 16, reading no byte past i+len. */
+static inline unsigned load_bits(const uint8_t *s, size_t i, size_t len)
+{
+    const unsigned sh = i & 7;
+    const size_t nbytes = (sh + len + 7) / 8;
+    uint32_t v = 0;
+    memcpy(&v, s + (i >> 3), nbytes);
+    return (v >> sh) & ((1u << len) - 1);
+}
+
+/* Worker p = fl(a*x) + fl(b*err) for the lanes in k. */
+static inline __m512 p_ef(const src_t *c, size_t i, __mmask16 k)
+{
+    const __m512 x = _mm512_maskz_loadu_ps(k, c->x + i);
+    const __m512 e = _mm512_maskz_loadu_ps(k, c->err + i);
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(c->a), x),
+                         _mm512_mul_ps(_mm512_set1_ps(c->b), e));
+}
+
+/* Server p = fl(fl(sum of decoded, rank order) / m) + fl(b*err). */
+static inline __m512 p_red(const src_t *c, size_t i, __mmask16 k, size_t len, size_t blk)
+{
+    __m512 sum = _mm512_setzero_ps();
+    for (int w = 0; w < c->m; w++) {
+        const float s = ((const float *)c->packed[w])[blk];
+        const uint8_t *sg = (const uint8_t *)c->packed[w] + c->signs_off;
+        const __mmask16 neg = (__mmask16)load_bits(sg, i, len);
+        const __m512 d = _mm512_mask_blend_ps(neg, _mm512_set1_ps(s), _mm512_set1_ps(-s));
+        sum = w == 0 ? d : _mm512_add_ps(sum, d);
+    }
+    const __m512 mean = _mm512_div_ps(sum, _mm512_set1_ps((float)c->m));
+    const __m512 e = _mm512_maskz_loadu_ps(k, c->err + i);
+    return _mm512_add_ps(mean, _mm512_mul_ps(_mm512_set1_ps(c->b), e));
+}
+
+static inline __m512 p_at(const src_t *c, size_t i, size_t len, size_t blk)
+{
+    return c->packed ? p_red(c, i, lanes(len), len, blk) : p_ef(c, i, lanes(len));
+}
+
+static inline __m512 vabs(__m512 v)
+{
+    return _mm512_castsi512_ps(
+        _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
+}
+
+static inline __attribute__((always_inline)) void scales_walk(const src_t *c, float *scales)
+{
+    for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
+        const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
+        __m512 acc = _mm512_setzero_ps();
+        size_t i = lo;
+        for (; i + W <= hi; i += W)
+            acc = _mm512_add_ps(acc, vabs(p_at(c, i, W, blk)));
+        if (i < hi) /* masked: lanes past the block add nothing (not even a NaN) */
+            acc = _mm512_mask_add_ps(acc, lanes(hi - i), acc, vabs(p_at(c, i, hi - i, blk)));
+        float part[W];
+        _mm512_storeu_ps(part, acc);
+        scales[blk] = efps_fold16(part) / (float)(hi - lo);
+    }
+}
+
+/* One unit of <= 16 elements: new error stored, sign bits returned. */
+static inline unsigned commit_unit(const src_t *c, float *err, size_t i, size_t len, size_t blk,
+                                   __m512 vs, __m512 vns)
+{
+    const __m512 p = p_at(c, i, len, blk);
+    const __mmask16 k = lanes(len);
+    const __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(p)) & k;
+    _mm512_mask_storeu_ps(err + i, k, _mm512_sub_ps(p, _mm512_mask_blend_ps(neg, vs, vns)));
+    return neg;
+}
+
+/* Stores len bits starting at element i. A unit starting mid-byte ORs into the
+ * byte its predecessor (an earlier block) wrote; one starting on a byte
+ * boundary owns its bytes. */
+static inline void put_bits(uint8_t *signs, size_t i, size_t len, unsigned bits)
+{
+    if (i & 7) {
+        signs[i >> 3] |= (uint8_t)(bits << (i & 7));
+        return;
+    }
+    memcpy(signs + (i >> 3), &bits, (len + 7) / 8);
+}
+
+static inline __attribute__((always_inline)) void commit_walk(const src_t *c, float *err, const float *scales, uint8_t *signs)
+{
+    for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
+        const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
+        const __m512 vs = _mm512_set1_ps(scales[blk]), vns = _mm512_set1_ps(-scales[blk]);
+        size_t i = lo;
+        while (i < hi) {
+            if ((i & 511) == 0 && i + 512 <= hi) {
+                /* 512 elements = 64 sign bytes: one aligned vector store. */
+                uint16_t group[32] __attribute__((aligned(64)));
+                for (int u = 0; u < 32; u++, i += W)
+                    group[u] = (uint16_t)commit_unit(c, err, i, W, blk, vs, vns);
+                _mm512_store_si512((void *)(signs + ((i - 512) >> 3)), _mm512_load_si512(group));
+                continue;
+            }
+            size_t len = (i & 7) ? 8 - (i & 7) : W;
+            if (len > hi - i)
+                len = hi - i;
+            put_bits(signs, i, len, commit_unit(c, err, i, len, blk, vs, vns));
+            i += len;
+        }
+    }
+}
+
+static void ef_scales(const float *x, float a, const float *err, float b, size_t n, size_t B,
+                      float *scales)
+{
+    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
+    scales_walk(&c, scales);
+}
+
+static void ef_commit(const float *x, float a, float *err, float b, size_t n, size_t B,
+                      const float *scales, uint8_t *signs)
+{
+    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
+    commit_walk(&c, err, scales, signs);
+}
+
+static src_t red_src(const void *const *packed, int m, size_t n, size_t B, const float *err,
+                     float b)
+{
+    return (src_t){.err = err, .b = b, .packed = packed, .m = m, .n = n, .B = B,
+                   .signs_off = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN)};
+}
+
+static void red_scales(const void *const *packed, int m, size_t n, size_t B, const float *err,
+                       float b, float *scales)
+{
+    const src_t c = red_src(packed, m, n, B, err, b);
+    scales_walk(&c, scales);
+}
+
+static void red_commit(const void *const *packed, int m, size_t n, size_t B, float *err, float b,
+                       const float *scales, uint8_t *signs)
+{
+    const src_t c = red_src(packed, m, n, B, err, b);
+    commit_walk(&c, err, scales, signs);
+}
+
+static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)
+{
+    const float *scales = efps_packed_scales(packed);
+    const uint8_t *signs = efps_packed_signs(packed, n, B);
+    for (size_t lo = 0, blk = 0; lo < n; lo += B, blk++) {
+        const size_t hi = lo + B < n ? lo + B : n;
+        const float as = alpha * scales[blk];
+        const __m512 vp = _mm512_set1_ps(as), vn = _mm512_set1_ps(-as);
+        for (size_t i = lo; i < hi;) {
+            size_t len = (i & 7) ? 8 - (i & 7) : W;
+            if (len > hi - i)
+                len = hi - i;
+            const __mmask16 k = lanes(len);
+            __m512 v = _mm512_mask_blend_ps((__mmask16)load_bits(signs, i, len), vp, vn);
+            if (add)
+                v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, out + i), v);
+            _mm512_mask_storeu_ps(out + i, k, v);
+            i += len;
+        }
+    }
+}
+
+static int sign_pack(const float *u, size_t n, uint8_t *signs)
+{
+    const __m512i expo = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    for (size_t i = 0; i < n; i += W) {
+        const size_t len = n - i < W ? n - i : W;
+        const __mmask16 k = lanes(len);
+        const __m512i v = _mm512_maskz_loadu_epi32(k, u + i);
+        bad |= _mm512_mask_cmpeq_epi32_mask(k, _mm512_and_si512(v, expo), expo);
+        put_bits(signs, i, len, _mm512_movepi32_mask(v) & k);
+    }
+    return bad != 0;
+}
+
+/* Majority of m bit streams, 512 bits at a time, with bit-sliced counters:
+ * plane[j] holds bit j of every position's count of set bits. */
+typedef uint64_t v8u __attribute__((vector_size(64)));
+
+static void sign_majority(const void *const *packed, int m, size_t n, uint8_t *out)
+{
+    const size_t nbytes = (n + 7) / 8;
+    int nplanes = 1;
+    while ((1 << nplanes) <= m)
+        nplanes++;
+    for (size_t off = 0; off < nbytes; off += 64) {
+        const size_t len = nbytes - off < 64 ? nbytes - off : 64;
+        v8u plane[32] = {{0}}, first = {0};
+        for (int w = 0; w < m; w++) {
+            v8u v = {0}, carry;
+            memcpy(&v, (const uint8_t *)packed[w] + off, len);
+            if (w == 0)
+                first = v;
+            carry = v;
+            for (int j = 0; j < nplanes; j++) {
+                const v8u t = plane[j] & carry;
+                plane[j] ^= carry;
+                carry = t;
+            }
+        }
+        /* count > m/2, and count == m/2 (ties, even m only), compared from the top plane. */
+        const unsigned half = (unsigned)m / 2;
+        v8u gt = {0}, eq = ~(v8u){0};
+        for (int j = nplanes - 1; j >= 0; j--) {
+            const v8u tb = ((half >> j) & 1) ? ~(v8u){0} : (v8u){0};
+            gt |= eq & plane[j] & ~tb;
+            eq &= ~(plane[j] ^ tb);
+        }
+        const v8u tie = (m % 2 == 0) ? (eq & first) : (v8u){0};
+        const v8u res = gt | tie;
+        memcpy(out + off, &res, len);
+    }
+    if (n & 7)
+        out[nbytes - 1] &= (uint8_t)((1u << (n & 7)) - 1);
+}
+
+static void sign_decode(const void *packed, size_t n, float alpha, float *out, int add)
+{
+    const __m512 vp = _mm512_set1_ps(alpha), vn = _mm512_set1_ps(-alpha);
+    for (size_t i = 0; i < n; i += W) {
+        const size_t len = n - i < W ? n - i : W;
+        const __mmask16 k = lanes(len);
+        __m512 v = _mm512_mask_blend_ps((__mmask16)load_bits(packed, i, len), vp, vn);
+        if (add)
+            v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, out + i), v);
+        _mm512_mask_storeu_ps(out + i, k, v);
+    }
+}
+
+#pragma GCC pop_options
+
+const efps_kernels_t efps_kernels_avx512 = {
+    .name = "avx512",
+    .ef_scales = ef_scales,
+    .ef_commit = ef_commit,
+    .red_scales = red_scales,
+    .red_commit = red_commit,
+    .decode = decode,
+    .sign_pack = sign_pack,
+    .sign_majority = sign_majority,
+    .sign_decode = sign_decode,
+};
