@@ -70,8 +70,10 @@ static inline __m256 p_red(const src_t *c, size_t i, size_t len, size_t blk)
     return _mm256_add_ps(mean, _mm256_mul_ps(_mm256_set1_ps(c->b), e));
 }
 
+/* p of the first len lanes (len may exceed W in a block's tail: capped). */
 static inline __m256 p_at(const src_t *c, size_t i, size_t len, size_t blk)
 {
+    len = len > W ? W : len;
     return c->packed ? p_red(c, i, len, blk) : p_ef(c, i, len);
 }
 
