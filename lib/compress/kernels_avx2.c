@@ -41,16 +41,23 @@ static inline __m256 bits_to_lanes(unsigned bits)
 static inline unsigned load_bits(const uint8_t *s, size_t i, size_t len)
 {
     const unsigned sh = i & 7;
+    if (sh == 0 && len == W) /* the hot path: one whole byte */
+        return s[i >> 3];
     const size_t nbytes = (sh + len + 7) / 8;
     uint16_t v = 0;
     memcpy(&v, s + (i >> 3), nbytes);
     return ((unsigned)v >> sh) & ((1u << len) - 1);
 }
 
+/* Loads len <= W floats; full vectors (the hot path) without a mask. */
+static inline __m256 load_lanes(const float *p, size_t len)
+{
+    return len == W ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes(len));
+}
+
 static inline __m256 p_ef(const src_t *c, size_t i, size_t len)
 {
-    const __m256i k = lanes(len);
-    const __m256 x = _mm256_maskload_ps(c->x + i, k), e = _mm256_maskload_ps(c->err + i, k);
+    const __m256 x = load_lanes(c->x + i, len), e = load_lanes(c->err + i, len);
     return _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->a), x),
                          _mm256_mul_ps(_mm256_set1_ps(c->b), e));
 }
@@ -66,7 +73,7 @@ static inline __m256 p_red(const src_t *c, size_t i, size_t len, size_t blk)
         sum = w == 0 ? d : _mm256_add_ps(sum, d);
     }
     const __m256 mean = _mm256_div_ps(sum, _mm256_set1_ps((float)c->m));
-    const __m256 e = _mm256_maskload_ps(c->err + i, lanes(len));
+    const __m256 e = load_lanes(c->err + i, len);
     return _mm256_add_ps(mean, _mm256_mul_ps(_mm256_set1_ps(c->b), e));
 }
 
@@ -80,7 +87,8 @@ static inline __m256 p_at(const src_t *c, size_t i, size_t len, size_t blk)
 /* |p| in the first len lanes, +0 elsewhere (even where p is NaN). */
 static inline __m256 abs_lanes(__m256 p, size_t len)
 {
-    const __m256i absmask = _mm256_and_si256(_mm256_set1_epi32(0x7fffffff), lanes(len));
+    const __m256i absmask = len == W ? _mm256_set1_epi32(0x7fffffff)
+                                     : _mm256_and_si256(_mm256_set1_epi32(0x7fffffff), lanes(len));
     return _mm256_and_ps(p, _mm256_castsi256_ps(absmask));
 }
 
@@ -113,7 +121,10 @@ static inline unsigned commit_unit(const src_t *c, float *err, size_t i, size_t 
     const __m256 p = p_at(c, i, len, blk);
     const unsigned neg = (unsigned)_mm256_movemask_ps(p) & ((1u << len) - 1);
     const __m256 d = _mm256_blendv_ps(vs, vns, p); /* blendv picks by the sign bit of p */
-    _mm256_maskstore_ps(err + i, lanes(len), _mm256_sub_ps(p, d));
+    if (len == W)
+        _mm256_storeu_ps(err + i, _mm256_sub_ps(p, d));
+    else
+        _mm256_maskstore_ps(err + i, lanes(len), _mm256_sub_ps(p, d));
     return neg;
 }
 
@@ -189,10 +200,12 @@ static void red_commit(const void *const *packed, int m, size_t n, size_t B, flo
 /* out = v, or out += v, in the first len lanes. */
 static inline void emit(float *out, size_t len, __m256 v, int add)
 {
-    const __m256i k = lanes(len);
     if (add)
-        v = _mm256_add_ps(_mm256_maskload_ps(out, k), v);
-    _mm256_maskstore_ps(out, k, v);
+        v = _mm256_add_ps(load_lanes(out, len), v);
+    if (len == W)
+        _mm256_storeu_ps(out, v);
+    else
+        _mm256_maskstore_ps(out, lanes(len), v);
 }
 
 static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)

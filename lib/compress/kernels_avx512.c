@@ -31,6 +31,11 @@ static inline __mmask16 lanes(size_t len)
 static inline unsigned load_bits(const uint8_t *s, size_t i, size_t len)
 {
     const unsigned sh = i & 7;
+    if (sh == 0 && len == W) { /* the hot path: two whole bytes */
+        uint16_t v16;
+        memcpy(&v16, s + (i >> 3), 2);
+        return v16;
+    }
     const size_t nbytes = (sh + len + 7) / 8;
     uint32_t v = 0;
     memcpy(&v, s + (i >> 3), nbytes);
