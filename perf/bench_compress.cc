@@ -13,6 +13,7 @@
 //   reference        reads a and b, writes c
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -180,11 +181,17 @@ class Summary : public benchmark::ConsoleReporter {
                 continue;
             auto it = r.counters.find("bytes_per_second");
             if (it != r.counters.end())
-                rate_[r.benchmark_name()] = it->second.value;
+                runs_[r.benchmark_name()].push_back(it->second.value);
         }
     }
-    void Print() const
+    // With --benchmark_repetitions, the median of the repetitions.
+    void Print()
     {
+        for (auto &kv : runs_) {
+            std::vector<double> &v = kv.second;
+            std::sort(v.begin(), v.end());
+            rate_[kv.first] = v[v.size() / 2];
+        }
         std::printf("\n%-44s %12s %10s %8s\n", "kernel/variant/elements", "GB/s", "ref GB/s",
                     "ratio");
         for (const auto &kv : rate_) {
@@ -201,6 +208,7 @@ class Summary : public benchmark::ConsoleReporter {
     }
 
   private:
+    std::map<std::string, std::vector<double>> runs_;
     std::map<std::string, double> rate_;
 };
 

@@ -23,14 +23,14 @@ typedef struct {
 } src_t;
 
 /* All-ones in the first len lanes. */
-static inline __m256i lanes(size_t len)
+EFPS_INLINE __m256i lanes(size_t len)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(len > W ? W : len)),
                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
 /* Lane j all-ones where bit j of bits is set. */
-static inline __m256 bits_to_lanes(unsigned bits)
+EFPS_INLINE __m256 bits_to_lanes(unsigned bits)
 {
     const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     return _mm256_castsi256_ps(
@@ -38,7 +38,7 @@ static inline __m256 bits_to_lanes(unsigned bits)
 }
 
 /* Bits [i, i+len) of a sign stream, len <= 8, reading no byte past i+len. */
-static inline unsigned load_bits(const uint8_t *s, size_t i, size_t len)
+EFPS_INLINE unsigned load_bits(const uint8_t *s, size_t i, size_t len)
 {
     const unsigned sh = i & 7;
     if (sh == 0 && len == W) /* the hot path: one whole byte */
@@ -50,19 +50,19 @@ static inline unsigned load_bits(const uint8_t *s, size_t i, size_t len)
 }
 
 /* Loads len <= W floats; full vectors (the hot path) without a mask. */
-static inline __m256 load_lanes(const float *p, size_t len)
+EFPS_INLINE __m256 load_lanes(const float *p, size_t len)
 {
     return len == W ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, lanes(len));
 }
 
-static inline __m256 p_ef(const src_t *c, size_t i, size_t len)
+EFPS_INLINE __m256 p_ef(const src_t *c, size_t i, size_t len)
 {
     const __m256 x = load_lanes(c->x + i, len), e = load_lanes(c->err + i, len);
     return _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(c->a), x),
                          _mm256_mul_ps(_mm256_set1_ps(c->b), e));
 }
 
-static inline __m256 p_red(const src_t *c, size_t i, size_t len, size_t blk)
+EFPS_INLINE __m256 p_red(const src_t *c, size_t i, size_t len, size_t blk)
 {
     __m256 sum = _mm256_setzero_ps();
     for (int w = 0; w < c->m; w++) {
@@ -78,21 +78,21 @@ static inline __m256 p_red(const src_t *c, size_t i, size_t len, size_t blk)
 }
 
 /* p of the first len lanes (len may exceed W in a block's tail: capped). */
-static inline __m256 p_at(const src_t *c, size_t i, size_t len, size_t blk)
+EFPS_INLINE __m256 p_at(const src_t *c, size_t i, size_t len, size_t blk)
 {
     len = len > W ? W : len;
     return c->packed ? p_red(c, i, len, blk) : p_ef(c, i, len);
 }
 
 /* |p| in the first len lanes, +0 elsewhere (even where p is NaN). */
-static inline __m256 abs_lanes(__m256 p, size_t len)
+EFPS_INLINE __m256 abs_lanes(__m256 p, size_t len)
 {
     const __m256i absmask = len == W ? _mm256_set1_epi32(0x7fffffff)
                                      : _mm256_and_si256(_mm256_set1_epi32(0x7fffffff), lanes(len));
     return _mm256_and_ps(p, _mm256_castsi256_ps(absmask));
 }
 
-static inline __attribute__((always_inline)) void scales_walk(const src_t *c, float *scales)
+EFPS_INLINE void scales_walk(const src_t *c, float *scales)
 {
     for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
         const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
@@ -115,7 +115,7 @@ static inline __attribute__((always_inline)) void scales_walk(const src_t *c, fl
     }
 }
 
-static inline unsigned commit_unit(const src_t *c, float *err, size_t i, size_t len, size_t blk,
+EFPS_INLINE unsigned commit_unit(const src_t *c, float *err, size_t i, size_t len, size_t blk,
                                    __m256 vs, __m256 vns)
 {
     const __m256 p = p_at(c, i, len, blk);
@@ -128,7 +128,7 @@ static inline unsigned commit_unit(const src_t *c, float *err, size_t i, size_t 
     return neg;
 }
 
-static inline void put_bits(uint8_t *signs, size_t i, unsigned bits)
+EFPS_INLINE void put_bits(uint8_t *signs, size_t i, unsigned bits)
 {
     if (i & 7)
         signs[i >> 3] |= (uint8_t)(bits << (i & 7));
@@ -136,7 +136,7 @@ static inline void put_bits(uint8_t *signs, size_t i, unsigned bits)
         signs[i >> 3] = (uint8_t)bits;
 }
 
-static inline __attribute__((always_inline)) void commit_walk(const src_t *c, float *err,
+EFPS_INLINE void commit_walk(const src_t *c, float *err,
                                                               const float *scales, uint8_t *signs)
 {
     for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
@@ -198,7 +198,7 @@ static void red_commit(const void *const *packed, int m, size_t n, size_t B, flo
 }
 
 /* out = v, or out += v, in the first len lanes. */
-static inline void emit(float *out, size_t len, __m256 v, int add)
+EFPS_INLINE void emit(float *out, size_t len, __m256 v, int add)
 {
     if (add)
         v = _mm256_add_ps(load_lanes(out, len), v);

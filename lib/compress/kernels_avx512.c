@@ -22,13 +22,13 @@ typedef struct {
     size_t n, B, signs_off;
 } src_t;
 
-static inline __mmask16 lanes(size_t len)
+EFPS_INLINE __mmask16 lanes(size_t len)
 {
     return len >= W ? (__mmask16)0xffff : (__mmask16)((1u << len) - 1);
 }
 
 /* Bits [i, i+len) of a sign stream, len <= 16, reading no byte past i+len. */
-static inline unsigned load_bits(const uint8_t *s, size_t i, size_t len)
+EFPS_INLINE unsigned load_bits(const uint8_t *s, size_t i, size_t len)
 {
     const unsigned sh = i & 7;
     if (sh == 0 && len == W) { /* the hot path: two whole bytes */
@@ -43,7 +43,7 @@ static inline unsigned load_bits(const uint8_t *s, size_t i, size_t len)
 }
 
 /* Worker p = fl(a*x) + fl(b*err) for the lanes in k. */
-static inline __m512 p_ef(const src_t *c, size_t i, __mmask16 k)
+EFPS_INLINE __m512 p_ef(const src_t *c, size_t i, __mmask16 k)
 {
     const __m512 x = _mm512_maskz_loadu_ps(k, c->x + i);
     const __m512 e = _mm512_maskz_loadu_ps(k, c->err + i);
@@ -52,7 +52,7 @@ static inline __m512 p_ef(const src_t *c, size_t i, __mmask16 k)
 }
 
 /* Server p = fl(fl(sum of decoded, rank order) / m) + fl(b*err). */
-static inline __m512 p_red(const src_t *c, size_t i, __mmask16 k, size_t len, size_t blk)
+EFPS_INLINE __m512 p_red(const src_t *c, size_t i, __mmask16 k, size_t len, size_t blk)
 {
     __m512 sum = _mm512_setzero_ps();
     for (int w = 0; w < c->m; w++) {
@@ -67,18 +67,18 @@ static inline __m512 p_red(const src_t *c, size_t i, __mmask16 k, size_t len, si
     return _mm512_add_ps(mean, _mm512_mul_ps(_mm512_set1_ps(c->b), e));
 }
 
-static inline __m512 p_at(const src_t *c, size_t i, size_t len, size_t blk)
+EFPS_INLINE __m512 p_at(const src_t *c, size_t i, size_t len, size_t blk)
 {
     return c->packed ? p_red(c, i, lanes(len), len, blk) : p_ef(c, i, lanes(len));
 }
 
-static inline __m512 vabs(__m512 v)
+EFPS_INLINE __m512 vabs(__m512 v)
 {
     return _mm512_castsi512_ps(
         _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fffffff)));
 }
 
-static inline __attribute__((always_inline)) void scales_walk(const src_t *c, float *scales)
+EFPS_INLINE void scales_walk(const src_t *c, float *scales)
 {
     for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
         const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
@@ -95,7 +95,7 @@ static inline __attribute__((always_inline)) void scales_walk(const src_t *c, fl
 }
 
 /* One unit of <= 16 elements: new error stored, sign bits returned. */
-static inline unsigned commit_unit(const src_t *c, float *err, size_t i, size_t len, size_t blk,
+EFPS_INLINE unsigned commit_unit(const src_t *c, float *err, size_t i, size_t len, size_t blk,
                                    __m512 vs, __m512 vns)
 {
     const __m512 p = p_at(c, i, len, blk);
@@ -108,7 +108,7 @@ static inline unsigned commit_unit(const src_t *c, float *err, size_t i, size_t 
 /* Stores len bits starting at element i. A unit starting mid-byte ORs into the
  * byte its predecessor (an earlier block) wrote; one starting on a byte
  * boundary owns its bytes. */
-static inline void put_bits(uint8_t *signs, size_t i, size_t len, unsigned bits)
+EFPS_INLINE void put_bits(uint8_t *signs, size_t i, size_t len, unsigned bits)
 {
     if (i & 7) {
         signs[i >> 3] |= (uint8_t)(bits << (i & 7));
@@ -117,7 +117,7 @@ static inline void put_bits(uint8_t *signs, size_t i, size_t len, unsigned bits)
     memcpy(signs + (i >> 3), &bits, (len + 7) / 8);
 }
 
-static inline __attribute__((always_inline)) void commit_walk(const src_t *c, float *err, const float *scales, uint8_t *signs)
+EFPS_INLINE void commit_walk(const src_t *c, float *err, const float *scales, uint8_t *signs)
 {
     for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
         const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
