@@ -3,4 +3,5 @@
 #define EFPS_H
 #include "efps/core.h"
 #include "efps/compress.h"
+#include "efps/optim.h"
 #endif

@@ -1,0 +1,126 @@
+/* The server side of EF-SGDM (DESIGN.md steps 6-7) for one tensor.
+ * Built with -ffp-contract=off, like the kernels: the fp32 mean of `none` is
+ * summed in rank order from worker 0's values, then divided by M, exactly as
+ * the blocksign kernel does, so every run gives the same bits. */
+#include "optim_internal.h"
+
+#include "efps/compress.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void efps_server_opt_destroy(efps_server_opt_t *s)
+{
+    if (s == NULL)
+        return;
+    efps_aligned_free(s->err);
+    free(s);
+}
+
+efps_server_opt_t *efps_server_opt_create(const efps_optim_config_t *cfg, size_t n,
+                                          int num_workers)
+{
+    if (efps_optim_config_check(cfg) != EFPS_OK)
+        return NULL;
+    if (n == 0 || n > SIZE_MAX / 8) {
+        efps_error("server optimizer: tensor size %zu is not valid", n);
+        return NULL;
+    }
+    if (num_workers < 1 || num_workers > EFPS_OPTIM_MAX_WORKERS) {
+        efps_error("server optimizer: %d workers is not in [1, %d]", num_workers,
+                   EFPS_OPTIM_MAX_WORKERS);
+        return NULL;
+    }
+    efps_server_opt_t *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        efps_error("server optimizer: out of memory");
+        return NULL;
+    }
+    s->cfg = *cfg;
+    s->n = n;
+    s->workers = num_workers;
+    if (cfg->compressor == EFPS_COMP_BLOCKSIGN) {
+        s->err = efps_aligned_calloc(n * sizeof(float));
+        if (s->err == NULL) {
+            efps_error("server optimizer: out of memory for a tensor of %zu elements", n);
+            free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+/* none: out = fl(fl(sum in rank order) / M). Worker by worker over the whole
+ * tensor (the same per-element order as element by element, but streaming). */
+static efps_status_t mean_fp32(const efps_server_opt_t *s, const void *const *pushes, float *out)
+{
+    const size_t n = s->n;
+    memcpy(out, pushes[0], n * sizeof(float));
+    for (int k = 1; k < s->workers; k++) {
+        const float *p = pushes[k];
+        for (size_t i = 0; i < n; i++)
+            out[i] = out[i] + p[i];
+    }
+    const float m = (float)s->workers;
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        out[i] = out[i] / m;
+        uint32_t b;
+        memcpy(&b, &out[i], 4);
+        ok &= (b & 0x7f800000u) != 0x7f800000u;
+    }
+    const size_t bytes = n * sizeof(float);
+    memset((uint8_t *)out + bytes, 0, efps_encoded_size(&s->cfg, n) - bytes);
+    return ok ? EFPS_OK : EFPS_ERR_NONFINITE;
+}
+
+static int pushes_ok(const efps_server_opt_t *s, const void *const *pushes)
+{
+    if (pushes == NULL)
+        return 0;
+    for (int k = 0; k < s->workers; k++)
+        if (pushes[k] == NULL)
+            return 0;
+    return 1;
+}
+
+efps_status_t efps_server_opt_reduce(efps_server_opt_t *s, const void *const *pushes, float lr,
+                                     void *update)
+{
+    if (s == NULL || !pushes_ok(s, pushes) || update == NULL ||
+        ((uintptr_t)update & (EFPS_ALIGN - 1)) != 0) {
+        efps_error("server reduce: NULL argument or update buffer not 64-byte aligned");
+        return EFPS_ERR_INVALID;
+    }
+    if (!efps_optim_lr_ok(lr)) {
+        efps_error("server reduce: learning rate %g is not a finite value > 0", (double)lr);
+        return EFPS_ERR_INVALID;
+    }
+    efps_status_t st = EFPS_ERR_INVALID;
+    switch (s->cfg.compressor) {
+    case EFPS_COMP_NONE:
+        st = mean_fp32(s, pushes, update);
+        break;
+    case EFPS_COMP_SIGN:
+        st = efps_sign_majority(pushes, s->workers, s->n, update);
+        break;
+    case EFPS_COMP_BLOCKSIGN:
+        /* p~ = mean of decoded pushes + r_t * e~; D~ = C_B(p~); e~ = p~ - D~. */
+        st = efps_server_reduce(pushes, s->workers, s->n, s->cfg.block, s->err, s->prev_lr / lr,
+                                update);
+        break;
+    }
+    if (st != EFPS_OK) {
+        efps_debug("server reduce: step %llu: %s", (unsigned long long)s->steps,
+                   efps_strerror(st));
+        return st; /* the kernels left e~ as it was */
+    }
+    s->prev_lr = lr;
+    s->steps++;
+    return EFPS_OK;
+}
+
+uint64_t efps_server_opt_steps(const efps_server_opt_t *s)
+{
+    return s ? s->steps : 0;
+}
