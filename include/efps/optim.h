@@ -206,6 +206,7 @@ EFPS_API int efps_sim_workers_agree(const efps_sim_t *sim);
 EFPS_API uint64_t efps_sim_steps(const efps_sim_t *sim);
 EFPS_API size_t efps_sim_size(const efps_sim_t *sim);
 EFPS_API int efps_sim_workers(const efps_sim_t *sim);
+EFPS_API const efps_optim_config_t *efps_sim_config(const efps_sim_t *sim);
 /* Bytes one worker pushes per step (= bytes it pulls): efps_encoded_size. */
 EFPS_API size_t efps_sim_push_bytes(const efps_sim_t *sim);
 /* The seed given to the callback: a mix (splitmix64) of the three values. */

@@ -211,6 +211,11 @@ int efps_sim_workers(const efps_sim_t *sim)
     return sim->workers;
 }
 
+const efps_optim_config_t *efps_sim_config(const efps_sim_t *sim)
+{
+    return &sim->cfg;
+}
+
 size_t efps_sim_push_bytes(const efps_sim_t *sim)
 {
     return sim->enc;
