@@ -51,7 +51,7 @@ static void add_shortcut_relu(const block_t *k, const float *x, float *y, int n)
 {
     const nn_shape_t in = k->base.in, out = k->base.out;
     size_t osz = nn_shape_size(out);
-    if (k->shortcut == NN_SHORTCUT_CONV && !k->identity) {
+    if (k->sc_conv != NULL) {
         for (size_t i = 0; i < (size_t)n * osz; i++)
             y[i] = k->d[i] + k->s2[i];
     } else if (k->identity) {

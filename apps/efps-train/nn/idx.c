@@ -9,6 +9,16 @@
 
 #define IDX_TYPE_UBYTE 0x08
 
+/* zlib's message for the last error, without the "<path>: " it prepends. */
+static const char *zmsg(gzFile gz, const char *path, int *zerr_p)
+{
+    const char *msg = gzerror(gz, zerr_p);
+    size_t len = strlen(path);
+    if (strncmp(msg, path, len) == 0 && msg[len] == ':' && msg[len + 1] == ' ')
+        msg += len + 2;
+    return msg;
+}
+
 /* Reads exactly len bytes. EFPS_ERR_CORRUPT for a short read (truncated file
  * or damaged gzip stream), EFPS_ERR_IO for a read error. */
 static efps_status_t read_exact(gzFile gz, const char *path, void *buf, size_t len,
@@ -20,13 +30,14 @@ static efps_status_t read_exact(gzFile gz, const char *path, void *buf, size_t l
         int got = gzread(gz, p, chunk);
         if (got < 0) {
             int zerr;
-            const char *msg = gzerror(gz, &zerr);
-            efps_error("%s: cannot read the %s: %s", path, what, msg);
+            const char *msg = zmsg(gz, path, &zerr);
+            /* zlib inflates ahead: a damaged stream may show up on any read */
+            efps_error("%s: cannot read the file: %s", path, msg);
             return zerr == Z_ERRNO ? EFPS_ERR_IO : EFPS_ERR_CORRUPT;
         }
         if (got == 0) {
             int zerr;
-            const char *msg = gzerror(gz, &zerr);
+            const char *msg = zmsg(gz, path, &zerr);
             efps_error("%s: truncated: the file ends inside the %s%s%s", path, what,
                        zerr != Z_OK ? ": " : "", zerr != Z_OK ? msg : "");
             return EFPS_ERR_CORRUPT;
@@ -82,7 +93,7 @@ static efps_status_t check_end(gzFile gz, const char *path)
         return EFPS_OK;
     if (got < 0) {
         int zerr;
-        efps_error("%s: cannot read past the data: %s", path, gzerror(gz, &zerr));
+        efps_error("%s: cannot read past the data: %s", path, zmsg(gz, path, &zerr));
         return EFPS_ERR_CORRUPT;
     }
     efps_error("%s: the file is longer than its header says", path);

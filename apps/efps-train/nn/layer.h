@@ -117,8 +117,8 @@ efps_status_t nn_gap_create(nn_shape_t in, nn_layer_t **l_p);
  * conv1(x))))) + shortcut(x)), 3x3 convolutions, conv1 with the stride.
  * The shortcut is the identity when the shape is kept; otherwise option A
  * (subsample by the stride, zero-pad the new channels on both sides) or
- * option B (1x1 strided convolution + batch norm). max_batch sizes its
- * saved activations. */
+ * option B (1x1 strided convolution + batch norm); cout >= in.c. max_batch
+ * sizes its saved activations. */
 typedef enum {
     NN_SHORTCUT_PAD = 0,  /* option A: no parameters */
     NN_SHORTCUT_CONV = 1, /* option B */
