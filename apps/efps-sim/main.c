@@ -132,16 +132,34 @@ static int parse_milestones(const char *text, efps_lr_schedule_t *lr)
 }
 
 enum {
-    OPT_WD = 256, OPT_SCHEDULE, OPT_WARMUP, OPT_MILESTONES, OPT_GAMMA, OPT_SPE, OPT_MIN_LR,
-    OPT_SEED, OPT_STOP, OPT_SAVE, OPT_RESUME, OPT_DIM, OPT_NOISE, OPT_HIDDEN, OPT_CLASSES, OPT_SAMPLES,
+    OPT_WD = 256,
+    OPT_SCHEDULE,
+    OPT_WARMUP,
+    OPT_MILESTONES,
+    OPT_GAMMA,
+    OPT_SPE,
+    OPT_MIN_LR,
+    OPT_SEED,
+    OPT_STOP,
+    OPT_SAVE,
+    OPT_RESUME,
+    OPT_DIM,
+    OPT_NOISE,
+    OPT_HIDDEN,
+    OPT_CLASSES,
+    OPT_SAMPLES,
     OPT_BATCH,
 };
 
 static const struct option long_opts[] = {
-    {"compressor", required_argument, NULL, 'c'}, {"block", required_argument, NULL, 'b'},
-    {"momentum", required_argument, NULL, 'm'},   {"nesterov", no_argument, NULL, 'n'},
-    {"wd", required_argument, NULL, OPT_WD},      {"workers", required_argument, NULL, 'w'},
-    {"steps", required_argument, NULL, 's'},      {"lr", required_argument, NULL, 'l'},
+    {"compressor", required_argument, NULL, 'c'},
+    {"block", required_argument, NULL, 'b'},
+    {"momentum", required_argument, NULL, 'm'},
+    {"nesterov", no_argument, NULL, 'n'},
+    {"wd", required_argument, NULL, OPT_WD},
+    {"workers", required_argument, NULL, 'w'},
+    {"steps", required_argument, NULL, 's'},
+    {"lr", required_argument, NULL, 'l'},
     {"stop-after", required_argument, NULL, OPT_STOP},
     {"schedule", required_argument, NULL, OPT_SCHEDULE},
     {"warmup", required_argument, NULL, OPT_WARMUP},
@@ -149,14 +167,18 @@ static const struct option long_opts[] = {
     {"gamma", required_argument, NULL, OPT_GAMMA},
     {"steps-per-epoch", required_argument, NULL, OPT_SPE},
     {"min-lr", required_argument, NULL, OPT_MIN_LR},
-    {"seed", required_argument, NULL, OPT_SEED},  {"every", required_argument, NULL, 'e'},
-    {"save", required_argument, NULL, OPT_SAVE},  {"resume", required_argument, NULL, OPT_RESUME},
-    {"problem", required_argument, NULL, 'p'},    {"dim", required_argument, NULL, OPT_DIM},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"every", required_argument, NULL, 'e'},
+    {"save", required_argument, NULL, OPT_SAVE},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"problem", required_argument, NULL, 'p'},
+    {"dim", required_argument, NULL, OPT_DIM},
     {"noise", required_argument, NULL, OPT_NOISE},
     {"hidden", required_argument, NULL, OPT_HIDDEN},
     {"classes", required_argument, NULL, OPT_CLASSES},
     {"samples", required_argument, NULL, OPT_SAMPLES},
-    {"batch", required_argument, NULL, OPT_BATCH}, {"help", no_argument, NULL, 'h'},
+    {"batch", required_argument, NULL, OPT_BATCH},
+    {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -172,19 +194,57 @@ static int parse_schedule(const char *text, efps_lr_schedule_t *lr)
     return bad_value("schedule", text, "one of constant, step, cosine");
 }
 
-/* One option; -1 on a bad value. */
-static int parse_one(int c, const char *v, args_t *a, int *spe_set)
+#define NOT_MINE 1 /* a parse_* group does not know the option */
+#define BIG      ((uint64_t)1 << 40)
+
+/* Optimizer flags. 0 ok, -1 bad value, NOT_MINE. */
+static int parse_optim(int c, const char *v, efps_optim_config_t *opt)
 {
-    const uint64_t big = (uint64_t)1 << 40;
     switch (c) {
     case 'c':
-        if (efps_compressor_parse(v, &a->opt.compressor) != EFPS_OK)
+        if (efps_compressor_parse(v, &opt->compressor) != EFPS_OK)
             return bad_value("compressor", v, "one of none, sign, blocksign");
         return 0;
-    case 'b': return parse_size("block", v, 0, (size_t)1 << 30, &a->opt.block);
-    case 'm': return parse_float("momentum", v, 0.0f, 1.0f, 1, &a->opt.momentum);
-    case 'n': a->opt.nesterov = 1; return 0;
-    case OPT_WD: return parse_float("wd", v, 0.0f, 1.0f, 0, &a->opt.weight_decay);
+    case 'b':
+        return parse_size("block", v, 0, (size_t)1 << 30, &opt->block);
+    case 'm':
+        return parse_float("momentum", v, 0.0f, 1.0f, 1, &opt->momentum);
+    case 'n':
+        opt->nesterov = 1;
+        return 0;
+    case OPT_WD:
+        return parse_float("wd", v, 0.0f, 1.0f, 0, &opt->weight_decay);
+    }
+    return NOT_MINE;
+}
+
+/* Learning-rate schedule flags. */
+static int parse_lr(int c, const char *v, efps_lr_schedule_t *lr, int *spe_set)
+{
+    switch (c) {
+    case 'l':
+        return parse_float("lr", v, 1e-30f, 1e6f, 0, &lr->base_lr);
+    case OPT_SCHEDULE:
+        return parse_schedule(v, lr);
+    case OPT_WARMUP:
+        return parse_u64("warmup", v, 0, BIG, &lr->warmup_steps);
+    case OPT_MILESTONES:
+        return parse_milestones(v, lr);
+    case OPT_GAMMA:
+        return parse_float("gamma", v, 1e-30f, 1.0f, 0, &lr->gamma);
+    case OPT_SPE:
+        *spe_set = 1;
+        return parse_u64("steps-per-epoch", v, 1, BIG, &lr->steps_per_epoch);
+    case OPT_MIN_LR:
+        return parse_float("min-lr", v, 0.0f, 1e6f, 0, &lr->min_lr);
+    }
+    return NOT_MINE;
+}
+
+/* Run and problem flags. */
+static int parse_run(int c, const char *v, args_t *a)
+{
+    switch (c) {
     case 'w': {
         size_t w;
         if (parse_size("workers", v, 1, 4096, &w) != 0)
@@ -192,32 +252,59 @@ static int parse_one(int c, const char *v, args_t *a, int *spe_set)
         a->workers = (int)w;
         return 0;
     }
-    case 's': return parse_u64("steps", v, 1, big, &a->steps);
-    case OPT_STOP: return parse_u64("stop-after", v, 1, big, &a->stop_after);
-    case 'l': return parse_float("lr", v, 1e-30f, 1e6f, 0, &a->lr.base_lr);
-    case OPT_SCHEDULE: return parse_schedule(v, &a->lr);
-    case OPT_WARMUP: return parse_u64("warmup", v, 0, big, &a->lr.warmup_steps);
-    case OPT_MILESTONES: return parse_milestones(v, &a->lr);
-    case OPT_GAMMA: return parse_float("gamma", v, 1e-30f, 1.0f, 0, &a->lr.gamma);
-    case OPT_SPE: *spe_set = 1; return parse_u64("steps-per-epoch", v, 1, big, &a->lr.steps_per_epoch);
-    case OPT_MIN_LR: return parse_float("min-lr", v, 0.0f, 1e6f, 0, &a->lr.min_lr);
-    case OPT_SEED: return parse_u64("seed", v, 0, UINT64_MAX, &a->seed);
-    case 'e': return parse_u64("every", v, 1, big, &a->every);
-    case OPT_SAVE: a->save = v; return 0;
-    case OPT_RESUME: a->resume = v; return 0;
+    case 's':
+        return parse_u64("steps", v, 1, BIG, &a->steps);
+    case OPT_STOP:
+        return parse_u64("stop-after", v, 1, BIG, &a->stop_after);
+    case OPT_SEED:
+        return parse_u64("seed", v, 0, UINT64_MAX, &a->seed);
+    case 'e':
+        return parse_u64("every", v, 1, BIG, &a->every);
+    case OPT_SAVE:
+        a->save = v;
+        return 0;
+    case OPT_RESUME:
+        a->resume = v;
+        return 0;
+    }
+    return NOT_MINE;
+}
+
+static int parse_problem(int c, const char *v, args_t *a)
+{
+    switch (c) {
     case 'p':
         if (strcmp(v, "lsq") != 0 && strcmp(v, "mlp") != 0)
             return bad_value("problem", v, "one of lsq, mlp");
         a->problem = v;
         return 0;
-    case OPT_DIM: return parse_size("dim", v, 1, 1 << 20, &a->dim);
-    case OPT_NOISE: return parse_float("noise", v, 0.0f, 1e6f, 0, &a->noise);
-    case OPT_HIDDEN: return parse_size("hidden", v, 1, 1 << 16, &a->hidden);
-    case OPT_CLASSES: return parse_size("classes", v, 2, 1 << 16, &a->classes);
-    case OPT_SAMPLES: return parse_size("samples", v, 1, 1 << 20, &a->samples);
-    case OPT_BATCH: return parse_size("batch", v, 1, 1 << 20, &a->batch);
+    case OPT_DIM:
+        return parse_size("dim", v, 1, 1 << 20, &a->dim);
+    case OPT_NOISE:
+        return parse_float("noise", v, 0.0f, 1e6f, 0, &a->noise);
+    case OPT_HIDDEN:
+        return parse_size("hidden", v, 1, 1 << 16, &a->hidden);
+    case OPT_CLASSES:
+        return parse_size("classes", v, 2, 1 << 16, &a->classes);
+    case OPT_SAMPLES:
+        return parse_size("samples", v, 1, 1 << 20, &a->samples);
+    case OPT_BATCH:
+        return parse_size("batch", v, 1, 1 << 20, &a->batch);
     }
-    return -1;
+    return NOT_MINE;
+}
+
+/* One option; -1 on a bad value. */
+static int parse_one(int c, const char *v, args_t *a, int *spe_set)
+{
+    int r = parse_optim(c, v, &a->opt);
+    if (r == NOT_MINE)
+        r = parse_lr(c, v, &a->lr, spe_set);
+    if (r == NOT_MINE)
+        r = parse_run(c, v, a);
+    if (r == NOT_MINE)
+        r = parse_problem(c, v, a);
+    return r == 0 ? 0 : -1;
 }
 
 /* 0: run; 1: done (help); -1: bad command line. */
@@ -226,8 +313,17 @@ static int parse_args(int argc, char **argv, args_t *a)
     *a = (args_t){
         .opt = {.compressor = EFPS_COMP_BLOCKSIGN, .momentum = 0.9f},
         .lr = {.kind = EFPS_LR_CONSTANT, .base_lr = 0.05f, .gamma = 0.1f},
-        .workers = 4, .steps = 200, .every = 10, .seed = 1, .problem = "lsq",
-        .dim = 0, .samples = 2048, .batch = 16, .hidden = 32, .classes = 4, .noise = 0.1f,
+        .workers = 4,
+        .steps = 200,
+        .every = 10,
+        .seed = 1,
+        .problem = "lsq",
+        .dim = 0,
+        .samples = 2048,
+        .batch = 16,
+        .hidden = 32,
+        .classes = 4,
+        .noise = 0.1f,
     };
     int c, spe_set = 0;
     opterr = 0;
@@ -296,13 +392,12 @@ static efps_sim_t *make_sim(const args_t *a, efps_sim_problem_t *p)
     if (a->resume != NULL) {
         efps_status_t st = efps_sim_load(a->resume, efps_sim_problem_grad, p, &sim);
         if (st != EFPS_OK) {
-            fprintf(stderr, "efps-sim: cannot resume from %s: %s\n", a->resume,
-                    efps_strerror(st));
+            fprintf(stderr, "efps-sim: cannot resume from %s: %s\n", a->resume, efps_strerror(st));
             return NULL;
         }
         if (efps_sim_size(sim) != n) {
-            fprintf(stderr, "efps-sim: %s holds %zu parameters, this problem has %zu\n",
-                    a->resume, efps_sim_size(sim), n);
+            fprintf(stderr, "efps-sim: %s holds %zu parameters, this problem has %zu\n", a->resume,
+                    efps_sim_size(sim), n);
             efps_sim_destroy(sim);
             return NULL;
         }

@@ -146,7 +146,7 @@ typedef enum {
 
 typedef struct {
     efps_lr_kind_t kind;
-    float base_lr;           /* > 0 */
+    float base_lr; /* > 0 */
     /* Linear warm-up in front of any kind: for step t < warmup_steps the lr is
      * the schedule's value times (t + 1) / warmup_steps. 0 = none. */
     uint64_t warmup_steps;

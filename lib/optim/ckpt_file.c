@@ -15,7 +15,7 @@
 #include <zlib.h>
 
 static const char magic[8] = {'E', 'F', 'P', 'S', 'C', 'K', 'P', 'T'};
-#define HEADER_BYTES 24
+#define HEADER_BYTES  24
 #define TRAILER_BYTES 4
 
 /* ---- writing ---------------------------------------------------------------- */
@@ -271,21 +271,21 @@ static efps_status_t check_container(const char *path, const uint8_t *buf, size_
     }
     const uint64_t payload = rd64(buf + 16);
     if (payload != size - HEADER_BYTES - TRAILER_BYTES) {
-        efps_error("checkpoint %s: truncated or extended: %zu bytes, header says %llu", path,
-                   size, (unsigned long long)(payload + HEADER_BYTES + TRAILER_BYTES));
+        efps_error("checkpoint %s: truncated or extended: %zu bytes, header says %llu", path, size,
+                   (unsigned long long)(payload + HEADER_BYTES + TRAILER_BYTES));
         return EFPS_ERR_CORRUPT;
     }
     const uint32_t want = rd32(buf + size - TRAILER_BYTES);
     const uint32_t got = (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), buf, size - TRAILER_BYTES);
     if (want != got) {
-        efps_error("checkpoint %s: CRC mismatch (file %08x, computed %08x): corrupted", path,
-                   want, got);
+        efps_error("checkpoint %s: CRC mismatch (file %08x, computed %08x): corrupted", path, want,
+                   got);
         return EFPS_ERR_CORRUPT;
     }
     const uint32_t version = rd32(buf + 8);
     if (version != EFPS_CKPT_VERSION) {
-        efps_error("checkpoint %s: format version %u, this library reads version %u", path,
-                   version, EFPS_CKPT_VERSION);
+        efps_error("checkpoint %s: format version %u, this library reads version %u", path, version,
+                   EFPS_CKPT_VERSION);
         return EFPS_ERR_UNSUPPORTED;
     }
     static const char *const kinds[] = {"?", "worker", "server", "simulation"};

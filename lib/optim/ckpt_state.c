@@ -60,8 +60,8 @@ efps_status_t efps_worker_opt_get(efps_ckpt_in_t *in, efps_worker_opt_t **w_p)
         return EFPS_ERR_CORRUPT;
     const uint64_t n = efps_ckpt_get_u64(in), steps = efps_ckpt_get_u64(in);
     const float prev_lr = efps_ckpt_get_f32(in);
-    const uint64_t arrays = 1 + (cfg.compressor == EFPS_COMP_BLOCKSIGN) +
-                            (cfg.weight_decay != 0.0f);
+    const uint64_t arrays =
+        1 + (cfg.compressor == EFPS_COMP_BLOCKSIGN) + (cfg.weight_decay != 0.0f);
     /* The arrays must be there before n is trusted with an allocation. */
     if (!efps_ckpt_in_ok(in) || n == 0 || n > SIZE_MAX / 8 / arrays ||
         !efps_ckpt_in_has(in, n * arrays, 4) || !prev_lr_ok(prev_lr, steps))

@@ -17,8 +17,7 @@ void efps_server_opt_destroy(efps_server_opt_t *s)
     free(s);
 }
 
-efps_server_opt_t *efps_server_opt_create(const efps_optim_config_t *cfg, size_t n,
-                                          int num_workers)
+efps_server_opt_t *efps_server_opt_create(const efps_optim_config_t *cfg, size_t n, int num_workers)
 {
     if (efps_optim_config_check(cfg) != EFPS_OK)
         return NULL;
@@ -111,8 +110,7 @@ efps_status_t efps_server_opt_reduce(efps_server_opt_t *s, const void *const *pu
         break;
     }
     if (st != EFPS_OK) {
-        efps_debug("server reduce: step %llu: %s", (unsigned long long)s->steps,
-                   efps_strerror(st));
+        efps_debug("server reduce: step %llu: %s", (unsigned long long)s->steps, efps_strerror(st));
         return st; /* the kernels left e~ as it was */
     }
     s->prev_lr = lr;

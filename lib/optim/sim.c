@@ -149,8 +149,8 @@ static efps_status_t run_step(efps_sim_t *sim, float lr)
     }
     st = efps_server_opt_reduce(sim->server, (const void *const *)sim->push, lr, sim->update);
     if (st != EFPS_OK) {
-        efps_error("simulation step %llu: server reduce failed: %s",
-                   (unsigned long long)sim->steps, efps_strerror(st));
+        efps_error("simulation step %llu: server reduce failed: %s", (unsigned long long)sim->steps,
+                   efps_strerror(st));
         return st;
     }
     for (int k = 0; k < sim->workers; k++) {
@@ -190,6 +190,8 @@ const float *efps_sim_x(const efps_sim_t *sim, int worker)
 
 int efps_sim_workers_agree(const efps_sim_t *sim)
 {
+    if (sim == NULL)
+        return 0;
     for (int k = 1; k < sim->workers; k++)
         if (memcmp(sim->x[k], sim->x[0], sim->n * sizeof(float)) != 0)
             return 0;
@@ -198,27 +200,27 @@ int efps_sim_workers_agree(const efps_sim_t *sim)
 
 uint64_t efps_sim_steps(const efps_sim_t *sim)
 {
-    return sim->steps;
+    return sim ? sim->steps : 0;
 }
 
 size_t efps_sim_size(const efps_sim_t *sim)
 {
-    return sim->n;
+    return sim ? sim->n : 0;
 }
 
 int efps_sim_workers(const efps_sim_t *sim)
 {
-    return sim->workers;
+    return sim ? sim->workers : 0;
 }
 
 const efps_optim_config_t *efps_sim_config(const efps_sim_t *sim)
 {
-    return &sim->cfg;
+    return sim ? &sim->cfg : NULL;
 }
 
 size_t efps_sim_push_bytes(const efps_sim_t *sim)
 {
-    return sim->enc;
+    return sim ? sim->enc : 0;
 }
 
 /* ---- checkpoint ----------------------------------------------------------------
@@ -252,9 +254,8 @@ efps_status_t efps_sim_save(const efps_sim_t *sim, const char *path)
 
 static int same_config(const efps_optim_config_t *a, const efps_optim_config_t *b)
 {
-    return a->compressor == b->compressor && a->block == b->block &&
-           a->momentum == b->momentum && a->nesterov == b->nesterov &&
-           a->weight_decay == b->weight_decay;
+    return a->compressor == b->compressor && a->block == b->block && a->momentum == b->momentum &&
+           a->nesterov == b->nesterov && a->weight_decay == b->weight_decay;
 }
 
 /* Every record must describe the same run, at the same step. */
@@ -321,8 +322,7 @@ static efps_status_t get_sim(efps_ckpt_in_t *in, efps_sim_t **sim_p)
     return EFPS_OK;
 }
 
-efps_status_t efps_sim_load(const char *path, efps_sim_grad_fn grad, void *user,
-                            efps_sim_t **sim_p)
+efps_status_t efps_sim_load(const char *path, efps_sim_grad_fn grad, void *user, efps_sim_t **sim_p)
 {
     if (grad == NULL || sim_p == NULL) {
         efps_error("simulation load: no gradient callback or result pointer");

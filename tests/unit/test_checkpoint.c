@@ -218,11 +218,13 @@ static void test_sim_resume_bit_identical(void **state)
     const size_t n = efps_sim_problem_dim(p);
     float *x0 = malloc(n * sizeof(float));
     efps_sim_problem_init(p, x0);
-    const efps_lr_schedule_t sched = {.kind = EFPS_LR_COSINE, .base_lr = 0.2f, .warmup_steps = 5,
-                                      .total_steps = 40};
+    const efps_lr_schedule_t sched = {
+        .kind = EFPS_LR_COSINE, .base_lr = 0.2f, .warmup_steps = 5, .total_steps = 40};
     for (int comp = 0; comp < 3; comp++) {
-        const efps_optim_config_t cfg = {.compressor = (efps_compressor_t)comp, .block = 16,
-                                         .momentum = 0.9f, .nesterov = 1,
+        const efps_optim_config_t cfg = {.compressor = (efps_compressor_t)comp,
+                                         .block = 16,
+                                         .momentum = 0.9f,
+                                         .nesterov = 1,
                                          .weight_decay = 1e-4f};
         efps_sim_t *whole = efps_sim_create(&cfg, n, 4, x0, efps_sim_problem_grad, p, 77);
         efps_sim_t *part = efps_sim_create(&cfg, n, 4, x0, efps_sim_problem_grad, p, 77);
@@ -258,8 +260,8 @@ static void test_sim_resume_bit_identical(void **state)
 /* A small blocksign worker checkpoint with every array present. */
 static void small_worker_file(const char *path)
 {
-    const efps_optim_config_t cfg = {.compressor = EFPS_COMP_BLOCKSIGN, .block = 8,
-                                     .momentum = 0.9f, .weight_decay = 1e-3f};
+    const efps_optim_config_t cfg = {
+        .compressor = EFPS_COMP_BLOCKSIGN, .block = 8, .momentum = 0.9f, .weight_decay = 1e-3f};
     group_t gr;
     group_init(&gr, &cfg, 40, 1);
     group_step(&gr, 1, 0);

@@ -38,8 +38,12 @@ static void test_constant_and_warmup(void **state)
 static void test_step_decay(void **state)
 {
     (void)state;
-    efps_lr_schedule_t s = {.kind = EFPS_LR_STEP, .base_lr = 0.1f, .steps_per_epoch = 10,
-                            .milestones = {3, 6}, .num_milestones = 2, .gamma = 0.1f};
+    efps_lr_schedule_t s = {.kind = EFPS_LR_STEP,
+                            .base_lr = 0.1f,
+                            .steps_per_epoch = 10,
+                            .milestones = {3, 6},
+                            .num_milestones = 2,
+                            .gamma = 0.1f};
     assert_int_equal(efps_lr_schedule_check(&s), EFPS_OK);
     const double g = 0.1f, b = 0.1f;
     expect_lr(&s, 0, b);
@@ -61,8 +65,11 @@ static void test_step_decay(void **state)
 static void test_cosine(void **state)
 {
     (void)state;
-    efps_lr_schedule_t s = {.kind = EFPS_LR_COSINE, .base_lr = 1.0f, .total_steps = 110,
-                            .warmup_steps = 10, .min_lr = 0.0f};
+    efps_lr_schedule_t s = {.kind = EFPS_LR_COSINE,
+                            .base_lr = 1.0f,
+                            .total_steps = 110,
+                            .warmup_steps = 10,
+                            .min_lr = 0.0f};
     assert_int_equal(efps_lr_schedule_check(&s), EFPS_OK);
     expect_lr(&s, 0, 0.1);
     expect_lr(&s, 9, 1.0);
@@ -85,11 +92,14 @@ static void test_cosine(void **state)
 static void test_malformed(void **state)
 {
     (void)state;
-    const efps_lr_schedule_t good_step = {.kind = EFPS_LR_STEP, .base_lr = 0.1f,
-                                          .steps_per_epoch = 10, .milestones = {3, 6},
-                                          .num_milestones = 2, .gamma = 0.1f};
-    const efps_lr_schedule_t good_cos = {.kind = EFPS_LR_COSINE, .base_lr = 0.1f,
-                                         .total_steps = 100};
+    const efps_lr_schedule_t good_step = {.kind = EFPS_LR_STEP,
+                                          .base_lr = 0.1f,
+                                          .steps_per_epoch = 10,
+                                          .milestones = {3, 6},
+                                          .num_milestones = 2,
+                                          .gamma = 0.1f};
+    const efps_lr_schedule_t good_cos = {
+        .kind = EFPS_LR_COSINE, .base_lr = 0.1f, .total_steps = 100};
     efps_lr_schedule_t bad[12];
     int k = 0;
     bad[k] = good_step, bad[k++].base_lr = 0.0f;

@@ -97,13 +97,22 @@ static int make_cases(case_t *cases)
                     };
     for (int comp = 0; comp < 3; comp++, k++)
         cases[k] = (case_t){.cfg = {.compressor = (efps_compressor_t)comp, .momentum = 0.0f},
-                            .M = 4, .n = 515, .changing_lr = 1};
-    cases[k++] = (case_t){.cfg = {.compressor = EFPS_COMP_BLOCKSIGN, .block = 100,
-                                  .momentum = 0.5f, .nesterov = 1, .weight_decay = 1e-2f},
-                          .M = 1, .n = 777, .changing_lr = 1};
-    cases[k++] = (case_t){.cfg = {.compressor = EFPS_COMP_BLOCKSIGN, .block = 5000,
-                                  .momentum = 0.9f},
-                          .M = 8, .n = 4100, .changing_lr = 0};
+                            .M = 4,
+                            .n = 515,
+                            .changing_lr = 1};
+    cases[k++] = (case_t){.cfg = {.compressor = EFPS_COMP_BLOCKSIGN,
+                                  .block = 100,
+                                  .momentum = 0.5f,
+                                  .nesterov = 1,
+                                  .weight_decay = 1e-2f},
+                          .M = 1,
+                          .n = 777,
+                          .changing_lr = 1};
+    cases[k++] =
+        (case_t){.cfg = {.compressor = EFPS_COMP_BLOCKSIGN, .block = 5000, .momentum = 0.9f},
+                 .M = 8,
+                 .n = 4100,
+                 .changing_lr = 0};
     return k;
 }
 
@@ -169,8 +178,7 @@ static float *run_case(const case_t *c)
             ref_decode_msg(&c->cfg, push[i], n, dec);
             expect_match(dec, ref->D[i], n, "push", name, t);
         }
-        assert_int_equal(efps_server_opt_reduce(s, (const void *const *)push, lr, update),
-                         EFPS_OK);
+        assert_int_equal(efps_server_opt_reduce(s, (const void *const *)push, lr, update), EFPS_OK);
         ref_decode_msg(&c->cfg, update, n, dec);
         expect_match(dec, ref->Dt, n, "update", name, t);
         for (int i = 0; i < M; i++) {
@@ -272,8 +280,8 @@ static void test_parameter_unit_equivalence(void **state)
 {
     (void)state;
     enum { M = 4, N = 600, T = 40 };
-    const efps_optim_config_t cfg = {.compressor = EFPS_COMP_BLOCKSIGN, .block = 50,
-                                     .momentum = 0.9f, .nesterov = 1};
+    const efps_optim_config_t cfg = {
+        .compressor = EFPS_COMP_BLOCKSIGN, .block = 50, .momentum = 0.9f, .nesterov = 1};
     const size_t enc = efps_encoded_size(&cfg, N);
     static double m[M][N], e[M][N], D[M][N], p[N], se[N], Dt[N], xr[N];
     static float g[N], x[M][N];
@@ -287,7 +295,10 @@ static void test_parameter_unit_equivalence(void **state)
     void *update = efps_aligned_alloc(enc);
     uint64_t seed = 99;
     for (int t = 0; t < T; t++) {
-        const float lr = t < 10 ? 0.2f * (float)(t + 1) / 10.0f : t < 25 ? 0.2f : t < 32 ? 0.02f : 0.08f;
+        const float lr = t < 10   ? 0.2f * (float)(t + 1) / 10.0f
+                         : t < 25 ? 0.2f
+                         : t < 32 ? 0.02f
+                                  : 0.08f;
         for (int i = 0; i < M; i++) {
             for (size_t j = 0; j < N; j++)
                 g[j] = normal(&seed);
@@ -380,8 +391,10 @@ static void test_nonfinite_gradient_keeps_state(void **state)
     const size_t bad_at[] = {0, N / 2, N - 1};
     for (int comp = 0; comp < 3; comp++) {
         for (int nest = 0; nest < 2; nest++) {
-            const efps_optim_config_t cfg = {.compressor = (efps_compressor_t)comp, .block = 64,
-                                             .momentum = 0.9f, .nesterov = nest,
+            const efps_optim_config_t cfg = {.compressor = (efps_compressor_t)comp,
+                                             .block = 64,
+                                             .momentum = 0.9f,
+                                             .nesterov = nest,
                                              .weight_decay = 1e-3f};
             const size_t enc = efps_encoded_size(&cfg, N);
             efps_worker_opt_t *a = efps_worker_opt_create(&cfg, N);
@@ -480,8 +493,8 @@ static void test_server_nonfinite_keeps_state(void **state)
     (void)state;
     enum { N = 100, M = 2 };
     for (int comp = 0; comp < 3; comp += 2) { /* none and blocksign can overflow */
-        const efps_optim_config_t cfg = {.compressor = (efps_compressor_t)comp, .block = 10,
-                                         .momentum = 0.9f};
+        const efps_optim_config_t cfg = {
+            .compressor = (efps_compressor_t)comp, .block = 10, .momentum = 0.9f};
         const size_t enc = efps_encoded_size(&cfg, N);
         efps_server_opt_t *s = efps_server_opt_create(&cfg, N, M);
         efps_worker_opt_t *w[M];
@@ -535,7 +548,8 @@ static void test_apply_rejects_nonfinite_update(void **state)
     for (int comp = 0; comp < 3; comp += 2) {
         for (int wd = 0; wd < 2; wd++) {
             const efps_optim_config_t cfg = {.compressor = (efps_compressor_t)comp,
-                                             .momentum = 0.9f, .weight_decay = wd ? 0.1f : 0.0f};
+                                             .momentum = 0.9f,
+                                             .weight_decay = wd ? 0.1f : 0.0f};
             const size_t enc = efps_encoded_size(&cfg, N);
             efps_worker_opt_t *w = efps_worker_opt_create(&cfg, N);
             efps_server_opt_t *s = efps_server_opt_create(&cfg, N, 1);
@@ -598,8 +612,9 @@ static void test_call_order_and_arguments(void **state)
     close(fd);
     assert_int_equal(efps_worker_opt_save(w, path), EFPS_ERR_STATE);
     unlink(path);
-    assert_int_equal(efps_server_opt_reduce(s, (const void *const *)&push, 0.1f, (uint8_t *)update + 4),
-                     EFPS_ERR_INVALID);
+    assert_int_equal(
+        efps_server_opt_reduce(s, (const void *const *)&push, 0.1f, (uint8_t *)update + 4),
+        EFPS_ERR_INVALID);
     const void *none[1] = {NULL};
     assert_int_equal(efps_server_opt_reduce(s, none, 0.1f, update), EFPS_ERR_INVALID);
     assert_int_equal(efps_server_opt_reduce(s, (const void *const *)&push, 0.1f, update), EFPS_OK);

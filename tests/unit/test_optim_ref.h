@@ -176,7 +176,8 @@ static inline void ref_step(ref_t *r, float *const *grads, float lr)
 }
 
 /* Decodes an encoded message (push or update) of the library, plainly. */
-static inline void ref_decode_msg(const efps_optim_config_t *cfg, const void *msg, size_t n, float *out)
+static inline void ref_decode_msg(const efps_optim_config_t *cfg, const void *msg, size_t n,
+                                  float *out)
 {
     const uint8_t *bytes = msg;
     if (cfg->compressor == EFPS_COMP_NONE) {

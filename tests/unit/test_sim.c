@@ -48,8 +48,10 @@ static void test_matches_transcription(void **state)
     for (int i = 0; i < M; i++)
         g[i] = malloc(n * sizeof(float));
     for (int k = 0; k < 6; k++) {
-        const efps_optim_config_t cfg = {.compressor = (efps_compressor_t)(k % 3), .block = 50,
-                                         .momentum = 0.9f, .nesterov = k / 3,
+        const efps_optim_config_t cfg = {.compressor = (efps_compressor_t)(k % 3),
+                                         .block = 50,
+                                         .momentum = 0.9f,
+                                         .nesterov = k / 3,
                                          .weight_decay = k / 3 ? 1e-3f : 0.0f};
         efps_sim_t *sim = efps_sim_create(&cfg, n, M, x0, noisy_grad, &n, seed);
         assert_non_null(sim);
@@ -103,8 +105,8 @@ static efps_status_t checking_grad(int worker, uint64_t step, uint64_t seed, con
 static void test_callback_order_and_determinism(void **state)
 {
     (void)state;
-    const efps_optim_config_t cfg = {.compressor = EFPS_COMP_BLOCKSIGN, .block = 16,
-                                     .momentum = 0.9f, .nesterov = 1};
+    const efps_optim_config_t cfg = {
+        .compressor = EFPS_COMP_BLOCKSIGN, .block = 16, .momentum = 0.9f, .nesterov = 1};
     const float x0[100] = {0};
     order_t o1 = {.n = 100, .sim_seed = 5, .workers = 4}, o2 = o1, o3 = o1;
     o3.sim_seed = 6;
@@ -140,8 +142,8 @@ static void test_sample_seeds_distinct(void **state)
 
 /* ---- errors ------------------------------------------------------------------------------ */
 
-static efps_status_t nan_grad(int worker, uint64_t step, uint64_t seed, const float *x,
-                              float *grad, void *user)
+static efps_status_t nan_grad(int worker, uint64_t step, uint64_t seed, const float *x, float *grad,
+                              void *user)
 {
     (void)seed, (void)x, (void)user;
     for (int j = 0; j < 8; j++)
@@ -191,16 +193,16 @@ typedef struct {
 } problem_case_t;
 
 /* Final full-data loss of one run (cosine schedule, Nesterov, mu 0.9). */
-static double train(efps_sim_problem_t *p, const problem_case_t *pc, efps_compressor_t comp,
-                    int M, float lr)
+static double train(efps_sim_problem_t *p, const problem_case_t *pc, efps_compressor_t comp, int M,
+                    float lr)
 {
     const size_t n = efps_sim_problem_dim(p);
     float *x0 = malloc(n * sizeof(float));
     efps_sim_problem_init(p, x0);
-    const efps_optim_config_t cfg = {.compressor = comp, .block = 0, .momentum = 0.9f,
-                                     .nesterov = 1};
-    const efps_lr_schedule_t sched = {.kind = EFPS_LR_COSINE, .base_lr = lr,
-                                      .total_steps = pc->steps};
+    const efps_optim_config_t cfg = {
+        .compressor = comp, .block = 0, .momentum = 0.9f, .nesterov = 1};
+    const efps_lr_schedule_t sched = {
+        .kind = EFPS_LR_COSINE, .base_lr = lr, .total_steps = pc->steps};
     efps_sim_t *sim = efps_sim_create(&cfg, n, M, x0, efps_sim_problem_grad, p, 42);
     assert_non_null(sim);
     for (uint64_t t = 0; t < pc->steps; t++)
@@ -242,8 +244,8 @@ static void test_convergence(void **state)
             const double bs = train(p, &cases[k], EFPS_COMP_BLOCKSIGN, M, lr);
             const double sign = train(p, &cases[k], EFPS_COMP_SIGN, M, lr);
             const double sign2 = train(p, &cases[k], EFPS_COMP_SIGN, M, cases[k].sign_lr);
-            print_message("%-36s %2d %9.4g %10.5g %10.5g %10.5g %10.5g %8.4f\n", cases[k].name,
-                          M, initial, none, bs, sign, sign2, bs / none);
+            print_message("%-36s %2d %9.4g %10.5g %10.5g %10.5g %10.5g %8.4f\n", cases[k].name, M,
+                          initial, none, bs, sign, sign2, bs / none);
             assert_true(none < 0.5 * initial); /* the reference itself learned */
             assert_true(bs <= 1.02 * none);
             assert_true(isfinite(sign) && isfinite(sign2));
