@@ -11,6 +11,7 @@
 #include "nn/eval.h"
 #include "nn/model.h"
 
+#include <cblas.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,9 +128,9 @@ static int bench(nn_model_t *m, const options_t *o)
     } while (t < o->bench_seconds);
     double c = cpu_now() - c0;
     printf("%s batch %d: %d steps, %.1f ms/step, %.1f images/s wall, %.1f images/s per CPU "
-           "second (forward+backward)\n",
+           "second (forward+backward; OpenBLAS %s, %d thread)\n",
            o->model, o->batch, steps, 1e3 * t / steps, steps * o->batch / t,
-           steps * o->batch / c);
+           steps * o->batch / c, openblas_get_corename(), openblas_get_num_threads());
     free(x);
     free(labels);
     return 0;
