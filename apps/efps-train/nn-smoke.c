@@ -44,43 +44,83 @@ static double cpu_now(void)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: nn-smoke [--model mlp|resnet20|resnet8|resnet<6n+2>] [--data DIR]\n"
-            "                [--epochs N] [--batch N] [--lr X] [--momentum X] [--seed N]\n"
-            "                [--train-subset N] [--test-subset N] [--shortcut-conv]\n"
-            "       nn-smoke --bench [--model M] [--batch N] [--seconds X]\n");
+    fprintf(out, "usage: nn-smoke [--model mlp|resnet20|resnet8|resnet<6n+2>] [--data DIR]\n"
+                 "                [--epochs N] [--batch N] [--lr X] [--momentum X] [--seed N]\n"
+                 "                [--train-subset N] [--test-subset N] [--shortcut-conv]\n"
+                 "       nn-smoke --bench [--model M] [--batch N] [--seconds X]\n");
 }
 
 static int parse(int argc, char **argv, options_t *o)
 {
     static const struct option longopts[] = {
-        {"model", required_argument, NULL, 'm'},   {"data", required_argument, NULL, 'd'},
-        {"epochs", required_argument, NULL, 'e'},  {"batch", required_argument, NULL, 'b'},
-        {"lr", required_argument, NULL, 'l'},      {"momentum", required_argument, NULL, 'u'},
-        {"seed", required_argument, NULL, 's'},    {"train-subset", required_argument, NULL, 't'},
-        {"test-subset", required_argument, NULL, 'T'}, {"bench", no_argument, NULL, 'B'},
-        {"seconds", required_argument, NULL, 'S'}, {"shortcut-conv", no_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"model", required_argument, NULL, 'm'},
+        {"data", required_argument, NULL, 'd'},
+        {"epochs", required_argument, NULL, 'e'},
+        {"batch", required_argument, NULL, 'b'},
+        {"lr", required_argument, NULL, 'l'},
+        {"momentum", required_argument, NULL, 'u'},
+        {"seed", required_argument, NULL, 's'},
+        {"train-subset", required_argument, NULL, 't'},
+        {"test-subset", required_argument, NULL, 'T'},
+        {"bench", no_argument, NULL, 'B'},
+        {"seconds", required_argument, NULL, 'S'},
+        {"shortcut-conv", no_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
-    *o = (options_t){.model = "mlp", .data = NN_FASHION_MNIST_DIR, .epochs = 1, .batch = 64,
-                     .lr = 0.05, .momentum = 0.9, .seed = 1, .bench_seconds = 5.0};
+    *o = (options_t){.model = "mlp",
+                     .data = NN_FASHION_MNIST_DIR,
+                     .epochs = 1,
+                     .batch = 64,
+                     .lr = 0.05,
+                     .momentum = 0.9,
+                     .seed = 1,
+                     .bench_seconds = 5.0};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm': o->model = optarg; break;
-        case 'd': o->data = optarg; break;
-        case 'e': o->epochs = atoi(optarg); break;
-        case 'b': o->batch = atoi(optarg); break;
-        case 'l': o->lr = atof(optarg); break;
-        case 'u': o->momentum = atof(optarg); break;
-        case 's': o->seed = strtoull(optarg, NULL, 0); break;
-        case 't': o->train_subset = strtoull(optarg, NULL, 0); break;
-        case 'T': o->test_subset = strtoull(optarg, NULL, 0); break;
-        case 'B': o->bench = true; break;
-        case 'S': o->bench_seconds = atof(optarg); break;
-        case 'C': o->shortcut_conv = true; break;
-        case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -1;
+        case 'm':
+            o->model = optarg;
+            break;
+        case 'd':
+            o->data = optarg;
+            break;
+        case 'e':
+            o->epochs = atoi(optarg);
+            break;
+        case 'b':
+            o->batch = atoi(optarg);
+            break;
+        case 'l':
+            o->lr = atof(optarg);
+            break;
+        case 'u':
+            o->momentum = atof(optarg);
+            break;
+        case 's':
+            o->seed = strtoull(optarg, NULL, 0);
+            break;
+        case 't':
+            o->train_subset = strtoull(optarg, NULL, 0);
+            break;
+        case 'T':
+            o->test_subset = strtoull(optarg, NULL, 0);
+            break;
+        case 'B':
+            o->bench = true;
+            break;
+        case 'S':
+            o->bench_seconds = atof(optarg);
+            break;
+        case 'C':
+            o->shortcut_conv = true;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
         }
     }
     if (optind != argc || o->epochs < 1 || o->batch < 1) {
@@ -129,8 +169,8 @@ static int bench(nn_model_t *m, const options_t *o)
     double c = cpu_now() - c0;
     printf("%s batch %d: %d steps, %.1f ms/step, %.1f images/s wall, %.1f images/s per CPU "
            "second (forward+backward; OpenBLAS %s, %d thread)\n",
-           o->model, o->batch, steps, 1e3 * t / steps, steps * o->batch / t,
-           steps * o->batch / c, openblas_get_corename(), openblas_get_num_threads());
+           o->model, o->batch, steps, 1e3 * t / steps, steps * o->batch / t, steps * o->batch / c,
+           openblas_get_corename(), openblas_get_num_threads());
     free(x);
     free(labels);
     return 0;

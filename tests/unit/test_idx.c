@@ -421,16 +421,11 @@ static void test_sampler_epochs(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fashion_mnist_test_set),
-        cmocka_unit_test(test_idx_roundtrip),
-        cmocka_unit_test(test_idx_bad_magic),
-        cmocka_unit_test(test_idx_truncated),
-        cmocka_unit_test(test_idx_bad_gzip),
-        cmocka_unit_test(test_idx_bad_dims),
-        cmocka_unit_test(test_idx_missing_file),
-        cmocka_unit_test(test_rng),
-        cmocka_unit_test(test_sampler_shards),
-        cmocka_unit_test(test_sampler_epochs),
+        cmocka_unit_test(test_fashion_mnist_test_set), cmocka_unit_test(test_idx_roundtrip),
+        cmocka_unit_test(test_idx_bad_magic),          cmocka_unit_test(test_idx_truncated),
+        cmocka_unit_test(test_idx_bad_gzip),           cmocka_unit_test(test_idx_bad_dims),
+        cmocka_unit_test(test_idx_missing_file),       cmocka_unit_test(test_rng),
+        cmocka_unit_test(test_sampler_shards),         cmocka_unit_test(test_sampler_epochs),
     };
     return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
 }

@@ -64,12 +64,11 @@ static void compare(report_t *rep, size_t i, double analytic, double numeric, co
     if (err / allowed > rep->worst)
         rep->worst = err / allowed;
     if (getenv("NN_GRADCHECK_VERBOSE") && err > 0.3 * allowed)
-        print_message("  %s[%zu] %.2fx the tolerance: analytic %.6g numeric %.6g\n", rep->what,
-                      i, err / allowed, analytic, numeric);
+        print_message("  %s[%zu] %.2fx the tolerance: analytic %.6g numeric %.6g\n", rep->what, i,
+                      err / allowed, analytic, numeric);
     if (err > allowed) {
         if (rep->bad < 5)
-            print_message("%s[%zu]: analytic %.6g numeric %.6g\n", rep->what, i, analytic,
-                          numeric);
+            print_message("%s[%zu]: analytic %.6g numeric %.6g\n", rep->what, i, analytic, numeric);
         rep->bad++;
     }
 }
@@ -622,8 +621,7 @@ static efps_status_t on_before(size_t i, void *user)
 static efps_status_t on_grad(size_t i, const float *grad, size_t n, void *user)
 {
     hook_log_t *h = user;
-    h->in_order &= (long)i == h->last_grad - 1 && grad == h->params[i].grad &&
-                   n == h->params[i].n;
+    h->in_order &= (long)i == h->last_grad - 1 && grad == h->params[i].grad && n == h->params[i].n;
     h->last_grad = (long)i;
     h->grad_calls++;
     if (i < h->count && h->seen[i] == NULL) {
@@ -638,9 +636,12 @@ static void hook_log_reset(hook_log_t *h, const nn_model_t *m)
     for (size_t i = 0; h->seen && i < h->count; i++)
         free(h->seen[i]);
     free(h->seen);
-    *h = (hook_log_t){.params = nn_model_params(m), .count = nn_model_param_count(m),
-                      .last_forward = -1, .last_grad = (long)nn_model_param_count(m),
-                      .in_order = true, .fail_forward_at = SIZE_MAX,
+    *h = (hook_log_t){.params = nn_model_params(m),
+                      .count = nn_model_param_count(m),
+                      .last_forward = -1,
+                      .last_grad = (long)nn_model_param_count(m),
+                      .in_order = true,
+                      .fail_forward_at = SIZE_MAX,
                       .fail_grad_at = SIZE_MAX};
     h->seen = calloc(h->count, sizeof(float *));
 }

@@ -86,7 +86,8 @@ static void shortcut_backward(const block_t *k, const float *dz, float *dx, int 
     for (int i = 0; i < n; i++)
         for (int ci = 0; ci < in.c; ci++) {
             float *xc = dx + (size_t)i * nn_shape_size(in) + (size_t)ci * in.h * in.w;
-            const float *zc = dz + (size_t)i * nn_shape_size(out) + (size_t)(ci + lo) * out.h * out.w;
+            const float *zc =
+                dz + (size_t)i * nn_shape_size(out) + (size_t)(ci + lo) * out.h * out.w;
             for (int oh = 0; oh < out.h; oh++)
                 for (int ow = 0; ow < out.w; ow++)
                     xc[(size_t)oh * s * in.w + (size_t)ow * s] = zc[oh * out.w + ow];
@@ -215,8 +216,7 @@ static efps_status_t make_sublayers(block_t *k, nn_params_t *ps, nn_params_t *st
     if (k->identity || k->shortcut != NN_SHORTCUT_CONV)
         return EFPS_OK;
     snprintf(sub, sizeof(sub), "%s.shortcut.conv", name);
-    if ((status = nn_conv_create(ps, sub, k->base.in, cout, 1, stride, 0, &k->sc_conv)) !=
-        EFPS_OK)
+    if ((status = nn_conv_create(ps, sub, k->base.in, cout, 1, stride, 0, &k->sc_conv)) != EFPS_OK)
         return status;
     snprintf(sub, sizeof(sub), "%s.shortcut.bn", name);
     return nn_bn_create(ps, state, sub, k->sc_conv->out, &k->sc_bn);
@@ -238,17 +238,17 @@ static efps_status_t alloc_activations(block_t *k)
     return (k->a && k->b && k->c && k->d) ? EFPS_OK : EFPS_ERR_NOMEM;
 }
 
-efps_status_t nn_block_create(nn_params_t *ps, nn_params_t *state, const char *name,
-                              nn_shape_t in, int cout, int stride, nn_shortcut_t shortcut,
-                              int max_batch, nn_layer_t **l_p)
+efps_status_t nn_block_create(nn_params_t *ps, nn_params_t *state, const char *name, nn_shape_t in,
+                              int cout, int stride, nn_shortcut_t shortcut, int max_batch,
+                              nn_layer_t **l_p)
 {
     nn_shape_t out = {cout, (in.h - 1) / (stride > 0 ? stride : 1) + 1,
                       (in.w - 1) / (stride > 0 ? stride : 1) + 1};
     bool identity = stride == 1 && cout == in.c;
     if (max_batch < 1 || stride < 1 || cout < in.c || in.c < 1 || in.h < 1 || in.w < 1 ||
         (shortcut != NN_SHORTCUT_PAD && shortcut != NN_SHORTCUT_CONV)) {
-        efps_error("%s: invalid residual block %dx%dx%d -> %d channels, stride %d, batch %d",
-                   name, in.c, in.h, in.w, cout, stride, max_batch);
+        efps_error("%s: invalid residual block %dx%dx%d -> %d channels, stride %d, batch %d", name,
+                   in.c, in.h, in.w, cout, stride, max_batch);
         return EFPS_ERR_INVALID;
     }
     block_t *k = calloc(1, sizeof(*k));

@@ -9,10 +9,10 @@
 
 typedef struct {
     nn_layer_t base;
-    size_t gamma, beta;             /* gamma + 1 == beta */
+    size_t gamma, beta; /* gamma + 1 == beta */
     size_t running_mean, running_var;
-    float *mean, *inv_std;          /* of the last training batch, per channel */
-    bool trained;                   /* the last forward was in training mode */
+    float *mean, *inv_std; /* of the last training batch, per channel */
+    bool trained;          /* the last forward was in training mode */
 } bn_t;
 
 static void batch_stats(bn_t *b, const float *x, int n, int c, size_t plane)
@@ -44,8 +44,7 @@ static void batch_stats(bn_t *b, const float *x, int n, int c, size_t plane)
     rv[c] = (float)((1.0 - NN_BN_MOMENTUM) * rv[c] + NN_BN_MOMENTUM * unbiased);
 }
 
-static efps_status_t bn_forward(nn_layer_t *l, const nn_run_t *run, const float *x, float *y,
-                                int n)
+static efps_status_t bn_forward(nn_layer_t *l, const nn_run_t *run, const float *x, float *y, int n)
 {
     bn_t *b = (bn_t *)l;
     efps_status_t status = nn_run_param_ready(run, b->gamma);
@@ -85,8 +84,8 @@ static efps_status_t bn_forward(nn_layer_t *l, const nn_run_t *run, const float 
 
 /* dx = gamma * inv_std / m * (m * dy - sum(dy) - xhat * sum(dy * xhat)),
  * dgamma = sum(dy * xhat), dbeta = sum(dy). */
-static efps_status_t bn_backward(nn_layer_t *l, const nn_run_t *run, const float *x,
-                                 const float *y, const float *dy, float *dx, int n)
+static efps_status_t bn_backward(nn_layer_t *l, const nn_run_t *run, const float *x, const float *y,
+                                 const float *dy, float *dx, int n)
 {
     (void)y;
     bn_t *b = (bn_t *)l;

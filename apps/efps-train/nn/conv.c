@@ -133,8 +133,8 @@ static efps_status_t conv_backward(nn_layer_t *l, const nn_run_t *run, const flo
         const float *dyi = dy + (size_t)i * nn_shape_size(l->out);
         im2col(c, x + (size_t)i * nn_shape_size(l->in), run->work);
         /* dW[cout][kk] (+)= dy_i[cout][plane] * col^T[plane][kk] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->out.c, kk, plane, 1.0f, dyi,
-                    plane, run->work, plane, i == 0 ? 0.0f : 1.0f, wp->grad, kk);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, l->out.c, kk, plane, 1.0f, dyi, plane,
+                    run->work, plane, i == 0 ? 0.0f : 1.0f, wp->grad, kk);
         if (dx == NULL)
             continue;
         /* dcol[kk][plane] = W^T[kk][cout] * dy_i[cout][plane], into the same buffer */
@@ -170,8 +170,8 @@ efps_status_t nn_conv_create(nn_params_t *ps, const char *name, nn_shape_t in, i
 {
     if (cout < 1 || k < 1 || stride < 1 || pad < 0 || in.c < 1 || in.h + 2 * pad < k ||
         in.w + 2 * pad < k) {
-        efps_error("%s: invalid convolution %dx%dx%d -> %d channels, k %d, stride %d, pad %d",
-                   name, in.c, in.h, in.w, cout, k, stride, pad);
+        efps_error("%s: invalid convolution %dx%dx%d -> %d channels, k %d, stride %d, pad %d", name,
+                   in.c, in.h, in.w, cout, k, stride, pad);
         return EFPS_ERR_INVALID;
     }
     conv_t *c = calloc(1, sizeof(*c));
@@ -179,8 +179,8 @@ efps_status_t nn_conv_create(nn_params_t *ps, const char *name, nn_shape_t in, i
         return EFPS_ERR_NOMEM;
     c->base.ops = &conv_ops;
     c->base.in = in;
-    c->base.out = (nn_shape_t){cout, (in.h + 2 * pad - k) / stride + 1,
-                               (in.w + 2 * pad - k) / stride + 1};
+    c->base.out =
+        (nn_shape_t){cout, (in.h + 2 * pad - k) / stride + 1, (in.w + 2 * pad - k) / stride + 1};
     c->base.work_floats = (size_t)in.c * k * k * c->base.out.h * c->base.out.w;
     c->base.params = ps;
     c->k = k;

@@ -41,8 +41,7 @@ static efps_status_t check_shapes(const char *images_path, const nn_idx_t *img,
     return EFPS_OK;
 }
 
-efps_status_t nn_dataset_load(const char *images_path, const char *labels_path,
-                              nn_dataset_t *ds_p)
+efps_status_t nn_dataset_load(const char *images_path, const char *labels_path, nn_dataset_t *ds_p)
 {
     nn_idx_t img, lab;
     efps_status_t status = nn_idx_read(images_path, &img);

@@ -32,8 +32,7 @@ typedef struct {
  * (1 dimension: count), gzipped or not. Besides nn_idx_read's errors:
  * EFPS_ERR_CORRUPT when the dimensions are not those, or the counts differ
  * (the message names both files). */
-efps_status_t nn_dataset_load(const char *images_path, const char *labels_path,
-                              nn_dataset_t *ds_p);
+efps_status_t nn_dataset_load(const char *images_path, const char *labels_path, nn_dataset_t *ds_p);
 /* Loads <dir>/train-{images-idx3,labels-idx1}-ubyte.gz (train) or the t10k
  * files (test), the names Fashion-MNIST and MNIST use. */
 efps_status_t nn_dataset_load_dir(const char *dir, bool train, nn_dataset_t *ds_p);

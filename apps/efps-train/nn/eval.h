@@ -7,9 +7,9 @@
 #include "model.h"
 
 typedef struct {
-    size_t count;   /* examples evaluated */
+    size_t count; /* examples evaluated */
     size_t correct;
-    double loss;    /* mean cross-entropy */
+    double loss; /* mean cross-entropy */
 } nn_eval_result_t;
 
 /* Examples [begin, end) of ds, normalized with NN_FASHION_MNIST_MEAN/STD.

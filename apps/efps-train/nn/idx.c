@@ -55,8 +55,8 @@ static efps_status_t read_header(gzFile gz, const char *path, nn_idx_t *idx)
     if (status != EFPS_OK)
         return status;
     if (magic[0] != 0 || magic[1] != 0 || magic[3] == 0 || magic[3] > NN_IDX_MAX_DIMS) {
-        efps_error("%s: bad magic %02x%02x%02x%02x: not an IDX file with 1 to %d dimensions",
-                   path, magic[0], magic[1], magic[2], magic[3], NN_IDX_MAX_DIMS);
+        efps_error("%s: bad magic %02x%02x%02x%02x: not an IDX file with 1 to %d dimensions", path,
+                   magic[0], magic[1], magic[2], magic[3], NN_IDX_MAX_DIMS);
         return EFPS_ERR_CORRUPT;
     }
     if (magic[2] != IDX_TYPE_UBYTE) {

@@ -40,19 +40,18 @@ typedef struct {
 
 /* One pass: mode, hooks, scratch memory. */
 typedef struct {
-    bool train;               /* batch normalization: batch statistics, update running ones */
-    const nn_hooks_t *hooks;  /* NULL: no hooks */
-    float *work;              /* at least the layer's work_floats, 64-byte aligned */
+    bool train;              /* batch normalization: batch statistics, update running ones */
+    const nn_hooks_t *hooks; /* NULL: no hooks */
+    float *work;             /* at least the layer's work_floats, 64-byte aligned */
 } nn_run_t;
 
 typedef struct nn_layer nn_layer_t;
 
 typedef struct {
     const char *kind;
-    efps_status_t (*forward)(nn_layer_t *l, const nn_run_t *run, const float *x, float *y,
-                             int n);
-    efps_status_t (*backward)(nn_layer_t *l, const nn_run_t *run, const float *x,
-                              const float *y, const float *dy, float *dx, int n);
+    efps_status_t (*forward)(nn_layer_t *l, const nn_run_t *run, const float *x, float *y, int n);
+    efps_status_t (*backward)(nn_layer_t *l, const nn_run_t *run, const float *x, const float *y,
+                              const float *dy, float *dx, int n);
     /* Initial values of parameters and state (after nn_params_finalize). */
     void (*init)(nn_layer_t *l, nn_rng_t *rng);
     void (*destroy)(nn_layer_t *l);
@@ -123,17 +122,17 @@ typedef enum {
     NN_SHORTCUT_PAD = 0,  /* option A: no parameters */
     NN_SHORTCUT_CONV = 1, /* option B */
 } nn_shortcut_t;
-efps_status_t nn_block_create(nn_params_t *ps, nn_params_t *state, const char *name,
-                              nn_shape_t in, int cout, int stride, nn_shortcut_t shortcut,
-                              int max_batch, nn_layer_t **l_p);
+efps_status_t nn_block_create(nn_params_t *ps, nn_params_t *state, const char *name, nn_shape_t in,
+                              int cout, int stride, nn_shortcut_t shortcut, int max_batch,
+                              nn_layer_t **l_p);
 
 /* ---- loss ---------------------------------------------------------------
  * Softmax cross-entropy over logits[n][classes]: returns the mean loss, the
  * number of examples whose largest logit (first on ties) is the label, and,
  * when dlogits is not NULL, dL/dlogits = (softmax - onehot) / n. Labels must
  * be in [0, classes). */
-double nn_softmax_ce(const float *logits, const int32_t *labels, int n, int classes,
-                     float *dlogits, int *correct_p);
+double nn_softmax_ce(const float *logits, const int32_t *labels, int n, int classes, float *dlogits,
+                     int *correct_p);
 
 /* ---- for layer implementations -------------------------------------------- */
 efps_status_t nn_run_param_ready(const nn_run_t *run, size_t index);

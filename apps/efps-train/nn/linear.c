@@ -56,8 +56,8 @@ static efps_status_t linear_backward(nn_layer_t *l, const nn_run_t *run, const f
     if (status != EFPS_OK || dx == NULL)
         return status;
     /* dx[n][in] = dy[n][out] * W[out][in] */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, wp->data,
-                in, 0.0f, dx, in);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in, out, 1.0f, dy, out, wp->data, in,
+                0.0f, dx, in);
     return EFPS_OK;
 }
 

@@ -4,8 +4,8 @@
 
 #include <math.h>
 
-double nn_softmax_ce(const float *logits, const int32_t *labels, int n, int classes,
-                     float *dlogits, int *correct_p)
+double nn_softmax_ce(const float *logits, const int32_t *labels, int n, int classes, float *dlogits,
+                     int *correct_p)
 {
     double loss = 0.0;
     int correct = 0;

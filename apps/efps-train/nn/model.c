@@ -15,13 +15,13 @@ struct nn_model {
     nn_params_t params, state;
     nn_layer_t **layers;
     size_t nlayers, cap;
-    float **act;     /* act[i] = output of layer i, max_batch examples */
-    float *input;    /* copy of the last forward's x */
-    float *grad[2];  /* gradients w.r.t. activations, ping-pong */
+    float **act;    /* act[i] = output of layer i, max_batch examples */
+    float *input;   /* copy of the last forward's x */
+    float *grad[2]; /* gradients w.r.t. activations, ping-pong */
     float *dlogits;
     float *work;
-    int batch;       /* n of the last forward */
-    bool trained;    /* the last forward ran in training mode */
+    int batch;    /* n of the last forward */
+    bool trained; /* the last forward ran in training mode */
 };
 
 efps_status_t nn_model_config_named(const char *name, nn_model_config_t *cfg_p)
@@ -71,8 +71,7 @@ static efps_status_t push_layer(nn_model_t *m, nn_layer_t *l)
 
 /* Adds what a constructor made, or passes its failure on. */
 /* (l_p, not the layer: the constructor in the same call sets it.) */
-static efps_status_t add(nn_model_t *m, efps_status_t created, nn_layer_t **l_p,
-                         nn_shape_t *shape)
+static efps_status_t add(nn_model_t *m, efps_status_t created, nn_layer_t **l_p, nn_shape_t *shape)
 {
     if (created != EFPS_OK)
         return created;
@@ -130,8 +129,8 @@ static efps_status_t build_resnet(nn_model_t *m)
 
 static efps_status_t check_config(const nn_model_config_t *c)
 {
-    bool ok = c->input.c > 0 && c->input.h > 0 && c->input.w > 0 && c->classes > 1 &&
-              c->max_batch > 0;
+    bool ok =
+        c->input.c > 0 && c->input.h > 0 && c->input.w > 0 && c->classes > 1 && c->max_batch > 0;
     if (c->kind == NN_MODEL_MLP) {
         ok = ok && c->mlp_depth >= 0 && c->mlp_depth <= NN_MLP_MAX_HIDDEN;
         for (int i = 0; ok && i < c->mlp_depth; i++)

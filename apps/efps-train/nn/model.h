@@ -25,10 +25,10 @@ typedef enum {
 
 typedef struct {
     nn_model_kind_t kind;
-    nn_shape_t input;  /* per example; {1, 28, 28} for Fashion-MNIST */
+    nn_shape_t input; /* per example; {1, 28, 28} for Fashion-MNIST */
     int classes;
-    int max_batch;     /* largest batch forward will be given */
-    uint64_t seed;     /* initial weights: the same seed gives the same bits */
+    int max_batch; /* largest batch forward will be given */
+    uint64_t seed; /* initial weights: the same seed gives the same bits */
     /* mlp: hidden layer widths */
     int mlp_depth;
     int mlp_hidden[NN_MLP_MAX_HIDDEN];
@@ -81,8 +81,8 @@ typedef struct {
 efps_status_t nn_model_train_step(nn_model_t *model, const float *x, const int32_t *labels, int n,
                                   const nn_hooks_t *hooks, nn_step_result_t *result_p);
 /* Evaluation-mode forward and loss (no gradients). */
-efps_status_t nn_model_eval_batch(nn_model_t *model, const float *x, const int32_t *labels,
-                                  int n, const nn_hooks_t *hooks, nn_step_result_t *result_p);
+efps_status_t nn_model_eval_batch(nn_model_t *model, const float *x, const int32_t *labels, int n,
+                                  const nn_hooks_t *hooks, nn_step_result_t *result_p);
 
 /* One line per layer: kind, output shape; then the parameter count. */
 void nn_model_describe(const nn_model_t *model, FILE *out);

@@ -16,7 +16,7 @@ typedef struct {
     const char *name; /* "layer1.0.conv1.weight"; owned by the list */
     size_t n;         /* elements */
     float *data;
-    float *grad;      /* NULL in a list made without gradients */
+    float *grad; /* NULL in a list made without gradients */
 } nn_param_t;
 
 typedef struct {
