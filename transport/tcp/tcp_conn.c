@@ -1,0 +1,663 @@
+/* Connections of the tcp transport: listening, the CONNECT / ACCEPT exchange
+ * that carries the private data, the connecting side (done in the caller's
+ * thread, with its timeout), endpoint failure and teardown. */
+#include "transport/tcp/tcp.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <unistd.h>
+
+void efps_tcp_sock_setup(int fd, uint32_t timeout_ms)
+{
+    int one = 1;
+    /* Keepalive notices a vanished host on an idle connection, the user
+     * timeout one that stops acknowledging our data; the heartbeats (PING)
+     * notice a peer process that hangs. */
+    int idle = (int)(timeout_ms / 3000) > 0 ? (int)(timeout_ms / 3000) : 1;
+    int cnt = 3;
+    unsigned user_timeout = timeout_ms;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof(user_timeout));
+}
+
+/* ---- allocation ----------------------------------------------------------- */
+static tcp_ep_t *ep_alloc(tcp_ctx_t *ctx, int fd, const struct sockaddr *peer)
+{
+    tcp_ep_t *ep = calloc(1, sizeof(*ep));
+    if (ep == NULL)
+        return NULL;
+    ep->base.ctx = &ctx->base;
+    ep->req.ctx = &ctx->base;
+    ep->poll_kind = TCP_POLL_EP;
+    ep->ctx = ctx;
+    ep->fd = fd;
+    efps_tp_format_addr(peer, ep->addr, sizeof(ep->addr));
+    memcpy(ep->req.peer, ep->addr, sizeof(ep->req.peer));
+    efps_tp_ep_set_name(&ep->base, NULL, ep->addr);
+    return ep;
+}
+
+/* What a usable endpoint needs beyond a pending connection. */
+static efps_status_t ep_alloc_queues(tcp_ep_t *ep)
+{
+    const efps_tp_attr_t *attr = &ep->ctx->base.attr;
+    ep->tx_cap = attr->sq_depth + EFPS_TP_MSG_DEPTH + 2; /* + ACCEPT + PING */
+    ep->txq = calloc(ep->tx_cap, sizeof(*ep->txq));
+    ep->msg_tx_buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
+    ep->msg_rx_buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
+    if (ep->txq == NULL || ep->msg_tx_buf == NULL || ep->msg_rx_buf == NULL) {
+        efps_error("tcp: %s: out of memory for the endpoint's queues", ep->base.name);
+        return EFPS_ERR_NOMEM;
+    }
+    return EFPS_OK;
+}
+
+void efps_tcp_ep_free(tcp_ep_t *ep)
+{
+    free(ep->txq);
+    free(ep->msg_tx_buf);
+    free(ep->msg_rx_buf);
+    free(ep);
+}
+
+static size_t cq_share(const tcp_ctx_t *ctx)
+{
+    return (size_t)ctx->base.attr.sq_depth + ctx->base.attr.rq_depth + 1;
+}
+
+/* Lock held. */
+static void ep_link(tcp_ctx_t *ctx, tcp_ep_t *ep)
+{
+    ep->prev = NULL;
+    ep->next = ctx->eps;
+    if (ctx->eps != NULL)
+        ctx->eps->prev = ep;
+    ctx->eps = ep;
+}
+
+static void ep_unlink(tcp_ctx_t *ctx, tcp_ep_t *ep)
+{
+    if (ep->prev != NULL)
+        ep->prev->next = ep->next;
+    else if (ctx->eps == ep)
+        ctx->eps = ep->next;
+    if (ep->next != NULL)
+        ep->next->prev = ep->prev;
+    ep->next = ep->prev = NULL;
+}
+
+static void queue_remove(tcp_listener_t *l, tcp_ep_t *ep)
+{
+    tcp_ep_t **pp = &l->queue_head, *last = NULL;
+    while (*pp != NULL && *pp != ep) {
+        last = *pp;
+        pp = &(*pp)->queue_next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = ep->queue_next;
+    if (l->queue_tail == ep)
+        l->queue_tail = last;
+    ep->queue_next = NULL;
+}
+
+static bool is_internal(const tcp_ep_t *ep)
+{
+    return ep->state == TCP_EP_HANDSHAKE || ep->state == TCP_EP_QUEUED;
+}
+
+/* Lock held (or the context is single-threaded): epoll off, socket closed. */
+static void close_socket(tcp_ep_t *ep)
+{
+    if (ep->fd < 0)
+        return;
+    epoll_ctl(ep->ctx->epfd, EPOLL_CTL_DEL, ep->fd, NULL);
+    close(ep->fd);
+    ep->fd = -1;
+    ep->events = 0;
+}
+
+static void release_rx_region(tcp_ep_t *ep)
+{
+    if (ep->rx_region == NULL)
+        return;
+    ep->rx_region->rx_busy--;
+    ep->rx_region = NULL;
+    pthread_cond_broadcast(&ep->ctx->ev_cond); /* a dereg may wait for it */
+}
+
+/* ---- failure and teardown ------------------------------------------------- */
+void efps_tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
+                      ...)
+{
+    tcp_ctx_t *ctx = ep->ctx;
+    if (ep->state == TCP_EP_DOWN)
+        return;
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    EFPS_LOG(level, "tcp: %s%s: %s; connection closed", is_internal(ep) ? "connection from " : "",
+             ep->base.name, why);
+
+    close_socket(ep);
+    release_rx_region(ep);
+    efps_tcp_tx_flush(ep);
+    if (is_internal(ep)) {
+        /* Nobody outside knows it: free it after this round of events. */
+        efps_tcp_ep_teardown(ep);
+        ep->queue_next = ctx->zombies;
+        ctx->zombies = ep;
+        return;
+    }
+    bool connected = ep->state == TCP_EP_CONNECTED;
+    ep->state = TCP_EP_DOWN;
+    ep->down_status = status == EFPS_OK ? EFPS_ERR_PEER : status;
+    if (connected) {
+        efps_tp_cqe_t cqe = {.type = EFPS_TP_CQE_DISCONNECT, .status = status, .ep = &ep->base};
+        efps_tcp_push_cqe(ctx, &cqe);
+    }
+    pthread_cond_broadcast(&ctx->ev_cond); /* msg_recv, accept waiters */
+}
+
+/* Says goodbye if it can do so without waiting: a peer that reads BYE knows
+ * the close was meant, not a crash. */
+static void send_goodbye(tcp_ep_t *ep)
+{
+    tcp_frame_t type;
+    if (ep->fd < 0)
+        return;
+    if (ep->state == TCP_EP_CONNECTED && ep->tx_count == 0)
+        type = TCP_F_BYE;
+    else if (ep->rejecting)
+        type = TCP_F_REJECT;
+    else
+        return;
+    uint8_t buf[TCP_HDR_LEN];
+    tcp_hdr_t h = tcp_hdr_make(type, 0);
+    tcp_hdr_encode(&h, buf);
+    ssize_t rc = send(ep->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
+    (void)rc;
+}
+
+void efps_tcp_ep_teardown(tcp_ep_t *ep)
+{
+    tcp_ctx_t *ctx = ep->ctx;
+    send_goodbye(ep);
+    close_socket(ep);
+    release_rx_region(ep);
+    for (uint32_t i = 0; i < ep->tx_count; i++) {
+        tcp_tx_t *t = &ep->txq[(ep->tx_head + i) % ep->tx_cap];
+        if (t->kind == TCP_TX_WRITE)
+            t->mr->tx_refs--;
+    }
+    ep->tx_count = 0;
+    efps_tp_cq_purge(&ctx->cq, &ep->base);
+    if (ep->cq_reserved) {
+        efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+        ep->cq_reserved = false;
+    }
+    if (ep->listener != NULL) {
+        queue_remove(ep->listener, ep);
+        ep->listener = NULL;
+        ctx->n_pending--;
+    }
+    ep_unlink(ctx, ep);
+    ep->destroy_done = true;
+    pthread_cond_broadcast(&ctx->ev_cond);
+}
+
+/* Lock held: hands ep to the progress thread for teardown and waits. */
+static void teardown_by_thread(tcp_ep_t *ep)
+{
+    tcp_ctx_t *ctx = ep->ctx;
+    efps_tcp_kick(ctx, ep, TCP_KICK_DESTROY);
+    while (!ep->destroy_done)
+        efps_tcp_wait(ctx, &ctx->ev_cond, 0);
+}
+
+void efps_tcp_ep_destroy(efps_tp_ep_t *base)
+{
+    tcp_ep_t *ep = TCP_EP(base);
+    tcp_ctx_t *ctx = ep->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    teardown_by_thread(ep);
+    pthread_mutex_unlock(&ctx->lock);
+    efps_debug("tcp: endpoint %s destroyed", base->name);
+    efps_tcp_ep_free(ep);
+}
+
+efps_status_t efps_tcp_ep_status(const efps_tp_ep_t *base)
+{
+    tcp_ep_t *ep = TCP_EP(base);
+    pthread_mutex_lock(&ep->ctx->lock);
+    efps_status_t status = ep->state == TCP_EP_CONNECTED ? EFPS_OK
+                           : ep->state == TCP_EP_DOWN    ? ep->down_status
+                                                         : EFPS_ERR_STATE;
+    pthread_mutex_unlock(&ep->ctx->lock);
+    return status;
+}
+
+/* ---- listening ------------------------------------------------------------ */
+efps_status_t efps_tcp_listen(efps_tp_ctx_t *base, const struct sockaddr *addr, socklen_t addrlen,
+                              efps_tp_listener_t **listener_p)
+{
+    tcp_ctx_t *ctx = TCP_CTX(base);
+    char text[EFPS_TP_ADDR_MAX];
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    int one = 1;
+    efps_tp_format_addr(addr, text, sizeof(text));
+
+    tcp_listener_t *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        efps_error("tcp: listen on %s: out of memory", text);
+        return EFPS_ERR_NOMEM;
+    }
+    l->base.ctx = base;
+    l->poll_kind = TCP_POLL_LISTENER;
+    l->fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l->fd < 0) {
+        efps_error("tcp: listen on %s: socket: %s", text, strerror(errno));
+        goto err_free;
+    }
+    setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(l->fd, addr, addrlen) != 0 || listen(l->fd, 128) != 0 ||
+        getsockname(l->fd, (struct sockaddr *)&bound, &blen) != 0) {
+        efps_error("tcp: listen on %s: %s", text, strerror(errno));
+        goto err_close;
+    }
+    l->base.port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                     : ((struct sockaddr_in *)&bound)->sin_port);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->poll_kind};
+    pthread_mutex_lock(&ctx->lock);
+    int rc = epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, l->fd, &ev);
+    if (rc == 0) {
+        l->next = ctx->listeners;
+        ctx->listeners = l;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (rc != 0) {
+        efps_error("tcp: listen on %s: epoll_ctl: %s", text, strerror(errno));
+        goto err_close;
+    }
+    efps_info("tcp: listening on %s (port %u)", text, l->base.port);
+    *listener_p = &l->base;
+    return EFPS_OK;
+
+err_close:
+    close(l->fd);
+err_free:
+    free(l);
+    return EFPS_ERR_SYSTEM;
+}
+
+void efps_tcp_accept_sockets(tcp_listener_t *l)
+{
+    tcp_ctx_t *ctx = TCP_CTX(l->base.ctx);
+    for (;;) {
+        struct sockaddr_storage peer;
+        socklen_t plen = sizeof(peer);
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+                efps_warn("tcp: accept on port %u: %s", l->base.port, strerror(errno));
+            return;
+        }
+        pthread_mutex_lock(&ctx->lock);
+        bool full = ctx->n_pending >= TCP_MAX_PENDING || l->destroying;
+        pthread_mutex_unlock(&ctx->lock);
+        tcp_ep_t *ep = full ? NULL : ep_alloc(ctx, fd, (struct sockaddr *)&peer);
+        if (ep == NULL) {
+            char text[EFPS_TP_ADDR_MAX];
+            efps_tp_format_addr((struct sockaddr *)&peer, text, sizeof(text));
+            efps_warn("tcp: port %u: refused connection from %s (%s)", l->base.port, text,
+                      full ? "too many pending handshakes" : "out of memory");
+            close(fd);
+            continue;
+        }
+        efps_tcp_sock_setup(fd, ctx->base.attr.timeout_ms);
+        ep->state = TCP_EP_HANDSHAKE;
+        ep->listener = l;
+        ep->deadline_ms = efps_tp_now_ms() + ctx->base.attr.timeout_ms;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
+        pthread_mutex_lock(&ctx->lock);
+        ctx->n_pending++;
+        ep_link(ctx, ep);
+        if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+            ep->events = EPOLLIN;
+        else
+            efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_SYSTEM, "epoll_ctl: %s", strerror(errno));
+        pthread_mutex_unlock(&ctx->lock);
+        efps_debug("tcp: port %u: connection from %s", l->base.port, ep->addr);
+    }
+}
+
+void efps_tcp_close_listeners(tcp_ctx_t *ctx)
+{
+    ctx->listeners_dirty = false;
+    for (tcp_listener_t **pp = &ctx->listeners; *pp != NULL;) {
+        tcp_listener_t *l = *pp;
+        if (!l->destroying) {
+            pp = &l->next;
+            continue;
+        }
+        epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, l->fd, NULL);
+        close(l->fd);
+        for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
+            next = ep->next;
+            if (ep->listener == l)
+                efps_tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_STATE, "listener closed");
+        }
+        *pp = l->next;
+        l->closed = true;
+    }
+    pthread_cond_broadcast(&ctx->ev_cond);
+}
+
+void efps_tcp_listener_destroy(efps_tp_listener_t *base)
+{
+    tcp_listener_t *l = (tcp_listener_t *)base;
+    tcp_ctx_t *ctx = TCP_CTX(base->ctx);
+    pthread_mutex_lock(&ctx->lock);
+    l->destroying = true;
+    ctx->listeners_dirty = true;
+    efps_tcp_kick_ctx(ctx);
+    pthread_cond_broadcast(&ctx->ev_cond); /* get_request waiters give up */
+    while (!l->closed)
+        efps_tcp_wait(ctx, &ctx->ev_cond, 0);
+    pthread_mutex_unlock(&ctx->lock);
+    free(l);
+}
+
+efps_status_t efps_tcp_get_request(efps_tp_listener_t *base, int timeout_ms,
+                                   efps_tp_conn_req_t **req_p)
+{
+    tcp_listener_t *l = (tcp_listener_t *)base;
+    tcp_ctx_t *ctx = TCP_CTX(base->ctx);
+    uint64_t deadline = efps_tcp_deadline(timeout_ms);
+    efps_status_t status = EFPS_ERR_TIMEOUT;
+    pthread_mutex_lock(&ctx->lock);
+    for (;;) {
+        if (l->destroying) {
+            status = EFPS_ERR_STATE;
+            break;
+        }
+        tcp_ep_t *ep = l->queue_head;
+        if (ep != NULL) {
+            queue_remove(l, ep);
+            ep->listener = NULL;
+            ctx->n_pending--;
+            ep->state = TCP_EP_REQUEST;
+            *req_p = &ep->req;
+            status = EFPS_OK;
+            break;
+        }
+        if (timeout_ms == 0 || !efps_tcp_wait(ctx, &ctx->ev_cond, deadline))
+            break;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
+
+/* ---- accepting side --------------------------------------------------------- */
+efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
+                              efps_tp_ep_t **ep_p)
+{
+    tcp_ep_t *ep = TCP_REQ_EP(req);
+    tcp_ctx_t *ctx = ep->ctx;
+    efps_tp_conn_param_t none = {0};
+    if (param == NULL)
+        param = &none;
+    /* Under the lock: the progress thread may be failing this request now,
+     * and reads its name and queues when it does. */
+    pthread_mutex_lock(&ctx->lock);
+    efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
+    efps_status_t status = ep_alloc_queues(ep);
+    if (status == EFPS_OK && ep->state != TCP_EP_REQUEST) {
+        efps_error("tcp: accept %s: the peer went away before it was accepted", ep->base.name);
+        status = EFPS_ERR_PEER;
+    }
+    if (status == EFPS_OK)
+        status = efps_tp_cq_reserve(&ctx->cq, cq_share(ctx));
+    if (status != EFPS_OK) {
+        teardown_by_thread(ep);
+        pthread_mutex_unlock(&ctx->lock);
+        efps_tcp_ep_free(ep);
+        return status;
+    }
+    ep->cq_reserved = true;
+    ep->base.context = param->context;
+    memcpy(ep->base.peer_priv, ep->req.priv, ep->req.priv_len);
+    ep->base.peer_priv_len = ep->req.priv_len;
+    if (param->priv_len > 0)
+        memcpy(ep->local_priv, param->priv, param->priv_len);
+    ep->state = TCP_EP_CONNECTED;
+    uint64_t now = efps_tp_now_ms();
+    atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
+    atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
+    efps_tcp_set_heartbeat(ep);
+    efps_tcp_queue_ctrl(ep, TCP_F_ACCEPT, ep->local_priv, (uint32_t)param->priv_len,
+                        ctx->base.attr.timeout_ms);
+    efps_tcp_kick(ctx, ep, TCP_KICK_TX);
+    pthread_mutex_unlock(&ctx->lock);
+    efps_info("tcp: accepted %s", ep->base.name);
+    *ep_p = &ep->base;
+    return EFPS_OK;
+}
+
+void efps_tcp_reject(efps_tp_conn_req_t *req)
+{
+    tcp_ep_t *ep = TCP_REQ_EP(req);
+    tcp_ctx_t *ctx = ep->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    ep->rejecting = true;
+    teardown_by_thread(ep);
+    pthread_mutex_unlock(&ctx->lock);
+    efps_info("tcp: rejected connection from %s", ep->addr);
+    efps_tcp_ep_free(ep);
+}
+
+/* ---- connecting side -------------------------------------------------------- */
+
+/* Waits for fd to become ready for events until deadline; EFPS_ERR_TIMEOUT after. */
+static efps_status_t wait_fd(int fd, short events, uint64_t deadline)
+{
+    for (;;) {
+        uint64_t now = efps_tp_now_ms();
+        if (now >= deadline)
+            return EFPS_ERR_TIMEOUT;
+        struct pollfd p = {.fd = fd, .events = events};
+        int rc = poll(&p, 1, (int)(deadline - now));
+        if (rc > 0)
+            return EFPS_OK;
+        if (rc < 0 && errno != EINTR)
+            return EFPS_ERR_SYSTEM;
+    }
+}
+
+static efps_status_t send_all(int fd, const void *buf, size_t len, uint64_t deadline)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            efps_status_t s = wait_fd(fd, POLLOUT, deadline);
+            if (s != EFPS_OK)
+                return s;
+        } else {
+            return EFPS_ERR_PEER;
+        }
+    }
+    return EFPS_OK;
+}
+
+/* EFPS_ERR_PEER on EOF, so a refusal (closed without a reply) reads as one. */
+static efps_status_t recv_all(int fd, void *buf, size_t len, uint64_t deadline)
+{
+    uint8_t *p = buf;
+    while (len > 0) {
+        ssize_t n = recv(fd, p, len, MSG_DONTWAIT);
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+            efps_status_t s = wait_fd(fd, POLLIN, deadline);
+            if (s != EFPS_OK)
+                return s;
+        } else {
+            return EFPS_ERR_PEER;
+        }
+    }
+    return EFPS_OK;
+}
+
+static efps_status_t open_socket(const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline,
+                                 uint32_t timeout_ms, const char *name, int *fd_p)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        efps_error("tcp: connect to %s: socket: %s", name, strerror(errno));
+        return EFPS_ERR_SYSTEM;
+    }
+    efps_tcp_sock_setup(fd, timeout_ms);
+    efps_status_t status = EFPS_OK;
+    if (connect(fd, addr, addrlen) != 0) {
+        if (errno != EINPROGRESS) {
+            efps_error("tcp: connect to %s: %s", name, strerror(errno));
+            status = EFPS_ERR_PEER;
+        } else if ((status = wait_fd(fd, POLLOUT, deadline)) != EFPS_OK) {
+            efps_error("tcp: connect to %s: %s", name,
+                       status == EFPS_ERR_TIMEOUT ? "timed out" : strerror(errno));
+        } else {
+            int err = 0;
+            socklen_t elen = sizeof(err);
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen);
+            if (err != 0) {
+                efps_error("tcp: connect to %s: %s", name, strerror(err));
+                status = EFPS_ERR_PEER;
+            }
+        }
+    }
+    if (status != EFPS_OK) {
+        close(fd);
+        return status;
+    }
+    *fd_p = fd;
+    return EFPS_OK;
+}
+
+/* Sends CONNECT with the private data, reads ACCEPT (or REJECT) and its reply. */
+static efps_status_t handshake(tcp_ep_t *ep, const efps_tp_conn_param_t *param, uint64_t deadline)
+{
+    uint8_t frame[TCP_HDR_LEN + EFPS_TP_PRIV_MAX];
+    tcp_hdr_t h = tcp_hdr_make(TCP_F_CONNECT, (uint32_t)param->priv_len);
+    h.imm = ep->ctx->base.attr.timeout_ms;
+    tcp_hdr_encode(&h, frame);
+    if (param->priv_len > 0)
+        memcpy(frame + TCP_HDR_LEN, param->priv, param->priv_len);
+    efps_status_t status = send_all(ep->fd, frame, TCP_HDR_LEN + param->priv_len, deadline);
+    if (status == EFPS_OK)
+        status = recv_all(ep->fd, frame, TCP_HDR_LEN, deadline);
+    if (status != EFPS_OK) {
+        efps_error("tcp: connect to %s: %s", ep->base.name,
+                   status == EFPS_ERR_TIMEOUT ? "no answer to the connection request"
+                                              : "closed by the peer during the handshake");
+        return status;
+    }
+    tcp_hdr_decode(frame, &h);
+    if (h.magic != TCP_WIRE_MAGIC || h.version != TCP_WIRE_VERSION ||
+        (h.type != TCP_F_ACCEPT && h.type != TCP_F_REJECT) || h.length > EFPS_TP_PRIV_MAX) {
+        efps_error("tcp: connect to %s: the answer is not an efps tcp accept (magic 0x%08x "
+                   "version %u type %u length %u)",
+                   ep->base.name, h.magic, h.version, h.type, h.length);
+        return EFPS_ERR_PROTO;
+    }
+    if (h.type == TCP_F_REJECT) {
+        efps_error("tcp: connect to %s: rejected by the peer", ep->base.name);
+        return EFPS_ERR_PEER;
+    }
+    status = recv_all(ep->fd, ep->base.peer_priv, h.length, deadline);
+    if (status != EFPS_OK) {
+        efps_error("tcp: connect to %s: truncated accept", ep->base.name);
+        return status;
+    }
+    ep->base.peer_priv_len = (uint8_t)h.length;
+    ep->peer_timeout_ms = h.imm;
+    return EFPS_OK;
+}
+
+efps_status_t efps_tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr, socklen_t addrlen,
+                               const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p)
+{
+    tcp_ctx_t *ctx = TCP_CTX(base);
+    efps_tp_conn_param_t none = {0};
+    if (param == NULL)
+        param = &none;
+    uint32_t timeout = param->timeout_ms > 0 ? (uint32_t)param->timeout_ms : base->attr.timeout_ms;
+    uint64_t deadline = efps_tp_now_ms() + timeout;
+    efps_status_t status = EFPS_ERR_NOMEM;
+
+    tcp_ep_t *ep = ep_alloc(ctx, -1, addr);
+    if (ep == NULL) {
+        efps_error("tcp: connect: out of memory");
+        return EFPS_ERR_NOMEM;
+    }
+    efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
+    ep->base.context = param->context;
+    status = ep_alloc_queues(ep);
+    if (status != EFPS_OK)
+        goto err_free;
+    status = open_socket(addr, addrlen, deadline, base->attr.timeout_ms, ep->base.name, &ep->fd);
+    if (status != EFPS_OK)
+        goto err_free;
+    status = handshake(ep, param, deadline);
+    if (status != EFPS_OK)
+        goto err_close;
+
+    ep->state = TCP_EP_CONNECTED;
+    uint64_t now = efps_tp_now_ms();
+    atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
+    atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
+    pthread_mutex_lock(&ctx->lock);
+    status = efps_tp_cq_reserve(&ctx->cq, cq_share(ctx));
+    if (status == EFPS_OK && epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ep->fd, &ev) != 0) {
+        efps_error("tcp: connect to %s: epoll_ctl: %s", ep->base.name, strerror(errno));
+        efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+        status = EFPS_ERR_SYSTEM;
+    }
+    if (status == EFPS_OK) {
+        ep->cq_reserved = true;
+        ep->events = EPOLLIN;
+        efps_tcp_set_heartbeat(ep);
+        ep_link(ctx, ep);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (status != EFPS_OK)
+        goto err_close;
+    efps_info("tcp: connected to %s", ep->base.name);
+    *ep_p = &ep->base;
+    return EFPS_OK;
+
+err_close:
+    close(ep->fd);
+err_free:
+    efps_tcp_ep_free(ep);
+    return status;
+}

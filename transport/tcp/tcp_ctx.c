@@ -1,0 +1,398 @@
+/* The tcp transport's context: its progress thread (epoll over every socket
+ * plus an eventfd that application threads use to hand it work), timers
+ * (handshake deadlines, heartbeats, silent peers) and the completion queue. */
+#include "transport/tcp/tcp.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+static efps_status_t tcp_probe(const efps_tp_attr_t *attr)
+{
+    (void)attr;
+    return EFPS_OK; /* sockets exist everywhere */
+}
+
+/* ---- helpers (lock held) -------------------------------------------------- */
+void efps_tcp_kick_ctx(tcp_ctx_t *ctx)
+{
+    if (ctx->kicked)
+        return;
+    ctx->kicked = true;
+    uint64_t one = 1;
+    ssize_t rc = write(ctx->evfd, &one, sizeof(one));
+    (void)rc; /* EAGAIN only if the counter is huge: it is readable anyway */
+}
+
+void efps_tcp_kick(tcp_ctx_t *ctx, tcp_ep_t *ep, unsigned what)
+{
+    if (ep->kick == 0) {
+        ep->kick_next = ctx->kicks;
+        ctx->kicks = ep;
+    }
+    ep->kick |= what;
+    efps_tcp_kick_ctx(ctx);
+}
+
+void efps_tcp_push_cqe(tcp_ctx_t *ctx, const efps_tp_cqe_t *cqe)
+{
+    efps_tp_cq_push(&ctx->cq, cqe);
+    if (ctx->cq_waiters > 0)
+        pthread_cond_signal(&ctx->cq_cond);
+}
+
+void efps_tcp_set_events(tcp_ep_t *ep, uint32_t events)
+{
+    if (ep->fd < 0 || ep->events == events)
+        return;
+    struct epoll_event ev = {.events = events, .data.ptr = &ep->poll_kind};
+    if (epoll_ctl(ep->ctx->epfd, EPOLL_CTL_MOD, ep->fd, &ev) == 0)
+        ep->events = events;
+    else
+        efps_error("tcp: %s: epoll_ctl: %s", ep->base.name, strerror(errno));
+}
+
+void efps_tcp_set_heartbeat(tcp_ep_t *ep)
+{
+    tcp_ctx_t *ctx = ep->ctx;
+    uint32_t t = ctx->base.attr.timeout_ms, peer = ep->peer_timeout_ms;
+    if (peer != 0 && peer < t)
+        t = peer < 100 ? 100 : peer; /* a peer cannot make us ping like mad */
+    ep->hb_ms = t / 4;
+    if (ep->hb_ms / 2 < ctx->tick_ms)
+        ctx->tick_ms = ep->hb_ms / 2 > 0 ? ep->hb_ms / 2 : 1;
+}
+
+uint64_t efps_tcp_deadline(int timeout_ms)
+{
+    return timeout_ms < 0 ? 0 : efps_tp_now_ms() + (uint64_t)timeout_ms;
+}
+
+bool efps_tcp_wait(tcp_ctx_t *ctx, pthread_cond_t *cond, uint64_t deadline_ms)
+{
+    if (deadline_ms == 0) {
+        pthread_cond_wait(cond, &ctx->lock);
+        return true;
+    }
+    uint64_t now = efps_tp_now_ms();
+    if (now >= deadline_ms)
+        return false;
+    /* The condition variables run on CLOCK_MONOTONIC (see tcp_open). */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (deadline_ms - now) * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    pthread_cond_timedwait(cond, &ctx->lock, &ts);
+    return true;
+}
+
+/* ---- progress thread ------------------------------------------------------ */
+
+/* Runs the work application threads queued. Pops one endpoint at a time, so
+ * an endpoint kicked again meanwhile simply goes back on the list. */
+static void run_kicks(tcp_ctx_t *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    ctx->kicked = false;
+    if (ctx->listeners_dirty)
+        efps_tcp_close_listeners(ctx);
+    if (ctx->regions_dead)
+        efps_tcp_reap_dead_regions(ctx);
+    for (int budget = 4096; ctx->kicks != NULL && budget > 0; budget--) {
+        tcp_ep_t *ep = ctx->kicks;
+        ctx->kicks = ep->kick_next;
+        unsigned what = ep->kick;
+        ep->kick = 0;
+        if (what & TCP_KICK_DESTROY) {
+            efps_tcp_ep_teardown(ep); /* the owner frees ep once we unlock */
+            continue;
+        }
+        if ((what & TCP_KICK_RX) && efps_tcp_rx_can_resume(ep)) {
+            ep->rx_blocked = false;
+            atomic_store_explicit(&ep->last_rx_ms, efps_tp_now_ms(), memory_order_relaxed);
+            efps_tcp_set_events(ep, ep->events | EPOLLIN);
+            pthread_mutex_unlock(&ctx->lock);
+            efps_tcp_rx_progress(ep);
+            pthread_mutex_lock(&ctx->lock);
+        }
+        if (what & TCP_KICK_TX) {
+            pthread_mutex_unlock(&ctx->lock);
+            efps_tcp_tx_progress(ep);
+            pthread_mutex_lock(&ctx->lock);
+        }
+    }
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+static void check_ep_timers(tcp_ep_t *ep, uint64_t now)
+{
+    uint32_t timeout = ep->ctx->base.attr.timeout_ms;
+    if (ep->state == TCP_EP_HANDSHAKE && now >= ep->deadline_ms) {
+        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                         "no complete connection request within %u ms", timeout);
+        return;
+    }
+    if (ep->state != TCP_EP_CONNECTED)
+        return;
+    uint64_t last_rx = atomic_load_explicit(&ep->last_rx_ms, memory_order_relaxed);
+    uint64_t last_tx = atomic_load_explicit(&ep->last_tx_ms, memory_order_relaxed);
+    /* A receiver that is not reading (no credit) hears nothing by its own
+     * choice; its clock restarts when it reads again. */
+    if (!ep->rx_blocked && now > last_rx && now - last_rx >= timeout) {
+        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                         "peer silent for %llu ms (timeout %u ms)",
+                         (unsigned long long)(now - last_rx), timeout);
+        return;
+    }
+    if (ep->tx_count == 0 && now > last_tx && now - last_tx >= ep->hb_ms) {
+        efps_tcp_queue_ctrl(ep, TCP_F_PING, NULL, 0, 0);
+        atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
+        efps_tcp_kick(ep->ctx, ep, TCP_KICK_TX);
+    }
+}
+
+static void run_timers(tcp_ctx_t *ctx, uint64_t *next_check_p)
+{
+    uint64_t now = efps_tp_now_ms();
+    if (now < *next_check_p)
+        return;
+    pthread_mutex_lock(&ctx->lock);
+    *next_check_p = now + ctx->tick_ms;
+    for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
+        next = ep->next; /* a failing internal endpoint leaves the list */
+        check_ep_timers(ep, now);
+    }
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+static void free_zombies(tcp_ctx_t *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    tcp_ep_t *z = ctx->zombies;
+    ctx->zombies = NULL;
+    pthread_mutex_unlock(&ctx->lock);
+    while (z != NULL) {
+        tcp_ep_t *next = z->queue_next;
+        efps_tcp_ep_free(z);
+        z = next;
+    }
+}
+
+static void handle_event(tcp_ctx_t *ctx, const struct epoll_event *ev)
+{
+    tcp_poll_kind_t kind = *(tcp_poll_kind_t *)ev->data.ptr;
+    if (kind == TCP_POLL_EVENTFD) {
+        uint64_t count;
+        ssize_t rc = read(ctx->evfd, &count, sizeof(count));
+        (void)rc;
+    } else if (kind == TCP_POLL_LISTENER) {
+        efps_tcp_accept_sockets(
+            (tcp_listener_t *)((char *)ev->data.ptr - offsetof(tcp_listener_t, poll_kind)));
+    } else {
+        tcp_ep_t *ep = (tcp_ep_t *)((char *)ev->data.ptr - offsetof(tcp_ep_t, poll_kind));
+        if (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+            efps_tcp_rx_progress(ep);
+        if (ev->events & (EPOLLERR | EPOLLHUP))
+            efps_tcp_rx_hangup(ep);
+        if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            efps_tcp_tx_progress(ep);
+    }
+}
+
+static void *progress_main(void *arg)
+{
+    tcp_ctx_t *ctx = arg;
+    struct epoll_event evs[64];
+    uint64_t next_check = 0;
+    for (;;) {
+        pthread_mutex_lock(&ctx->lock);
+        bool stop = ctx->stop, busy = ctx->kicks != NULL;
+        int tick = (int)ctx->tick_ms;
+        pthread_mutex_unlock(&ctx->lock);
+        if (stop)
+            break;
+        int n = epoll_wait(ctx->epfd, evs, 64, busy ? 0 : tick);
+        if (n < 0 && errno != EINTR) {
+            efps_error("tcp: progress thread: epoll_wait: %s", strerror(errno));
+            break; /* cannot happen with a valid epfd */
+        }
+        for (int i = 0; i < n; i++)
+            handle_event(ctx, &evs[i]);
+        run_kicks(ctx);
+        run_timers(ctx, &next_check);
+        free_zombies(ctx);
+    }
+    return NULL;
+}
+
+/* ---- open / close --------------------------------------------------------- */
+static efps_status_t init_sync(tcp_ctx_t *ctx)
+{
+    pthread_condattr_t ca;
+    if (pthread_mutex_init(&ctx->lock, NULL) != 0)
+        return EFPS_ERR_SYSTEM;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&ctx->cq_cond, &ca);
+    pthread_cond_init(&ctx->ev_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    return EFPS_OK;
+}
+
+static void destroy_sync(tcp_ctx_t *ctx)
+{
+    pthread_cond_destroy(&ctx->ev_cond);
+    pthread_cond_destroy(&ctx->cq_cond);
+    pthread_mutex_destroy(&ctx->lock);
+}
+
+static efps_status_t tcp_open(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_p)
+{
+    efps_status_t status = EFPS_ERR_SYSTEM;
+    tcp_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    if (ctx == NULL) {
+        efps_error("tcp: open: out of memory");
+        return EFPS_ERR_NOMEM;
+    }
+    ctx->base.ops = &efps_tcp_ops;
+    ctx->base.attr = *attr;
+    ctx->tick_ms = attr->timeout_ms / 8 > 0 ? attr->timeout_ms / 8 : 1;
+    ctx->evfd_kind = TCP_POLL_EVENTFD;
+    efps_tp_cq_init(&ctx->cq);
+    if (init_sync(ctx) != EFPS_OK) {
+        efps_error("tcp: open: cannot create a mutex");
+        goto err_free;
+    }
+    ctx->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (ctx->epfd < 0) {
+        efps_error("tcp: open: epoll_create1: %s", strerror(errno));
+        goto err_sync;
+    }
+    ctx->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ctx->evfd < 0) {
+        efps_error("tcp: open: eventfd: %s", strerror(errno));
+        goto err_epoll;
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ctx->evfd_kind};
+    if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ctx->evfd, &ev) != 0) {
+        efps_error("tcp: open: epoll_ctl: %s", strerror(errno));
+        goto err_evfd;
+    }
+    int rc = pthread_create(&ctx->thread, NULL, progress_main, ctx);
+    if (rc != 0) {
+        efps_error("tcp: open: cannot start the progress thread: %s", strerror(rc));
+        goto err_evfd;
+    }
+    *ctx_p = &ctx->base;
+    return EFPS_OK;
+
+err_evfd:
+    close(ctx->evfd);
+err_epoll:
+    close(ctx->epfd);
+err_sync:
+    destroy_sync(ctx);
+err_free:
+    free(ctx);
+    return status;
+}
+
+static void tcp_close(efps_tp_ctx_t *base)
+{
+    tcp_ctx_t *ctx = TCP_CTX(base);
+    pthread_mutex_lock(&ctx->lock);
+    ctx->stop = true;
+    efps_tcp_kick_ctx(ctx);
+    pthread_mutex_unlock(&ctx->lock);
+    pthread_join(ctx->thread, NULL);
+
+    /* Alone now: free whatever the application left open. */
+    free_zombies(ctx);
+    while (ctx->eps != NULL) {
+        tcp_ep_t *ep = ctx->eps;
+        if (ep->state == TCP_EP_CONNECTED || ep->state == TCP_EP_DOWN)
+            efps_debug("tcp: close: endpoint %s was still open", ep->base.name);
+        efps_tcp_ep_teardown(ep); /* unlinks it */
+        efps_tcp_ep_free(ep);
+    }
+    free_zombies(ctx);
+    while (ctx->listeners != NULL) {
+        tcp_listener_t *l = ctx->listeners;
+        ctx->listeners = l->next;
+        close(l->fd);
+        free(l);
+    }
+    for (uint32_t i = 0; i < ctx->n_regions; i++)
+        free(ctx->regions[i]);
+    free(ctx->regions);
+    efps_tp_cq_free(&ctx->cq);
+    close(ctx->evfd);
+    close(ctx->epfd);
+    destroy_sync(ctx);
+    free(ctx);
+}
+
+/* ---- poll ----------------------------------------------------------------- */
+
+/* Gives back what a polled completion held: a send slot, or a receive credit. */
+static void release_credit(tcp_ctx_t *ctx, const efps_tp_cqe_t *cqe)
+{
+    tcp_ep_t *ep = TCP_EP(cqe->ep);
+    if (cqe->type == EFPS_TP_CQE_WRITE) {
+        ep->sq_used--;
+    } else if (cqe->type == EFPS_TP_CQE_RECV) {
+        ep->rq_used--;
+        if (ep->rx_blocked)
+            efps_tcp_kick(ctx, ep, TCP_KICK_RX);
+    }
+}
+
+static efps_status_t tcp_poll(efps_tp_ctx_t *base, efps_tp_cqe_t *cqes, int max, int timeout_ms,
+                              int *count_p)
+{
+    tcp_ctx_t *ctx = TCP_CTX(base);
+    uint64_t deadline = efps_tcp_deadline(timeout_ms);
+    size_t n = 0;
+    pthread_mutex_lock(&ctx->lock);
+    for (;;) {
+        n = efps_tp_cq_pop(&ctx->cq, cqes, (size_t)max);
+        if (n > 0 || timeout_ms == 0)
+            break;
+        ctx->cq_waiters++;
+        bool more = efps_tcp_wait(ctx, &ctx->cq_cond, deadline);
+        ctx->cq_waiters--;
+        if (!more)
+            break;
+    }
+    for (size_t i = 0; i < n; i++)
+        release_credit(ctx, &cqes[i]);
+    pthread_mutex_unlock(&ctx->lock);
+    *count_p = (int)n;
+    return EFPS_OK;
+}
+
+const struct efps_transport_ops efps_tcp_ops = {
+    .name = "tcp",
+    .id = EFPS_TP_ID_TCP,
+    .probe = tcp_probe,
+    .open = tcp_open,
+    .close = tcp_close,
+    .mem_reg = efps_tcp_mem_reg,
+    .mem_dereg = efps_tcp_mem_dereg,
+    .listen = efps_tcp_listen,
+    .listener_destroy = efps_tcp_listener_destroy,
+    .get_request = efps_tcp_get_request,
+    .accept = efps_tcp_accept,
+    .reject = efps_tcp_reject,
+    .connect = efps_tcp_connect,
+    .ep_destroy = efps_tcp_ep_destroy,
+    .ep_status = efps_tcp_ep_status,
+    .write_imm = efps_tcp_write_imm,
+    .msg_send = efps_tcp_msg_send,
+    .msg_recv = efps_tcp_msg_recv,
+    .poll = tcp_poll,
+};

@@ -1,0 +1,334 @@
+/* The receiving side of the tcp transport: a per-connection state machine
+ * (header, then payload) run by the progress thread. Every header is checked
+ * in full (magic, version, frame type for the connection's state, unused
+ * fields zero, and for a write: region id, secret, remote-write access and
+ * offset + length inside the region) before a single payload byte is read;
+ * the payload then goes from the socket straight into its region. Anything
+ * wrong closes that connection with a logged error naming the peer. */
+#include "transport/tcp/tcp.h"
+
+#include <errno.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+static const char *frame_name(uint8_t type)
+{
+    static const char *const names[] = {"?",     "CONNECT", "ACCEPT", "REJECT",
+                                        "WRITE", "MSG",     "PING",   "BYE"};
+    return type < sizeof(names) / sizeof(names[0]) ? names[type] : "unknown";
+}
+
+static const char *state_name(tcp_ep_state_t state)
+{
+    switch (state) {
+    case TCP_EP_HANDSHAKE:
+        return "before the connection request";
+    case TCP_EP_QUEUED:
+    case TCP_EP_REQUEST:
+        return "before the connection was accepted";
+    case TCP_EP_CONNECTED:
+        return "on an open connection";
+    case TCP_EP_DOWN:
+        break;
+    }
+    return "on a closed connection";
+}
+
+/* Fails the connection for a protocol violation; evaluates to false. */
+#define violation(ep, ...)                                                                         \
+    (efps_tcp_ep_fail((ep), EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__), false)
+
+/* Lock held: stops reading until the application gives credit back. */
+static bool block(tcp_ep_t *ep)
+{
+    ep->rx_blocked = true;
+    efps_tcp_set_events(ep, ep->events & ~EPOLLIN);
+    return false;
+}
+
+bool efps_tcp_rx_can_resume(const tcp_ep_t *ep)
+{
+    if (!ep->rx_blocked || ep->fd < 0)
+        return false;
+    if (ep->rx_hdr.type == TCP_F_WRITE)
+        return ep->rq_used < ep->ctx->base.attr.rq_depth;
+    return ep->msg_rx_count < EFPS_TP_MSG_DEPTH;
+}
+
+/* Lock held. Checks a WRITE header against the region table and aims the
+ * payload at the region. false: the endpoint failed or must wait. */
+static bool start_write(tcp_ep_t *ep)
+{
+    const tcp_hdr_t *h = &ep->rx_hdr;
+    tcp_mr_t *mr = efps_tcp_region(ep->ctx, h->region);
+    if (mr == NULL)
+        return violation(ep, "write to region %u, which does not exist", h->region);
+    if (mr->secret != h->secret)
+        return violation(ep, "write to region %u with a wrong key", h->region);
+    if (!(mr->base.access & EFPS_TP_ACCESS_REMOTE_WRITE))
+        return violation(ep, "write to region %u, which does not allow remote writes", h->region);
+    uint64_t size = mr->base.length;
+    if (h->offset > size || h->length > size - h->offset)
+        return violation(ep, "write of %u bytes at offset %llu is outside region %u (%llu bytes)",
+                         h->length, (unsigned long long)h->offset, h->region,
+                         (unsigned long long)size);
+    if (ep->rq_used >= ep->ctx->base.attr.rq_depth)
+        return block(ep);
+    ep->rq_used++;
+    mr->rx_busy++;
+    ep->rx_region = mr;
+    ep->rx_dst = (uint8_t *)mr->base.addr + h->offset;
+    ep->rx_want = h->length;
+    return true;
+}
+
+static bool fields_unused(const tcp_hdr_t *h)
+{
+    /* CONNECT announces the connector's timeout in imm. */
+    return (h->imm == 0 || h->type == TCP_F_CONNECT) && h->region == 0 && h->secret == 0 &&
+           h->offset == 0;
+}
+
+/* Lock held: the frame's payload is all here (or it had none). */
+static bool finish_frame(tcp_ep_t *ep)
+{
+    tcp_ctx_t *ctx = ep->ctx;
+    const tcp_hdr_t *h = &ep->rx_hdr;
+    ep->rx_state = TCP_RX_HEADER;
+    switch ((tcp_frame_t)h->type) {
+    case TCP_F_WRITE: {
+        efps_tp_cqe_t cqe = {.type = EFPS_TP_CQE_RECV,
+                             .status = EFPS_OK,
+                             .ep = &ep->base,
+                             .imm = h->imm,
+                             .length = h->length};
+        efps_tcp_push_cqe(ctx, &cqe);
+        ep->rx_region->rx_busy--;
+        if (ep->rx_region->dead)
+            pthread_cond_broadcast(&ctx->ev_cond);
+        ep->rx_region = NULL;
+        break;
+    }
+    case TCP_F_MSG:
+        ep->msg_rx_len[(ep->msg_rx_head + ep->msg_rx_count) % EFPS_TP_MSG_DEPTH] = h->length;
+        ep->msg_rx_count++;
+        pthread_cond_broadcast(&ctx->ev_cond);
+        break;
+    case TCP_F_CONNECT: {
+        tcp_listener_t *l = ep->listener;
+        ep->req.priv_len = (uint8_t)h->length;
+        ep->peer_timeout_ms = h->imm;
+        ep->state = TCP_EP_QUEUED;
+        ep->queue_next = NULL;
+        if (l->queue_tail != NULL)
+            l->queue_tail->queue_next = ep;
+        else
+            l->queue_head = ep;
+        l->queue_tail = ep;
+        pthread_cond_broadcast(&ctx->ev_cond);
+        efps_debug("tcp: connection request from %s (%u bytes of private data)", ep->addr,
+                   h->length);
+        break;
+    }
+    case TCP_F_BYE:
+        efps_tcp_ep_fail(ep, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
+        return false;
+    default: /* PING: it arrived, that was all it had to say */
+        break;
+    }
+    return true;
+}
+
+/* Lock held: a whole header has arrived. Validates it and decides where its
+ * payload goes. false: the endpoint failed, or waits for credit. */
+static bool start_frame(tcp_ep_t *ep)
+{
+    tcp_hdr_t *h = &ep->rx_hdr;
+    tcp_hdr_decode(ep->rx_hdr_buf, h);
+    if (h->magic != TCP_WIRE_MAGIC)
+        return violation(ep, "bad magic 0x%08x in a frame header (not an efps tcp peer?)",
+                         h->magic);
+    if (h->version != TCP_WIRE_VERSION)
+        return violation(ep, "wire version %u, this side speaks %u", h->version, TCP_WIRE_VERSION);
+    bool allowed =
+        ep->state == TCP_EP_HANDSHAKE
+            ? h->type == TCP_F_CONNECT
+            : ep->state == TCP_EP_CONNECTED && (h->type == TCP_F_WRITE || h->type == TCP_F_MSG ||
+                                                h->type == TCP_F_PING || h->type == TCP_F_BYE);
+    if (!allowed)
+        return violation(ep, "unexpected %s frame (type %u) %s", frame_name(h->type), h->type,
+                         state_name(ep->state));
+    if (h->flags != 0 || h->reserved != 0 || (h->type != TCP_F_WRITE && !fields_unused(h)))
+        return violation(ep, "%s frame with reserved or unused header fields set",
+                         frame_name(h->type));
+
+    ep->rx_want = h->length;
+    switch ((tcp_frame_t)h->type) {
+    case TCP_F_WRITE:
+        if (!start_write(ep))
+            return false;
+        break;
+    case TCP_F_MSG:
+        if (h->length == 0 || h->length > EFPS_TP_MSG_MAX)
+            return violation(ep, "message of %u bytes (1..%d allowed)", h->length, EFPS_TP_MSG_MAX);
+        if (ep->msg_rx_count >= EFPS_TP_MSG_DEPTH)
+            return block(ep);
+        ep->rx_dst =
+            ep->msg_rx_buf +
+            (size_t)((ep->msg_rx_head + ep->msg_rx_count) % EFPS_TP_MSG_DEPTH) * EFPS_TP_MSG_MAX;
+        break;
+    case TCP_F_CONNECT:
+        if (h->length > EFPS_TP_PRIV_MAX)
+            return violation(ep, "connection request with %u bytes of private data (at most %d)",
+                             h->length, EFPS_TP_PRIV_MAX);
+        ep->rx_dst = ep->req.priv;
+        break;
+    default: /* PING, BYE */
+        if (h->length != 0)
+            return violation(ep, "%s frame with a %u-byte payload", frame_name(h->type), h->length);
+        break;
+    }
+    ep->rx_hdr_got = 0; /* the header is used: the next one starts afresh */
+    ep->rx_got = 0;
+    if (ep->rx_want == 0)
+        return finish_frame(ep);
+    ep->rx_state = TCP_RX_PAYLOAD;
+    return true;
+}
+
+/* Lock held: the peer closed its side. Says what it interrupted. */
+static void on_eof(tcp_ep_t *ep)
+{
+    bool internal = ep->state == TCP_EP_HANDSHAKE || ep->state == TCP_EP_QUEUED;
+    if (ep->rx_state == TCP_RX_PAYLOAD)
+        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                         "closed in the middle of a %s frame (%zu of %zu payload bytes)",
+                         frame_name(ep->rx_hdr.type), ep->rx_got, ep->rx_want);
+    else if (ep->rx_hdr_got > 0)
+        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, internal ? EFPS_ERR_PROTO : EFPS_ERR_PEER,
+                         "truncated frame header (%zu of %d bytes), then closed", ep->rx_hdr_got,
+                         TCP_HDR_LEN);
+    else if (internal && ep->rx_total == 0)
+        efps_tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_PEER, "closed without sending anything");
+    else if (internal || ep->state == TCP_EP_REQUEST)
+        efps_tcp_ep_fail(ep, EFPS_LOG_WARN, EFPS_ERR_PEER, "closed before it was accepted");
+    else
+        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                         "the peer closed the connection without saying goodbye");
+}
+
+void efps_tcp_rx_progress(tcp_ep_t *ep)
+{
+    tcp_ctx_t *ctx = ep->ctx;
+    /* A bounded number of reads per event, so one busy peer cannot starve
+     * the others: level-triggered epoll brings us back. */
+    for (int round = 0; round < 32; round++) {
+        if (ep->fd < 0 || ep->rx_blocked)
+            return;
+        if (ep->rx_state == TCP_RX_HEADER_READY) {
+            pthread_mutex_lock(&ctx->lock);
+            bool go = start_frame(ep);
+            pthread_mutex_unlock(&ctx->lock);
+            if (!go)
+                return;
+            continue;
+        }
+        /* The payload goes straight to its place; the next header may come
+         * in the same call, into the header buffer. */
+        struct iovec iov[2];
+        int n = 0;
+        if (ep->rx_state == TCP_RX_PAYLOAD)
+            iov[n++] = (struct iovec){ep->rx_dst + ep->rx_got, ep->rx_want - ep->rx_got};
+        iov[n++] = (struct iovec){ep->rx_hdr_buf + ep->rx_hdr_got, TCP_HDR_LEN - ep->rx_hdr_got};
+        struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t got = recvmsg(ep->fd, &msg, MSG_DONTWAIT);
+        if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0) {
+            int err = errno;
+            pthread_mutex_lock(&ctx->lock);
+            if (got == 0)
+                on_eof(ep);
+            else
+                efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "receive failed: %s",
+                                 strerror(err));
+            pthread_mutex_unlock(&ctx->lock);
+            return;
+        }
+        atomic_store_explicit(&ep->last_rx_ms, efps_tp_now_ms(), memory_order_relaxed);
+        ep->rx_total += (uint64_t)got;
+        size_t left = (size_t)got;
+        if (ep->rx_state == TCP_RX_PAYLOAD) {
+            size_t take = ep->rx_want - ep->rx_got < left ? ep->rx_want - ep->rx_got : left;
+            ep->rx_got += take;
+            left -= take;
+            if (ep->rx_got == ep->rx_want) {
+                pthread_mutex_lock(&ctx->lock);
+                bool go = finish_frame(ep);
+                pthread_mutex_unlock(&ctx->lock);
+                if (!go)
+                    return;
+            }
+        }
+        ep->rx_hdr_got += left;
+        if (ep->rx_hdr_got == TCP_HDR_LEN)
+            ep->rx_state = TCP_RX_HEADER_READY;
+    }
+}
+
+void efps_tcp_rx_hangup(tcp_ep_t *ep)
+{
+    tcp_ctx_t *ctx = ep->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    if (ep->fd >= 0 && ep->rx_blocked) {
+        int err = 0;
+        socklen_t len = sizeof(err);
+        getsockopt(ep->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection lost: %s",
+                         err ? strerror(err) : "hang-up");
+    }
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+efps_status_t efps_tcp_msg_recv(efps_tp_ep_t *base, void *buf, size_t cap, size_t *len_p,
+                                int timeout_ms)
+{
+    tcp_ep_t *ep = TCP_EP(base);
+    tcp_ctx_t *ctx = ep->ctx;
+    uint64_t deadline = efps_tcp_deadline(timeout_ms);
+    efps_status_t status;
+    pthread_mutex_lock(&ctx->lock);
+    for (;;) {
+        if (ep->msg_rx_count > 0) {
+            uint32_t len = ep->msg_rx_len[ep->msg_rx_head];
+            if (len_p != NULL)
+                *len_p = len;
+            if (len > cap) {
+                efps_error("tcp: message of %u bytes from %s does not fit a %zu-byte buffer", len,
+                           base->name, cap);
+                status = EFPS_ERR_INVALID;
+                break;
+            }
+            memcpy(buf, ep->msg_rx_buf + (size_t)ep->msg_rx_head * EFPS_TP_MSG_MAX, len);
+            ep->msg_rx_head = (ep->msg_rx_head + 1) % EFPS_TP_MSG_DEPTH;
+            ep->msg_rx_count--;
+            if (ep->rx_blocked)
+                efps_tcp_kick(ctx, ep, TCP_KICK_RX);
+            status = EFPS_OK;
+            break;
+        }
+        if (ep->state != TCP_EP_CONNECTED) {
+            status = EFPS_ERR_PEER;
+            break;
+        }
+        if (timeout_ms == 0 || !efps_tcp_wait(ctx, &ctx->ev_cond, deadline)) {
+            status = EFPS_ERR_TIMEOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}

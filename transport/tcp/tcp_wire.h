@@ -1,0 +1,109 @@
+/* The tcp transport's wire format. Every frame is a 40-byte header, then
+ * `length` payload bytes. Little-endian on the wire whatever the host.
+ *
+ *   offset  size  field
+ *   0       4     magic    "EFPT" (0x54504645 read as little-endian)
+ *   4       1     version  TCP_WIRE_VERSION
+ *   5       1     type     tcp_frame_t
+ *   6       2     flags    0
+ *   8       4     length   payload bytes
+ *   12      4     imm      WRITE: the immediate
+ *   16      4     region   WRITE: target region id (rkey.key)
+ *   20      4     reserved 0
+ *   24      8     secret   WRITE: target region secret (rkey.base)
+ *   32      8     offset   WRITE: byte offset inside the target region
+ *
+ * A connection: the connector sends CONNECT (payload: private data), the
+ * acceptor answers ACCEPT (payload: its private data) or REJECT; then both
+ * sides send WRITE, MSG (payload: a control message), PING (no payload,
+ * keeps an idle connection alive) and BYE (no payload, clean close) in any
+ * order. Fields a type does not use must be 0, except that CONNECT and
+ * ACCEPT carry in imm the sender's timeout in milliseconds (0: none given):
+ * the receiver then sends something (a PING if idle) at least every quarter
+ * of it, so neither side mistakes the other for dead, whatever their
+ * settings. */
+#ifndef EFPS_TCP_WIRE_H
+#define EFPS_TCP_WIRE_H
+
+#include <stdint.h>
+
+#define TCP_WIRE_MAGIC   0x54504645u
+#define TCP_WIRE_VERSION 1
+#define TCP_HDR_LEN      40
+
+typedef enum {
+    TCP_F_CONNECT = 1,
+    TCP_F_ACCEPT = 2,
+    TCP_F_REJECT = 3,
+    TCP_F_WRITE = 4,
+    TCP_F_MSG = 5,
+    TCP_F_PING = 6,
+    TCP_F_BYE = 7,
+} tcp_frame_t;
+
+typedef struct {
+    uint32_t magic;
+    uint8_t version;
+    uint8_t type;
+    uint16_t flags;
+    uint32_t length;
+    uint32_t imm;
+    uint32_t region;
+    uint32_t reserved;
+    uint64_t secret;
+    uint64_t offset;
+} tcp_hdr_t;
+
+static inline void tcp_put(uint8_t *p, uint64_t v, int bytes)
+{
+    for (int i = 0; i < bytes; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint64_t tcp_get(const uint8_t *p, int bytes)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void tcp_hdr_encode(const tcp_hdr_t *h, uint8_t out[TCP_HDR_LEN])
+{
+    tcp_put(out + 0, h->magic, 4);
+    out[4] = h->version;
+    out[5] = h->type;
+    tcp_put(out + 6, h->flags, 2);
+    tcp_put(out + 8, h->length, 4);
+    tcp_put(out + 12, h->imm, 4);
+    tcp_put(out + 16, h->region, 4);
+    tcp_put(out + 20, h->reserved, 4);
+    tcp_put(out + 24, h->secret, 8);
+    tcp_put(out + 32, h->offset, 8);
+}
+
+static inline void tcp_hdr_decode(const uint8_t in[TCP_HDR_LEN], tcp_hdr_t *h)
+{
+    h->magic = (uint32_t)tcp_get(in + 0, 4);
+    h->version = in[4];
+    h->type = in[5];
+    h->flags = (uint16_t)tcp_get(in + 6, 2);
+    h->length = (uint32_t)tcp_get(in + 8, 4);
+    h->imm = (uint32_t)tcp_get(in + 12, 4);
+    h->region = (uint32_t)tcp_get(in + 16, 4);
+    h->reserved = (uint32_t)tcp_get(in + 20, 4);
+    h->secret = tcp_get(in + 24, 8);
+    h->offset = tcp_get(in + 32, 8);
+}
+
+/* A header of the given type with everything else 0. */
+static inline tcp_hdr_t tcp_hdr_make(tcp_frame_t type, uint32_t length)
+{
+    tcp_hdr_t h = {.magic = TCP_WIRE_MAGIC,
+                   .version = TCP_WIRE_VERSION,
+                   .type = (uint8_t)type,
+                   .length = length};
+    return h;
+}
+
+#endif

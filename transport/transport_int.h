@@ -1,0 +1,122 @@
+/* Inside the transport layer: the operations table that every transport
+ * (tcp/, verbs/) fills, and the part of each handle that is the same for all
+ * of them. A transport's own handle structs start with these base structs, so
+ * the neutral code (transport.c) can read names, keys and lengths and check
+ * arguments once for every transport. Never seen outside transport/. */
+#ifndef EFPS_TRANSPORT_INT_H
+#define EFPS_TRANSPORT_INT_H
+
+#include "efps/transport.h"
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#define EFPS_TP_ID_TCP   1
+#define EFPS_TP_ID_VERBS 2
+
+#define EFPS_TP_ADDR_MAX 64 /* "[ipv6]:port" as text */
+
+struct efps_tp_ctx {
+    const struct efps_transport_ops *ops;
+    efps_tp_attr_t attr; /* defaults filled in */
+};
+
+struct efps_tp_mr {
+    efps_tp_ctx_t *ctx;
+    void *addr;
+    size_t length;
+    unsigned access;
+    efps_tp_rkey_t rkey;
+};
+
+struct efps_tp_ep {
+    efps_tp_ctx_t *ctx;
+    void *context;
+    char name[EFPS_TP_NAME_MAX];
+    uint8_t peer_priv[EFPS_TP_PRIV_MAX];
+    uint8_t peer_priv_len;
+};
+
+struct efps_tp_listener {
+    efps_tp_ctx_t *ctx;
+    uint16_t port;
+};
+
+struct efps_tp_conn_req {
+    efps_tp_ctx_t *ctx; /* not the listener: a request outlives its listener */
+    char peer[EFPS_TP_ADDR_MAX];
+    uint8_t priv[EFPS_TP_PRIV_MAX];
+    uint8_t priv_len;
+};
+
+/* Arguments reach these already checked by transport.c: pointers non-NULL,
+ * ranges inside their regions, handles of this transport's context. */
+struct efps_transport_ops {
+    const char *name;
+    uint16_t id; /* EFPS_TP_ID_* */
+    /* EFPS_OK if this transport can run here (auto picks the first that can). */
+    efps_status_t (*probe)(const efps_tp_attr_t *attr);
+    efps_status_t (*open)(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_p);
+    void (*close)(efps_tp_ctx_t *ctx);
+    efps_status_t (*mem_reg)(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
+                             efps_tp_mr_t **mr_p);
+    efps_status_t (*mem_dereg)(efps_tp_mr_t *mr);
+    efps_status_t (*listen)(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                            efps_tp_listener_t **listener_p);
+    void (*listener_destroy)(efps_tp_listener_t *listener);
+    efps_status_t (*get_request)(efps_tp_listener_t *listener, int timeout_ms,
+                                 efps_tp_conn_req_t **req_p);
+    efps_status_t (*accept)(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
+                            efps_tp_ep_t **ep_p);
+    void (*reject)(efps_tp_conn_req_t *req);
+    efps_status_t (*connect)(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                             const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p);
+    void (*ep_destroy)(efps_tp_ep_t *ep);
+    efps_status_t (*ep_status)(const efps_tp_ep_t *ep);
+    efps_status_t (*write_imm)(efps_tp_ep_t *ep, efps_tp_mr_t *local, size_t local_offset,
+                               size_t length, const efps_tp_rkey_t *remote, uint64_t remote_offset,
+                               uint32_t imm, uint64_t user_context);
+    efps_status_t (*msg_send)(efps_tp_ep_t *ep, const void *buf, size_t len);
+    efps_status_t (*msg_recv)(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
+                              int timeout_ms);
+    efps_status_t (*poll)(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
+                          int *count_p);
+};
+
+extern const struct efps_transport_ops efps_tcp_ops;
+
+/* ---- helpers shared by the transports (transport/addr.c, transport/cq.c) -- */
+
+/* Parses "host:port", "[v6]:port", "*:port", ":port". passive: an empty or
+ * "*" host means every address (for listen). Logs what it could not parse. */
+efps_status_t efps_tp_parse_addr(const char *text, bool passive, struct sockaddr_storage *ss_p,
+                                 socklen_t *len_p);
+/* "1.2.3.4:7000" / "[::1]:7000" into buf (at least EFPS_TP_ADDR_MAX). */
+void efps_tp_format_addr(const struct sockaddr *sa, char *buf, size_t cap);
+/* "label (addr)" or "addr" into ep->name. */
+void efps_tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr);
+
+/* Absolute CLOCK_MONOTONIC milliseconds. */
+uint64_t efps_tp_now_ms(void);
+
+/* A software completion queue: a ring that grows when endpoints reserve room
+ * (never on the data path) and that can drop the entries of one endpoint.
+ * Not locked: the transport holds its own lock around every call. */
+typedef struct {
+    efps_tp_cqe_t *ring;
+    size_t cap, head, count;
+    size_t reserved; /* sum of what endpoints reserved: count never exceeds it */
+} efps_tp_cq_t;
+
+void efps_tp_cq_init(efps_tp_cq_t *cq);
+void efps_tp_cq_free(efps_tp_cq_t *cq);
+/* Makes room for n more entries (an endpoint's worst case). */
+efps_status_t efps_tp_cq_reserve(efps_tp_cq_t *cq, size_t n);
+void efps_tp_cq_unreserve(efps_tp_cq_t *cq, size_t n);
+/* The caller's reservation guarantees room; a full ring is a bug (asserted). */
+void efps_tp_cq_push(efps_tp_cq_t *cq, const efps_tp_cqe_t *cqe);
+size_t efps_tp_cq_pop(efps_tp_cq_t *cq, efps_tp_cqe_t *out, size_t max);
+/* Removes every entry of ep, keeping the order of the others. */
+void efps_tp_cq_purge(efps_tp_cq_t *cq, const efps_tp_ep_t *ep);
+
+#endif
