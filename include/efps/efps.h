@@ -4,4 +4,6 @@
 #include "efps/core.h"
 #include "efps/compress.h"
 #include "efps/optim.h"
+#include "efps/transport.h"
+#include "efps/ps.h"
 #endif

@@ -22,6 +22,7 @@ static const efps_config_var_t vars[] = {
     {"EFPS_TIMEOUT_MS", "30000", "a peer silent for this long is declared dead"},
     {"EFPS_SECRET", "", "shared secret for the handshake (HMAC-SHA256)"},
     {"EFPS_BIND", "", "server: address:port to listen on"},
+    {"EFPS_PORT_FILE", "", "server: write the port it listens on to this file (useful with port 0)"},
     {"EFPS_CPU_AFFINITY", "auto", "pin the progress thread: auto|none|<core>"},
     {NULL, NULL, NULL},
 };

@@ -1,0 +1,222 @@
+/* efps-perf: push/pull throughput of the parameter server, in the style of
+ * perftest's ib_write_bw, against raw TCP sockets measured in the same run.
+ *
+ *   efps-perf -s 67108864 -c none          one size
+ *   efps-perf -a -c blocksign -B 2048      4 KiB .. 256 MiB
+ *
+ * It starts its own servers and workers on this machine (loopback). One
+ * iteration is a push of a `size`-byte fp32 gradient and the pull of its
+ * update: fp32 goodput counts 2 x size per iteration and worker; wire bytes
+ * are what efps actually sent (headers included) both ways. The raw
+ * reference sends `size` bytes to an echo process and reads them back. */
+#include "perf.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+typedef struct {
+    size_t size;
+    int iters, sweep, gbits, workers, servers, raw;
+    efps_ps_config_t ps;
+} opts_t;
+
+typedef struct {
+    double seconds;      /* all timed iterations */
+    uint64_t wire_step;  /* bytes pushed per iteration (the pull is the same size) */
+    int ok;
+} result_t;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: efps-perf [options]\n"
+            "Push/pull throughput of efps workers and servers on this machine, with raw TCP\n"
+            "sockets on loopback moving the same bytes as the reference.\n\n"
+            "  -s, --size BYTES        fp32 gradient bytes per push (default 1048576)\n"
+            "  -a, --all               sweep 4 KiB .. 256 MiB (x4)\n"
+            "  -n, --iters N           timed iterations (default: scaled to the size)\n"
+            "  -c, --compressor NAME   none, sign, blocksign (default none)\n"
+            "  -B, --block N           blocksign block (default 2048)\n"
+            "  -w, --workers P         worker processes (default 1)\n"
+            "  -S, --servers S         server processes (default 1)\n"
+            "  -t, --transport NAME    tcp, verbs, auto (default EFPS_TRANSPORT)\n"
+            "      --report_gbits      Gb/s instead of MB/s\n"
+            "      --no-raw            skip the raw socket reference\n"
+            "  -h, --help              this text\n");
+}
+
+static int default_iters(size_t size)
+{
+    double n = 2e9 / (double)size;
+    return n < 5 ? 5 : n > 200 ? 200 : (int)n;
+}
+
+static void worker(const opts_t *o, int rank, int fd)
+{
+    result_t r = {0};
+    efps_ps_config_t cfg = o->ps;
+    cfg.role = EFPS_ROLE_WORKER;
+    cfg.rank = rank;
+    cfg.num_workers = o->workers;
+    const size_t n = o->size / 4;
+    float *g = efps_aligned_alloc(o->size), *x = efps_aligned_calloc(o->size);
+    efps_ps_t *ps = efps_ps_init(&cfg);
+    if (ps == NULL || g == NULL || x == NULL || efps_ps_declare(ps, 1, n) != EFPS_OK)
+        goto out;
+    for (size_t i = 0; i < n; i++)
+        g[i] = (float)((i * 2654435761u) % 2001) * 1e-3f - 1.0f;
+    double t0 = 0;
+    for (int it = 0; it <= o->iters; it++) { /* iteration 0 warms up (and connects) */
+        if (it == 1)
+            t0 = perf_now();
+        if (efps_ps_push(ps, 1, g, 1e-3f) != EFPS_OK || efps_ps_pull(ps, 1, x) != EFPS_OK)
+            goto out;
+    }
+    r.seconds = perf_now() - t0;
+    uint64_t wire, fp32;
+    efps_ps_traffic(ps, &wire, &fp32);
+    r.wire_step = wire / (uint64_t)(o->iters + 1);
+    r.ok = 1;
+out:
+    if (efps_ps_finalize(ps) != EFPS_OK)
+        r.ok = 0;
+    ssize_t w = write(fd, &r, sizeof(r));
+    _exit(w == sizeof(r) && r.ok ? 0 : 1);
+}
+
+/* One size: servers and workers as child processes; the workers' results. */
+static int run_size(const opts_t *o, result_t *res)
+{
+    char servers[1024];
+    pid_t spid[64], wpid[256];
+    int fds[2];
+    opts_t run = *o;
+    if (launch_servers(o->servers, o->workers, &o->ps, servers, sizeof(servers), spid) != 0 ||
+        pipe(fds) != 0) {
+        fprintf(stderr, "efps-perf: could not start the servers\n");
+        return -1;
+    }
+    run.ps.servers = servers;
+    for (int w = 0; w < o->workers; w++)
+        if ((wpid[w] = fork()) == 0)
+            worker(&run, w, fds[1]);
+    close(fds[1]);
+    int bad = 0;
+    for (int w = 0; w < o->workers; w++)
+        bad |= read(fds[0], &res[w], sizeof(res[w])) != sizeof(res[w]) || !res[w].ok;
+    close(fds[0]);
+    for (int w = 0; w < o->workers; w++)
+        bad |= wait_child(wpid[w], 120) != 0;
+    for (int s = 0; s < o->servers; s++)
+        bad |= wait_child(spid[s], 60) != 0;
+    if (bad)
+        fprintf(stderr, "efps-perf: a worker or server failed at %zu bytes\n", o->size);
+    return bad ? -1 : 0;
+}
+
+static void header(const opts_t *o)
+{
+    const char *u = o->gbits ? "Gb/s" : "MB/s";
+    printf("# efps-perf: %d worker(s) x %d server(s), transport %s, compressor %s (block %ld)\n",
+           o->workers, o->servers, o->ps.transport ? o->ps.transport : efps_config_get("EFPS_TRANSPORT"),
+           o->ps.compressor, o->ps.block);
+    printf("# fp32 = gradient bytes pushed + update bytes pulled per second (all workers);\n"
+           "# wire = bytes efps sent; raw = TCP sockets moving the fp32 bytes there and back\n");
+    printf("%12s %8s %12s %12s %14s %12s %8s\n", "#bytes", "#iters", "fp32 " , "wire ",
+           "wire/step", "raw ", "vs raw");
+    printf("%12s %8s %12s %12s %14s %12s %8s\n", "", "", u, u, "bytes", u, "");
+}
+
+static double rate(const opts_t *o, double bytes, double seconds)
+{
+    return o->gbits ? bytes * 8 / seconds / 1e9 : bytes / seconds / 1e6;
+}
+
+static int measure(opts_t *o)
+{
+    result_t res[256];
+    if (o->iters <= 0)
+        o->iters = default_iters(o->size);
+    if (run_size(o, res) != 0)
+        return 1;
+    double fp32 = 0, wire = 0;
+    for (int w = 0; w < o->workers; w++) {
+        fp32 += rate(o, 2.0 * (double)o->size * o->iters, res[w].seconds);
+        wire += rate(o, 2.0 * (double)res[w].wire_step * o->iters, res[w].seconds);
+    }
+    double raw = NAN;
+    if (o->raw) {
+        double t = raw_socket_seconds(o->size, o->iters);
+        raw = t > 0 ? rate(o, 2.0 * (double)o->size * o->iters, t) : NAN;
+    }
+    printf("%12zu %8d %12.2f %12.2f %14llu %12.2f %8.2f\n", o->size, o->iters, fp32, wire,
+           (unsigned long long)(2 * res[0].wire_step), raw, fp32 / raw);
+    fflush(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"size", 1, 0, 's'},      {"all", 0, 0, 'a'},      {"iters", 1, 0, 'n'},
+        {"compressor", 1, 0, 'c'}, {"block", 1, 0, 'B'},   {"workers", 1, 0, 'w'},
+        {"servers", 1, 0, 'S'},   {"transport", 1, 0, 't'}, {"report_gbits", 0, 0, 'G'},
+        {"no-raw", 0, 0, 'R'},    {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
+    opts_t o = {.size = 1 << 20, .workers = 1, .servers = 1, .raw = 1};
+    efps_ps_config_init(&o.ps);
+    o.ps.compressor = "none";
+    o.ps.block = 2048;
+    o.ps.secret = "efps-perf";
+    int c;
+    char *end;
+    while ((c = getopt_long(argc, argv, "s:an:c:B:w:S:t:h", lo, NULL)) != -1) {
+        long v = 0;
+        if (strchr("snBwS", c) != NULL) {
+            v = strtol(optarg, &end, 10);
+            if (end == optarg || *end != '\0' || v <= 0) {
+                fprintf(stderr, "efps-perf: -%c needs a positive integer, not '%s'\n", c, optarg);
+                return 2;
+            }
+        }
+        switch (c) {
+        case 's': o.size = (size_t)v; break;
+        case 'a': o.sweep = 1; break;
+        case 'n': o.iters = (int)v; break;
+        case 'c': o.ps.compressor = optarg; break;
+        case 'B': o.ps.block = v; break;
+        case 'w': o.workers = (int)v; break;
+        case 'S': o.servers = (int)v; break;
+        case 't': o.ps.transport = optarg; break;
+        case 'G': o.gbits = 1; break;
+        case 'R': o.raw = 0; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    efps_compressor_t comp;
+    if (optind < argc || efps_compressor_parse(o.ps.compressor, &comp) != EFPS_OK ||
+        o.size % 4 != 0 || o.workers > 256 || o.servers > 64) {
+        fprintf(stderr, "efps-perf: bad arguments (size must be a multiple of 4, compressor "
+                        "none|sign|blocksign, at most 256 workers and 64 servers)\n");
+        usage(stderr);
+        return 2;
+    }
+    if (comp != EFPS_COMP_BLOCKSIGN)
+        o.ps.block = 0;
+    header(&o);
+    if (!o.sweep)
+        return measure(&o);
+    const int iters = o.iters;
+    for (size_t s = 4096; s <= ((size_t)256 << 20); s *= 4) {
+        o.size = s;
+        o.iters = iters;
+        if (measure(&o) != 0)
+            return 1;
+    }
+    return 0;
+}

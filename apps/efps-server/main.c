@@ -1,0 +1,112 @@
+/* efps-server: one parameter server process. Run S of them (EFPS_SERVERS
+ * lists them all); each serves the parts of the model placed on it until
+ * every worker has finished, then exits 0. A failed peer makes it exit 1. */
+#include "efps/ps.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: efps-server [options]\n"
+            "Serves the parameter-server parts placed on this server until every worker is done.\n"
+            "Every option has an environment variable; the option wins.\n\n"
+            "  -s, --servers LIST      host:port of every server, in rank order   EFPS_SERVERS\n"
+            "  -r, --rank N            this server's index in LIST                EFPS_RANK\n"
+            "  -w, --workers M         number of workers                          EFPS_NUM_WORKERS\n"
+            "  -b, --bind ADDR         address to listen on (default: :port of entry N; port 0 = any)\n"
+            "                                                                     EFPS_BIND\n"
+            "  -t, --transport NAME    auto, tcp or verbs                         EFPS_TRANSPORT\n"
+            "  -c, --compressor NAME   none, sign or blocksign                    EFPS_COMPRESSOR\n"
+            "  -B, --block N           elements per block (0: one per part)       EFPS_BLOCK\n"
+            "  -p, --partition-bytes N largest tensor part                        EFPS_PARTITION_BYTES\n"
+            "  -T, --timeout-ms N      a silent peer is dead after this           EFPS_TIMEOUT_MS\n"
+            "  -S, --secret-file PATH  read the shared secret from PATH           EFPS_SECRET\n"
+            "  -P, --port-file PATH    write the port listened on to PATH (with --bind :0)\n"
+            "  -v, --verbose           log at info level                          EFPS_LOG\n"
+            "  -h, --help              this text\n");
+}
+
+static int read_secret(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        fprintf(stderr, "efps-server: cannot read secret file %s\n", path);
+        return -1;
+    }
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        n--;
+    buf[n] = '\0';
+    return 0;
+}
+
+static int parse_int(const char *opt, const char *text, long *v_p)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (end == text || *end != '\0' || v < 0) {
+        fprintf(stderr, "efps-server: %s needs a non-negative integer, not '%s'\n", opt, text);
+        return -1;
+    }
+    *v_p = v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"servers", required_argument, 0, 's'},     {"rank", required_argument, 0, 'r'},
+        {"workers", required_argument, 0, 'w'},     {"bind", required_argument, 0, 'b'},
+        {"transport", required_argument, 0, 't'},   {"compressor", required_argument, 0, 'c'},
+        {"block", required_argument, 0, 'B'},       {"partition-bytes", required_argument, 0, 'p'},
+        {"timeout-ms", required_argument, 0, 'T'},  {"secret-file", required_argument, 0, 'S'},
+        {"port-file", required_argument, 0, 'P'},   {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+    };
+    efps_ps_config_t cfg;
+    efps_ps_config_init(&cfg);
+    cfg.role = EFPS_ROLE_SERVER;
+    static char secret[1024];
+    const char *port_file = NULL;
+    long v;
+    int c;
+    while ((c = getopt_long(argc, argv, "s:r:w:b:t:c:B:p:T:S:P:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 's': cfg.servers = optarg; break;
+        case 'b': cfg.bind = optarg; break;
+        case 't': cfg.transport = optarg; break;
+        case 'c': cfg.compressor = optarg; break;
+        case 'P': port_file = optarg; break;
+        case 'v': efps_log_set_level(EFPS_LOG_INFO); break;
+        case 'h': usage(stdout); return 0;
+        case 'S':
+            if (read_secret(optarg, secret, sizeof(secret)) != 0)
+                return 2;
+            cfg.secret = secret;
+            break;
+        case 'r': case 'w': case 'B': case 'p': case 'T':
+            if (parse_int(argv[optind - 1], optarg, &v) != 0)
+                return 2;
+            if (c == 'r') cfg.rank = (int)v;
+            if (c == 'w') cfg.num_workers = (int)v;
+            if (c == 'B') cfg.block = v;
+            if (c == 'p') cfg.partition_bytes = (size_t)v;
+            if (c == 'T') cfg.timeout_ms = (int)v;
+            break;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "efps-server: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (port_file != NULL)
+        setenv("EFPS_PORT_FILE", port_file, 1);
+    return efps_server_main(&cfg);
+}

@@ -1,0 +1,112 @@
+/* efps parameter server: M worker processes and S server processes running
+ * the EF-SGDM steps of efps/optim.h over a transport of efps/transport.h.
+ *
+ * A training program, on every worker:
+ *
+ *   efps_ps_t *ps = efps_ps_init(&cfg);           // connects, authenticates
+ *   for each tensor: efps_ps_declare(ps, key, n); // same keys, same order everywhere
+ *   for each step t, lr = eta_t:
+ *       backward, last layer first: efps_ps_push(ps, key, grad, lr);   // returns at once
+ *       before each layer's forward: efps_ps_pull(ps, key, x);         // waits, applies
+ *   efps_ps_finalize(ps);
+ *
+ * and on every server, efps_server_main(&cfg) (what efps-server runs).
+ *
+ * Keys larger than partition_bytes of fp32 are split into parts; parts are
+ * spread over servers by size (each to the least loaded one, in declaration
+ * order), so every worker computes the same placement. A server reduces a
+ * part as soon as its M pushes are in, in rank order: a run is deterministic,
+ * and bit-identical to efps_sim with the same partition.
+ *
+ * Failure: a peer that dies or stays silent makes every call fail within
+ * timeout_ms with an error naming that peer (EFPS_ERR_PEER, EFPS_ERR_TIMEOUT);
+ * nothing hangs. After an error the only valid call is efps_ps_finalize.
+ *
+ * Threads: one efps_ps_t is used by one thread at a time.
+ */
+#ifndef EFPS_PS_H
+#define EFPS_PS_H
+
+#include "efps/core.h"
+#include "efps/optim.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    EFPS_ROLE_UNSET = 0,
+    EFPS_ROLE_WORKER = 1,
+    EFPS_ROLE_SERVER = 2,
+} efps_role_t;
+
+/* Every field has an "unset" value (NULL, 0, or -1 where 0 is meaningful);
+ * unset fields are taken from EFPS_* variables, then from the launcher
+ * (mpirun: OMPI_COMM_WORLD_RANK/SIZE, Slurm: SLURM_PROCID/SLURM_NTASKS,
+ * torchrun: RANK/WORLD_SIZE), then from the defaults of efps-info.
+ * With a launcher and no EFPS_ROLE, launcher ranks 0..S-1 are the servers
+ * and the rest the workers (S = number of entries of the server list). */
+typedef struct {
+    efps_role_t role;          /* EFPS_ROLE */
+    int rank;                  /* -1: EFPS_RANK or the launcher's */
+    int num_workers;           /* 0: EFPS_NUM_WORKERS or the launcher's */
+    const char *servers;       /* EFPS_SERVERS "host:port,host:port,..." */
+    const char *bind;          /* server: listen address; NULL: EFPS_BIND, else
+                                  ":port" of this server's entry in servers */
+    const char *transport;     /* EFPS_TRANSPORT: auto, tcp, verbs */
+    const char *secret;        /* EFPS_SECRET (shared by every process) */
+    const char *compressor;    /* EFPS_COMPRESSOR: none, sign, blocksign */
+    long block;                /* -1: EFPS_BLOCK; 0 = one block per tensor part */
+    size_t partition_bytes;    /* 0: EFPS_PARTITION_BYTES */
+    int timeout_ms;            /* 0: EFPS_TIMEOUT_MS */
+    /* Worker optimizer hyperparameters (the server does not need them). */
+    float momentum;            /* mu */
+    int nesterov;
+    float weight_decay;
+} efps_ps_config_t;
+
+/* All fields unset, hyperparameters zero. */
+EFPS_API void efps_ps_config_init(efps_ps_config_t *cfg);
+
+/* The configuration with every unset field resolved, as efps_ps_init and
+ * efps_server_main see it. Strings point into the environment or static
+ * storage. EFPS_ERR_INVALID (logged, naming the variable) when a value is
+ * malformed or a required one is missing. */
+EFPS_API efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg,
+                                              efps_ps_config_t *out_p);
+
+typedef struct efps_ps efps_ps_t;
+
+/* A worker: connects to every server and authenticates. NULL (logged) on
+ * any failure. cfg may be NULL: everything from the environment. */
+EFPS_API efps_ps_t *efps_ps_init(const efps_ps_config_t *cfg);
+/* Declares tensor `key` of n > 0 fp32 elements. All declares come before the
+ * first push; every worker declares the same keys with the same sizes in the
+ * same order (the servers check it). EFPS_ERR_INVALID for a duplicate key,
+ * EFPS_ERR_STATE after the first push. */
+EFPS_API efps_status_t efps_ps_declare(efps_ps_t *ps, uint32_t key, size_t n);
+/* Steps 1-5 for key and sends the result; returns once it is posted (grad may
+ * be reused at once). lr is eta_t of this step, the same on every worker.
+ * The first push sends the model layout to the servers. */
+EFPS_API efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float lr);
+/* Waits for the servers' update of key for the step pushed last and applies
+ * step 8 to x (n floats). */
+EFPS_API efps_status_t efps_ps_pull(efps_ps_t *ps, uint32_t key, float *x);
+/* Tells the servers this worker is done, disconnects and frees everything.
+ * Returns the first error the worker saw, or EFPS_OK. NULL is a no-op. */
+EFPS_API efps_status_t efps_ps_finalize(efps_ps_t *ps);
+
+/* Bytes this worker has put on the wire (pushes, headers included) and the
+ * fp32 bytes those pushes stand for. */
+EFPS_API void efps_ps_traffic(const efps_ps_t *ps, uint64_t *wire_bytes_p, uint64_t *fp32_bytes_p);
+EFPS_API int efps_ps_rank(const efps_ps_t *ps);
+EFPS_API int efps_ps_num_workers(const efps_ps_t *ps);
+
+/* A server: listens, serves until every worker has finalized (returns 0) or
+ * a peer fails (returns 1, after logging which). */
+EFPS_API int efps_server_main(const efps_ps_config_t *cfg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,195 @@
+/* Resolving a parameter-server configuration: the struct first, then EFPS_*
+ * variables, then the launcher's variables (mpirun, Slurm, torchrun). */
+#include "ps_int.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+void efps_ps_config_init(efps_ps_config_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->rank = -1;
+    cfg->block = -1;
+}
+
+static efps_status_t parse_long(const char *var, const char *text, long lo, long hi, long *v_p)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+        efps_error("%s='%s' is not an integer in [%ld, %ld]", var, text, lo, hi);
+        return EFPS_ERR_INVALID;
+    }
+    *v_p = v;
+    return EFPS_OK;
+}
+
+/* An EFPS_* integer: the environment's value or the table's default. */
+static efps_status_t env_long(const char *var, long lo, long hi, long *v_p)
+{
+    const char *text = efps_config_get(var);
+    if (text == NULL || *text == '\0')
+        return EFPS_ERR_INVALID;
+    return parse_long(var, text, lo, hi, v_p);
+}
+
+/* The launcher this process runs under, if any: rank and size. */
+static const char *launcher(long *rank_p, long *size_p)
+{
+    static const char *const vars[][3] = {
+        {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+        {"slurm", "SLURM_PROCID", "SLURM_NTASKS"},
+        {"torchrun", "RANK", "WORLD_SIZE"},
+    };
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *r = getenv(vars[i][1]), *s = getenv(vars[i][2]);
+        if (r == NULL || s == NULL)
+            continue;
+        if (parse_long(vars[i][1], r, 0, INT_MAX, rank_p) != EFPS_OK ||
+            parse_long(vars[i][2], s, 1, INT_MAX, size_p) != EFPS_OK || *rank_p >= *size_p)
+            return NULL;
+        return vars[i][0];
+    }
+    return NULL;
+}
+
+int ps_count_servers(const char *list)
+{
+    int n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    return n;
+}
+
+void ps_server_entry(const char *list, int i, char *buf, size_t cap)
+{
+    const char *p = list;
+    for (int k = 0; k < i; k++)
+        p = strchr(p, ',') + 1;
+    size_t len = strcspn(p, ",");
+    if (len >= cap)
+        len = cap - 1;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+}
+
+/* ":port" of entry `rank` of the server list, into buf. */
+static efps_status_t server_port(const char *list, int rank, char *buf, size_t cap)
+{
+    char entry[256];
+    ps_server_entry(list, rank, entry, sizeof(entry));
+    const char *colon = strrchr(entry, ':');
+    if (colon == NULL || strlen(colon) >= cap) {
+        efps_error("EFPS_SERVERS entry %d ('%s') is not host:port", rank, entry);
+        return EFPS_ERR_INVALID;
+    }
+    strcpy(buf, colon);
+    return EFPS_OK;
+}
+
+static efps_status_t resolve_role(const efps_ps_config_t *cfg, efps_ps_config_t *o, int nservers)
+{
+    long lrank = -1, lsize = 0, v;
+    const char *who = launcher(&lrank, &lsize);
+    const char *role = getenv("EFPS_ROLE");
+    o->role = cfg->role;
+    if (o->role == EFPS_ROLE_UNSET && role != NULL && *role != '\0') {
+        if (strcmp(role, "worker") == 0)
+            o->role = EFPS_ROLE_WORKER;
+        else if (strcmp(role, "server") == 0)
+            o->role = EFPS_ROLE_SERVER;
+        else {
+            efps_error("EFPS_ROLE='%s' is not worker or server", role);
+            return EFPS_ERR_INVALID;
+        }
+    }
+    int split = 0; /* launcher ranks 0..S-1 are servers, the rest workers */
+    if (o->role == EFPS_ROLE_UNSET) {
+        split = who != NULL;
+        o->role = (split && lrank < nservers) ? EFPS_ROLE_SERVER : EFPS_ROLE_WORKER;
+    }
+    o->rank = cfg->rank;
+    if (o->rank < 0 && env_long("EFPS_RANK", 0, INT_MAX, &v) == EFPS_OK)
+        o->rank = (int)v;
+    if (o->rank < 0 && who != NULL)
+        o->rank = (int)(split && o->role == EFPS_ROLE_WORKER ? lrank - nservers : lrank);
+    o->num_workers = cfg->num_workers;
+    if (o->num_workers <= 0 && env_long("EFPS_NUM_WORKERS", 1, INT_MAX, &v) == EFPS_OK)
+        o->num_workers = (int)v;
+    if (o->num_workers <= 0 && who != NULL)
+        o->num_workers = (int)(split ? lsize - nservers : lsize);
+    if (o->rank < 0) {
+        efps_error("rank unknown: set EFPS_RANK or start under mpirun, srun or torchrun");
+        return EFPS_ERR_INVALID;
+    }
+    if (o->num_workers <= 0) {
+        efps_error("number of workers unknown: set EFPS_NUM_WORKERS (or the launcher's size)");
+        return EFPS_ERR_INVALID;
+    }
+    int limit = o->role == EFPS_ROLE_SERVER ? nservers : o->num_workers;
+    if (o->rank >= limit) {
+        efps_error("%s rank %d out of range: there are %d", o->role == EFPS_ROLE_SERVER ? "server" : "worker",
+                   o->rank, limit);
+        return EFPS_ERR_INVALID;
+    }
+    return EFPS_OK;
+}
+
+efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg, efps_ps_config_t *out_p)
+{
+    efps_ps_config_t def, o;
+    if (cfg == NULL) {
+        efps_ps_config_init(&def);
+        cfg = &def;
+    }
+    efps_config_check_env();
+    o = *cfg;
+    o.servers = cfg->servers ? cfg->servers : efps_config_get("EFPS_SERVERS");
+    if (o.servers == NULL || *o.servers == '\0') {
+        efps_error("no servers: set EFPS_SERVERS=host:port[,host:port...]");
+        return EFPS_ERR_INVALID;
+    }
+    const int nservers = ps_count_servers(o.servers);
+    efps_status_t st = resolve_role(cfg, &o, nservers);
+    if (st != EFPS_OK)
+        return st;
+    o.transport = cfg->transport ? cfg->transport : efps_config_get("EFPS_TRANSPORT");
+    o.secret = cfg->secret ? cfg->secret : efps_config_get("EFPS_SECRET");
+    o.compressor = cfg->compressor ? cfg->compressor : efps_config_get("EFPS_COMPRESSOR");
+    efps_compressor_t comp;
+    if (efps_compressor_parse(o.compressor, &comp) != EFPS_OK) {
+        efps_error("compressor '%s' is not none, sign or blocksign", o.compressor);
+        return EFPS_ERR_INVALID;
+    }
+    long v;
+    if (o.block < 0) {
+        if ((st = env_long("EFPS_BLOCK", 0, LONG_MAX, &v)) != EFPS_OK)
+            return st;
+        o.block = v;
+    }
+    if (o.partition_bytes == 0) {
+        if ((st = env_long("EFPS_PARTITION_BYTES", 64, LONG_MAX, &v)) != EFPS_OK)
+            return st;
+        o.partition_bytes = (size_t)v;
+    }
+    if (o.timeout_ms <= 0) {
+        if ((st = env_long("EFPS_TIMEOUT_MS", 1, INT_MAX, &v)) != EFPS_OK)
+            return st;
+        o.timeout_ms = (int)v;
+    }
+    if (o.role == EFPS_ROLE_SERVER && o.bind == NULL) {
+        const char *b = efps_config_get("EFPS_BIND");
+        static __thread char port[16];
+        if (b != NULL && *b != '\0')
+            o.bind = b;
+        else if ((st = server_port(o.servers, o.rank, port, sizeof(port))) != EFPS_OK)
+            return st;
+        else
+            o.bind = port;
+    }
+    *out_p = o;
+    return EFPS_OK;
+}

@@ -1,0 +1,126 @@
+/* The model layout: keys, their parts, and which server holds each part.
+ * Every worker and server computes it from the same declarations, so the
+ * placement never travels on the wire. */
+#include "ps_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void ps_layout_init(ps_layout_t *l, const efps_optim_config_t *optim, size_t partition_bytes,
+                    int num_servers)
+{
+    memset(l, 0, sizeof(*l));
+    l->optim = *optim;
+    l->partition_bytes = partition_bytes;
+    l->num_servers = num_servers;
+}
+
+void ps_layout_free(ps_layout_t *l)
+{
+    free(l->keys);
+    free(l->parts);
+    memset(l, 0, sizeof(*l));
+}
+
+const ps_key_t *ps_layout_find(const ps_layout_t *l, uint32_t key)
+{
+    for (size_t i = 0; i < l->nkeys; i++)
+        if (l->keys[i].key == key)
+            return &l->keys[i];
+    return NULL;
+}
+
+efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n)
+{
+    if (n == 0 || n > (SIZE_MAX >> 4) || ps_layout_find(l, key) != NULL)
+        return EFPS_ERR_INVALID;
+    if (l->nkeys == l->cap_keys) {
+        size_t cap = l->cap_keys ? 2 * l->cap_keys : 64;
+        ps_key_t *k = realloc(l->keys, cap * sizeof(*k));
+        if (k == NULL)
+            return EFPS_ERR_NOMEM;
+        l->keys = k;
+        l->cap_keys = cap;
+    }
+    l->keys[l->nkeys++] = (ps_key_t){.key = key, .n = n};
+    return EFPS_OK;
+}
+
+/* Elements per part: the partition size, cut to whole blocks when blocks are
+ * fixed, so a part's blocks are the tensor's blocks. */
+static size_t part_elems(const ps_layout_t *l)
+{
+    size_t p = l->partition_bytes / 4;
+    const size_t b = l->optim.compressor == EFPS_COMP_BLOCKSIGN ? l->optim.block : 0;
+    if (b > 0 && p >= b)
+        p -= p % b;
+    return p < 16 ? 16 : p;
+}
+
+efps_status_t ps_layout_finish(ps_layout_t *l)
+{
+    const size_t pe = part_elems(l);
+    size_t nparts = 0;
+    for (size_t i = 0; i < l->nkeys; i++)
+        nparts += (l->keys[i].n + pe - 1) / pe;
+    if (nparts > (1u << 30))
+        return EFPS_ERR_INVALID;
+    l->parts = calloc(nparts ? nparts : 1, sizeof(*l->parts));
+    uint64_t *load = calloc((size_t)l->num_servers, sizeof(*load));
+    if (l->parts == NULL || load == NULL) {
+        free(load);
+        return EFPS_ERR_NOMEM;
+    }
+    l->nparts = 0;
+    for (size_t i = 0; i < l->nkeys; i++) {
+        ps_key_t *k = &l->keys[i];
+        k->first_part = (uint32_t)l->nparts;
+        for (size_t off = 0; off < k->n; off += pe) {
+            ps_part_t *p = &l->parts[l->nparts++];
+            p->key_index = (uint32_t)i;
+            p->off = off;
+            p->n = k->n - off < pe ? k->n - off : pe;
+            p->payload = efps_encoded_size(&l->optim, p->n);
+            p->bytes = efps_align_up(PS_HDR + p->payload, EFPS_ALIGN);
+            int best = 0; /* the least loaded server, lowest rank on ties */
+            for (int s = 1; s < l->num_servers; s++)
+                if (load[s] < load[best])
+                    best = s;
+            p->server = best;
+            load[best] += p->bytes;
+        }
+        k->nparts = (uint32_t)(l->nparts - k->first_part);
+    }
+    free(load);
+    return EFPS_OK;
+}
+
+bool ps_layout_differs(const ps_layout_t *a, const ps_layout_t *b, char *why, size_t cap)
+{
+    if (a->optim.compressor != b->optim.compressor) {
+        snprintf(why, cap, "compressor %s vs %s", efps_compressor_name(a->optim.compressor),
+                 efps_compressor_name(b->optim.compressor));
+        return true;
+    }
+    if (a->optim.block != b->optim.block) {
+        snprintf(why, cap, "block %zu vs %zu", a->optim.block, b->optim.block);
+        return true;
+    }
+    if (a->partition_bytes != b->partition_bytes) {
+        snprintf(why, cap, "partition bytes %zu vs %zu", a->partition_bytes, b->partition_bytes);
+        return true;
+    }
+    if (a->nkeys != b->nkeys) {
+        snprintf(why, cap, "number of keys %zu vs %zu", a->nkeys, b->nkeys);
+        return true;
+    }
+    for (size_t i = 0; i < a->nkeys; i++) {
+        if (a->keys[i].key != b->keys[i].key || a->keys[i].n != b->keys[i].n) {
+            snprintf(why, cap, "declaration %zu: key %u of %zu elements vs key %u of %zu", i,
+                     a->keys[i].key, a->keys[i].n, b->keys[i].key, b->keys[i].n);
+            return true;
+        }
+    }
+    return false;
+}

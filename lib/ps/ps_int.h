@@ -1,0 +1,132 @@
+/* Internal to lib/ps: the model layout, the wire protocol and the handshake,
+ * shared by the worker (worker.c) and the server (server.c). */
+#ifndef EFPS_PS_INT_H
+#define EFPS_PS_INT_H
+
+#include "efps/ps.h"
+#include "efps/transport.h"
+
+#include <stdbool.h>
+
+#define PS_PROTO_VERSION 1
+#define PS_MAGIC 0x53504645u /* "EFPS" */
+#define PS_NONCE 16
+#define PS_MAC 32
+#define PS_HDR 64 /* bytes in front of every push and update: header, then payload */
+
+/* ---- the server list (EFPS_SERVERS) ---------------------------------------- */
+int ps_count_servers(const char *list);
+/* Entry i ("host:port") of the comma-separated list, into buf (cut to cap-1). */
+void ps_server_entry(const char *list, int i, char *buf, size_t cap);
+
+/* ---- layout ---------------------------------------------------------------- */
+typedef struct {
+    uint32_t key;
+    size_t n;
+    uint32_t first_part, nparts;
+} ps_key_t;
+
+typedef struct {
+    uint32_t key_index;
+    size_t off, n;   /* elements of the key */
+    int server;
+    size_t bytes;    /* PS_HDR + encoded payload, rounded to 64 */
+    size_t payload;  /* efps_encoded_size of the part */
+} ps_part_t;
+
+typedef struct {
+    efps_optim_config_t optim;
+    size_t partition_bytes;
+    int num_servers;
+    ps_key_t *keys;
+    size_t nkeys, cap_keys;
+    ps_part_t *parts;
+    size_t nparts;
+} ps_layout_t;
+
+void ps_layout_init(ps_layout_t *l, const efps_optim_config_t *optim, size_t partition_bytes,
+                    int num_servers);
+void ps_layout_free(ps_layout_t *l);
+efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n);
+/* Splits keys into parts and places them on servers (deterministic). */
+efps_status_t ps_layout_finish(ps_layout_t *l);
+const ps_key_t *ps_layout_find(const ps_layout_t *l, uint32_t key);
+/* Explains the first difference between two layouts into why; false if equal. */
+bool ps_layout_differs(const ps_layout_t *a, const ps_layout_t *b, char *why, size_t cap);
+
+/* ---- control messages -------------------------------------------------------
+ * Every message starts with a u32 type. Integers little-endian. */
+enum {
+    PS_MSG_AUTH = 1,   /* worker: mac; server: mac */
+    PS_MSG_LAYOUT = 2, /* worker: layout head + worker's pull rkey */
+    PS_MSG_KEYS = 3,   /* worker: a chunk of (key u32, n u64) */
+    PS_MSG_READY = 4,  /* server: the worker's slot rkey */
+    PS_MSG_REFUSE = 5, /* either: a NUL-terminated reason, then the sender closes */
+    PS_MSG_BYE = 6,    /* worker: finished */
+};
+#define PS_KEYS_PER_MSG 256
+
+/* Connect-time private data. */
+typedef struct {
+    uint32_t magic;
+    uint16_t version;
+    uint16_t role;
+    uint32_t rank;
+    uint32_t num_workers; /* worker: M it runs with; server: S */
+    uint8_t nonce[PS_NONCE];
+} ps_hello_t;
+
+/* The header in front of every push (worker) and update (server). */
+typedef struct {
+    uint32_t magic;
+    uint32_t part;
+    uint64_t step;
+    float lr;
+    uint32_t payload;
+} ps_msg_hdr_t;
+
+/* ---- handshake ---------------------------------------------------------------
+ * HMAC-SHA256 over a role label and both nonces (and the hello fields), keyed
+ * with the shared secret, so each side proves it knows the secret without
+ * sending it, and a recorded answer is useless with fresh nonces. */
+void ps_nonce(uint8_t nonce[PS_NONCE]);
+void ps_mac(const char *secret, const char *label, const ps_hello_t *first,
+            const ps_hello_t *second, uint8_t mac[PS_MAC]);
+bool ps_mac_equal(const uint8_t a[PS_MAC], const uint8_t b[PS_MAC]);
+
+/* Small serialisation helpers (little-endian). */
+static inline void ps_put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline void ps_put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static inline uint32_t ps_get32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static inline uint64_t ps_get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Sends a REFUSE with the formatted reason (best effort). */
+void ps_send_refuse(efps_tp_ep_t *ep, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* imm of a push or update: the part and the step's parity. */
+static inline uint32_t ps_imm(uint32_t part, uint64_t step)
+{
+    return (part << 1) | (uint32_t)(step & 1);
+}
+
+#endif

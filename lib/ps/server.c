@@ -1,0 +1,618 @@
+/* The server side of the parameter server: efps_server_main.
+ *
+ * One loop, one thread: accept and authenticate workers, take their layouts,
+ * and for every part reduce as soon as all M pushes are in (in rank order, so
+ * runs are reproducible), then write the update into every worker's pull
+ * arena. Updates are built in two broadcast buffers by step parity, so a
+ * buffer is never rewritten while a write from it may still be in flight. */
+#include "ps_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* W_DONE: said BYE and got ours; W_GONE: then closed its side; W_REFUSED: failed
+ * authentication, told why, and left to close its side (closing ours at once
+ * could drop the REFUSE before it is sent). */
+enum { W_AUTH, W_AUTHED, W_LAYOUT, W_READY, W_DONE, W_GONE, W_REFUSED };
+
+typedef struct {
+    efps_tp_ep_t *ep;
+    int state, rank;
+    ps_hello_t hello, mine;
+    ps_layout_t pending; /* the layout being received */
+    efps_tp_rkey_t pull_rkey;
+    uint8_t *slots;
+    efps_tp_mr_t *slot_mr;
+    uint64_t *got; /* per part: pushes received */
+} worker_t;
+
+typedef struct {
+    efps_server_opt_t *opt;
+    uint64_t step;       /* pushes of this step are being collected */
+    int count;           /* of M, this step */
+    int next_send;       /* broadcast of the last reduced step: next worker to write to */
+    int outstanding[2];  /* writes from each broadcast buffer not yet completed */
+    bool mine;
+} spart_t;
+
+typedef struct {
+    efps_ps_config_t cfg;
+    efps_optim_config_t optim;
+    int M, nservers;
+    efps_tp_ctx_t *tp;
+    efps_tp_listener_t *listener;
+    worker_t **conns; /* every accepted connection */
+    size_t nconns, capconns;
+    worker_t **by_rank;
+    bool have_layout;
+    ps_layout_t layout;
+    size_t *part_off, *slot_off, slot_bytes, bcast_bytes;
+    spart_t *parts;
+    uint8_t *bcast;
+    efps_tp_mr_t *bcast_mr;
+    const void **inputs; /* M pointers, reused by every reduce */
+    size_t *sending; /* parts with a broadcast in progress */
+    size_t nsending;
+    int done, gone;
+} server_t;
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *wname(const worker_t *w)
+{
+    return efps_tp_ep_name(w->ep);
+}
+
+/* ---- accepting and authenticating ---------------------------------------------- */
+
+static efps_status_t accept_one(server_t *sv, efps_tp_conn_req_t *req)
+{
+    if (sv->nconns == sv->capconns) {
+        size_t cap = sv->capconns ? 2 * sv->capconns : 16;
+        worker_t **c = realloc(sv->conns, cap * sizeof(*c));
+        if (c == NULL) {
+            efps_tp_reject(req);
+            return EFPS_ERR_NOMEM;
+        }
+        sv->conns = c;
+        sv->capconns = cap;
+    }
+    worker_t *w = calloc(1, sizeof(*w));
+    if (w == NULL) {
+        efps_tp_reject(req);
+        return EFPS_ERR_NOMEM;
+    }
+    size_t len = 0;
+    const void *priv = efps_tp_req_priv(req, &len);
+    if (len == sizeof(w->hello))
+        memcpy(&w->hello, priv, sizeof(w->hello));
+    w->rank = -1;
+    w->mine = (ps_hello_t){.magic = PS_MAGIC, .version = PS_PROTO_VERSION,
+                           .role = EFPS_ROLE_SERVER, .rank = (uint32_t)sv->cfg.rank,
+                           .num_workers = (uint32_t)sv->nservers};
+    ps_nonce(w->mine.nonce);
+    char label[48];
+    snprintf(label, sizeof(label), "worker %u", len == sizeof(w->hello) ? w->hello.rank : 0u);
+    efps_tp_conn_param_t param = {.priv = &w->mine, .priv_len = sizeof(w->mine),
+                                  .label = label, .context = w};
+    if (efps_tp_accept(req, &param, &w->ep) != EFPS_OK) {
+        free(w);
+        return EFPS_OK; /* the requester went away: not our failure */
+    }
+    sv->conns[sv->nconns++] = w;
+    return EFPS_OK;
+}
+
+/* Checks a worker's AUTH against its hello. Returns false (REFUSE sent) on a mismatch. */
+static bool check_auth(server_t *sv, worker_t *w, const uint8_t *msg, size_t len)
+{
+    const ps_hello_t *h = &w->hello;
+    uint8_t expect[PS_MAC];
+    ps_mac(sv->cfg.secret, "efps worker", h, &w->mine, expect);
+    if (h->magic != PS_MAGIC || h->role != EFPS_ROLE_WORKER)
+        ps_send_refuse(w->ep, "not an efps worker");
+    else if (h->version != PS_PROTO_VERSION)
+        ps_send_refuse(w->ep, "protocol version %u, server speaks %u", h->version,
+                       PS_PROTO_VERSION);
+    else if (len != 4 + PS_MAC || !ps_mac_equal(msg + 4, expect))
+        ps_send_refuse(w->ep, "wrong secret (EFPS_SECRET differs)");
+    else if ((int)h->num_workers != sv->M)
+        ps_send_refuse(w->ep, "number of workers %u, server %d runs with %d", h->num_workers,
+                       sv->cfg.rank, sv->M);
+    else if ((int)h->rank >= sv->M || sv->by_rank[h->rank] != NULL)
+        ps_send_refuse(w->ep, "worker rank %u is %s", h->rank,
+                       (int)h->rank >= sv->M ? "out of range" : "taken already");
+    else
+        return true;
+    efps_error("server %d: refused %s", sv->cfg.rank, wname(w));
+    return false;
+}
+
+/* ---- layouts ---------------------------------------------------------------------- */
+
+static efps_status_t adopt_layout(server_t *sv, ps_layout_t *l)
+{
+    sv->layout = *l;
+    memset(l, 0, sizeof(*l));
+    const size_t np = sv->layout.nparts;
+    sv->part_off = calloc(np, sizeof(size_t));
+    sv->slot_off = calloc(np, sizeof(size_t));
+    sv->parts = calloc(np, sizeof(spart_t));
+    sv->sending = calloc(np, sizeof(size_t));
+    if (!sv->part_off || !sv->slot_off || !sv->parts || !sv->sending)
+        return EFPS_ERR_NOMEM;
+    size_t off = 0;
+    for (size_t p = 0; p < np; p++) {
+        const ps_part_t *part = &sv->layout.parts[p];
+        sv->part_off[p] = off;
+        off += part->bytes;
+        if (part->server != sv->cfg.rank)
+            continue;
+        sv->parts[p].mine = true;
+        sv->slot_off[p] = sv->slot_bytes;
+        sv->slot_bytes += part->bytes;
+        sv->parts[p].opt = efps_server_opt_create(&sv->optim, part->n, sv->M);
+        if (sv->parts[p].opt == NULL)
+            return EFPS_ERR_NOMEM;
+    }
+    sv->bcast_bytes = sv->slot_bytes;
+    sv->bcast = efps_aligned_calloc(2 * sv->bcast_bytes);
+    if (sv->bcast == NULL)
+        return EFPS_ERR_NOMEM;
+    sv->have_layout = true;
+    efps_info("server %d: layout of %zu keys, %zu parts, %zu bytes here", sv->cfg.rank,
+              sv->layout.nkeys, np, sv->slot_bytes);
+    return efps_tp_mem_reg(sv->tp, sv->bcast, 2 * sv->bcast_bytes, 0, &sv->bcast_mr);
+}
+
+/* The worker's layout is complete: adopt or compare it, give it its slots. */
+static efps_status_t layout_done(server_t *sv, worker_t *w)
+{
+    char why[256];
+    efps_status_t st = ps_layout_finish(&w->pending);
+    if (st != EFPS_OK)
+        return st;
+    if (!sv->have_layout) {
+        if ((st = adopt_layout(sv, &w->pending)) != EFPS_OK)
+            return st;
+    } else if (ps_layout_differs(&w->pending, &sv->layout, why, sizeof(why))) {
+        ps_send_refuse(w->ep, "model layout differs from the first worker's: %s", why);
+        efps_error("server %d: %s: model layout differs: %s", sv->cfg.rank, wname(w), why);
+        return EFPS_ERR_MISMATCH;
+    }
+    ps_layout_free(&w->pending);
+    w->got = calloc(sv->layout.nparts, sizeof(uint64_t));
+    w->slots = efps_aligned_calloc(sv->slot_bytes);
+    if (w->got == NULL || w->slots == NULL)
+        return EFPS_ERR_NOMEM;
+    st = efps_tp_mem_reg(sv->tp, w->slots, sv->slot_bytes, EFPS_TP_ACCESS_REMOTE_WRITE,
+                         &w->slot_mr);
+    if (st != EFPS_OK)
+        return st;
+    uint8_t msg[4 + EFPS_TP_RKEY_PACKED];
+    ps_put32(msg, PS_MSG_READY);
+    efps_tp_rkey_pack(efps_tp_mr_rkey(w->slot_mr), msg + 4);
+    w->state = W_READY;
+    return efps_tp_msg_send(w->ep, msg, sizeof(msg));
+}
+
+static efps_status_t on_layout(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
+{
+    if (len != 32 + EFPS_TP_RKEY_PACKED || efps_tp_rkey_unpack(m + 32, &w->pull_rkey) != EFPS_OK)
+        return EFPS_ERR_PROTO;
+    efps_optim_config_t o = sv->optim;
+    o.compressor = (efps_compressor_t)ps_get32(m + 4);
+    o.block = (size_t)ps_get64(m + 8);
+    if (o.compressor != sv->optim.compressor || o.block != sv->optim.block) {
+        ps_send_refuse(w->ep, "compressor %s block %zu, server %d runs %s block %zu",
+                       efps_compressor_name(o.compressor), o.block, sv->cfg.rank,
+                       efps_compressor_name(sv->optim.compressor), sv->optim.block);
+        efps_error("server %d: %s: compressor or block differs", sv->cfg.rank, wname(w));
+        return EFPS_ERR_MISMATCH;
+    }
+    ps_layout_init(&w->pending, &o, (size_t)ps_get64(m + 16), sv->nservers);
+    w->pending.cap_keys = (size_t)ps_get64(m + 24); /* keys announced, filled by KEYS */
+    w->pending.keys = NULL;
+    w->state = W_LAYOUT;
+    return w->pending.cap_keys == 0 ? EFPS_ERR_PROTO : EFPS_OK;
+}
+
+static efps_status_t on_keys(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
+{
+    const size_t announced = w->pending.cap_keys;
+    if (w->pending.keys == NULL) {
+        if (announced > (1u << 24))
+            return EFPS_ERR_PROTO;
+        w->pending.keys = calloc(announced, sizeof(ps_key_t));
+        if (w->pending.keys == NULL)
+            return EFPS_ERR_NOMEM;
+    }
+    const size_t cnt = len >= 8 ? ps_get32(m + 4) : 0;
+    if (cnt == 0 || len != 8 + 12 * cnt || w->pending.nkeys + cnt > announced)
+        return EFPS_ERR_PROTO;
+    for (size_t k = 0; k < cnt; k++) {
+        const uint32_t key = ps_get32(m + 8 + 12 * k);
+        const uint64_t n = ps_get64(m + 12 + 12 * k);
+        if (n == 0 || n > (SIZE_MAX >> 4))
+            return EFPS_ERR_PROTO;
+        w->pending.keys[w->pending.nkeys++] = (ps_key_t){.key = key, .n = (size_t)n};
+    }
+    return w->pending.nkeys == announced ? layout_done(sv, w) : EFPS_OK;
+}
+
+/* ---- control messages ---------------------------------------------------------------- */
+
+static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
+{
+    const uint32_t type = len >= 4 ? ps_get32(m) : 0;
+    uint8_t reply[4 + PS_MAC];
+    if (w->state == W_AUTH && type == PS_MSG_AUTH) {
+        if (!check_auth(sv, w, m, len))
+            return EFPS_ERR_AUTH;
+        w->rank = (int)w->hello.rank;
+        sv->by_rank[w->rank] = w;
+        w->state = W_AUTHED;
+        ps_put32(reply, PS_MSG_AUTH);
+        ps_mac(sv->cfg.secret, "efps server", &w->mine, &w->hello, reply + 4);
+        efps_info("server %d: %s authenticated", sv->cfg.rank, wname(w));
+        return efps_tp_msg_send(w->ep, reply, sizeof(reply));
+    }
+    if (w->state == W_AUTHED && type == PS_MSG_LAYOUT)
+        return on_layout(sv, w, m, len);
+    if (w->state == W_LAYOUT && type == PS_MSG_KEYS)
+        return on_keys(sv, w, m, len);
+    if (w->state == W_READY && type == PS_MSG_BYE) {
+        w->state = W_DONE;
+        sv->done++;
+        ps_put32(reply, PS_MSG_BYE);
+        return efps_tp_msg_send(w->ep, reply, 4);
+    }
+    efps_error("server %d: %s sent message type %u in state %d", sv->cfg.rank, wname(w), type,
+               w->state);
+    return EFPS_ERR_PROTO;
+}
+
+/* Takes every waiting control message of every connection. */
+static efps_status_t drain_msgs(server_t *sv, bool *any_p)
+{
+    uint8_t m[EFPS_TP_MSG_MAX];
+    for (size_t i = 0; i < sv->nconns; i++) {
+        worker_t *w = sv->conns[i];
+        size_t len;
+        efps_status_t st;
+        while (w->state != W_REFUSED &&
+               (st = efps_tp_msg_recv(w->ep, m, sizeof(m), &len, 0)) == EFPS_OK) {
+            *any_p = true;
+            if ((st = on_msg(sv, w, m, len)) == EFPS_OK)
+                continue;
+            /* An authenticated worker that breaks the protocol or brings another
+             * layout cannot train with the others: the run is over. */
+            if (w->state != W_AUTH)
+                return st;
+            if (st != EFPS_ERR_AUTH)
+                ps_send_refuse(w->ep, "protocol error before authentication");
+            w->state = W_REFUSED; /* keep serving the others */
+        }
+    }
+    return EFPS_OK;
+}
+
+/* ---- data path ------------------------------------------------------------------------ */
+
+static efps_status_t broadcast(server_t *sv, size_t p)
+{
+    spart_t *sp = &sv->parts[p];
+    const ps_part_t *part = &sv->layout.parts[p];
+    const uint64_t step = sp->step - 1; /* the step just reduced */
+    const size_t src = (step & 1) * sv->bcast_bytes + sv->slot_off[p];
+    while (sp->next_send < sv->M) {
+        worker_t *w = sv->by_rank[sp->next_send];
+        efps_status_t st = efps_tp_write_imm(w->ep, sv->bcast_mr, src, part->bytes, &w->pull_rkey,
+                                             sv->part_off[p], ps_imm((uint32_t)p, step),
+                                             (p << 1) | (step & 1));
+        if (st == EFPS_ERR_NO_RESOURCE)
+            return st;
+        if (st != EFPS_OK) {
+            efps_error("server %d: update of part %zu to %s: %s", sv->cfg.rank, p, wname(w),
+                       efps_strerror(st));
+            return st;
+        }
+        sp->outstanding[step & 1]++;
+        sp->next_send++;
+    }
+    return EFPS_OK;
+}
+
+static efps_status_t reduce(server_t *sv, size_t p)
+{
+    spart_t *sp = &sv->parts[p];
+    const ps_part_t *part = &sv->layout.parts[p];
+    const void **in = sv->inputs;
+    ps_msg_hdr_t h0;
+    memcpy(&h0, sv->by_rank[0]->slots + sv->slot_off[p], sizeof(h0));
+    efps_status_t st = EFPS_OK;
+    for (int r = 0; r < sv->M; r++) {
+        const uint8_t *slot = sv->by_rank[r]->slots + sv->slot_off[p];
+        ps_msg_hdr_t h;
+        memcpy(&h, slot, sizeof(h));
+        if (h.lr != h0.lr) {
+            efps_error("server %d: part %zu step %llu: %s pushed lr %g, worker 0 lr %g",
+                       sv->cfg.rank, p, (unsigned long long)sp->step, wname(sv->by_rank[r]),
+                       (double)h.lr, (double)h0.lr);
+            st = EFPS_ERR_MISMATCH;
+        }
+        in[r] = slot + PS_HDR;
+    }
+    uint8_t *out = sv->bcast + (sp->step & 1) * sv->bcast_bytes + sv->slot_off[p];
+    if (st == EFPS_OK)
+        st = efps_server_opt_reduce(sp->opt, in, h0.lr, out + PS_HDR);
+    if (st != EFPS_OK) {
+        efps_error("server %d: reduce of part %zu step %llu: %s", sv->cfg.rank, p,
+                   (unsigned long long)sp->step, efps_strerror(st));
+        return st;
+    }
+    ps_msg_hdr_t h = {.magic = PS_MAGIC, .part = (uint32_t)p, .step = sp->step, .lr = h0.lr,
+                      .payload = (uint32_t)part->payload};
+    memcpy(out, &h, sizeof(h));
+    sp->step++;
+    sp->count = 0;
+    sp->next_send = 0;
+    sv->sending[sv->nsending++] = p;
+    return EFPS_OK;
+}
+
+/* A push landed: validate it against what this worker may send now. */
+static efps_status_t on_push(server_t *sv, worker_t *w, uint32_t imm)
+{
+    const size_t p = imm >> 1;
+    spart_t *sp = p < sv->layout.nparts ? &sv->parts[p] : NULL;
+    ps_msg_hdr_t h;
+    if (w->state != W_READY || sp == NULL || !sp->mine || w->got[p] != sp->step ||
+        (imm & 1) != (sp->step & 1)) {
+        efps_error("server %d: %s wrote part %zu out of turn", sv->cfg.rank, wname(w), p);
+        return EFPS_ERR_PROTO;
+    }
+    memcpy(&h, w->slots + sv->slot_off[p], sizeof(h));
+    if (h.magic != PS_MAGIC || h.part != p || h.step != sp->step ||
+        h.payload != sv->layout.parts[p].payload || !(h.lr > 0.0f) || !isfinite(h.lr)) {
+        efps_error("server %d: %s: malformed push header for part %zu", sv->cfg.rank, wname(w), p);
+        return EFPS_ERR_PROTO;
+    }
+    w->got[p]++;
+    if (++sp->count < sv->M)
+        return EFPS_OK;
+    /* The buffer of this parity was last used two steps ago: its writes must be done. */
+    return sp->outstanding[sp->step & 1] == 0 ? reduce(sv, p) : EFPS_ERR_NO_RESOURCE;
+}
+
+static efps_status_t on_cqe(server_t *sv, const efps_tp_cqe_t *c)
+{
+    worker_t *w = efps_tp_ep_context(c->ep);
+    if (c->type == EFPS_TP_CQE_DISCONNECT) {
+        if (w->state == W_DONE) {
+            w->state = W_GONE;
+            sv->gone++;
+        }
+        if (w->state == W_GONE || w->state == W_AUTH || w->state == W_REFUSED)
+            return EFPS_OK;
+        efps_error("server %d: %s disconnected: %s", sv->cfg.rank, wname(w),
+                   efps_strerror(c->status == EFPS_OK ? EFPS_ERR_PEER : c->status));
+        return EFPS_ERR_PEER;
+    }
+    if (c->status != EFPS_OK) {
+        efps_error("server %d: write to %s failed: %s", sv->cfg.rank, wname(w),
+                   efps_strerror(c->status));
+        return EFPS_ERR_PEER;
+    }
+    if (c->type == EFPS_TP_CQE_WRITE) {
+        sv->parts[c->context >> 1].outstanding[c->context & 1]--;
+        return EFPS_OK;
+    }
+    return on_push(sv, w, c->imm);
+}
+
+/* Parts whose M pushes are in but whose buffer was still busy, and broadcasts
+ * that hit a full send queue: retried on every turn of the loop. */
+static efps_status_t retry_pending(server_t *sv)
+{
+    for (size_t p = 0; p < sv->layout.nparts && sv->have_layout; p++) {
+        spart_t *sp = &sv->parts[p];
+        if (sp->mine && sp->count == sv->M && sp->outstanding[sp->step & 1] == 0) {
+            efps_status_t st = reduce(sv, p);
+            if (st != EFPS_OK)
+                return st;
+        }
+    }
+    size_t keep = 0;
+    for (size_t i = 0; i < sv->nsending; i++) {
+        efps_status_t st = broadcast(sv, sv->sending[i]);
+        if (st == EFPS_ERR_NO_RESOURCE)
+            sv->sending[keep++] = sv->sending[i];
+        else if (st != EFPS_OK)
+            return st;
+    }
+    sv->nsending = keep;
+    return EFPS_OK;
+}
+
+/* ---- the loop ----------------------------------------------------------------------------- */
+
+static efps_status_t turn(server_t *sv, bool *any_p)
+{
+    efps_tp_conn_req_t *req;
+    efps_status_t st;
+    while (efps_tp_get_request(sv->listener, 0, &req) == EFPS_OK) {
+        *any_p = true;
+        if ((st = accept_one(sv, req)) != EFPS_OK)
+            return st;
+    }
+    if ((st = drain_msgs(sv, any_p)) != EFPS_OK)
+        return st;
+    efps_tp_cqe_t cqes[64];
+    int n = 0;
+    if ((st = efps_tp_poll(sv->tp, cqes, 64, *any_p ? 0 : 1, &n)) != EFPS_OK)
+        return st;
+    for (int i = 0; i < n; i++) {
+        st = on_cqe(sv, &cqes[i]);
+        if (st != EFPS_OK && st != EFPS_ERR_NO_RESOURCE)
+            return st;
+    }
+    *any_p |= n > 0;
+    return retry_pending(sv);
+}
+
+/* EFPS_PORT_FILE: tells a launcher which port "port 0" became. Written to a
+ * temporary name and renamed, so a reader never sees half a number. */
+static efps_status_t write_port_file(const server_t *sv)
+{
+    const char *path = efps_config_get("EFPS_PORT_FILE");
+    if (path == NULL || *path == '\0')
+        return EFPS_OK;
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    bool bad = f == NULL;
+    if (!bad) {
+        bad = fprintf(f, "%u\n", efps_tp_listener_port(sv->listener)) < 0;
+        bad |= fclose(f) != 0;
+    }
+    if (bad || rename(tmp, path) != 0) {
+        efps_error("server %d: cannot write port file %s", sv->cfg.rank, path);
+        return EFPS_ERR_IO;
+    }
+    return EFPS_OK;
+}
+
+/* Every worker said BYE, got our answer and closed: nothing it needs can be
+ * lost by closing now. */
+static bool finished(const server_t *sv)
+{
+    if (sv->gone < sv->M)
+        return false;
+    for (size_t p = 0; p < sv->layout.nparts; p++)
+        if (sv->parts[p].outstanding[0] || sv->parts[p].outstanding[1])
+            return false;
+    return true;
+}
+
+static efps_status_t serve(server_t *sv)
+{
+    int64_t last = now_ms();
+    while (!finished(sv)) {
+        bool any = false;
+        efps_status_t st = turn(sv, &any);
+        if (st != EFPS_OK)
+            return st;
+        if (any) {
+            last = now_ms();
+            continue;
+        }
+        int ready = 0;
+        for (int r = 0; r < sv->M; r++)
+            ready += sv->by_rank[r] != NULL && sv->by_rank[r]->state >= W_READY;
+        if (sv->done == sv->M && now_ms() - last > sv->cfg.timeout_ms) {
+            efps_warn("server %d: every worker said goodbye but %d did not close within %d ms",
+                      sv->cfg.rank, sv->M - sv->gone, sv->cfg.timeout_ms);
+            return EFPS_OK;
+        }
+        if (ready < sv->M && now_ms() - last > sv->cfg.timeout_ms) {
+            efps_error("server %d: only %d of %d workers joined within %d ms", sv->cfg.rank,
+                       ready, sv->M, sv->cfg.timeout_ms);
+            return EFPS_ERR_TIMEOUT;
+        }
+    }
+    return EFPS_OK;
+}
+
+/* After a fatal error: keep the transport going briefly so that a REFUSE or
+ * other last message already queued reaches its worker before we close. */
+static void linger(server_t *sv, int ms)
+{
+    const int64_t end = now_ms() + ms;
+    while (now_ms() < end) {
+        efps_tp_cqe_t cqes[64];
+        int n = 0, open = 0;
+        efps_tp_poll(sv->tp, cqes, 64, 10, &n);
+        for (size_t i = 0; i < sv->nconns; i++)
+            open += sv->conns[i]->ep != NULL && efps_tp_ep_status(sv->conns[i]->ep) == EFPS_OK;
+        if (open == 0)
+            return;
+    }
+}
+
+static void server_free(server_t *sv)
+{
+    for (size_t i = 0; i < sv->nconns; i++) {
+        worker_t *w = sv->conns[i];
+        efps_tp_ep_destroy(w->ep);
+        efps_tp_mem_dereg(w->slot_mr);
+        efps_aligned_free(w->slots);
+        free(w->got);
+        ps_layout_free(&w->pending);
+        free(w);
+    }
+    efps_tp_listener_destroy(sv->listener);
+    efps_tp_mem_dereg(sv->bcast_mr);
+    efps_tp_close(sv->tp);
+    for (size_t p = 0; sv->parts != NULL && p < sv->layout.nparts; p++)
+        efps_server_opt_destroy(sv->parts[p].opt);
+    efps_aligned_free(sv->bcast);
+    free(sv->parts);
+    free(sv->part_off);
+    free(sv->slot_off);
+    free(sv->sending);
+    free(sv->conns);
+    free(sv->by_rank);
+    free(sv->inputs);
+    ps_layout_free(&sv->layout);
+}
+
+int efps_server_main(const efps_ps_config_t *cfg)
+{
+    server_t sv = {0};
+    efps_status_t st = efps_ps_config_resolve(cfg, &sv.cfg);
+    if (st != EFPS_OK)
+        return 1;
+    if (sv.cfg.role != EFPS_ROLE_SERVER) {
+        efps_error("efps_server_main: this process is configured as a worker (EFPS_ROLE)");
+        return 1;
+    }
+    sv.M = sv.cfg.num_workers;
+    sv.nservers = ps_count_servers(sv.cfg.servers);
+    efps_compressor_parse(sv.cfg.compressor, &sv.optim.compressor);
+    sv.optim.block = (size_t)sv.cfg.block;
+    if (*sv.cfg.secret == '\0')
+        efps_warn("server %d: EFPS_SECRET is not set: any process that reaches %s can join",
+                  sv.cfg.rank, sv.cfg.bind);
+    efps_tp_attr_t attr = {.timeout_ms = (uint32_t)sv.cfg.timeout_ms};
+    sv.by_rank = calloc((size_t)sv.M, sizeof(*sv.by_rank));
+    sv.inputs = calloc((size_t)sv.M, sizeof(*sv.inputs));
+    if (sv.by_rank == NULL || sv.inputs == NULL || (st = efps_tp_open(sv.cfg.transport, &attr, &sv.tp)) != EFPS_OK ||
+        (st = efps_tp_listen(sv.tp, sv.cfg.bind, &sv.listener)) != EFPS_OK) {
+        efps_error("server %d: cannot listen on %s: %s", sv.cfg.rank, sv.cfg.bind,
+                   efps_strerror(st));
+        server_free(&sv);
+        return 1;
+    }
+    efps_info("server %d: listening on %s (%s) for %d workers", sv.cfg.rank, sv.cfg.bind,
+              efps_tp_name(sv.tp), sv.M);
+    st = write_port_file(&sv);
+    if (st == EFPS_OK)
+        st = serve(&sv);
+    if (st != EFPS_OK) {
+        efps_error("server %d: stopping: %s", sv.cfg.rank, efps_strerror(st));
+        linger(&sv, 1000);
+    }
+    else
+        efps_info("server %d: all %d workers finished", sv.cfg.rank, sv.M);
+    server_free(&sv);
+    return st == EFPS_OK ? 0 : 1;
+}

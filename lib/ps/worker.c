@@ -1,0 +1,525 @@
+/* The worker side of the parameter server: efps_ps_init/declare/push/pull/finalize.
+ *
+ * Memory: two arenas hold every part of every key, one header + payload each:
+ * the push arena (source of writes, not remotely accessible) and the pull
+ * arena (remote write, so the servers can write updates into it). The
+ * optimizer encodes straight into the push arena and applies straight from
+ * the pull arena: nothing is copied on the data path. */
+#include "ps_int.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    efps_tp_ep_t *ep;
+    ps_hello_t hello, peer;
+    efps_tp_rkey_t slot_rkey; /* this worker's slot arena on that server */
+    size_t slot_bytes;
+} server_link_t;
+
+typedef struct {
+    efps_worker_opt_t *opt;
+    uint64_t pushed, arrived, applied;
+    float lr;
+    bool inflight; /* a push write not yet completed locally */
+} part_state_t;
+
+struct efps_ps {
+    efps_ps_config_t cfg;
+    efps_optim_config_t optim;
+    int nservers;
+    efps_tp_ctx_t *tp;
+    server_link_t *srv;
+    ps_layout_t layout;
+    bool started;
+    efps_status_t failed;
+    size_t *part_off, *slot_off; /* per part: in the worker arenas, in the server's slots */
+    size_t arena_bytes;
+    uint8_t *push_arena, *pull_arena;
+    efps_tp_mr_t *push_mr, *pull_mr;
+    part_state_t *st;
+    uint64_t wire_bytes, fp32_bytes;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static efps_status_t fail(efps_ps_t *ps, efps_status_t st)
+{
+    if (ps->failed == EFPS_OK)
+        ps->failed = st;
+    return st;
+}
+
+/* ---- connection and authentication ----------------------------------------- */
+
+/* Takes the next control message of a server, expecting `type`; a REFUSE
+ * is reported with the server's reason. */
+static efps_status_t expect_msg(efps_ps_t *ps, server_link_t *s, uint32_t type, uint8_t *buf,
+                                size_t cap, size_t *len_p)
+{
+    size_t len = 0;
+    efps_status_t st = efps_tp_msg_recv(s->ep, buf, cap - 1, &len, ps->cfg.timeout_ms);
+    if (st != EFPS_OK) {
+        efps_error("worker %d: no answer from %s: %s", ps->cfg.rank, efps_tp_ep_name(s->ep),
+                   efps_strerror(st));
+        return st;
+    }
+    buf[len] = '\0';
+    uint32_t got = len >= 4 ? ps_get32(buf) : 0;
+    if (got == PS_MSG_REFUSE) {
+        efps_error("worker %d: %s refused us: %s", ps->cfg.rank, efps_tp_ep_name(s->ep),
+                   (const char *)buf + 4);
+        return EFPS_ERR_MISMATCH;
+    }
+    if (got != type) {
+        efps_error("worker %d: %s sent message type %u, expected %u", ps->cfg.rank,
+                   efps_tp_ep_name(s->ep), got, type);
+        return EFPS_ERR_PROTO;
+    }
+    *len_p = len;
+    return EFPS_OK;
+}
+
+static efps_status_t connect_server(efps_ps_t *ps, int i)
+{
+    server_link_t *s = &ps->srv[i];
+    char addr[256], label[32];
+    ps_server_entry(ps->cfg.servers, i, addr, sizeof(addr));
+    snprintf(label, sizeof(label), "server %d", i);
+    s->hello = (ps_hello_t){.magic = PS_MAGIC, .version = PS_PROTO_VERSION,
+                            .role = EFPS_ROLE_WORKER, .rank = (uint32_t)ps->cfg.rank,
+                            .num_workers = (uint32_t)ps->cfg.num_workers};
+    ps_nonce(s->hello.nonce);
+    efps_tp_conn_param_t param = {.priv = &s->hello, .priv_len = sizeof(s->hello),
+                                  .label = label, .context = s, .timeout_ms = ps->cfg.timeout_ms};
+    efps_status_t st = efps_tp_connect(ps->tp, addr, &param, &s->ep);
+    if (st != EFPS_OK) {
+        efps_error("worker %d: cannot connect to server %d (%s): %s", ps->cfg.rank, i, addr,
+                   efps_strerror(st));
+        return st;
+    }
+    size_t len = 0;
+    const void *priv = efps_tp_ep_peer_priv(s->ep, &len);
+    if (len != sizeof(s->peer)) {
+        efps_error("worker %d: %s is not an efps server", ps->cfg.rank, efps_tp_ep_name(s->ep));
+        return EFPS_ERR_PROTO;
+    }
+    memcpy(&s->peer, priv, sizeof(s->peer));
+    if (s->peer.magic != PS_MAGIC || s->peer.version != PS_PROTO_VERSION) {
+        efps_error("worker %d: %s speaks protocol version %u, we speak %u", ps->cfg.rank,
+                   efps_tp_ep_name(s->ep), s->peer.version, PS_PROTO_VERSION);
+        return EFPS_ERR_MISMATCH;
+    }
+    uint8_t msg[4 + PS_MAC], reply[EFPS_TP_MSG_MAX], expect[PS_MAC];
+    ps_put32(msg, PS_MSG_AUTH);
+    ps_mac(ps->cfg.secret, "efps worker", &s->hello, &s->peer, msg + 4);
+    if ((st = efps_tp_msg_send(s->ep, msg, sizeof(msg))) != EFPS_OK)
+        return st;
+    if ((st = expect_msg(ps, s, PS_MSG_AUTH, reply, sizeof(reply), &len)) != EFPS_OK)
+        return st;
+    ps_mac(ps->cfg.secret, "efps server", &s->peer, &s->hello, expect);
+    if (len != 4 + PS_MAC || !ps_mac_equal(reply + 4, expect)) {
+        efps_error("worker %d: %s failed authentication (a different EFPS_SECRET?)",
+                   ps->cfg.rank, efps_tp_ep_name(s->ep));
+        return EFPS_ERR_AUTH;
+    }
+    efps_info("worker %d: connected to %s", ps->cfg.rank, efps_tp_ep_name(s->ep));
+    return EFPS_OK;
+}
+
+efps_ps_t *efps_ps_init(const efps_ps_config_t *cfg)
+{
+    efps_ps_t *ps = calloc(1, sizeof(*ps));
+    if (ps == NULL)
+        return NULL;
+    if (efps_ps_config_resolve(cfg, &ps->cfg) != EFPS_OK)
+        goto err_free;
+    if (ps->cfg.role != EFPS_ROLE_WORKER) {
+        efps_error("efps_ps_init is for workers; servers run efps_server_main");
+        goto err_free;
+    }
+    efps_compressor_parse(ps->cfg.compressor, &ps->optim.compressor);
+    ps->optim.block = (size_t)ps->cfg.block;
+    ps->optim.momentum = ps->cfg.momentum;
+    ps->optim.nesterov = ps->cfg.nesterov;
+    ps->optim.weight_decay = ps->cfg.weight_decay;
+    if (efps_optim_config_check(&ps->optim) != EFPS_OK)
+        goto err_free;
+    ps->nservers = ps_count_servers(ps->cfg.servers);
+    ps_layout_init(&ps->layout, &ps->optim, ps->cfg.partition_bytes, ps->nservers);
+    ps->srv = calloc((size_t)ps->nservers, sizeof(*ps->srv));
+    efps_tp_attr_t attr = {.timeout_ms = (uint32_t)ps->cfg.timeout_ms};
+    if (ps->srv == NULL || efps_tp_open(ps->cfg.transport, &attr, &ps->tp) != EFPS_OK)
+        goto err_close;
+    for (int i = 0; i < ps->nservers; i++)
+        if (connect_server(ps, i) != EFPS_OK)
+            goto err_close;
+    return ps;
+
+err_close:
+    efps_tp_close(ps->tp);
+    free(ps->srv);
+    ps_layout_free(&ps->layout);
+err_free:
+    free(ps);
+    return NULL;
+}
+
+efps_status_t efps_ps_declare(efps_ps_t *ps, uint32_t key, size_t n)
+{
+    if (ps == NULL)
+        return EFPS_ERR_INVALID;
+    if (ps->started) {
+        efps_error("declare of key %u after the first push", key);
+        return EFPS_ERR_STATE;
+    }
+    efps_status_t st = ps_layout_add(&ps->layout, key, n);
+    if (st != EFPS_OK)
+        efps_error("declare key %u of %zu elements: %s", key, n,
+                   st == EFPS_ERR_INVALID ? "duplicate key or bad size" : efps_strerror(st));
+    return st;
+}
+
+/* ---- progress ------------------------------------------------------------------ */
+
+static efps_status_t on_cqe(efps_ps_t *ps, const efps_tp_cqe_t *c)
+{
+    if (c->type == EFPS_TP_CQE_DISCONNECT || c->status != EFPS_OK) {
+        efps_error("worker %d: %s: %s%s", ps->cfg.rank, efps_tp_ep_name(c->ep),
+                   c->type == EFPS_TP_CQE_DISCONNECT ? "disconnected: " : "write failed: ",
+                   efps_strerror(c->status == EFPS_OK ? EFPS_ERR_PEER : c->status));
+        return fail(ps, EFPS_ERR_PEER);
+    }
+    if (c->type == EFPS_TP_CQE_WRITE) {
+        if (c->context < ps->layout.nparts)
+            ps->st[c->context].inflight = false;
+        return EFPS_OK;
+    }
+    const uint32_t part = c->imm >> 1;
+    part_state_t *p = part < ps->layout.nparts ? &ps->st[part] : NULL;
+    if (p == NULL || p->arrived >= p->pushed || (c->imm & 1) != ((p->pushed - 1) & 1)) {
+        efps_error("worker %d: %s wrote an update we did not ask for (imm %#x)", ps->cfg.rank,
+                   efps_tp_ep_name(c->ep), c->imm);
+        return fail(ps, EFPS_ERR_PROTO);
+    }
+    p->arrived++;
+    return EFPS_OK;
+}
+
+/* Handles completions for up to timeout_ms; EFPS_OK also when none came. */
+static efps_status_t progress(efps_ps_t *ps, int timeout_ms, bool *any_p)
+{
+    efps_tp_cqe_t cqes[64];
+    int n = 0;
+    efps_status_t st = efps_tp_poll(ps->tp, cqes, 64, timeout_ms, &n);
+    if (st != EFPS_OK)
+        return fail(ps, st);
+    for (int i = 0; i < n && st == EFPS_OK; i++)
+        st = on_cqe(ps, &cqes[i]);
+    if (any_p)
+        *any_p = n > 0;
+    return st;
+}
+
+/* Waits until done(ps, arg) holds; fails after timeout_ms without any completion. */
+static efps_status_t wait_for(efps_ps_t *ps, bool (*done)(efps_ps_t *, size_t), size_t arg,
+                              const char *what)
+{
+    int64_t last = now_ms();
+    while (!done(ps, arg)) {
+        bool any = false;
+        efps_status_t st = progress(ps, 10, &any);
+        if (st != EFPS_OK)
+            return st;
+        if (any)
+            last = now_ms();
+        else if (now_ms() - last > ps->cfg.timeout_ms) {
+            efps_error("worker %d: %s: nothing from %s for %d ms", ps->cfg.rank, what,
+                       efps_tp_ep_name(ps->srv[ps->layout.parts[arg].server].ep),
+                       ps->cfg.timeout_ms);
+            return fail(ps, EFPS_ERR_TIMEOUT);
+        }
+    }
+    return EFPS_OK;
+}
+
+static bool push_done(efps_ps_t *ps, size_t part)
+{
+    return !ps->st[part].inflight;
+}
+
+static bool update_here(efps_ps_t *ps, size_t part)
+{
+    return ps->st[part].arrived == ps->st[part].pushed;
+}
+
+/* ---- start: layout to the servers, regions registered and exchanged ------------- */
+
+static efps_status_t send_layout(efps_ps_t *ps, server_link_t *s)
+{
+    uint8_t msg[EFPS_TP_MSG_MAX];
+    const ps_layout_t *l = &ps->layout;
+    ps_put32(msg, PS_MSG_LAYOUT);
+    ps_put32(msg + 4, (uint32_t)l->optim.compressor);
+    ps_put64(msg + 8, l->optim.block);
+    ps_put64(msg + 16, l->partition_bytes);
+    ps_put64(msg + 24, l->nkeys);
+    efps_tp_rkey_pack(efps_tp_mr_rkey(ps->pull_mr), msg + 32);
+    efps_status_t st = efps_tp_msg_send(s->ep, msg, 32 + EFPS_TP_RKEY_PACKED);
+    for (size_t i = 0; st == EFPS_OK && i < l->nkeys; i += PS_KEYS_PER_MSG) {
+        size_t cnt = l->nkeys - i < PS_KEYS_PER_MSG ? l->nkeys - i : PS_KEYS_PER_MSG;
+        ps_put32(msg, PS_MSG_KEYS);
+        ps_put32(msg + 4, (uint32_t)cnt);
+        for (size_t k = 0; k < cnt; k++) {
+            ps_put32(msg + 8 + 12 * k, l->keys[i + k].key);
+            ps_put64(msg + 12 + 12 * k, l->keys[i + k].n);
+        }
+        while ((st = efps_tp_msg_send(s->ep, msg, 8 + 12 * cnt)) == EFPS_ERR_NO_RESOURCE)
+            progress(ps, 1, NULL);
+    }
+    return st;
+}
+
+static efps_status_t alloc_parts(efps_ps_t *ps)
+{
+    const ps_layout_t *l = &ps->layout;
+    ps->part_off = calloc(l->nparts, sizeof(size_t));
+    ps->slot_off = calloc(l->nparts, sizeof(size_t));
+    ps->st = calloc(l->nparts, sizeof(part_state_t));
+    if (!ps->part_off || !ps->slot_off || !ps->st)
+        return EFPS_ERR_NOMEM;
+    for (size_t p = 0; p < l->nparts; p++) {
+        server_link_t *s = &ps->srv[l->parts[p].server];
+        ps->part_off[p] = ps->arena_bytes;
+        ps->slot_off[p] = s->slot_bytes;
+        ps->arena_bytes += l->parts[p].bytes;
+        s->slot_bytes += l->parts[p].bytes;
+        ps->st[p].opt = efps_worker_opt_create(&ps->optim, l->parts[p].n);
+        if (ps->st[p].opt == NULL)
+            return EFPS_ERR_NOMEM;
+    }
+    ps->push_arena = efps_aligned_calloc(ps->arena_bytes);
+    ps->pull_arena = efps_aligned_calloc(ps->arena_bytes);
+    if (!ps->push_arena || !ps->pull_arena)
+        return EFPS_ERR_NOMEM;
+    efps_status_t st = efps_tp_mem_reg(ps->tp, ps->push_arena, ps->arena_bytes, 0, &ps->push_mr);
+    if (st == EFPS_OK)
+        st = efps_tp_mem_reg(ps->tp, ps->pull_arena, ps->arena_bytes,
+                             EFPS_TP_ACCESS_REMOTE_WRITE, &ps->pull_mr);
+    return st;
+}
+
+static efps_status_t start(efps_ps_t *ps)
+{
+    efps_status_t st = ps_layout_finish(&ps->layout);
+    if (st == EFPS_OK && ps->layout.nkeys == 0)
+        st = EFPS_ERR_STATE;
+    if (st == EFPS_OK)
+        st = alloc_parts(ps);
+    for (int i = 0; st == EFPS_OK && i < ps->nservers; i++)
+        st = send_layout(ps, &ps->srv[i]);
+    for (int i = 0; st == EFPS_OK && i < ps->nservers; i++) {
+        uint8_t msg[EFPS_TP_MSG_MAX];
+        size_t len;
+        server_link_t *s = &ps->srv[i];
+        st = expect_msg(ps, s, PS_MSG_READY, msg, sizeof(msg), &len);
+        if (st == EFPS_OK && (len != 4 + EFPS_TP_RKEY_PACKED ||
+                              efps_tp_rkey_unpack(msg + 4, &s->slot_rkey) != EFPS_OK ||
+                              s->slot_rkey.length < s->slot_bytes))
+            st = EFPS_ERR_PROTO;
+    }
+    if (st != EFPS_OK) {
+        efps_error("worker %d: could not start: %s", ps->cfg.rank, efps_strerror(st));
+        return fail(ps, st);
+    }
+    ps->started = true;
+    return EFPS_OK;
+}
+
+/* ---- push and pull ------------------------------------------------------------- */
+
+static efps_status_t post_push(efps_ps_t *ps, size_t p)
+{
+    const ps_part_t *part = &ps->layout.parts[p];
+    server_link_t *s = &ps->srv[part->server];
+    const uint32_t imm = ps_imm((uint32_t)p, ps->st[p].pushed);
+    int64_t start_ms = now_ms();
+    for (;;) {
+        efps_status_t st = efps_tp_write_imm(s->ep, ps->push_mr, ps->part_off[p], part->bytes,
+                                             &s->slot_rkey, ps->slot_off[p], imm, p);
+        if (st == EFPS_OK)
+            return st;
+        if (st != EFPS_ERR_NO_RESOURCE) {
+            efps_error("worker %d: push of part %zu to %s: %s", ps->cfg.rank, p,
+                       efps_tp_ep_name(s->ep), efps_strerror(st));
+            return fail(ps, st);
+        }
+        if ((st = progress(ps, 1, NULL)) != EFPS_OK)
+            return st;
+        if (now_ms() - start_ms > ps->cfg.timeout_ms) {
+            efps_error("worker %d: send queue to %s full for %d ms", ps->cfg.rank,
+                       efps_tp_ep_name(s->ep), ps->cfg.timeout_ms);
+            return fail(ps, EFPS_ERR_TIMEOUT);
+        }
+    }
+}
+
+efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float lr)
+{
+    if (ps == NULL || grad == NULL || !(lr > 0.0f) || !isfinite(lr))
+        return EFPS_ERR_INVALID;
+    if (ps->failed != EFPS_OK)
+        return ps->failed;
+    efps_status_t st = ps->started ? EFPS_OK : start(ps);
+    const ps_key_t *k = ps_layout_find(&ps->layout, key);
+    if (st != EFPS_OK)
+        return st;
+    if (k == NULL) {
+        efps_error("push of undeclared key %u", key);
+        return EFPS_ERR_INVALID;
+    }
+    for (size_t p = k->first_part; p < k->first_part + k->nparts; p++) {
+        part_state_t *s = &ps->st[p];
+        if (s->applied != s->pushed) {
+            efps_error("push of key %u twice without a pull in between", key);
+            return EFPS_ERR_STATE;
+        }
+        if ((st = wait_for(ps, push_done, p, "previous push")) != EFPS_OK)
+            return st;
+        const ps_part_t *part = &ps->layout.parts[p];
+        uint8_t *buf = ps->push_arena + ps->part_off[p];
+        st = efps_worker_opt_encode(s->opt, grad + part->off, lr, buf + PS_HDR);
+        if (st != EFPS_OK) {
+            efps_error("push of key %u: %s", key, efps_strerror(st));
+            return st; /* optimizer state untouched: the caller may skip this step */
+        }
+        ps_msg_hdr_t h = {.magic = PS_MAGIC, .part = (uint32_t)p, .step = s->pushed, .lr = lr,
+                          .payload = (uint32_t)part->payload};
+        memcpy(buf, &h, sizeof(h));
+        if ((st = post_push(ps, p)) != EFPS_OK)
+            return st;
+        s->inflight = true;
+        s->lr = lr;
+        s->pushed++;
+        ps->wire_bytes += part->bytes;
+        ps->fp32_bytes += 4 * part->n;
+    }
+    return EFPS_OK;
+}
+
+efps_status_t efps_ps_pull(efps_ps_t *ps, uint32_t key, float *x)
+{
+    if (ps == NULL || x == NULL)
+        return EFPS_ERR_INVALID;
+    if (ps->failed != EFPS_OK)
+        return ps->failed;
+    const ps_key_t *k = ps->started ? ps_layout_find(&ps->layout, key) : NULL;
+    if (k == NULL) {
+        efps_error("pull of key %u: %s", key, ps->started ? "not declared" : "nothing pushed yet");
+        return EFPS_ERR_STATE;
+    }
+    for (size_t p = k->first_part; p < k->first_part + k->nparts; p++) {
+        part_state_t *s = &ps->st[p];
+        if (s->applied == s->pushed) {
+            efps_error("pull of key %u without a push", key);
+            return EFPS_ERR_STATE;
+        }
+        efps_status_t st = wait_for(ps, update_here, p, "waiting for an update");
+        if (st != EFPS_OK)
+            return st;
+        const ps_part_t *part = &ps->layout.parts[p];
+        const uint8_t *buf = ps->pull_arena + ps->part_off[p];
+        ps_msg_hdr_t h;
+        memcpy(&h, buf, sizeof(h));
+        if (h.magic != PS_MAGIC || h.part != p || h.step != s->applied || h.lr != s->lr ||
+            h.payload != part->payload) {
+            efps_error("worker %d: bad update header for key %u from %s", ps->cfg.rank, key,
+                       efps_tp_ep_name(ps->srv[part->server].ep));
+            return fail(ps, EFPS_ERR_PROTO);
+        }
+        st = efps_worker_opt_apply(s->opt, buf + PS_HDR, s->lr, x + part->off);
+        if (st != EFPS_OK) {
+            efps_error("pull of key %u: %s", key, efps_strerror(st));
+            return fail(ps, st);
+        }
+        s->applied++;
+    }
+    return EFPS_OK;
+}
+
+/* ---- the end ------------------------------------------------------------------- */
+
+static bool all_writes_done(efps_ps_t *ps, size_t unused)
+{
+    (void)unused;
+    for (size_t p = 0; p < ps->layout.nparts; p++)
+        if (ps->st[p].inflight)
+            return false;
+    return true;
+}
+
+static void say_bye(efps_ps_t *ps)
+{
+    uint8_t msg[EFPS_TP_MSG_MAX];
+    size_t len;
+    if (wait_for(ps, all_writes_done, 0, "finishing pushes") != EFPS_OK)
+        return;
+    for (int i = 0; i < ps->nservers; i++) {
+        ps_put32(msg, PS_MSG_BYE);
+        if (efps_tp_msg_send(ps->srv[i].ep, msg, 4) != EFPS_OK)
+            fail(ps, EFPS_ERR_PEER);
+    }
+    /* The server answers BYE once it has our BYE: after that, closing loses nothing. */
+    for (int i = 0; i < ps->nservers && ps->failed == EFPS_OK; i++)
+        if (expect_msg(ps, &ps->srv[i], PS_MSG_BYE, msg, sizeof(msg), &len) != EFPS_OK)
+            fail(ps, EFPS_ERR_PEER);
+}
+
+efps_status_t efps_ps_finalize(efps_ps_t *ps)
+{
+    if (ps == NULL)
+        return EFPS_OK;
+    if (ps->started && ps->failed == EFPS_OK)
+        say_bye(ps);
+    efps_status_t st = ps->failed;
+    for (int i = 0; i < ps->nservers; i++)
+        efps_tp_ep_destroy(ps->srv[i].ep);
+    efps_tp_mem_dereg(ps->push_mr);
+    efps_tp_mem_dereg(ps->pull_mr);
+    efps_tp_close(ps->tp);
+    for (size_t p = 0; ps->st != NULL && p < ps->layout.nparts; p++)
+        efps_worker_opt_destroy(ps->st[p].opt);
+    efps_aligned_free(ps->push_arena);
+    efps_aligned_free(ps->pull_arena);
+    free(ps->st);
+    free(ps->part_off);
+    free(ps->slot_off);
+    free(ps->srv);
+    ps_layout_free(&ps->layout);
+    free(ps);
+    return st;
+}
+
+void efps_ps_traffic(const efps_ps_t *ps, uint64_t *wire_bytes_p, uint64_t *fp32_bytes_p)
+{
+    *wire_bytes_p = ps->wire_bytes;
+    *fp32_bytes_p = ps->fp32_bytes;
+}
+
+int efps_ps_rank(const efps_ps_t *ps)
+{
+    return ps->cfg.rank;
+}
+
+int efps_ps_num_workers(const efps_ps_t *ps)
+{
+    return ps->cfg.num_workers;
+}

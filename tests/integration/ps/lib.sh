@@ -1,0 +1,58 @@
+# Shared by the parameter-server test scripts: start servers on free ports,
+# start workers, wait with a deadline. Sourced, not run.
+set -euo pipefail
+: "${BUILD:?BUILD must point at the build directory}"
+SERVER_BIN=$BUILD/apps/efps-server/efps-server
+WORKER_BIN=$BUILD/tests/integration/ps/ps_lsq
+TMP=$(mktemp -d /tmp/efps-ps.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+echo "efps-test-secret-$$" > "$TMP/secret"
+export EFPS_SECRET=$(cat "$TMP/secret")
+export EFPS_TIMEOUT_MS=${EFPS_TIMEOUT_MS:-8000}
+export EFPS_PARTITION_BYTES=${EFPS_PARTITION_BYTES:-2048}
+export EFPS_BLOCK=${EFPS_BLOCK:-256}
+export EFPS_TRANSPORT=${EFPS_TRANSPORT:-tcp}
+
+# start_servers S M: servers on 127.0.0.1, port 0; sets EFPS_SERVERS and SERVER_PIDS.
+start_servers() {
+  local s n=$1 m=$2 list=""
+  SERVER_PIDS=()
+  for ((s = 0; s < n; s++)); do list+="${list:+,}127.0.0.1:0"; done
+  for ((s = 0; s < n; s++)); do
+    EFPS_SERVERS=$list EFPS_NUM_WORKERS=$m "$SERVER_BIN" --rank "$s" --bind 127.0.0.1:0 \
+      --port-file "$TMP/port.$s" > "$TMP/server.$s.log" 2>&1 &
+    SERVER_PIDS+=($!); PIDS+=($!)
+  done
+  list=""
+  for ((s = 0; s < n; s++)); do
+    for _ in $(seq 100); do [ -s "$TMP/port.$s" ] && break; sleep 0.1; done
+    [ -s "$TMP/port.$s" ] || { echo "server $s did not start"; cat "$TMP/server.$s.log"; exit 1; }
+    list+="${list:+,}127.0.0.1:$(cat "$TMP/port.$s")"
+  done
+  export EFPS_SERVERS=$list
+}
+
+# start_worker RANK M [ps_lsq args...]: sets LAST_PID.
+start_worker() {
+  local r=$1 m=$2; shift 2
+  EFPS_ROLE=worker EFPS_RANK=$r EFPS_NUM_WORKERS=$m "$WORKER_BIN" --out "$TMP/x.$r" "$@" \
+    > "$TMP/worker.$r.log" 2>&1 &
+  LAST_PID=$!; PIDS+=($!)
+}
+
+# wait_pid PID SECONDS: the exit code, or 124 after the deadline (the process is killed).
+wait_pid() {
+  local pid=$1 deadline=$((SECONDS + $2))
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 124; fi
+    sleep 0.1
+  done
+  local rc=0; wait "$pid" || rc=$?; return $rc
+}
+
+show_logs() { for f in "$TMP"/*.log; do echo "--- $(basename "$f")"; cat "$f"; done; }
