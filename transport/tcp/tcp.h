@@ -119,6 +119,7 @@ typedef struct tcp_listener {
     int fd;
     tcp_ep_t *queue_head, *queue_tail; /* QUEUED requests */
     bool destroying, closed;
+    bool paused; /* out of descriptors: not accepting until the next tick */
     struct tcp_listener *next;
 } tcp_listener_t;
 
@@ -187,6 +188,8 @@ void efps_tcp_ep_destroy(efps_tp_ep_t *ep);
 efps_status_t efps_tcp_ep_status(const efps_tp_ep_t *ep);
 /* Progress thread: accepts every waiting socket of a listener. */
 void efps_tcp_accept_sockets(tcp_listener_t *l);
+/* Progress thread, lock held: listens again where it paused (out of fds). */
+void efps_tcp_resume_listeners(tcp_ctx_t *ctx);
 /* Progress thread, lock held: closes listeners being destroyed. */
 void efps_tcp_close_listeners(tcp_ctx_t *ctx);
 /* Progress thread, lock held: the application's destroy / reject. */

@@ -311,9 +311,17 @@ void efps_tcp_accept_sockets(tcp_listener_t *l)
         struct sockaddr_storage peer;
         socklen_t plen = sizeof(peer);
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED))
+            return;
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                efps_warn("tcp: accept on port %u: %s", l->base.port, strerror(errno));
+            /* Out of descriptors or memory: the socket stays readable, so
+             * stop listening for a tick instead of spinning on it. */
+            efps_warn("tcp: accept on port %u: %s; pausing", l->base.port, strerror(errno));
+            struct epoll_event ev = {.events = 0, .data.ptr = &l->poll_kind};
+            pthread_mutex_lock(&ctx->lock);
+            epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, l->fd, &ev);
+            l->paused = true;
+            pthread_mutex_unlock(&ctx->lock);
             return;
         }
         pthread_mutex_lock(&ctx->lock);
@@ -342,6 +350,17 @@ void efps_tcp_accept_sockets(tcp_listener_t *l)
             efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_SYSTEM, "epoll_ctl: %s", strerror(errno));
         pthread_mutex_unlock(&ctx->lock);
         efps_debug("tcp: port %u: connection from %s", l->base.port, ep->addr);
+    }
+}
+
+void efps_tcp_resume_listeners(tcp_ctx_t *ctx)
+{
+    for (tcp_listener_t *l = ctx->listeners; l != NULL; l = l->next) {
+        if (!l->paused || l->destroying)
+            continue;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->poll_kind};
+        if (epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)
+            l->paused = false;
     }
 }
 

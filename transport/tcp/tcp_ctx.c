@@ -162,6 +162,7 @@ static void run_timers(tcp_ctx_t *ctx, uint64_t *next_check_p)
         return;
     pthread_mutex_lock(&ctx->lock);
     *next_check_p = now + ctx->tick_ms;
+    efps_tcp_resume_listeners(ctx);
     for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
         next = ep->next; /* a failing internal endpoint leaves the list */
         check_ep_timers(ep, now);
