@@ -188,8 +188,14 @@ static void send_goodbye(tcp_ep_t *ep)
     uint8_t buf[TCP_HDR_LEN];
     tcp_hdr_t h = tcp_hdr_make(type, 0);
     tcp_hdr_encode(&h, buf);
-    ssize_t rc = send(ep->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL);
-    (void)rc;
+    if (send(ep->fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(buf))
+        return;
+    /* Closing a socket with unread bytes sends a reset, which can overtake
+     * the goodbye: drop what the peer sent (a heartbeat, say) first. */
+    shutdown(ep->fd, SHUT_WR);
+    char sink[4096];
+    for (int i = 0; i < 64 && recv(ep->fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+        ;
 }
 
 void efps_tcp_ep_teardown(tcp_ep_t *ep)
