@@ -1,0 +1,199 @@
+/* efps-train command line: every option checked, every mistake named, exit 2. */
+#include "train.h"
+
+#include "nn/data.h"
+#include "nn/model.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: efps-train [options]\n"
+            "Data-parallel training on Fashion-MNIST over efps parameter servers.\n"
+            "With --workers M it starts --servers S servers and M workers on this machine;\n"
+            "without it, it is one worker of a cluster run: rank and size from EFPS_RANK/\n"
+            "EFPS_NUM_WORKERS or mpirun/srun/torchrun, servers from EFPS_SERVERS.\n\n"
+            "  --model NAME          mlp, resnet8, resnet20, resnet<6n+2>        (resnet20)\n"
+            "  --data DIR            Fashion-MNIST IDX files   (" NN_FASHION_MNIST_DIR ")\n"
+            "  --compressor NAME     none, sign or blocksign                     (blocksign)\n"
+            "  --block N             elements per block, 0 = one per tensor part (0)\n"
+            "  --epochs N            (1)\n"
+            "  --batch N             images per worker and step                  (64)\n"
+            "  --lr X                base learning rate                          (0.1)\n"
+            "  --momentum X          (0.9)\n"
+            "  --nesterov            Nesterov momentum\n"
+            "  --wd X                weight decay, applied by the optimizer      (0.0001)\n"
+            "  --schedule NAME       constant, step (x0.1 at 50%% and 75%% of the epochs)\n"
+            "                        or cosine                                   (cosine)\n"
+            "  --warmup-epochs N     linear warm-up                              (0)\n"
+            "  --seed N              model init and data order, same on all ranks (1)\n"
+            "  --workers M           local launch with M workers\n"
+            "  --servers S           local launch: number of servers             (1)\n"
+            "  --train-subset N      use the first N training images only\n"
+            "  --test-subset N       evaluate on the first N test images only\n"
+            "  --csv PATH            per-epoch CSV, written by worker 0\n"
+            "  --transport NAME      auto, tcp or verbs                          (EFPS_TRANSPORT)\n"
+            "  --dump-params PATH    each worker writes its final parameters to PATH.<rank>\n"
+            "  -h, --help            this text\n");
+}
+
+static int bad(const char *opt, const char *text, const char *want)
+{
+    fprintf(stderr, "efps-train: %s needs %s, not '%s'\n", opt, want, text);
+    return 2;
+}
+
+static int parse_long(const char *opt, const char *text, long lo, long hi, long *v_p)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+        char want[96];
+        snprintf(want, sizeof(want), "an integer in [%ld, %ld]", lo, hi);
+        return bad(opt, text, want);
+    }
+    *v_p = v;
+    return 0;
+}
+
+static int parse_double(const char *opt, const char *text, double lo, double hi, double *v_p)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
+        char want[96];
+        snprintf(want, sizeof(want), "a number in [%g, %g]", lo, hi);
+        return bad(opt, text, want);
+    }
+    *v_p = v;
+    return 0;
+}
+
+static int parse_word(const char *opt, const char *text, const char *const *words, int *v_p)
+{
+    for (int i = 0; words[i] != NULL; i++) {
+        if (strcmp(text, words[i]) == 0) {
+            *v_p = i;
+            return 0;
+        }
+    }
+    char want[128] = "one of";
+    for (int i = 0; words[i] != NULL; i++)
+        snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s %s", i ? "," : "", words[i]);
+    return bad(opt, text, want);
+}
+
+/* Integer-valued options: where the value goes and its range. */
+static int set_int_opt(int c, const char *opt, const char *text, train_opts_t *o)
+{
+    long v;
+    int rc = 0;
+    switch (c) {
+    case 'B': rc = parse_long(opt, text, 0, INT_MAX, &v); o->block = v; break;
+    case 'e': rc = parse_long(opt, text, 1, 100000, &v); o->epochs = (int)v; break;
+    case 'b': rc = parse_long(opt, text, 1, 65536, &v); o->batch = (int)v; break;
+    case 'W': rc = parse_long(opt, text, 0, 100000, &v); o->warmup_epochs = (int)v; break;
+    case 'w': rc = parse_long(opt, text, 1, 256, &v); o->workers = (int)v; break;
+    case 'S': rc = parse_long(opt, text, 1, 64, &v); o->servers = (int)v; break;
+    case 't': rc = parse_long(opt, text, 1, LONG_MAX, &v); o->train_subset = (size_t)v; break;
+    case 'T': rc = parse_long(opt, text, 1, LONG_MAX, &v); o->test_subset = (size_t)v; break;
+    case 's': rc = parse_long(opt, text, 0, LONG_MAX, &v); o->seed = (uint64_t)v; break;
+    }
+    return rc;
+}
+
+static int set_opt(int c, const char *opt, const char *text, train_opts_t *o)
+{
+    static const char *const compressors[] = {"none", "sign", "blocksign", NULL};
+    static const char *const transports[] = {"auto", "tcp", "verbs", NULL};
+    static const char *const schedules[] = {"constant", "step", "cosine", NULL};
+    int k;
+    switch (c) {
+    case 'm': o->model = text; return 0;
+    case 'd': o->data = text; return 0;
+    case 'o': o->csv = text; return 0;
+    case 'P': o->dump_params = text; return 0;
+    case 'N': o->nesterov = true; return 0;
+    case 'X': o->as_worker = true; return 0;
+    case 'l': return parse_double(opt, text, 1e-9, 1e3, &o->lr);
+    case 'u': return parse_double(opt, text, 0.0, 0.999999, &o->momentum);
+    case 'y': return parse_double(opt, text, 0.0, 1.0, &o->wd);
+    case 'c':
+        if (parse_word(opt, text, compressors, &k) != 0)
+            return 2;
+        o->compressor = compressors[k];
+        return 0;
+    case 'r':
+        if (parse_word(opt, text, transports, &k) != 0)
+            return 2;
+        o->transport = transports[k];
+        return 0;
+    case 'H':
+        if (parse_word(opt, text, schedules, &k) != 0)
+            return 2;
+        o->schedule = (sched_kind_t)k;
+        return 0;
+    default: return set_int_opt(c, opt, text, o);
+    }
+}
+
+int train_parse(int argc, char **argv, train_opts_t *o)
+{
+    static const struct option lo[] = {
+        {"model", 1, 0, 'm'},        {"data", 1, 0, 'd'},          {"compressor", 1, 0, 'c'},
+        {"block", 1, 0, 'B'},        {"epochs", 1, 0, 'e'},        {"batch", 1, 0, 'b'},
+        {"lr", 1, 0, 'l'},           {"momentum", 1, 0, 'u'},      {"nesterov", 0, 0, 'N'},
+        {"wd", 1, 0, 'y'},           {"schedule", 1, 0, 'H'},      {"warmup-epochs", 1, 0, 'W'},
+        {"seed", 1, 0, 's'},         {"workers", 1, 0, 'w'},       {"servers", 1, 0, 'S'},
+        {"train-subset", 1, 0, 't'}, {"test-subset", 1, 0, 'T'},   {"csv", 1, 0, 'o'},
+        {"transport", 1, 0, 'r'},    {"dump-params", 1, 0, 'P'},   {"help", 0, 0, 'h'},
+        {"as-worker", 0, 0, 'X'}, /* internal: a worker started by the local launch */
+        {0, 0, 0, 0}};
+    *o = (train_opts_t){.model = "resnet20", .data = NN_FASHION_MNIST_DIR,
+                        .compressor = "blocksign", .block = 0, .epochs = 1, .batch = 64,
+                        .lr = 0.1, .momentum = 0.9, .wd = 1e-4, .schedule = SCHED_COSINE,
+                        .seed = 1, .servers = 1};
+    opterr = 0;
+    int c, li = -1;
+    while ((c = getopt_long(argc, argv, ":h", lo, &li)) != -1) {
+        char opt[40];
+        if (li >= 0)
+            snprintf(opt, sizeof(opt), "--%s", lo[li].name);
+        else
+            snprintf(opt, sizeof(opt), "%s", argv[optind - 1]);
+        li = -1;
+        if (c == 'h') {
+            usage(stdout);
+            return -1;
+        }
+        if (c == '?' || c == ':') {
+            fprintf(stderr, "efps-train: %s '%s' (see --help)\n",
+                    c == '?' ? "unknown option" : "missing value for", opt);
+            return 2;
+        }
+        if (set_opt(c, opt, optarg, o) != 0)
+            return 2;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "efps-train: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    nn_model_config_t mc;
+    if (nn_model_config_named(o->model, &mc) != EFPS_OK)
+        return bad("--model", o->model, "mlp, resnet8, resnet20 or resnet<6n+2>");
+    if (o->schedule == SCHED_COSINE && o->warmup_epochs >= o->epochs) {
+        fprintf(stderr, "efps-train: --warmup-epochs %d must be fewer than --epochs %d with the "
+                        "cosine schedule\n", o->warmup_epochs, o->epochs);
+        return 2;
+    }
+    return 0;
+}

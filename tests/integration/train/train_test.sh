@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# efps-train integration tests. usage: train_test.sh help|bad-flags|local|bad-data
+set -euo pipefail
+: "${BUILD:?BUILD must point at the build directory}"
+TRAIN=$BUILD/apps/efps-train/efps-train
+SERVER=$BUILD/apps/efps-server/efps-server
+TMP=$(mktemp -d /tmp/efps-train-test.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; for f in "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; cat "$f"; }; done; exit 1; }
+# A small run: mlp, 2 workers, 2000 training and 500 test images, 1 epoch.
+SMALL=(--model mlp --train-subset 2000 --test-subset 500 --epochs 1 --batch 32 --lr 0.05
+       --momentum 0.9 --nesterov --compressor blocksign --block 256 --seed 3 --transport tcp)
+
+test_help() {
+  "$TRAIN" --help > "$TMP/help.log" || fail "--help exited $?"
+  for opt in --model --data --compressor --block --epochs --batch --lr --momentum --nesterov \
+             --wd --schedule --warmup-epochs --seed --workers --servers --train-subset \
+             --test-subset --csv --transport --dump-params; do
+    grep -q -- "$opt" "$TMP/help.log" || fail "--help does not mention $opt"
+  done
+}
+
+# expect_bad "message" args...: exit status 2 and the message on stderr.
+expect_bad() {
+  local want=$1 rc=0; shift
+  timeout 20 "$TRAIN" "$@" > "$TMP/out" 2> "$TMP/err" || rc=$?
+  [ "$rc" -eq 2 ] || fail "efps-train $* exited $rc, not 2"
+  grep -q -- "$want" "$TMP/err" || fail "efps-train $*: no '$want' in: $(cat "$TMP/err")"
+}
+
+test_bad_flags() {
+  expect_bad "unknown option '--bogus'" --bogus
+  expect_bad "missing value for '--lr'" --lr
+  expect_bad "--epochs needs an integer" --epochs x
+  expect_bad "--epochs needs an integer" --epochs 0
+  expect_bad "--batch needs an integer" --batch -3
+  expect_bad "--lr needs a number" --lr 1e-3x
+  expect_bad "--momentum needs a number" --momentum 1.5
+  expect_bad "--model needs mlp" --model resnet7
+  expect_bad "--compressor needs one of none, sign, blocksign" --compressor topk
+  expect_bad "--schedule needs one of constant, step, cosine" --schedule linear
+  expect_bad "--transport needs one of auto, tcp, verbs" --transport udp
+  expect_bad "--workers needs an integer" --workers 0
+  expect_bad "--warmup-epochs 2 must be fewer than --epochs 2" --epochs 2 --warmup-epochs 2
+  expect_bad "unexpected argument 'extra'" extra
+}
+
+check_csv() {
+  local csv=$1
+  [ "$(head -1 "$csv")" = "epoch,steps,lr,train_loss,train_acc,test_loss,test_acc,wall_s,images_per_s,wire_bytes,fp32_bytes" ] ||
+    fail "CSV header: $(head -1 "$csv")"
+  [ "$(wc -l < "$csv")" -eq 2 ] || fail "CSV should have 1 epoch row: $(cat "$csv")"
+  # 2 workers x batch 32: 31 steps; better than chance (10%) after them;
+  # blocksign moves far fewer bytes than fp32
+  awk -F, 'NR == 2 { exit !($1 == 1 && $2 == 31 && $7 > 30 && $10 > 0 && $11 > 8 * $10) }' "$csv" ||
+    fail "CSV row out of range: $(tail -1 "$csv")"
+}
+
+# The local launch, then the same run started as a cluster launcher would:
+# one efps-server and two single workers from the environment. The workers of
+# both runs must end with the same bits.
+test_local() {
+  timeout 100 "$TRAIN" "${SMALL[@]}" --workers 2 --servers 1 --csv "$TMP/run.csv" \
+    --dump-params "$TMP/local" > "$TMP/local.log" 2>&1 || fail "local run exited $?"
+  grep -q "final test accuracy" "$TMP/local.log" || fail "no summary"
+  check_csv "$TMP/run.csv"
+  cmp "$TMP/local.0" "$TMP/local.1" || fail "local workers differ"
+  EFPS_SERVERS=127.0.0.1:0 EFPS_NUM_WORKERS=2 EFPS_TRANSPORT=tcp EFPS_SECRET=t-$$ \
+    EFPS_COMPRESSOR=blocksign EFPS_BLOCK=256 \
+    "$SERVER" --rank 0 --bind 127.0.0.1:0 --port-file "$TMP/port" > "$TMP/server.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
+  [ -s "$TMP/port" ] || fail "efps-server did not start"
+  local w=()
+  for r in 0 1; do
+    EFPS_SERVERS=127.0.0.1:$(cat "$TMP/port") EFPS_RANK=$r EFPS_NUM_WORKERS=2 EFPS_SECRET=t-$$ \
+      timeout 100 "$TRAIN" "${SMALL[@]}" --dump-params "$TMP/env" > "$TMP/env.$r.log" 2>&1 &
+    w+=($!); PIDS+=($!)
+  done
+  for r in 0 1; do wait "${w[$r]}" || fail "worker $r from the environment exited $?"; done
+  cmp "$TMP/env.0" "$TMP/env.1" || fail "workers started from the environment differ"
+  cmp "$TMP/local.0" "$TMP/env.0" || fail "local launch and environment launch differ"
+}
+
+# A missing data directory: a clear error naming the file, a non-zero exit,
+# and no server or worker left behind.
+test_bad_data() {
+  local rc=0 marker=$TMP/no-such-dir
+  timeout 60 "$TRAIN" --model mlp --workers 2 --servers 2 --data "$marker" > "$TMP/out" 2> "$TMP/err" || rc=$?
+  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "bad --data exited $rc (124: it hung)"
+  grep -q "$marker/train-images-idx3-ubyte.gz" "$TMP/err" || fail "error does not name the file: $(cat "$TMP/err")"
+  sleep 0.5
+  ! pgrep -f -- "$marker" > /dev/null || fail "processes left behind: $(pgrep -af -- "$marker")"
+}
+
+case ${1:-} in
+  help) test_help ;;
+  bad-flags) test_bad_flags ;;
+  local) test_local ;;
+  bad-data) test_bad_data ;;
+  *) echo "usage: $0 help|bad-flags|local|bad-data"; exit 2 ;;
+esac
+echo "OK: ${1}"
