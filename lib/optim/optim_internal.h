@@ -5,6 +5,8 @@
 
 #include "efps/optim.h"
 
+#include <string.h>
+
 #include <stdio.h>
 
 struct efps_worker_opt {
@@ -88,5 +90,13 @@ void efps_worker_opt_put(efps_ckpt_out_t *o, const void *w);
 efps_status_t efps_worker_opt_get(efps_ckpt_in_t *in, efps_worker_opt_t **w_p);
 void efps_server_opt_put(efps_ckpt_out_t *o, const void *s);
 efps_status_t efps_server_opt_get(efps_ckpt_in_t *in, efps_server_opt_t **s_p);
+
+/* Not NaN and not Inf, from the bits (vectorises; no libm call). */
+static inline int finite_bits(float v)
+{
+    uint32_t b;
+    memcpy(&b, &v, 4);
+    return (b & 0x7f800000u) != 0x7f800000u;
+}
 
 #endif

@@ -50,23 +50,31 @@ efps_server_opt_t *efps_server_opt_create(const efps_optim_config_t *cfg, size_t
 }
 
 /* none: out = fl(fl(sum in rank order) / M). Worker by worker over the whole
- * tensor (the same per-element order as element by element, but streaming). */
+ * tensor (the same per-element order as element by element, but streaming);
+ * the last worker's pass also divides and checks, so M workers cost M passes. */
 static efps_status_t mean_fp32(const efps_server_opt_t *s, const void *const *pushes, float *out)
 {
     const size_t n = s->n;
-    memcpy(out, pushes[0], n * sizeof(float));
-    for (int k = 1; k < s->workers; k++) {
+    const float m = (float)s->workers;
+    const float *acc = pushes[0];
+    for (int k = 1; k < s->workers - 1; k++) {
         const float *p = pushes[k];
         for (size_t i = 0; i < n; i++)
-            out[i] = out[i] + p[i];
+            out[i] = acc[i] + p[i];
+        acc = out;
     }
-    const float m = (float)s->workers;
     int ok = 1;
-    for (size_t i = 0; i < n; i++) {
-        out[i] = out[i] / m;
-        uint32_t b;
-        memcpy(&b, &out[i], 4);
-        ok &= (b & 0x7f800000u) != 0x7f800000u;
+    if (s->workers == 1) {
+        for (size_t i = 0; i < n; i++) {
+            out[i] = acc[i] / m;
+            ok &= finite_bits(out[i]);
+        }
+    } else {
+        const float *p = pushes[s->workers - 1];
+        for (size_t i = 0; i < n; i++) {
+            out[i] = (acc[i] + p[i]) / m;
+            ok &= finite_bits(out[i]);
+        }
     }
     const size_t bytes = n * sizeof(float);
     memset((uint8_t *)out + bytes, 0, efps_encoded_size(&s->cfg, n) - bytes);

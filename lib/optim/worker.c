@@ -66,23 +66,17 @@ efps_worker_opt_t *efps_worker_opt_create(const efps_optim_config_t *cfg, size_t
     return w;
 }
 
-static inline int finite_bits(float v)
-{
-    uint32_t b;
-    memcpy(&b, &v, 4);
-    return (b & 0x7f800000u) != 0x7f800000u;
-}
-
-/* Steps 2-3 into m_next (and u): returns the u to compress, or NULL when a
- * value is not finite. Nothing committed yet. */
-static const float *momentum(efps_worker_opt_t *w, const float *g)
+/* Steps 2-3 into m_next and u: returns u, or NULL when a value is not
+ * finite. Nothing committed yet. out, if not NULL, receives u (the `none`
+ * message is u itself: written once, not copied afterwards). */
+static const float *momentum(efps_worker_opt_t *w, const float *g, float *out)
 {
     const float mu = w->cfg.momentum;
     const float *m = w->m;
     float *mn = w->m_next;
     int ok = 1;
     if (w->cfg.nesterov) {
-        float *u = w->u;
+        float *u = out != NULL ? out : w->u;
         for (size_t i = 0; i < w->n; i++) {
             mn[i] = mu * m[i] + g[i];
             u[i] = g[i] + mu * mn[i];
@@ -94,7 +88,9 @@ static const float *momentum(efps_worker_opt_t *w, const float *g)
         mn[i] = mu * m[i] + g[i];
         ok &= finite_bits(mn[i]);
     }
-    return ok ? mn : NULL;
+    if (ok && out != NULL)
+        memcpy(out, mn, w->n * sizeof(float));
+    return ok ? (out != NULL ? out : mn) : NULL;
 }
 
 /* Steps 4-5 (blocksign) or the plain messages of the other compressors. */
@@ -103,7 +99,8 @@ static efps_status_t compress(efps_worker_opt_t *w, const float *u, float r, voi
     switch (w->cfg.compressor) {
     case EFPS_COMP_NONE: {
         const size_t bytes = w->n * sizeof(float);
-        memcpy(encoded, u, bytes);
+        if (u != encoded)
+            memcpy(encoded, u, bytes);
         memset((uint8_t *)encoded + bytes, 0, efps_encoded_size(&w->cfg, w->n) - bytes);
         return EFPS_OK;
     }
@@ -137,7 +134,8 @@ efps_status_t efps_worker_opt_encode(efps_worker_opt_t *w, const float *grad, fl
                    (unsigned long long)w->steps);
         return EFPS_ERR_STATE;
     }
-    const float *u = momentum(w, grad);
+    const float *u =
+        momentum(w, grad, w->cfg.compressor == EFPS_COMP_NONE ? (float *)encoded : NULL);
     if (u == NULL) {
         efps_debug("worker encode: non-finite gradient or momentum at step %llu",
                    (unsigned long long)w->steps);
@@ -164,9 +162,11 @@ static efps_status_t decode(efps_worker_opt_t *w, const void *update, const floa
     switch (w->cfg.compressor) {
     case EFPS_COMP_NONE: {
         const float *d = update;
+        int ok = 1; /* no early exit: the check vectorises */
         for (size_t i = 0; i < n; i++)
-            if (!finite_bits(d[i]))
-                return EFPS_ERR_NONFINITE;
+            ok &= finite_bits(d[i]);
+        if (!ok)
+            return EFPS_ERR_NONFINITE;
         *d_p = d;
         return EFPS_OK;
     }
