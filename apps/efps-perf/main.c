@@ -21,7 +21,7 @@
 
 typedef struct {
     size_t size;
-    int iters, sweep, gbits, workers, servers, raw;
+    int iters, sweep, gbits, workers, servers, raw, rounds;
     efps_ps_config_t ps;
 } opts_t;
 
@@ -47,6 +47,7 @@ static void usage(FILE *f)
             "  -t, --transport NAME    tcp, verbs, auto (default EFPS_TRANSPORT)\n"
             "      --report_gbits      Gb/s instead of MB/s\n"
             "      --no-raw            skip the raw socket reference\n"
+            "  -r, --rounds R          alternate efps and raw R times, report medians (default 3)\n"
             "  -h, --help              this text\n");
 }
 
@@ -137,25 +138,47 @@ static double rate(const opts_t *o, double bytes, double seconds)
     return o->gbits ? bytes * 8 / seconds / 1e9 : bytes / seconds / 1e6;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return v[n / 2];
+}
+
+/* Rounds alternate efps and the raw reference, so a noisy neighbour hits
+ * both; the medians of the rounds are printed, and the median ratio. */
 static int measure(opts_t *o)
 {
     result_t res[256];
+    double fp32[16], wire[16], raw[16], ratio[16];
+    uint64_t wire_step = 0;
     if (o->iters <= 0)
         o->iters = default_iters(o->size);
-    if (run_size(o, res) != 0)
-        return 1;
-    double fp32 = 0, wire = 0;
-    for (int w = 0; w < o->workers; w++) {
-        fp32 += rate(o, 2.0 * (double)o->size * o->iters, res[w].seconds);
-        wire += rate(o, 2.0 * (double)res[w].wire_step * o->iters, res[w].seconds);
+    for (int r = 0; r < o->rounds; r++) {
+        if (run_size(o, res) != 0)
+            return 1;
+        fp32[r] = wire[r] = 0;
+        for (int w = 0; w < o->workers; w++) {
+            fp32[r] += rate(o, 2.0 * (double)o->size * o->iters, res[w].seconds);
+            wire[r] += rate(o, 2.0 * (double)res[w].wire_step * o->iters, res[w].seconds);
+        }
+        wire_step = res[0].wire_step;
+        raw[r] = NAN;
+        if (o->raw) {
+            double t = raw_socket_seconds(o->size, o->iters);
+            raw[r] = t > 0 ? rate(o, 2.0 * (double)o->size * o->iters, t) : NAN;
+        }
+        ratio[r] = fp32[r] / raw[r];
     }
-    double raw = NAN;
-    if (o->raw) {
-        double t = raw_socket_seconds(o->size, o->iters);
-        raw = t > 0 ? rate(o, 2.0 * (double)o->size * o->iters, t) : NAN;
-    }
-    printf("%12zu %8d %12.2f %12.2f %14llu %12.2f %8.2f\n", o->size, o->iters, fp32, wire,
-           (unsigned long long)(2 * res[0].wire_step), raw, fp32 / raw);
+    const int n = o->rounds;
+    printf("%12zu %8d %12.2f %12.2f %14llu %12.2f %8.2f\n", o->size, o->iters, median(fp32, n),
+           median(wire, n), (unsigned long long)(2 * wire_step), o->raw ? median(raw, n) : NAN,
+           o->raw ? median(ratio, n) : NAN);
     fflush(stdout);
     return 0;
 }
@@ -166,17 +189,18 @@ int main(int argc, char **argv)
         {"size", 1, 0, 's'},      {"all", 0, 0, 'a'},      {"iters", 1, 0, 'n'},
         {"compressor", 1, 0, 'c'}, {"block", 1, 0, 'B'},   {"workers", 1, 0, 'w'},
         {"servers", 1, 0, 'S'},   {"transport", 1, 0, 't'}, {"report_gbits", 0, 0, 'G'},
-        {"no-raw", 0, 0, 'R'},    {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
-    opts_t o = {.size = 1 << 20, .workers = 1, .servers = 1, .raw = 1};
+        {"no-raw", 0, 0, 'R'},    {"rounds", 1, 0, 'r'},   {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    opts_t o = {.size = 1 << 20, .workers = 1, .servers = 1, .raw = 1, .rounds = 3};
     efps_ps_config_init(&o.ps);
     o.ps.compressor = "none";
     o.ps.block = 2048;
     o.ps.secret = "efps-perf";
     int c;
     char *end;
-    while ((c = getopt_long(argc, argv, "s:an:c:B:w:S:t:h", lo, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "s:an:c:B:w:S:t:r:h", lo, NULL)) != -1) {
         long v = 0;
-        if (strchr("snBwS", c) != NULL) {
+        if (strchr("snBwSr", c) != NULL) {
             v = strtol(optarg, &end, 10);
             if (end == optarg || *end != '\0' || v <= 0) {
                 fprintf(stderr, "efps-perf: -%c needs a positive integer, not '%s'\n", c, optarg);
@@ -194,15 +218,16 @@ int main(int argc, char **argv)
         case 't': o.ps.transport = optarg; break;
         case 'G': o.gbits = 1; break;
         case 'R': o.raw = 0; break;
+        case 'r': o.rounds = (int)v; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     efps_compressor_t comp;
     if (optind < argc || efps_compressor_parse(o.ps.compressor, &comp) != EFPS_OK ||
-        o.size % 4 != 0 || o.workers > 256 || o.servers > 64) {
+        o.size % 4 != 0 || o.workers > 256 || o.servers > 64 || o.rounds > 16) {
         fprintf(stderr, "efps-perf: bad arguments (size must be a multiple of 4, compressor "
-                        "none|sign|blocksign, at most 256 workers and 64 servers)\n");
+                        "none|sign|blocksign, at most 256 workers, 64 servers, 16 rounds)\n");
         usage(stderr);
         return 2;
     }
