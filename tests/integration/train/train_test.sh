@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# efps-train integration tests. usage: train_test.sh help|bad-flags|local|bad-data
+# efps-train integration tests. usage: train_test.sh help|bad-flags|local|bad-data|killed
 set -euo pipefail
 : "${BUILD:?BUILD must point at the build directory}"
 TRAIN=$BUILD/apps/efps-train/efps-train
@@ -98,11 +98,34 @@ test_bad_data() {
   ! pgrep -f -- "$marker" > /dev/null || fail "processes left behind: $(pgrep -af -- "$marker")"
 }
 
+# A worker killed mid-run: the launcher names it, stops the rest, exits 1.
+test_killed() {
+  local rc=0 marker=$TMP/killed.csv
+  timeout 60 "$TRAIN" --model mlp --workers 2 --servers 1 --train-subset 20000 --test-subset 500 \
+    --epochs 100 --csv "$marker" > "$TMP/out" 2> "$TMP/err" &
+  local pid=$!; PIDS+=($pid)
+  local victim=""
+  for _ in $(seq 100); do
+    victim=$(pgrep -f -- "$marker --as-worker" | tail -1 || true)
+    [ -n "$victim" ] && [ -s "$marker" ] && break   # the header: worker 0 is training
+    sleep 0.1
+  done
+  [ -n "$victim" ] || fail "no worker started"
+  sleep 1
+  kill -9 "$victim"
+  wait "$pid" || rc=$?
+  [ "$rc" -eq 1 ] || fail "launcher exited $rc after a worker was killed, not 1"
+  grep -q "killed by" "$TMP/err" || fail "the launcher did not name the killed worker: $(cat "$TMP/err")"
+  sleep 0.5
+  ! pgrep -f -- "$marker" > /dev/null || fail "processes left behind: $(pgrep -af -- "$marker")"
+}
+
 case ${1:-} in
   help) test_help ;;
   bad-flags) test_bad_flags ;;
   local) test_local ;;
   bad-data) test_bad_data ;;
-  *) echo "usage: $0 help|bad-flags|local|bad-data"; exit 2 ;;
+  killed) test_killed ;;
+  *) echo "usage: $0 help|bad-flags|local|bad-data|killed"; exit 2 ;;
 esac
 echo "OK: ${1}"
