@@ -43,6 +43,20 @@ typedef struct efps_kernels {
     void (*sign_decode)(const void *packed, size_t n, float alpha, float *out, int add);
 } efps_kernels_t;
 
+/* Each variant file defines the eight static functions and stamps its table. */
+#define EFPS_KERNELS_TABLE(var, str)                                                               \
+    const efps_kernels_t var = {                                                                   \
+        .name = str,                                                                               \
+        .ef_scales = ef_scales,                                                                    \
+        .ef_commit = ef_commit,                                                                    \
+        .red_scales = red_scales,                                                                  \
+        .red_commit = red_commit,                                                                  \
+        .decode = decode,                                                                          \
+        .sign_pack = sign_pack,                                                                    \
+        .sign_majority = sign_majority,                                                            \
+        .sign_decode = sign_decode,                                                                \
+    }
+
 extern const efps_kernels_t efps_kernels_scalar;
 extern const efps_kernels_t efps_kernels_avx2;
 extern const efps_kernels_t efps_kernels_avx512;

@@ -162,41 +162,6 @@ EFPS_INLINE void commit_walk(const src_t *c, float *err,
     }
 }
 
-static void ef_scales(const float *x, float a, const float *err, float b, size_t n, size_t B,
-                      float *scales)
-{
-    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
-    scales_walk(&c, scales);
-}
-
-static void ef_commit(const float *x, float a, float *err, float b, size_t n, size_t B,
-                      const float *scales, uint8_t *signs)
-{
-    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
-    commit_walk(&c, err, scales, signs);
-}
-
-static src_t red_src(const void *const *packed, int m, size_t n, size_t B, const float *err,
-                     float b)
-{
-    return (src_t){.err = err, .b = b, .packed = packed, .m = m, .n = n, .B = B,
-                   .signs_off = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN)};
-}
-
-static void red_scales(const void *const *packed, int m, size_t n, size_t B, const float *err,
-                       float b, float *scales)
-{
-    const src_t c = red_src(packed, m, n, B, err, b);
-    scales_walk(&c, scales);
-}
-
-static void red_commit(const void *const *packed, int m, size_t n, size_t B, float *err, float b,
-                       const float *scales, uint8_t *signs)
-{
-    const src_t c = red_src(packed, m, n, B, err, b);
-    commit_walk(&c, err, scales, signs);
-}
-
 /* out = v, or out += v, in the first len lanes. */
 EFPS_INLINE void emit(float *out, size_t len, __m256 v, int add)
 {
@@ -242,45 +207,6 @@ static int sign_pack(const float *u, size_t n, uint8_t *signs)
     return bad != 0;
 }
 
-/* Majority of m bit streams, 256 bits at a time, with bit-sliced counters:
- * plane[j] holds bit j of every position's count of set bits. */
-typedef uint64_t v4u __attribute__((vector_size(32)));
-
-static void sign_majority(const void *const *packed, int m, size_t n, uint8_t *out)
-{
-    const size_t nbytes = (n + 7) / 8;
-    int nplanes = 1;
-    while ((1 << nplanes) <= m)
-        nplanes++;
-    for (size_t off = 0; off < nbytes; off += 32) {
-        const size_t len = nbytes - off < 32 ? nbytes - off : 32;
-        v4u plane[32] = {{0}}, first = {0};
-        for (int w = 0; w < m; w++) {
-            v4u v = {0}, carry;
-            memcpy(&v, (const uint8_t *)packed[w] + off, len);
-            if (w == 0)
-                first = v;
-            carry = v;
-            for (int j = 0; j < nplanes; j++) {
-                const v4u t = plane[j] & carry;
-                plane[j] ^= carry;
-                carry = t;
-            }
-        }
-        const unsigned half = (unsigned)m / 2;
-        v4u gt = {0}, eq = ~(v4u){0};
-        for (int j = nplanes - 1; j >= 0; j--) {
-            const v4u tb = ((half >> j) & 1) ? ~(v4u){0} : (v4u){0};
-            gt |= eq & plane[j] & ~tb;
-            eq &= ~(plane[j] ^ tb);
-        }
-        const v4u res = gt | ((m % 2 == 0) ? (eq & first) : (v4u){0});
-        memcpy(out + off, &res, len);
-    }
-    if (n & 7)
-        out[nbytes - 1] &= (uint8_t)((1u << (n & 7)) - 1);
-}
-
 static void sign_decode(const void *packed, size_t n, float alpha, float *out, int add)
 {
     const __m256 vp = _mm256_set1_ps(alpha), vn = _mm256_set1_ps(-alpha);
@@ -291,16 +217,12 @@ static void sign_decode(const void *packed, size_t n, float alpha, float *out, i
     }
 }
 
+/* What is the same in both SIMD variants: the public-table wrappers and the
+ * bit-sliced majority vote, stamped from one template at this ISA. */
+typedef uint64_t vbits_t __attribute__((vector_size(32)));
+#define VBYTES 32
+#include "kernels_simd.h"
+
 #pragma GCC pop_options
 
-const efps_kernels_t efps_kernels_avx2 = {
-    .name = "avx2",
-    .ef_scales = ef_scales,
-    .ef_commit = ef_commit,
-    .red_scales = red_scales,
-    .red_commit = red_commit,
-    .decode = decode,
-    .sign_pack = sign_pack,
-    .sign_majority = sign_majority,
-    .sign_decode = sign_decode,
-};
+EFPS_KERNELS_TABLE(efps_kernels_avx2, "avx2");

@@ -141,41 +141,6 @@ EFPS_INLINE void commit_walk(const src_t *c, float *err, const float *scales, ui
     }
 }
 
-static void ef_scales(const float *x, float a, const float *err, float b, size_t n, size_t B,
-                      float *scales)
-{
-    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
-    scales_walk(&c, scales);
-}
-
-static void ef_commit(const float *x, float a, float *err, float b, size_t n, size_t B,
-                      const float *scales, uint8_t *signs)
-{
-    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
-    commit_walk(&c, err, scales, signs);
-}
-
-static src_t red_src(const void *const *packed, int m, size_t n, size_t B, const float *err,
-                     float b)
-{
-    return (src_t){.err = err, .b = b, .packed = packed, .m = m, .n = n, .B = B,
-                   .signs_off = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN)};
-}
-
-static void red_scales(const void *const *packed, int m, size_t n, size_t B, const float *err,
-                       float b, float *scales)
-{
-    const src_t c = red_src(packed, m, n, B, err, b);
-    scales_walk(&c, scales);
-}
-
-static void red_commit(const void *const *packed, int m, size_t n, size_t B, float *err, float b,
-                       const float *scales, uint8_t *signs)
-{
-    const src_t c = red_src(packed, m, n, B, err, b);
-    commit_walk(&c, err, scales, signs);
-}
-
 static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)
 {
     const float *scales = efps_packed_scales(packed);
@@ -212,47 +177,6 @@ static int sign_pack(const float *u, size_t n, uint8_t *signs)
     return bad != 0;
 }
 
-/* Majority of m bit streams, 512 bits at a time, with bit-sliced counters:
- * plane[j] holds bit j of every position's count of set bits. */
-typedef uint64_t v8u __attribute__((vector_size(64)));
-
-static void sign_majority(const void *const *packed, int m, size_t n, uint8_t *out)
-{
-    const size_t nbytes = (n + 7) / 8;
-    int nplanes = 1;
-    while ((1 << nplanes) <= m)
-        nplanes++;
-    for (size_t off = 0; off < nbytes; off += 64) {
-        const size_t len = nbytes - off < 64 ? nbytes - off : 64;
-        v8u plane[32] = {{0}}, first = {0};
-        for (int w = 0; w < m; w++) {
-            v8u v = {0}, carry;
-            memcpy(&v, (const uint8_t *)packed[w] + off, len);
-            if (w == 0)
-                first = v;
-            carry = v;
-            for (int j = 0; j < nplanes; j++) {
-                const v8u t = plane[j] & carry;
-                plane[j] ^= carry;
-                carry = t;
-            }
-        }
-        /* count > m/2, and count == m/2 (ties, even m only), compared from the top plane. */
-        const unsigned half = (unsigned)m / 2;
-        v8u gt = {0}, eq = ~(v8u){0};
-        for (int j = nplanes - 1; j >= 0; j--) {
-            const v8u tb = ((half >> j) & 1) ? ~(v8u){0} : (v8u){0};
-            gt |= eq & plane[j] & ~tb;
-            eq &= ~(plane[j] ^ tb);
-        }
-        const v8u tie = (m % 2 == 0) ? (eq & first) : (v8u){0};
-        const v8u res = gt | tie;
-        memcpy(out + off, &res, len);
-    }
-    if (n & 7)
-        out[nbytes - 1] &= (uint8_t)((1u << (n & 7)) - 1);
-}
-
 static void sign_decode(const void *packed, size_t n, float alpha, float *out, int add)
 {
     const __m512 vp = _mm512_set1_ps(alpha), vn = _mm512_set1_ps(-alpha);
@@ -266,16 +190,12 @@ static void sign_decode(const void *packed, size_t n, float alpha, float *out, i
     }
 }
 
+/* What is the same in both SIMD variants: the public-table wrappers and the
+ * bit-sliced majority vote, stamped from one template at this ISA. */
+typedef uint64_t vbits_t __attribute__((vector_size(64)));
+#define VBYTES 64
+#include "kernels_simd.h"
+
 #pragma GCC pop_options
 
-const efps_kernels_t efps_kernels_avx512 = {
-    .name = "avx512",
-    .ef_scales = ef_scales,
-    .ef_commit = ef_commit,
-    .red_scales = red_scales,
-    .red_commit = red_commit,
-    .decode = decode,
-    .sign_pack = sign_pack,
-    .sign_majority = sign_majority,
-    .sign_decode = sign_decode,
-};
+EFPS_KERNELS_TABLE(efps_kernels_avx512, "avx512");

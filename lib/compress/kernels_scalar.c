@@ -127,14 +127,4 @@ static void sign_decode(const void *packed, size_t n, float alpha, float *out, i
     }
 }
 
-const efps_kernels_t efps_kernels_scalar = {
-    .name = "scalar",
-    .ef_scales = ef_scales,
-    .ef_commit = ef_commit,
-    .red_scales = red_scales,
-    .red_commit = red_commit,
-    .decode = decode,
-    .sign_pack = sign_pack,
-    .sign_majority = sign_majority,
-    .sign_decode = sign_decode,
-};
+EFPS_KERNELS_TABLE(efps_kernels_scalar, "scalar");

@@ -1,0 +1,79 @@
+/* Template for the SIMD variants, included once by kernels_avx2.c and once by
+ * kernels_avx512.c inside their target pragma, so each copy is compiled for
+ * that ISA (as libdeflate stamps its SIMD variants). The includer defines
+ * src_t, scales_walk, commit_walk, the bit-vector type vbits_t and VBYTES. */
+
+static void ef_scales(const float *x, float a, const float *err, float b, size_t n, size_t B,
+                      float *scales)
+{
+    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
+    scales_walk(&c, scales);
+}
+
+static void ef_commit(const float *x, float a, float *err, float b, size_t n, size_t B,
+                      const float *scales, uint8_t *signs)
+{
+    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
+    commit_walk(&c, err, scales, signs);
+}
+
+static src_t red_src(const void *const *packed, int m, size_t n, size_t B, const float *err,
+                     float b)
+{
+    return (src_t){.err = err, .b = b, .packed = packed, .m = m, .n = n, .B = B,
+                   .signs_off = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN)};
+}
+
+static void red_scales(const void *const *packed, int m, size_t n, size_t B, const float *err,
+                       float b, float *scales)
+{
+    const src_t c = red_src(packed, m, n, B, err, b);
+    scales_walk(&c, scales);
+}
+
+static void red_commit(const void *const *packed, int m, size_t n, size_t B, float *err, float b,
+                       const float *scales, uint8_t *signs)
+{
+    const src_t c = red_src(packed, m, n, B, err, b);
+    commit_walk(&c, err, scales, signs);
+}
+
+/* Majority of m bit streams, VBYTES bytes at a time, with bit-sliced
+ * counters: plane[j] holds bit j of every position's count of set bits. The
+ * count is compared with m/2 from the top plane down; a tie (even m) takes
+ * worker 0's bit. */
+static void sign_majority(const void *const *packed, int m, size_t n, uint8_t *out)
+{
+    const size_t nbytes = (n + 7) / 8;
+    const vbits_t ones = ~(vbits_t){0};
+    int nplanes = 1;
+    while ((1 << nplanes) <= m)
+        nplanes++;
+    for (size_t off = 0; off < nbytes; off += VBYTES) {
+        const size_t len = nbytes - off < VBYTES ? nbytes - off : VBYTES;
+        vbits_t plane[32] = {{0}}, first = {0};
+        for (int w = 0; w < m; w++) {
+            vbits_t v = {0}, carry;
+            memcpy(&v, (const uint8_t *)packed[w] + off, len);
+            if (w == 0)
+                first = v;
+            carry = v;
+            for (int j = 0; j < nplanes; j++) {
+                const vbits_t t = plane[j] & carry;
+                plane[j] ^= carry;
+                carry = t;
+            }
+        }
+        const unsigned half = (unsigned)m / 2;
+        vbits_t gt = {0}, eq = ones;
+        for (int j = nplanes - 1; j >= 0; j--) {
+            const vbits_t tb = ((half >> j) & 1) ? ones : (vbits_t){0};
+            gt |= eq & plane[j] & ~tb;
+            eq &= ~(plane[j] ^ tb);
+        }
+        const vbits_t res = gt | ((m % 2 == 0) ? (eq & first) : (vbits_t){0});
+        memcpy(out + off, &res, len);
+    }
+    if (n & 7)
+        out[nbytes - 1] &= (uint8_t)((1u << (n & 7)) - 1);
+}
