@@ -57,6 +57,16 @@ static int parse_int(const char *opt, const char *text, long *v_p)
     return 0;
 }
 
+/* "--workers" for 'w': error messages name the option as the user knows it. */
+static const char *option_name(const struct option *opts, int c)
+{
+    static char buf[40];
+    for (; opts->name != NULL; opts++)
+        if (opts->val == c)
+            snprintf(buf, sizeof(buf), "--%s", opts->name);
+    return buf;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -90,7 +100,7 @@ int main(int argc, char **argv)
             cfg.secret = secret;
             break;
         case 'r': case 'w': case 'B': case 'p': case 'T':
-            if (parse_int(argv[optind - 1], optarg, &v) != 0)
+            if (parse_int(option_name(opts, c), optarg, &v) != 0)
                 return 2;
             if (c == 'r') cfg.rank = (int)v;
             if (c == 'w') cfg.num_workers = (int)v;

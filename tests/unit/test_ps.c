@@ -1,0 +1,225 @@
+/* lib/ps pieces that need no network: configuration from EFPS_* and the
+ * launchers' variables, the server list, and the layout (partitioning and
+ * placement), which every worker and server must compute identically. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "lib/ps/ps_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const managed[] = {
+    "EFPS_ROLE", "EFPS_RANK", "EFPS_NUM_WORKERS", "EFPS_SERVERS", "EFPS_BIND", "EFPS_BLOCK",
+    "EFPS_COMPRESSOR", "EFPS_PARTITION_BYTES", "EFPS_TIMEOUT_MS", "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", NULL};
+
+static int clean_env(void **state)
+{
+    (void)state;
+    for (int i = 0; managed[i]; i++)
+        unsetenv(managed[i]);
+    efps_log_set_level(EFPS_LOG_ERROR); /* the bad configs below log on purpose */
+    return 0;
+}
+
+static efps_status_t resolve(efps_ps_config_t *out)
+{
+    efps_ps_config_t cfg;
+    efps_ps_config_init(&cfg);
+    return efps_ps_config_resolve(&cfg, out);
+}
+
+static void test_env_worker(void **state)
+{
+    (void)state;
+    efps_ps_config_t o;
+    setenv("EFPS_SERVERS", "a:1,b:2", 1);
+    setenv("EFPS_RANK", "3", 1);
+    setenv("EFPS_NUM_WORKERS", "4", 1);
+    assert_int_equal(resolve(&o), EFPS_OK);
+    assert_int_equal(o.role, EFPS_ROLE_WORKER);
+    assert_int_equal(o.rank, 3);
+    assert_int_equal(o.num_workers, 4);
+    assert_string_equal(o.compressor, "blocksign");
+    assert_int_equal(o.block, 0);
+    assert_int_equal(o.partition_bytes, 4194304);
+    assert_int_equal(o.timeout_ms, 30000);
+}
+
+static void test_struct_wins(void **state)
+{
+    (void)state;
+    efps_ps_config_t cfg, o;
+    setenv("EFPS_SERVERS", "a:1", 1);
+    setenv("EFPS_RANK", "1", 1);
+    setenv("EFPS_NUM_WORKERS", "4", 1);
+    setenv("EFPS_BLOCK", "256", 1);
+    efps_ps_config_init(&cfg);
+    cfg.rank = 2;
+    cfg.block = 64;
+    cfg.compressor = "none";
+    assert_int_equal(efps_ps_config_resolve(&cfg, &o), EFPS_OK);
+    assert_int_equal(o.rank, 2);
+    assert_int_equal(o.block, 64);
+    assert_string_equal(o.compressor, "none");
+}
+
+static void test_launchers(void **state)
+{
+    (void)state;
+    static const char *const vars[][2] = {{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+                                          {"SLURM_PROCID", "SLURM_NTASKS"},
+                                          {"RANK", "WORLD_SIZE"}};
+    for (int l = 0; l < 3; l++) {
+        efps_ps_config_t o;
+        clean_env(NULL);
+        setenv("EFPS_SERVERS", "h:7000,h:7001", 1);
+        /* No EFPS_ROLE: launcher ranks 0..S-1 serve, the rest train. */
+        setenv(vars[l][0], "1", 1);
+        setenv(vars[l][1], "6", 1);
+        assert_int_equal(resolve(&o), EFPS_OK);
+        assert_int_equal(o.role, EFPS_ROLE_SERVER);
+        assert_int_equal(o.rank, 1);
+        assert_int_equal(o.num_workers, 4);
+        assert_string_equal(o.bind, ":7001");
+        setenv(vars[l][0], "5", 1);
+        assert_int_equal(resolve(&o), EFPS_OK);
+        assert_int_equal(o.role, EFPS_ROLE_WORKER);
+        assert_int_equal(o.rank, 3);
+        /* With EFPS_ROLE=worker every launcher rank is a worker. */
+        setenv("EFPS_ROLE", "worker", 1);
+        assert_int_equal(resolve(&o), EFPS_OK);
+        assert_int_equal(o.rank, 5);
+        assert_int_equal(o.num_workers, 6);
+        unsetenv("EFPS_ROLE");
+    }
+}
+
+static void test_bad_config(void **state)
+{
+    (void)state;
+    efps_ps_config_t o;
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID); /* no servers */
+    setenv("EFPS_SERVERS", "a:1", 1);
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID); /* no rank */
+    setenv("EFPS_RANK", "0", 1);
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID); /* no worker count */
+    setenv("EFPS_NUM_WORKERS", "2", 1);
+    assert_int_equal(resolve(&o), EFPS_OK);
+    setenv("EFPS_RANK", "2", 1);
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID); /* rank out of range */
+    setenv("EFPS_RANK", "x1", 1);
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID);
+    setenv("EFPS_RANK", "0", 1);
+    setenv("EFPS_ROLE", "boss", 1);
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID);
+    setenv("EFPS_ROLE", "server", 1);
+    setenv("EFPS_SERVERS", "nocolon", 1);
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID); /* no port to bind */
+    setenv("EFPS_SERVERS", "a:1", 1);
+    setenv("EFPS_COMPRESSOR", "gzip", 1);
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID);
+    setenv("EFPS_COMPRESSOR", "sign", 1);
+    setenv("EFPS_TIMEOUT_MS", "-5", 1);
+    assert_int_equal(resolve(&o), EFPS_ERR_INVALID);
+}
+
+static void test_server_list(void **state)
+{
+    (void)state;
+    char buf[32];
+    assert_int_equal(ps_count_servers("a:1"), 1);
+    assert_int_equal(ps_count_servers("a:1,b:2,[::1]:3"), 3);
+    ps_server_entry("a:1,b:2,[::1]:3", 2, buf, sizeof(buf));
+    assert_string_equal(buf, "[::1]:3");
+    ps_server_entry("a:1,bbbbbbbbbb:2", 1, buf, 5);
+    assert_string_equal(buf, "bbbb"); /* cut, still terminated */
+}
+
+static void test_layout(void **state)
+{
+    (void)state;
+    const efps_optim_config_t oc = {.compressor = EFPS_COMP_BLOCKSIGN, .block = 100};
+    ps_layout_t l, same, other;
+    /* 40100 bytes per part = 10025 elements, cut to whole blocks: 10000. */
+    ps_layout_init(&l, &oc, 40100, 3);
+    assert_int_equal(ps_layout_add(&l, 7, 25000), EFPS_OK);
+    assert_int_equal(ps_layout_add(&l, 9, 50), EFPS_OK);
+    assert_int_equal(ps_layout_add(&l, 7, 10), EFPS_ERR_INVALID); /* duplicate */
+    assert_int_equal(ps_layout_add(&l, 8, 0), EFPS_ERR_INVALID);  /* empty */
+    assert_int_equal(ps_layout_finish(&l), EFPS_OK);
+    assert_int_equal(l.nparts, 4);
+    const ps_key_t *k7 = ps_layout_find(&l, 7);
+    assert_non_null(k7);
+    assert_int_equal(k7->nparts, 3);
+    size_t covered = 0;
+    for (uint32_t p = k7->first_part; p < k7->first_part + k7->nparts; p++) {
+        assert_int_equal(l.parts[p].off, covered);
+        assert_true(l.parts[p].n % 100 == 0 || p == k7->first_part + k7->nparts - 1);
+        assert_int_equal(l.parts[p].bytes % 64, 0);
+        assert_true(l.parts[p].bytes >= PS_HDR + l.parts[p].payload);
+        covered += l.parts[p].n;
+    }
+    assert_int_equal(covered, 25000);
+    /* Least loaded first, lowest rank on ties: 0, 1, 2, then the smallest. */
+    assert_int_equal(l.parts[0].server, 0);
+    assert_int_equal(l.parts[1].server, 1);
+    assert_int_equal(l.parts[2].server, 2);
+    assert_int_equal(l.parts[3].server, 2); /* part 2 holds 5000 elements only */
+    assert_null(ps_layout_find(&l, 8));
+
+    char why[128];
+    ps_layout_init(&same, &oc, 40100, 3);
+    ps_layout_add(&same, 7, 25000);
+    ps_layout_add(&same, 9, 50);
+    ps_layout_finish(&same);
+    assert_false(ps_layout_differs(&l, &same, why, sizeof(why)));
+    ps_layout_init(&other, &oc, 40100, 3);
+    ps_layout_add(&other, 7, 25000);
+    ps_layout_add(&other, 9, 51);
+    ps_layout_finish(&other);
+    assert_true(ps_layout_differs(&l, &other, why, sizeof(why)));
+    assert_non_null(strstr(why, "key 9 of 50"));
+    ps_layout_free(&l);
+    ps_layout_free(&same);
+    ps_layout_free(&other);
+}
+
+static void test_mac(void **state)
+{
+    (void)state;
+    ps_hello_t a = {.magic = PS_MAGIC, .version = 1, .role = 1, .rank = 2, .num_workers = 4};
+    ps_hello_t b = a;
+    uint8_t m1[PS_MAC], m2[PS_MAC], m3[PS_MAC];
+    ps_nonce(a.nonce);
+    ps_nonce(b.nonce);
+    assert_memory_not_equal(a.nonce, b.nonce, PS_NONCE);
+    ps_mac("secret", "efps worker", &a, &b, m1);
+    ps_mac("secret", "efps worker", &a, &b, m2);
+    assert_true(ps_mac_equal(m1, m2));
+    ps_mac("Secret", "efps worker", &a, &b, m3); /* another secret */
+    assert_false(ps_mac_equal(m1, m3));
+    ps_mac("secret", "efps server", &a, &b, m3); /* another role */
+    assert_false(ps_mac_equal(m1, m3));
+    b.rank = 3; /* a changed hello */
+    ps_mac("secret", "efps worker", &a, &b, m3);
+    assert_false(ps_mac_equal(m1, m3));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_env_worker, clean_env),
+        cmocka_unit_test_setup(test_struct_wins, clean_env),
+        cmocka_unit_test_setup(test_launchers, clean_env),
+        cmocka_unit_test_setup(test_bad_config, clean_env),
+        cmocka_unit_test(test_server_list),
+        cmocka_unit_test(test_layout),
+        cmocka_unit_test(test_mac),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
