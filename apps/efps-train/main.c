@@ -44,8 +44,10 @@ int main(int argc, char **argv)
     /* OpenBLAS read its variables when it was loaded: start again with them */
     if (changed) {
         execv("/proc/self/exe", argv);
-        fprintf(stderr, "efps-train: cannot exec /proc/self/exe (%s); going on with OpenBLAS' "
-                        "own settings\n", strerror(errno));
+        fprintf(stderr,
+                "efps-train: cannot exec /proc/self/exe (%s); going on with OpenBLAS' "
+                "own settings\n",
+                strerror(errno));
     }
     return train_worker(&o);
 }

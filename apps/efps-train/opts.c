@@ -98,15 +98,42 @@ static int set_int_opt(int c, const char *opt, const char *text, train_opts_t *o
     long v;
     int rc = 0;
     switch (c) {
-    case 'B': rc = parse_long(opt, text, 0, INT_MAX, &v); o->block = v; break;
-    case 'e': rc = parse_long(opt, text, 1, 100000, &v); o->epochs = (int)v; break;
-    case 'b': rc = parse_long(opt, text, 1, 65536, &v); o->batch = (int)v; break;
-    case 'W': rc = parse_long(opt, text, 0, 100000, &v); o->warmup_epochs = (int)v; break;
-    case 'w': rc = parse_long(opt, text, 1, 256, &v); o->workers = (int)v; break;
-    case 'S': rc = parse_long(opt, text, 1, 64, &v); o->servers = (int)v; break;
-    case 't': rc = parse_long(opt, text, 1, LONG_MAX, &v); o->train_subset = (size_t)v; break;
-    case 'T': rc = parse_long(opt, text, 1, LONG_MAX, &v); o->test_subset = (size_t)v; break;
-    case 's': rc = parse_long(opt, text, 0, LONG_MAX, &v); o->seed = (uint64_t)v; break;
+    case 'B':
+        rc = parse_long(opt, text, 0, INT_MAX, &v);
+        o->block = v;
+        break;
+    case 'e':
+        rc = parse_long(opt, text, 1, 100000, &v);
+        o->epochs = (int)v;
+        break;
+    case 'b':
+        rc = parse_long(opt, text, 1, 65536, &v);
+        o->batch = (int)v;
+        break;
+    case 'W':
+        rc = parse_long(opt, text, 0, 100000, &v);
+        o->warmup_epochs = (int)v;
+        break;
+    case 'w':
+        rc = parse_long(opt, text, 1, 256, &v);
+        o->workers = (int)v;
+        break;
+    case 'S':
+        rc = parse_long(opt, text, 1, 64, &v);
+        o->servers = (int)v;
+        break;
+    case 't':
+        rc = parse_long(opt, text, 1, LONG_MAX, &v);
+        o->train_subset = (size_t)v;
+        break;
+    case 'T':
+        rc = parse_long(opt, text, 1, LONG_MAX, &v);
+        o->test_subset = (size_t)v;
+        break;
+    case 's':
+        rc = parse_long(opt, text, 0, LONG_MAX, &v);
+        o->seed = (uint64_t)v;
+        break;
     }
     return rc;
 }
@@ -118,15 +145,30 @@ static int set_opt(int c, const char *opt, const char *text, train_opts_t *o)
     static const char *const schedules[] = {"constant", "step", "cosine", NULL};
     int k;
     switch (c) {
-    case 'm': o->model = text; return 0;
-    case 'd': o->data = text; return 0;
-    case 'o': o->csv = text; return 0;
-    case 'P': o->dump_params = text; return 0;
-    case 'N': o->nesterov = true; return 0;
-    case 'X': o->as_worker = true; return 0;
-    case 'l': return parse_double(opt, text, 1e-9, 1e3, &o->lr);
-    case 'u': return parse_double(opt, text, 0.0, 0.999999, &o->momentum);
-    case 'y': return parse_double(opt, text, 0.0, 1.0, &o->wd);
+    case 'm':
+        o->model = text;
+        return 0;
+    case 'd':
+        o->data = text;
+        return 0;
+    case 'o':
+        o->csv = text;
+        return 0;
+    case 'P':
+        o->dump_params = text;
+        return 0;
+    case 'N':
+        o->nesterov = true;
+        return 0;
+    case 'X':
+        o->as_worker = true;
+        return 0;
+    case 'l':
+        return parse_double(opt, text, 1e-9, 1e3, &o->lr);
+    case 'u':
+        return parse_double(opt, text, 0.0, 0.999999, &o->momentum);
+    case 'y':
+        return parse_double(opt, text, 0.0, 1.0, &o->wd);
     case 'c':
         if (parse_word(opt, text, compressors, &k) != 0)
             return 2;
@@ -142,26 +184,49 @@ static int set_opt(int c, const char *opt, const char *text, train_opts_t *o)
             return 2;
         o->schedule = (sched_kind_t)k;
         return 0;
-    default: return set_int_opt(c, opt, text, o);
+    default:
+        return set_int_opt(c, opt, text, o);
     }
 }
 
 int train_parse(int argc, char **argv, train_opts_t *o)
 {
     static const struct option lo[] = {
-        {"model", 1, 0, 'm'},        {"data", 1, 0, 'd'},          {"compressor", 1, 0, 'c'},
-        {"block", 1, 0, 'B'},        {"epochs", 1, 0, 'e'},        {"batch", 1, 0, 'b'},
-        {"lr", 1, 0, 'l'},           {"momentum", 1, 0, 'u'},      {"nesterov", 0, 0, 'N'},
-        {"wd", 1, 0, 'y'},           {"schedule", 1, 0, 'H'},      {"warmup-epochs", 1, 0, 'W'},
-        {"seed", 1, 0, 's'},         {"workers", 1, 0, 'w'},       {"servers", 1, 0, 'S'},
-        {"train-subset", 1, 0, 't'}, {"test-subset", 1, 0, 'T'},   {"csv", 1, 0, 'o'},
-        {"transport", 1, 0, 'r'},    {"dump-params", 1, 0, 'P'},   {"help", 0, 0, 'h'},
+        {"model", 1, 0, 'm'},
+        {"data", 1, 0, 'd'},
+        {"compressor", 1, 0, 'c'},
+        {"block", 1, 0, 'B'},
+        {"epochs", 1, 0, 'e'},
+        {"batch", 1, 0, 'b'},
+        {"lr", 1, 0, 'l'},
+        {"momentum", 1, 0, 'u'},
+        {"nesterov", 0, 0, 'N'},
+        {"wd", 1, 0, 'y'},
+        {"schedule", 1, 0, 'H'},
+        {"warmup-epochs", 1, 0, 'W'},
+        {"seed", 1, 0, 's'},
+        {"workers", 1, 0, 'w'},
+        {"servers", 1, 0, 'S'},
+        {"train-subset", 1, 0, 't'},
+        {"test-subset", 1, 0, 'T'},
+        {"csv", 1, 0, 'o'},
+        {"transport", 1, 0, 'r'},
+        {"dump-params", 1, 0, 'P'},
+        {"help", 0, 0, 'h'},
         {"as-worker", 0, 0, 'X'}, /* internal: a worker started by the local launch */
         {0, 0, 0, 0}};
-    *o = (train_opts_t){.model = "resnet20", .data = NN_FASHION_MNIST_DIR,
-                        .compressor = "blocksign", .block = 0, .epochs = 1, .batch = 64,
-                        .lr = 0.1, .momentum = 0.9, .wd = 1e-4, .schedule = SCHED_COSINE,
-                        .seed = 1, .servers = 1};
+    *o = (train_opts_t){.model = "resnet20",
+                        .data = NN_FASHION_MNIST_DIR,
+                        .compressor = "blocksign",
+                        .block = 0,
+                        .epochs = 1,
+                        .batch = 64,
+                        .lr = 0.1,
+                        .momentum = 0.9,
+                        .wd = 1e-4,
+                        .schedule = SCHED_COSINE,
+                        .seed = 1,
+                        .servers = 1};
     opterr = 0;
     int c, li = -1;
     while ((c = getopt_long(argc, argv, ":h", lo, &li)) != -1) {
@@ -191,8 +256,10 @@ int train_parse(int argc, char **argv, train_opts_t *o)
     if (nn_model_config_named(o->model, &mc) != EFPS_OK)
         return bad("--model", o->model, "mlp, resnet8, resnet20 or resnet<6n+2>");
     if (o->schedule == SCHED_COSINE && o->warmup_epochs >= o->epochs) {
-        fprintf(stderr, "efps-train: --warmup-epochs %d must be fewer than --epochs %d with the "
-                        "cosine schedule\n", o->warmup_epochs, o->epochs);
+        fprintf(stderr,
+                "efps-train: --warmup-epochs %d must be fewer than --epochs %d with the "
+                "cosine schedule\n",
+                o->warmup_epochs, o->epochs);
         return 2;
     }
     return 0;

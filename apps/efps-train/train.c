@@ -70,8 +70,8 @@ static int load_data(worker_t *w)
         return -1;
     if (w->rank == 0 && nn_dataset_load_dir(o->data, false, &w->test) != EFPS_OK)
         return -1;
-    w->ntrain = o->train_subset && o->train_subset < w->train.count ? o->train_subset
-                                                                    : w->train.count;
+    w->ntrain =
+        o->train_subset && o->train_subset < w->train.count ? o->train_subset : w->train.count;
     w->ntest = o->test_subset && o->test_subset < w->test.count ? o->test_subset : w->test.count;
     if (nn_sampler_init(&w->sampler, w->ntrain, w->rank, w->workers, (size_t)o->batch, o->seed) !=
         EFPS_OK) {
@@ -101,7 +101,9 @@ static int build_schedule(worker_t *w)
     const train_opts_t *o = w->o;
     const uint64_t spe = w->sampler.batches_per_epoch;
     efps_lr_schedule_t *s = &w->sched;
-    *s = (efps_lr_schedule_t){.base_lr = (float)o->lr, .steps_per_epoch = spe, .gamma = 0.1f,
+    *s = (efps_lr_schedule_t){.base_lr = (float)o->lr,
+                              .steps_per_epoch = spe,
+                              .gamma = 0.1f,
                               .warmup_steps = (uint64_t)o->warmup_epochs * spe,
                               .total_steps = (uint64_t)o->epochs * spe};
     s->kind = o->schedule == SCHED_STEP     ? EFPS_LR_STEP

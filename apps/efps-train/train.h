@@ -58,13 +58,13 @@ typedef struct {
 
 /* What the run has done so far; bytes are all workers' pushes and pulls. */
 typedef struct {
-    int epoch, epochs;            /* epoch counts from 1 */
+    int epoch, epochs;              /* epoch counts from 1 */
     uint64_t step, steps_per_epoch; /* step within the epoch, counts from 1 */
-    uint64_t steps_done;          /* over the whole run */
+    uint64_t steps_done;            /* over the whole run */
     float lr;
-    double loss;                  /* this worker's mean training loss so far this epoch */
-    double train_acc;             /* percent */
-    double test_loss, test_acc;   /* percent; test_acc < 0: not evaluated */
+    double loss;                /* this worker's mean training loss so far this epoch */
+    double train_acc;           /* percent */
+    double test_loss, test_acc; /* percent; test_acc < 0: not evaluated */
     uint64_t wire_bytes, fp32_bytes;
 } report_row_t;
 

@@ -196,10 +196,22 @@ static int sign_pack(const float *u, size_t n, uint8_t *signs)
 {
     const __m256i expo = _mm256_set1_epi32(0x7f800000);
     unsigned bad = 0;
-    for (size_t i = 0; i < n; i += W) {
+    size_t i = 0;
+    /* 256 elements = 32 sign bytes: whole vectors in, one aligned store out. */
+    for (; i + 256 <= n; i += 256) {
+        uint8_t group[32] __attribute__((aligned(32)));
+        for (int g = 0; g < 32; g++) {
+            const __m256i v = _mm256_loadu_si256((const __m256i *)(u + i + (size_t)g * W));
+            const __m256i inf = _mm256_cmpeq_epi32(_mm256_and_si256(v, expo), expo);
+            bad |= (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(inf));
+            group[g] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(v));
+        }
+        _mm256_store_si256((__m256i *)(signs + i / 8), _mm256_load_si256((const __m256i *)group));
+    }
+    for (; i < n; i += W) {
         const size_t len = n - i < W ? n - i : W;
         const unsigned k = (1u << len) - 1;
-        const __m256i v = _mm256_castps_si256(_mm256_maskload_ps(u + i, lanes(len)));
+        const __m256i v = _mm256_castps_si256(load_lanes(u + i, len));
         const __m256i inf = _mm256_cmpeq_epi32(_mm256_and_si256(v, expo), expo);
         bad |= (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(inf)) & k;
         signs[i >> 3] = (uint8_t)((unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(v)) & k);

@@ -167,7 +167,18 @@ static int sign_pack(const float *u, size_t n, uint8_t *signs)
 {
     const __m512i expo = _mm512_set1_epi32(0x7f800000);
     __mmask16 bad = 0;
-    for (size_t i = 0; i < n; i += W) {
+    size_t i = 0;
+    /* 512 elements = 64 sign bytes: whole vectors in, one aligned store out. */
+    for (; i + 512 <= n; i += 512) {
+        uint16_t group[32] __attribute__((aligned(64)));
+        for (int g = 0; g < 32; g++) {
+            const __m512i v = _mm512_loadu_si512(u + i + (size_t)g * W);
+            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(v, expo), expo);
+            group[g] = _mm512_movepi32_mask(v);
+        }
+        _mm512_store_si512((void *)(signs + i / 8), _mm512_load_si512(group));
+    }
+    for (; i < n; i += W) {
         const size_t len = n - i < W ? n - i : W;
         const __mmask16 k = lanes(len);
         const __m512i v = _mm512_maskz_loadu_epi32(k, u + i);
