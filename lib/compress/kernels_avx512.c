@@ -43,10 +43,16 @@ EFPS_INLINE unsigned load_bits(const uint8_t *s, size_t i, size_t len)
 }
 
 /* Worker p = fl(a*x) + fl(b*err) for the lanes in k. */
+/* Loads the lanes in k; a full vector (the hot path) without a mask. */
+EFPS_INLINE __m512 load_lanes(const float *p, __mmask16 k)
+{
+    return k == 0xffff ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(k, p);
+}
+
 EFPS_INLINE __m512 p_ef(const src_t *c, size_t i, __mmask16 k)
 {
-    const __m512 x = _mm512_maskz_loadu_ps(k, c->x + i);
-    const __m512 e = _mm512_maskz_loadu_ps(k, c->err + i);
+    const __m512 x = load_lanes(c->x + i, k);
+    const __m512 e = load_lanes(c->err + i, k);
     return _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(c->a), x),
                          _mm512_mul_ps(_mm512_set1_ps(c->b), e));
 }
@@ -63,7 +69,7 @@ EFPS_INLINE __m512 p_red(const src_t *c, size_t i, __mmask16 k, size_t len, size
         sum = w == 0 ? d : _mm512_add_ps(sum, d);
     }
     const __m512 mean = _mm512_div_ps(sum, _mm512_set1_ps((float)c->m));
-    const __m512 e = _mm512_maskz_loadu_ps(k, c->err + i);
+    const __m512 e = load_lanes(c->err + i, k);
     return _mm512_add_ps(mean, _mm512_mul_ps(_mm512_set1_ps(c->b), e));
 }
 
@@ -101,7 +107,11 @@ EFPS_INLINE unsigned commit_unit(const src_t *c, float *err, size_t i, size_t le
     const __m512 p = p_at(c, i, len, blk);
     const __mmask16 k = lanes(len);
     const __mmask16 neg = _mm512_movepi32_mask(_mm512_castps_si512(p)) & k;
-    _mm512_mask_storeu_ps(err + i, k, _mm512_sub_ps(p, _mm512_mask_blend_ps(neg, vs, vns)));
+    const __m512 e = _mm512_sub_ps(p, _mm512_mask_blend_ps(neg, vs, vns));
+    if (len == W)
+        _mm512_storeu_ps(err + i, e);
+    else
+        _mm512_mask_storeu_ps(err + i, k, e);
     return neg;
 }
 
@@ -141,6 +151,21 @@ EFPS_INLINE void commit_walk(const src_t *c, float *err, const float *scales, ui
     }
 }
 
+/* out = v, or out += v, in the first len lanes; whole vectors unmasked. */
+EFPS_INLINE void emit(float *out, size_t len, __m512 v, int add)
+{
+    if (len == W) {
+        if (add)
+            v = _mm512_add_ps(_mm512_loadu_ps(out), v);
+        _mm512_storeu_ps(out, v);
+        return;
+    }
+    const __mmask16 k = lanes(len);
+    if (add)
+        v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, out), v);
+    _mm512_mask_storeu_ps(out, k, v);
+}
+
 static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)
 {
     const float *scales = efps_packed_scales(packed);
@@ -153,11 +178,8 @@ static void decode(const void *packed, size_t n, size_t B, float alpha, float *o
             size_t len = (i & 7) ? 8 - (i & 7) : W;
             if (len > hi - i)
                 len = hi - i;
-            const __mmask16 k = lanes(len);
             __m512 v = _mm512_mask_blend_ps((__mmask16)load_bits(signs, i, len), vp, vn);
-            if (add)
-                v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, out + i), v);
-            _mm512_mask_storeu_ps(out + i, k, v);
+            emit(out + i, len, v, add);
             i += len;
         }
     }
@@ -193,11 +215,7 @@ static void sign_decode(const void *packed, size_t n, float alpha, float *out, i
     const __m512 vp = _mm512_set1_ps(alpha), vn = _mm512_set1_ps(-alpha);
     for (size_t i = 0; i < n; i += W) {
         const size_t len = n - i < W ? n - i : W;
-        const __mmask16 k = lanes(len);
-        __m512 v = _mm512_mask_blend_ps((__mmask16)load_bits(packed, i, len), vp, vn);
-        if (add)
-            v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, out + i), v);
-        _mm512_mask_storeu_ps(out + i, k, v);
+        emit(out + i, len, _mm512_mask_blend_ps((__mmask16)load_bits(packed, i, len), vp, vn), add);
     }
 }
 
