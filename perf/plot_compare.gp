@@ -19,5 +19,6 @@ set ylabel 'test accuracy (%)'
 plot for [c in 'none sign blocksign'] dir.'/'.c.'.csv' using 1:7 with linespoints title c
 set xlabel 'bytes on the wire, all workers, push + pull (MB, log scale)'
 set logscale x
+set xtics autofreq
 plot for [c in 'none sign blocksign'] dir.'/'.c.'.csv' using ($10/1e6):7 with linespoints title c
 unset multiplot
