@@ -6,8 +6,10 @@
 #include <string.h>
 #include <strings.h>
 
-/* Preferred first: "auto" takes the first whose probe succeeds. */
+/* Preferred first: "auto" takes the first whose probe succeeds (verbs needs
+ * an RDMA device with an active port). */
 static const struct efps_transport_ops *const transports[] = {
+    &efps_verbs_ops,
     &efps_tcp_ops,
 };
 #define N_TRANSPORTS (sizeof(transports) / sizeof(transports[0]))

@@ -84,6 +84,7 @@ struct efps_transport_ops {
 };
 
 extern const struct efps_transport_ops efps_tcp_ops;
+extern const struct efps_transport_ops efps_verbs_ops;
 
 /* ---- helpers shared by the transports (transport/addr.c, transport/cq.c) -- */
 

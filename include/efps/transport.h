@@ -16,7 +16,7 @@
  *                         flushed work requests, disconnect events)
  *
  * Connection setup and the handshake. The connector's private blob (at most
- * EFPS_TP_PRIV_MAX bytes, the limit of an rdma_cm RC connect request) reaches
+ * EFPS_TP_PRIV_MAX bytes, what an rdma_cm RC connect request leaves) reaches
  * the acceptor before the connection exists; the acceptor can answer with a
  * blob of its own or refuse. Anything longer or multi-round (version, layout,
  * HMAC challenge-response, exchange of region keys) goes over small control
@@ -71,8 +71,10 @@ typedef struct efps_tp_ep efps_tp_ep_t;             /* a connected endpoint (a Q
 typedef struct efps_tp_listener efps_tp_listener_t; /* a listening address */
 typedef struct efps_tp_conn_req efps_tp_conn_req_t; /* a connection waiting for accept */
 
-/* Connect-time private data: the rdma_cm limit for an RC connect request. */
-#define EFPS_TP_PRIV_MAX 56
+/* Connect-time private data: the 56 bytes of an rdma_cm RC connect request
+ * minus the verbs transport's 4-byte header (IB CM pads the data to 56, so
+ * its length has to travel inside). */
+#define EFPS_TP_PRIV_MAX 52
 /* Largest control message, and how many may be in flight per direction. */
 #define EFPS_TP_MSG_MAX   4096
 #define EFPS_TP_MSG_DEPTH 8

@@ -1,0 +1,336 @@
+/* The verbs transport's insides, shared by its files:
+ *   verbs_err.c   verbs' error conventions converted in one place
+ *   verbs_dev.c   probe, device / port / GID choice, hwloc placement
+ *   verbs_ctx.c   context, progress thread, timers, poll
+ *   verbs_mr.c    ibv_reg_mr / dereg
+ *   verbs_rx.c    the shared receive queue and its buffers, arrivals, msg_recv
+ *   verbs_tx.c    credits, the pending queue, posting, send completions
+ *   verbs_conn.c  rdma_cm: listen / accept / connect, failure, teardown
+ *
+ * Resources. Per context: one protection domain, one completion queue (with
+ * its completion channel) for every send and receive, one shared receive
+ * queue (SRQ) of VERBS_RX_BUF-byte buffers, one rdma_cm event channel. Per
+ * endpoint: an RC queue pair on that CQ and SRQ.
+ *
+ * Credits, so that nothing overflows and nobody waits on receive-not-ready:
+ * - writes: a peer may have at most `window` (the receiver's rq_depth) writes
+ *   whose RECV the receiving application has not polled; the receiver
+ *   returns credit in CREDIT messages as its application polls them.
+ * - messages: at most EFPS_TP_MSG_DEPTH messages not yet taken with
+ *   msg_recv; returned the same way when they are taken.
+ * - receive buffers: every endpoint adds its worst case (window, message
+ *   chunks, control messages) to the SRQ, so the SRQ never runs dry while
+ *   credits hold (RNR retry stays on as a safety net, never a mechanism).
+ * - send queue: the application's sq_depth writes, EFPS_TP_MSG_DEPTH
+ *   messages and at most one of each control message; every send is
+ *   signalled, so the ring of posted sends is freed in order as they complete.
+ * - the completion queue is sized for every endpoint's sends and receive
+ *   buffers together (resized as endpoints come and go).
+ * Operations that lack a credit wait, in order, in the endpoint's pending
+ * queue; nothing behind them overtakes them.
+ *
+ * Threads. One progress thread per context polls the CQ (busy for a moment,
+ * then sleeping on the completion channel), handles rdma_cm events of
+ * established connections and listeners, runs timers (heartbeats, silent
+ * peers) and is the only one that destroys queue pairs and cm ids after a
+ * connection exists. Application threads post under ctx->lock; the thread
+ * polls the CQ under cq_lock only, then takes ctx->lock to process. */
+#ifndef EFPS_VERBS_H
+#define EFPS_VERBS_H
+
+#include "transport/transport_int.h"
+#include "transport/verbs/verbs_wire.h"
+
+#include <infiniband/verbs.h>
+#include <pthread.h>
+#include <rdma/rdma_cma.h>
+
+typedef struct verbs_ctx verbs_ctx_t;
+
+/* Receive buffers per endpoint beyond writes and message chunks: HELLO, BYE,
+ * one CREDIT, and one spare. Send slots for control messages: the same. */
+#define VERBS_CTRL_DEPTH 4
+
+typedef struct verbs_mr {
+    efps_tp_mr_t base;
+    struct ibv_mr *mr;
+    unsigned tx_refs;             /* writes from it, queued or posted and not completed */
+    struct verbs_mr *next, *prev; /* ctx->mrs: close() frees what is left */
+} verbs_mr_t;
+
+/* What one posted send was, so its completion can be reported. */
+typedef enum {
+    VTX_WRITE_PART, /* a piece of a long write: no completion of its own */
+    VTX_WRITE,      /* a write's last (or only) work request */
+    VTX_MSG,        /* a message chunk */
+    VTX_CREDIT,
+    VTX_HELLO,
+    VTX_BYE,
+} verbs_tx_kind_t;
+
+typedef struct {
+    uint8_t kind;     /* verbs_tx_kind_t */
+    bool last;        /* VTX_MSG: the message's last chunk */
+    uint32_t len;     /* VTX_WRITE: the whole write's length */
+    uint64_t context; /* VTX_WRITE: the application's */
+    verbs_mr_t *mr;   /* VTX_WRITE*: the source region */
+} verbs_posted_t;
+
+/* A write or message waiting for credit or send-queue room, in order. */
+typedef struct {
+    uint8_t kind; /* VTX_WRITE or VTX_MSG */
+    uint32_t len;
+    uint32_t done; /* bytes already posted (a long write goes in pieces) */
+    verbs_mr_t *mr;
+    size_t local_offset;
+    uint64_t remote_addr;
+    uint32_t rkey;
+    uint32_t imm;
+    uint64_t context;
+    uint32_t slot; /* VTX_MSG: index of its copy in the endpoint's tx buffer */
+} verbs_op_t;
+
+typedef enum {
+    VEP_CONNECTING, /* connect() is running in the application's thread */
+    VEP_QUEUED,     /* a request on its listener's queue (internal) */
+    VEP_REQUEST,    /* handed to the application as a request */
+    VEP_CONNECTED,  /* an endpoint (sends wait for `established`) */
+    VEP_DOWN,       /* failed or closed; the application still owns it */
+} verbs_ep_state_t;
+
+typedef enum {
+    VCLOSE_NONE,
+    VCLOSE_BYE,   /* waiting for our BYE to complete */
+    VCLOSE_FLUSH, /* disconnected, waiting for posted sends to flush */
+} verbs_close_t;
+
+struct verbs_listener;
+
+typedef struct verbs_ep {
+    efps_tp_ep_t base;
+    efps_tp_conn_req_t req; /* the request view, while one */
+    verbs_ctx_t *ctx;
+    struct rdma_cm_id *id;
+    struct ibv_qp *qp;
+    uint32_t qp_num;
+    verbs_ep_state_t state;
+    efps_status_t down_status; /* what later calls return */
+    efps_status_t disc_status; /* what the DISCONNECT completion says */
+    char addr[EFPS_TP_ADDR_MAX];
+    struct verbs_ep *next, *prev;    /* ctx->eps */
+    struct verbs_ep *hnext;          /* ctx->qp_hash chain */
+    struct verbs_ep *queue_next;     /* listener queue */
+    struct verbs_listener *listener; /* VEP_QUEUED only */
+    bool passive, established, hashed, reserved;
+    bool peer_known; /* we know the peer's window (accept reply / HELLO) */
+    bool want_destroy, destroy_done, rejecting, disconnected, disc_pending;
+    bool internal; /* freed by the progress thread: the application never saw it */
+    verbs_close_t closing;
+    uint64_t deadline_ms; /* queued request / establishment / closing step */
+    uint32_t hb_ms, peer_timeout_ms;
+    uint64_t last_rx_ms, last_tx_ms;
+
+    /* send side */
+    uint32_t sq_used;                /* writes whose WRITE completion is not polled */
+    uint32_t wr_credits;             /* writes the peer takes now */
+    uint32_t msg_credits;            /* messages the peer takes now */
+    uint32_t peer_window;            /* the peer's rq_depth */
+    uint32_t owed_writes, owed_msgs; /* credit to return */
+    bool credit_inflight, bye_done;
+    verbs_op_t *pend;
+    uint32_t pend_cap, pend_head, pend_count;
+    verbs_posted_t *posted; /* ring, indexed by work request id % sq_cap */
+    uint32_t sq_cap;        /* max_send_wr */
+    uint64_t post_seq, done_seq;
+    uint32_t msg_tx_inflight, msg_tx_seq;
+    uint8_t *txbuf; /* EFPS_TP_MSG_DEPTH message slots, then the HELLO */
+    struct ibv_mr *txbuf_mr;
+    uint8_t local_priv[VERBS_CM_REP_PRIV];
+
+    /* receive side */
+    uint32_t rx_window; /* receive buffers this endpoint added to the SRQ */
+    uint32_t rq_used;   /* RECV completions not polled */
+    uint8_t *msg_rx_buf;
+    uint32_t msg_rx_len[EFPS_TP_MSG_DEPTH];
+    uint32_t msg_rx_head, msg_rx_count, msg_rx_got, msg_rx_total;
+} verbs_ep_t;
+
+typedef struct verbs_listener {
+    efps_tp_listener_t base;
+    struct rdma_cm_id *id;
+    verbs_ep_t *queue_head, *queue_tail; /* VEP_QUEUED requests */
+    bool destroying, closed;
+    struct verbs_listener *next;
+} verbs_listener_t;
+
+/* Receive buffers live in registered slabs; buffer i is slab i / VERBS_SLAB. */
+#define VERBS_SLAB 256u
+typedef struct {
+    uint8_t *mem;
+    struct ibv_mr *mr;
+} verbs_slab_t;
+
+#define VERBS_QP_HASH 256u
+/* Receive work requests carry this bit in wr_id (a failed completion does
+ * not say its opcode); sends carry the endpoint's sequence number. */
+#define VERBS_WR_RECV (1ull << 63)
+
+struct verbs_ctx {
+    efps_tp_ctx_t base;
+    pthread_mutex_t lock;
+    pthread_cond_t cq_cond; /* a completion arrived */
+    pthread_cond_t ev_cond; /* anything else: messages, requests, teardown */
+    unsigned cq_waiters;
+    efps_tp_cq_t cq;
+
+    /* the device */
+    struct ibv_context *verbs; /* rdma_cm's context of the device */
+    char dev_name[IBV_SYSFS_NAME_MAX];
+    uint8_t port;
+    int gid_index;    /* EFPS_IB_GID, -1: whatever rdma_cm picks for the address */
+    uint32_t max_msg; /* the port's max_msg_sz */
+    struct ibv_device_attr dev_attr;
+    struct ibv_pd *pd;
+    struct ibv_comp_channel *channel;
+    struct ibv_cq *hw_cq;
+    pthread_mutex_t cq_lock; /* ibv_poll_cq / ibv_resize_cq / notify */
+    int cq_cap, cq_need;
+    unsigned cq_events; /* completion events not yet acked */
+    struct ibv_srq *srq;
+    uint32_t srq_cap, rx_target, rx_posted;
+    verbs_slab_t *slabs;
+    uint32_t n_slabs;
+    uint32_t *rx_free; /* stack of free buffer indices */
+    uint32_t n_free;
+    struct rdma_event_channel *cm;
+
+    /* the thread */
+    int epfd, evfd;
+    pthread_t thread;
+    bool stop, kicked, listeners_dirty, teardown_dirty;
+    void *cpuset; /* hwloc_cpuset_t to pin the thread to, NULL: none */
+    void *topology;
+    uint32_t tick_ms;
+
+    verbs_ep_t *eps;
+    verbs_ep_t *qp_hash[VERBS_QP_HASH];
+    verbs_listener_t *listeners;
+    verbs_mr_t *mrs;
+};
+
+#define VERBS_CTX(c)    ((verbs_ctx_t *)(c))
+#define VERBS_EP(e)     ((verbs_ep_t *)(e))
+#define VERBS_REQ_EP(r) ((verbs_ep_t *)((char *)(r)-offsetof(verbs_ep_t, req)))
+
+/* ---- verbs_err.c: one place for verbs' error conventions ------------------ */
+/* errno of a call that returned ret: positive errno (ibv_post_*, ibv_modify_*,
+ * ibv_dereg_mr...), -1 with errno (rdma_*), or a negative errno. */
+int efps_verbs_errno(int ret);
+/* errno of a call that returned NULL (0 read as ENOMEM: nothing said why). */
+int efps_verbs_ptr_errno(void);
+efps_status_t efps_verbs_errno_status(int err);
+/* The status a failed work completion stands for. */
+efps_status_t efps_verbs_wc_status(enum ibv_wc_status status);
+/* "connection refused (nothing listens there)" etc. for a REJECTED event. */
+const char *efps_verbs_reject_reason(int status);
+
+/* ---- verbs_dev.c ------------------------------------------------------------ */
+efps_status_t efps_verbs_probe(const efps_tp_attr_t *attr);
+/* Picks the device (attr->device or the first with an active port), its port
+ * and GID setting, and the progress thread's cpuset. */
+efps_status_t efps_verbs_pick_device(verbs_ctx_t *ctx, const efps_tp_attr_t *attr);
+/* Checks that id (bound or resolved) is on our device and GID; logs what
+ * rdma_cm chose. what names the connection for messages. */
+efps_status_t efps_verbs_check_id(verbs_ctx_t *ctx, struct rdma_cm_id *id, const char *what);
+/* Progress thread: pins itself where ctx->cpuset says. */
+void efps_verbs_pin_thread(verbs_ctx_t *ctx);
+void efps_verbs_free_placement(verbs_ctx_t *ctx);
+
+/* ---- verbs_ctx.c (lock held unless said) ----------------------------------- */
+void efps_verbs_kick(verbs_ctx_t *ctx);
+void efps_verbs_push_cqe(verbs_ctx_t *ctx, const efps_tp_cqe_t *cqe);
+uint64_t efps_verbs_deadline(int timeout_ms);
+bool efps_verbs_wait(verbs_ctx_t *ctx, pthread_cond_t *cond, uint64_t deadline_ms);
+/* Heartbeat period: a quarter of the shorter of both sides' timeouts. */
+void efps_verbs_set_heartbeat(verbs_ep_t *ep);
+/* The CQ can take `more` more entries (negative: fewer are needed). */
+efps_status_t efps_verbs_cq_reserve(verbs_ctx_t *ctx, int more);
+/* The ep whose queue pair has this number, or NULL. */
+verbs_ep_t *efps_verbs_ep_by_qp(verbs_ctx_t *ctx, uint32_t qp_num);
+void efps_verbs_hash_add(verbs_ctx_t *ctx, verbs_ep_t *ep);
+void efps_verbs_hash_del(verbs_ctx_t *ctx, verbs_ep_t *ep);
+/* Progress thread: polls the CQ once and handles what it found (takes the
+ * locks itself). Returns how many completions. */
+int efps_verbs_progress_cq(verbs_ctx_t *ctx);
+
+/* ---- verbs_mr.c ------------------------------------------------------------- */
+efps_status_t efps_verbs_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
+                                 efps_tp_mr_t **mr_p);
+efps_status_t efps_verbs_mem_dereg(efps_tp_mr_t *mr);
+
+/* ---- verbs_rx.c ------------------------------------------------------------- */
+/* Adds (or with a negative n removes) an endpoint's share of SRQ buffers. */
+efps_status_t efps_verbs_rx_reserve(verbs_ctx_t *ctx, int n);
+/* Posts receive buffers up to the target. */
+void efps_verbs_rx_refill(verbs_ctx_t *ctx);
+/* A receive completion (lock held); its buffer goes back to the pool. */
+void efps_verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc);
+efps_status_t efps_verbs_msg_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
+                                  int timeout_ms);
+void efps_verbs_rx_free(verbs_ctx_t *ctx);
+
+/* ---- verbs_tx.c (lock held) ------------------------------------------------- */
+efps_status_t efps_verbs_write_imm(efps_tp_ep_t *ep, efps_tp_mr_t *local, size_t local_offset,
+                                   size_t length, const efps_tp_rkey_t *remote,
+                                   uint64_t remote_offset, uint32_t imm, uint64_t user_context);
+efps_status_t efps_verbs_msg_send(efps_tp_ep_t *ep, const void *buf, size_t len);
+/* Posts what the pending queue's head has credit and room for, in order. */
+void efps_verbs_tx_progress(verbs_ep_t *ep);
+/* Returns owed credit (or, with ping, sends a heartbeat) if no CREDIT is in flight. */
+void efps_verbs_send_credit(verbs_ep_t *ep, bool ping);
+efps_status_t efps_verbs_send_hello(verbs_ep_t *ep);
+efps_status_t efps_verbs_send_bye(verbs_ep_t *ep);
+/* A send completion of ep. */
+void efps_verbs_tx_complete(verbs_ep_t *ep, const struct ibv_wc *wc);
+/* Completes every queued (not posted) operation with EFPS_ERR_PEER. */
+void efps_verbs_tx_flush_pending(verbs_ep_t *ep, bool report);
+/* Forgets posted sends whose flush never came (reports their writes). */
+void efps_verbs_tx_abandon_posted(verbs_ep_t *ep, bool report);
+/* The endpoint's queues for sending and receiving messages. */
+efps_status_t efps_verbs_ep_alloc_queues(verbs_ep_t *ep);
+void efps_verbs_ep_free_queues(verbs_ep_t *ep);
+
+/* ---- verbs_conn.c ----------------------------------------------------------- */
+efps_status_t efps_verbs_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                                efps_tp_listener_t **listener_p);
+void efps_verbs_listener_destroy(efps_tp_listener_t *listener);
+efps_status_t efps_verbs_get_request(efps_tp_listener_t *listener, int timeout_ms,
+                                     efps_tp_conn_req_t **req_p);
+efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
+                                efps_tp_ep_t **ep_p);
+void efps_verbs_reject(efps_tp_conn_req_t *req);
+efps_status_t efps_verbs_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                                 const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p);
+void efps_verbs_ep_destroy(efps_tp_ep_t *ep);
+efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *ep);
+/* Progress thread, no lock held: reads and handles every waiting cm event. */
+void efps_verbs_cm_events(verbs_ctx_t *ctx);
+/* Progress thread, lock held: destroys, rejects and closes what the
+ * application asked for, and moves closing endpoints along. */
+void efps_verbs_run_teardowns(verbs_ctx_t *ctx);
+/* Progress thread, lock held: deadlines of requests, establishment. */
+void efps_verbs_check_timers(verbs_ctx_t *ctx, uint64_t now);
+/* Lock held: the endpoint is down. Logs "<name>: <why>; connection closed"
+ * at level, disconnects, flushes its writes with EFPS_ERR_PEER and reports
+ * one DISCONNECT (after the flushed writes). */
+void efps_verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Lock held: every posted send of a failed endpoint is accounted for: the
+ * DISCONNECT it owes can go out. */
+void efps_verbs_ep_flushed(verbs_ep_t *ep);
+/* close(): frees whatever the application left (thread stopped). */
+void efps_verbs_conn_free_all(verbs_ctx_t *ctx);
+
+extern const struct efps_transport_ops efps_verbs_ops;
+
+#endif

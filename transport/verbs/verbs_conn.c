@@ -1,0 +1,916 @@
+/* Connections of the verbs transport, over rdma_cm.
+ *
+ * Connecting runs in the caller's thread on a private event channel
+ * (resolve address, resolve route, create the QP, rdma_connect with our
+ * 4-byte header and the application's private data, wait for ESTABLISHED
+ * with the acceptor's reply), then sends HELLO and hands the cm id to the
+ * context's channel (rdma_migrate_id), where the progress thread sees its
+ * later events. Listening ids live on the context's channel from the start:
+ * the progress thread queues each CONNECT_REQUEST, the application accepts
+ * it (QP, rdma_accept with our reply header) or rejects it.
+ *
+ * Closing: the progress thread is the only one that destroys a QP or cm id
+ * of an established connection (events for an id must not be in the middle
+ * of being handled when it goes). A clean close sends BYE and waits for it
+ * to complete, then rdma_disconnect (the QP goes to error, posted sends
+ * flush), waits for the flushes, drains the CQ of the QP's completions and
+ * only then destroys it, so no stale completion can be taken for another
+ * QP that gets the same number. */
+#include "transport/verbs/verbs.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+_Static_assert(VERBS_REQ_HDR + EFPS_TP_PRIV_MAX <= VERBS_CM_REQ_PRIV,
+               "the connect header and the private data must fit an RC connect request");
+_Static_assert(VERBS_REP_HDR + EFPS_TP_PRIV_MAX <= VERBS_CM_REP_PRIV,
+               "the accept header and the private data must fit an RC accept");
+
+/* ---- allocation (lock held where it touches the context) -------------------- */
+static verbs_ep_t *ep_alloc(verbs_ctx_t *ctx, const struct sockaddr *peer)
+{
+    verbs_ep_t *ep = calloc(1, sizeof(*ep));
+    if (ep == NULL)
+        return NULL;
+    ep->base.ctx = &ctx->base;
+    ep->req.ctx = &ctx->base;
+    ep->ctx = ctx;
+    efps_tp_format_addr(peer, ep->addr, sizeof(ep->addr));
+    memcpy(ep->req.peer, ep->addr, sizeof(ep->req.peer));
+    efps_tp_ep_set_name(&ep->base, NULL, ep->addr);
+    return ep;
+}
+
+static void ep_free(verbs_ep_t *ep)
+{
+    efps_verbs_ep_free_queues(ep);
+    free(ep);
+}
+
+static void ep_link(verbs_ctx_t *ctx, verbs_ep_t *ep)
+{
+    ep->prev = NULL;
+    ep->next = ctx->eps;
+    if (ctx->eps != NULL)
+        ctx->eps->prev = ep;
+    ctx->eps = ep;
+}
+
+static void ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep)
+{
+    if (ep->prev != NULL)
+        ep->prev->next = ep->next;
+    else if (ctx->eps == ep)
+        ctx->eps = ep->next;
+    if (ep->next != NULL)
+        ep->next->prev = ep->prev;
+    ep->next = ep->prev = NULL;
+}
+
+static size_t cq_share(const verbs_ctx_t *ctx)
+{
+    return (size_t)ctx->base.attr.sq_depth + ctx->base.attr.rq_depth + 1;
+}
+
+/* Gives back what ep_create_qp reserved. */
+static void ep_release(verbs_ep_t *ep)
+{
+    verbs_ctx_t *ctx = ep->ctx;
+    if (!ep->reserved)
+        return;
+    efps_verbs_rx_reserve(ctx, -(int)ep->rx_window);
+    efps_verbs_cq_reserve(ctx, -(int)(ep->sq_cap + ep->rx_window));
+    efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+    ep->reserved = false;
+}
+
+/* Lock held: the endpoint's queues, its share of the CQ and SRQ, and an RC
+ * queue pair on them for its cm id. */
+static efps_status_t ep_create_qp(verbs_ep_t *ep)
+{
+    verbs_ctx_t *ctx = ep->ctx;
+    efps_status_t status = efps_verbs_ep_alloc_queues(ep);
+    if (status != EFPS_OK)
+        return status;
+    status = efps_tp_cq_reserve(&ctx->cq, cq_share(ctx));
+    if (status != EFPS_OK)
+        return status;
+    status = efps_verbs_cq_reserve(ctx, (int)(ep->sq_cap + ep->rx_window));
+    if (status != EFPS_OK) {
+        efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+        return status;
+    }
+    status = efps_verbs_rx_reserve(ctx, (int)ep->rx_window);
+    if (status != EFPS_OK) {
+        efps_verbs_cq_reserve(ctx, -(int)(ep->sq_cap + ep->rx_window));
+        efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+        return status;
+    }
+    ep->reserved = true;
+    struct ibv_qp_init_attr qa = {.qp_context = ep,
+                                  .send_cq = ctx->hw_cq,
+                                  .recv_cq = ctx->hw_cq,
+                                  .srq = ctx->srq,
+                                  .cap = {.max_send_wr = ep->sq_cap, .max_send_sge = 1},
+                                  .qp_type = IBV_QPT_RC};
+    if (rdma_create_qp(ep->id, ctx->pd, &qa) != 0) {
+        int err = efps_verbs_errno(-1);
+        efps_error("verbs: %s: create a queue pair (%u sends) on %s: %s%s", ep->base.name,
+                   ep->sq_cap, ctx->dev_name, strerror(err),
+                   ep->passive ? " (the connection request is stale: did the peer give up?)" : "");
+        ep_release(ep);
+        return efps_verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NOMEM : EFPS_ERR_TRANSPORT;
+    }
+    ep->qp = ep->id->qp;
+    ep->qp_num = ep->qp->qp_num;
+    efps_verbs_hash_add(ctx, ep);
+    return EFPS_OK;
+}
+
+/* ---- failure ------------------------------------------------------------------ */
+void efps_verbs_ep_flushed(verbs_ep_t *ep)
+{
+    if (!ep->disc_pending)
+        return;
+    ep->disc_pending = false;
+    efps_tp_cqe_t cqe = {
+        .type = EFPS_TP_CQE_DISCONNECT, .status = ep->disc_status, .ep = &ep->base};
+    efps_verbs_push_cqe(ep->ctx, &cqe);
+}
+
+static void disconnect(verbs_ep_t *ep)
+{
+    if (ep->qp == NULL || ep->disconnected)
+        return;
+    ep->disconnected = true;
+    /* Moves the QP to error (posted sends flush) and tells the peer. Fails
+     * harmlessly when the peer disconnected first. */
+    if (rdma_disconnect(ep->id) != 0)
+        efps_debug("verbs: %s: rdma_disconnect: %s", ep->base.name, strerror(efps_verbs_errno(-1)));
+}
+
+void efps_verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
+                        const char *fmt, ...)
+{
+    verbs_ctx_t *ctx = ep->ctx;
+    if (ep->state == VEP_DOWN)
+        return;
+    char why[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    bool request = ep->state == VEP_QUEUED || ep->state == VEP_REQUEST;
+    EFPS_LOG(level, "verbs: %s%s: %s; connection closed", request ? "connection from " : "",
+             ep->base.name, why);
+    bool connected = ep->state == VEP_CONNECTED;
+    if (ep->state == VEP_QUEUED) { /* nobody outside knows it */
+        ep->rejecting = ep->want_destroy = ep->internal = true;
+        ctx->teardown_dirty = true;
+    }
+    ep->state = VEP_DOWN;
+    ep->down_status = status == EFPS_OK ? EFPS_ERR_PEER : status;
+    if (connected) {
+        disconnect(ep);
+        efps_verbs_tx_flush_pending(ep, true);
+        ep->disc_status = status;
+        ep->disc_pending = true;
+        ep->deadline_ms = efps_tp_now_ms() + 1000; /* flushes come at once; else we stop waiting */
+        if (ep->done_seq == ep->post_seq)
+            efps_verbs_ep_flushed(ep);
+    }
+    pthread_cond_broadcast(&ctx->ev_cond); /* msg_recv, accept and connect waiters */
+}
+
+/* ---- teardown (progress thread, lock held) ------------------------------------------ */
+static void queue_remove(verbs_listener_t *l, verbs_ep_t *ep)
+{
+    verbs_ep_t **pp = &l->queue_head, *last = NULL;
+    while (*pp != NULL && *pp != ep) {
+        last = *pp;
+        pp = &(*pp)->queue_next;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = ep->queue_next;
+    if (l->queue_tail == ep)
+        l->queue_tail = last;
+    ep->queue_next = NULL;
+}
+
+static void reject_id(struct rdma_cm_id *id)
+{
+    uint8_t blob[VERBS_REJ_LEN] = {0};
+    verbs_put(blob, VERBS_WIRE_MAGIC, 4);
+    blob[4] = VERBS_WIRE_VERSION;
+    rdma_reject(id, blob, sizeof(blob));
+}
+
+/* Polls the CQ dry (lock held): every completion of a QP in error is in. */
+static void drain_cq(verbs_ctx_t *ctx)
+{
+    struct ibv_wc wc[32];
+    int n;
+    do {
+        pthread_mutex_lock(&ctx->cq_lock);
+        n = ibv_poll_cq(ctx->hw_cq, 32, wc);
+        pthread_mutex_unlock(&ctx->cq_lock);
+        for (int i = 0; i < n; i++) {
+            if (wc[i].wr_id & VERBS_WR_RECV) {
+                efps_verbs_rx_complete(ctx, &wc[i]);
+            } else {
+                verbs_ep_t *ep = efps_verbs_ep_by_qp(ctx, wc[i].qp_num);
+                if (ep != NULL)
+                    efps_verbs_tx_complete(ep, &wc[i]);
+            }
+        }
+    } while (n > 0);
+    efps_verbs_rx_refill(ctx);
+}
+
+static void finish_teardown(verbs_ep_t *ep)
+{
+    verbs_ctx_t *ctx = ep->ctx;
+    if (ep->qp != NULL)
+        drain_cq(ctx);
+    efps_verbs_tx_abandon_posted(ep, false);
+    efps_verbs_hash_del(ctx, ep);
+    if (ep->qp != NULL)
+        rdma_destroy_qp(ep->id);
+    ep->qp = NULL;
+    if (ep->id != NULL)
+        rdma_destroy_id(ep->id);
+    ep->id = NULL;
+    ep_release(ep);
+    efps_tp_cq_purge(&ctx->cq, &ep->base);
+    if (ep->listener != NULL)
+        queue_remove(ep->listener, ep);
+    ep->listener = NULL;
+    ep_unlink(ctx, ep);
+    ep->destroy_done = true;
+    pthread_cond_broadcast(&ctx->ev_cond);
+    if (ep->internal)
+        ep_free(ep);
+}
+
+/* One step of closing ep; true once it is gone. */
+static bool teardown_step(verbs_ep_t *ep)
+{
+    verbs_ctx_t *ctx = ep->ctx;
+    uint64_t now = efps_tp_now_ms();
+    if (ep->closing == VCLOSE_NONE) {
+        uint32_t wait = ctx->base.attr.timeout_ms < 1000 ? ctx->base.attr.timeout_ms : 1000;
+        ep->deadline_ms = now;
+        /* A peer that reads BYE knows the close was meant, not a crash. */
+        if (ep->state == VEP_CONNECTED && ep->established && ep->pend_count == 0 &&
+            efps_verbs_send_bye(ep) == EFPS_OK)
+            ep->deadline_ms = now + wait;
+        ep->closing = VCLOSE_BYE;
+    }
+    if (ep->closing == VCLOSE_BYE) {
+        if (!ep->bye_done && ep->state == VEP_CONNECTED && now < ep->deadline_ms)
+            return false;
+        if (ep->rejecting && ep->qp == NULL && ep->id != NULL)
+            reject_id(ep->id);
+        else
+            disconnect(ep);
+        efps_verbs_tx_flush_pending(ep, false);
+        ep->closing = VCLOSE_FLUSH;
+        ep->deadline_ms = now + 1000;
+    }
+    if (ep->done_seq != ep->post_seq && now < ep->deadline_ms)
+        return false;
+    finish_teardown(ep);
+    return true;
+}
+
+static void close_listeners(verbs_ctx_t *ctx)
+{
+    ctx->listeners_dirty = false;
+    for (verbs_listener_t **pp = &ctx->listeners; *pp != NULL;) {
+        verbs_listener_t *l = *pp;
+        if (!l->destroying) {
+            pp = &l->next;
+            continue;
+        }
+        rdma_destroy_id(l->id);
+        /* Requests never handed out are refused; handed-out ones live on. */
+        while (l->queue_head != NULL) {
+            verbs_ep_t *ep = l->queue_head;
+            queue_remove(l, ep);
+            ep->listener = NULL;
+            ep->rejecting = ep->want_destroy = ep->internal = true;
+            ctx->teardown_dirty = true;
+        }
+        *pp = l->next;
+        l->closed = true;
+    }
+    pthread_cond_broadcast(&ctx->ev_cond);
+}
+
+void efps_verbs_run_teardowns(verbs_ctx_t *ctx)
+{
+    if (ctx->listeners_dirty)
+        close_listeners(ctx);
+    bool busy = false;
+    for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
+        next = ep->next;
+        if (ep->want_destroy && !teardown_step(ep))
+            busy = true;
+    }
+    ctx->teardown_dirty = busy;
+}
+
+/* Lock held: hands ep to the progress thread for teardown and waits. */
+static void teardown_by_thread(verbs_ep_t *ep)
+{
+    verbs_ctx_t *ctx = ep->ctx;
+    ep->want_destroy = true;
+    ctx->teardown_dirty = true;
+    efps_verbs_kick(ctx);
+    while (!ep->destroy_done)
+        efps_verbs_wait(ctx, &ctx->ev_cond, 0);
+}
+
+void efps_verbs_ep_destroy(efps_tp_ep_t *base)
+{
+    verbs_ep_t *ep = VERBS_EP(base);
+    verbs_ctx_t *ctx = ep->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    teardown_by_thread(ep);
+    pthread_mutex_unlock(&ctx->lock);
+    efps_debug("verbs: endpoint %s destroyed", base->name);
+    ep_free(ep);
+}
+
+efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *base)
+{
+    verbs_ep_t *ep = VERBS_EP(base);
+    pthread_mutex_lock(&ep->ctx->lock);
+    efps_status_t status = ep->state == VEP_CONNECTED ? EFPS_OK
+                           : ep->state == VEP_DOWN    ? ep->down_status
+                                                      : EFPS_ERR_STATE;
+    pthread_mutex_unlock(&ep->ctx->lock);
+    return status;
+}
+
+void efps_verbs_conn_free_all(verbs_ctx_t *ctx)
+{
+    while (ctx->eps != NULL) {
+        verbs_ep_t *ep = ctx->eps;
+        if (ep->state == VEP_CONNECTED || ep->state == VEP_DOWN)
+            efps_debug("verbs: close: endpoint %s was still open", ep->base.name);
+        efps_verbs_hash_del(ctx, ep);
+        if (ep->qp != NULL)
+            rdma_destroy_qp(ep->id);
+        if (ep->id != NULL)
+            rdma_destroy_id(ep->id); /* tells a connected peer */
+        ep->qp = NULL;
+        ep->id = NULL;
+        efps_verbs_tx_abandon_posted(ep, false);
+        efps_verbs_tx_flush_pending(ep, false);
+        ep_release(ep);
+        ep_unlink(ctx, ep);
+        ep_free(ep);
+    }
+    while (ctx->listeners != NULL) {
+        verbs_listener_t *l = ctx->listeners;
+        ctx->listeners = l->next;
+        rdma_destroy_id(l->id);
+        free(l);
+    }
+}
+
+/* ---- listening -------------------------------------------------------------- */
+efps_status_t efps_verbs_listen(efps_tp_ctx_t *base, const struct sockaddr *addr, socklen_t addrlen,
+                                efps_tp_listener_t **listener_p)
+{
+    verbs_ctx_t *ctx = VERBS_CTX(base);
+    char text[EFPS_TP_ADDR_MAX], what[EFPS_TP_ADDR_MAX + 16];
+    (void)addrlen;
+    efps_tp_format_addr(addr, text, sizeof(text));
+    snprintf(what, sizeof(what), "listen on %s", text);
+    verbs_listener_t *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        efps_error("verbs: %s: out of memory", what);
+        return EFPS_ERR_NOMEM;
+    }
+    l->base.ctx = base;
+    efps_status_t status = EFPS_ERR_SYSTEM;
+    const char *call = "rdma_create_id";
+    if (rdma_create_id(ctx->cm, &l->id, l, RDMA_PS_TCP) != 0)
+        goto err_errno;
+    call = "rdma_bind_addr";
+    if (rdma_bind_addr(l->id, (struct sockaddr *)addr) != 0)
+        goto err_errno;
+    if ((status = efps_verbs_check_id(ctx, l->id, what)) != EFPS_OK)
+        goto err_destroy;
+    call = "rdma_listen";
+    if (rdma_listen(l->id, 128) != 0)
+        goto err_errno;
+    l->base.port = ntohs(rdma_get_src_port(l->id));
+    pthread_mutex_lock(&ctx->lock);
+    l->next = ctx->listeners;
+    ctx->listeners = l;
+    pthread_mutex_unlock(&ctx->lock);
+    efps_info("verbs: listening on %s (port %u, %s)", text, l->base.port,
+              l->id->verbs ? ctx->dev_name : "every device");
+    *listener_p = &l->base;
+    return EFPS_OK;
+
+err_errno : {
+    int err = efps_verbs_errno(-1);
+    efps_error("verbs: %s: %s: %s%s", what, call, strerror(err),
+               err == EADDRNOTAVAIL || err == ENODEV
+                   ? " (is it the IP address of an RDMA device's interface?)"
+                   : "");
+    status = err == EADDRINUSE ? EFPS_ERR_SYSTEM : efps_verbs_errno_status(err);
+    if (status == EFPS_ERR_TRANSPORT)
+        status = EFPS_ERR_SYSTEM;
+}
+err_destroy:
+    if (l->id != NULL)
+        rdma_destroy_id(l->id);
+    free(l);
+    return status;
+}
+
+void efps_verbs_listener_destroy(efps_tp_listener_t *base)
+{
+    verbs_listener_t *l = (verbs_listener_t *)base;
+    verbs_ctx_t *ctx = VERBS_CTX(base->ctx);
+    pthread_mutex_lock(&ctx->lock);
+    l->destroying = true;
+    ctx->listeners_dirty = true;
+    efps_verbs_kick(ctx);
+    pthread_cond_broadcast(&ctx->ev_cond); /* get_request waiters give up */
+    while (!l->closed)
+        efps_verbs_wait(ctx, &ctx->ev_cond, 0);
+    pthread_mutex_unlock(&ctx->lock);
+    free(l);
+}
+
+efps_status_t efps_verbs_get_request(efps_tp_listener_t *base, int timeout_ms,
+                                     efps_tp_conn_req_t **req_p)
+{
+    verbs_listener_t *l = (verbs_listener_t *)base;
+    verbs_ctx_t *ctx = VERBS_CTX(base->ctx);
+    uint64_t deadline = efps_verbs_deadline(timeout_ms);
+    efps_status_t status = EFPS_ERR_TIMEOUT;
+    pthread_mutex_lock(&ctx->lock);
+    for (;;) {
+        if (l->destroying) {
+            status = EFPS_ERR_STATE;
+            break;
+        }
+        verbs_ep_t *ep = l->queue_head;
+        if (ep != NULL) {
+            queue_remove(l, ep);
+            ep->listener = NULL;
+            ep->state = VEP_REQUEST;
+            *req_p = &ep->req;
+            status = EFPS_OK;
+            break;
+        }
+        if (timeout_ms == 0 || !efps_verbs_wait(ctx, &ctx->ev_cond, deadline))
+            break;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    return status;
+}
+
+/* Progress thread, lock held: a CONNECT_REQUEST on listener l for a new id. */
+static void on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
+                       const uint8_t *priv, size_t plen)
+{
+    verbs_ep_t *ep = l->destroying ? NULL : ep_alloc(ctx, rdma_get_peer_addr(id));
+    char what[EFPS_TP_ADDR_MAX + 32];
+    if (ep == NULL) {
+        reject_id(id);
+        rdma_destroy_id(id);
+        return;
+    }
+    snprintf(what, sizeof(what), "connection from %s", ep->addr);
+    id->context = ep;
+    ep->id = id;
+    ep->passive = true;
+    if (efps_verbs_check_id(ctx, id, what) != EFPS_OK) {
+        reject_id(id);
+        rdma_destroy_id(id);
+        ep_free(ep);
+        return;
+    }
+    if (plen < VERBS_REQ_HDR || priv[0] != VERBS_WIRE_MARKER || priv[1] != VERBS_WIRE_VERSION ||
+        priv[2] > EFPS_TP_PRIV_MAX) {
+        efps_warn("verbs: %s refused: not an efps verbs connection request (header %02x %02x %02x)",
+                  what, plen > 0 ? priv[0] : 0, plen > 1 ? priv[1] : 0, plen > 2 ? priv[2] : 0);
+        reject_id(id);
+        rdma_destroy_id(id);
+        ep_free(ep);
+        return;
+    }
+    memcpy(ep->req.priv, priv + VERBS_REQ_HDR, priv[2]);
+    ep->req.priv_len = priv[2];
+    ep->state = VEP_QUEUED;
+    ep->listener = l;
+    ep->deadline_ms = efps_tp_now_ms() + ctx->base.attr.timeout_ms;
+    ep_link(ctx, ep);
+    if (l->queue_tail != NULL)
+        l->queue_tail->queue_next = ep;
+    else
+        l->queue_head = ep;
+    l->queue_tail = ep;
+    pthread_cond_broadcast(&ctx->ev_cond);
+    efps_debug("verbs: port %u: %s (%u bytes of private data)", l->base.port, what, priv[2]);
+}
+
+/* ---- accepting side --------------------------------------------------------------- */
+efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
+                                efps_tp_ep_t **ep_p)
+{
+    verbs_ep_t *ep = VERBS_REQ_EP(req);
+    verbs_ctx_t *ctx = ep->ctx;
+    efps_tp_conn_param_t none = {0};
+    if (param == NULL)
+        param = &none;
+    pthread_mutex_lock(&ctx->lock);
+    efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
+    efps_status_t status = EFPS_OK;
+    if (ep->state != VEP_REQUEST) {
+        efps_error("verbs: accept %s: the peer went away before it was accepted", ep->base.name);
+        status = EFPS_ERR_PEER;
+    }
+    if (status == EFPS_OK) {
+        status = ep_create_qp(ep);
+        /* rdma_cm refuses a QP for a request whose connector gave up. */
+        if (status == EFPS_ERR_TRANSPORT)
+            status = EFPS_ERR_PEER;
+    }
+    if (status == EFPS_OK) {
+        uint8_t *rep = ep->local_priv;
+        memset(rep, 0, VERBS_REP_HDR);
+        verbs_put(rep, VERBS_WIRE_MAGIC, 4);
+        rep[4] = VERBS_WIRE_VERSION;
+        rep[5] = (uint8_t)param->priv_len;
+        verbs_put(rep + 8, ctx->base.attr.rq_depth, 4);
+        verbs_put(rep + 12, ctx->base.attr.timeout_ms, 4);
+        if (param->priv_len > 0)
+            memcpy(rep + VERBS_REP_HDR, param->priv, param->priv_len);
+        memcpy(ep->base.peer_priv, ep->req.priv, ep->req.priv_len);
+        ep->base.peer_priv_len = ep->req.priv_len;
+        ep->base.context = param->context;
+        /* Connected before rdma_accept, under the lock: the connector's HELLO
+         * can only be handled once we are done here. Sends wait for
+         * ESTABLISHED (or the HELLO): until then its QP may not receive. */
+        ep->state = VEP_CONNECTED;
+        uint64_t now = efps_tp_now_ms();
+        ep->last_rx_ms = ep->last_tx_ms = now;
+        ep->deadline_ms = now + ctx->base.attr.timeout_ms;
+        efps_verbs_set_heartbeat(ep);
+        struct rdma_conn_param cp = {.private_data = rep,
+                                     .private_data_len = (uint8_t)(VERBS_REP_HDR + param->priv_len),
+                                     .retry_count = 7,
+                                     .rnr_retry_count = 7};
+        if (rdma_accept(ep->id, &cp) != 0) {
+            int err = efps_verbs_errno(-1);
+            efps_error("verbs: accept %s: rdma_accept: %s", ep->base.name, strerror(err));
+            ep->state = VEP_DOWN;
+            ep->down_status = status = EFPS_ERR_PEER;
+        }
+    }
+    if (status != EFPS_OK) {
+        ep->rejecting = ep->qp == NULL;
+        teardown_by_thread(ep);
+        pthread_mutex_unlock(&ctx->lock);
+        ep_free(ep);
+        return status;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    efps_info("verbs: accepted %s", ep->base.name);
+    *ep_p = &ep->base;
+    return EFPS_OK;
+}
+
+void efps_verbs_reject(efps_tp_conn_req_t *req)
+{
+    verbs_ep_t *ep = VERBS_REQ_EP(req);
+    verbs_ctx_t *ctx = ep->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    ep->rejecting = true;
+    teardown_by_thread(ep);
+    pthread_mutex_unlock(&ctx->lock);
+    efps_info("verbs: rejected connection from %s", ep->addr);
+    ep_free(ep);
+}
+
+/* ---- events of the context's channel (progress thread) ------------------------------- */
+static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uint8_t *priv,
+                     size_t plen)
+{
+    if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
+        on_request(ctx, ev->listen_id->context, ev->id, priv, plen);
+        return;
+    }
+    if (ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL) {
+        for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
+            next = ep->next;
+            if (ep->state != VEP_CONNECTING)
+                efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TRANSPORT,
+                                   "RDMA device %s was removed", ctx->dev_name);
+        }
+        return;
+    }
+    for (verbs_listener_t *l = ctx->listeners; l != NULL; l = l->next)
+        if (l->id == ev->id)
+            return; /* nothing to do for a listener's own events */
+    verbs_ep_t *ep = ev->id->context;
+    if (ep == NULL || ep->id != ev->id || ep->closing != VCLOSE_NONE)
+        return; /* an endpoint on its way out */
+    switch (ev->event) {
+    case RDMA_CM_EVENT_ESTABLISHED:
+        if (ep->state == VEP_CONNECTED && !ep->established) {
+            ep->established = true;
+            efps_verbs_tx_progress(ep);
+            efps_verbs_send_credit(ep, false);
+        }
+        break;
+    case RDMA_CM_EVENT_DISCONNECTED:
+        /* The peer's BYE (if it sent one) completed before its disconnect
+         * request left: take it first, so a clean close reads as one. */
+        drain_cq(ctx);
+        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                           "the peer disconnected without saying goodbye");
+        ep->disconnected = true;
+        break;
+    case RDMA_CM_EVENT_CONNECT_ERROR:
+    case RDMA_CM_EVENT_UNREACHABLE:
+    case RDMA_CM_EVENT_REJECTED:
+        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection setup failed: %s (%d)",
+                           rdma_event_str(ev->event), ev->status);
+        break;
+    default: /* TIMEWAIT_EXIT, ADDR_CHANGE...: nothing to do */
+        efps_debug("verbs: %s: %s", ep->base.name, rdma_event_str(ev->event));
+        break;
+    }
+}
+
+void efps_verbs_cm_events(verbs_ctx_t *ctx)
+{
+    struct rdma_cm_event *ev;
+    for (int i = 0; i < 64 && rdma_get_cm_event(ctx->cm, &ev) == 0; i++) {
+        /* Copy and ack first: an id cannot be destroyed while one of its
+         * events is held. */
+        struct rdma_cm_event copy = *ev;
+        uint8_t priv[VERBS_CM_REP_PRIV];
+        size_t plen = ev->param.conn.private_data_len < sizeof(priv)
+                          ? ev->param.conn.private_data_len
+                          : sizeof(priv);
+        if (ev->param.conn.private_data == NULL)
+            plen = 0;
+        if (plen > 0)
+            memcpy(priv, ev->param.conn.private_data, plen);
+        rdma_ack_cm_event(ev);
+        pthread_mutex_lock(&ctx->lock);
+        on_event(ctx, &copy, priv, plen);
+        pthread_mutex_unlock(&ctx->lock);
+    }
+}
+
+/* ---- connecting side (the caller's thread) --------------------------------------- */
+
+/* Waits for the next event on the private channel until deadline. */
+static efps_status_t next_event(struct rdma_event_channel *ch, uint64_t deadline,
+                                struct rdma_cm_event *copy, uint8_t *priv, size_t *plen)
+{
+    for (;;) {
+        uint64_t now = efps_tp_now_ms();
+        if (now >= deadline)
+            return EFPS_ERR_TIMEOUT;
+        struct pollfd p = {.fd = ch->fd, .events = POLLIN};
+        int rc = poll(&p, 1, (int)(deadline - now));
+        if (rc < 0 && errno != EINTR)
+            return EFPS_ERR_SYSTEM;
+        if (rc > 0)
+            break;
+    }
+    struct rdma_cm_event *ev;
+    if (rdma_get_cm_event(ch, &ev) != 0)
+        return EFPS_ERR_SYSTEM;
+    *copy = *ev;
+    *plen = 0;
+    if (ev->param.conn.private_data != NULL && ev->param.conn.private_data_len > 0) {
+        *plen = ev->param.conn.private_data_len < VERBS_CM_REP_PRIV
+                    ? ev->param.conn.private_data_len
+                    : VERBS_CM_REP_PRIV;
+        memcpy(priv, ev->param.conn.private_data, *plen);
+    }
+    rdma_ack_cm_event(ev);
+    return EFPS_OK;
+}
+
+/* Why an event other than the one we waited for ended the attempt. */
+static efps_status_t setup_failed(verbs_ep_t *ep, const struct rdma_cm_event *ev,
+                                  const uint8_t *priv, size_t plen, const char *stage)
+{
+    int err = ev->status < 0 ? -ev->status : ev->status;
+    switch (ev->event) {
+    case RDMA_CM_EVENT_REJECTED:
+        if (plen >= 5 && verbs_get(priv, 4) == VERBS_WIRE_MAGIC) {
+            efps_error("verbs: connect to %s: rejected by the peer", ep->base.name);
+        } else {
+            efps_error("verbs: connect to %s: %s (reject reason %d)", ep->base.name,
+                       efps_verbs_reject_reason(ev->status), ev->status);
+        }
+        return EFPS_ERR_PEER;
+    case RDMA_CM_EVENT_UNREACHABLE:
+        efps_error("verbs: connect to %s: unreachable: %s", ep->base.name, strerror(err));
+        return err == ETIMEDOUT ? EFPS_ERR_TIMEOUT : EFPS_ERR_PEER;
+    case RDMA_CM_EVENT_ADDR_ERROR:
+    case RDMA_CM_EVENT_ROUTE_ERROR:
+        efps_error("verbs: connect to %s: %s: %s (use the IP address of an RDMA device's "
+                   "interface; 127.0.0.1 has no RDMA route)",
+                   ep->base.name, rdma_event_str(ev->event), strerror(err));
+        return EFPS_ERR_PEER;
+    default:
+        efps_error("verbs: connect to %s: %s while %s (status %d)", ep->base.name,
+                   rdma_event_str(ev->event), stage, ev->status);
+        return EFPS_ERR_PEER;
+    }
+}
+
+/* Runs one connection step: call, then wait for `want`. */
+static efps_status_t step(verbs_ep_t *ep, struct rdma_event_channel *ch, int rc, const char *call,
+                          enum rdma_cm_event_type want, uint64_t deadline, uint32_t timeout,
+                          uint8_t *priv, size_t *plen)
+{
+    if (rc != 0) {
+        int err = efps_verbs_errno(-1);
+        efps_error("verbs: connect to %s: %s: %s%s", ep->base.name, call, strerror(err),
+                   err == ENODEV || err == EADDRNOTAVAIL
+                       ? " (use the IP address of an RDMA device's interface; 127.0.0.1 has "
+                         "no RDMA route)"
+                       : "");
+        return err == ENODEV || err == EADDRNOTAVAIL || err == ENETUNREACH ? EFPS_ERR_PEER
+                                                                           : EFPS_ERR_SYSTEM;
+    }
+    struct rdma_cm_event ev;
+    efps_status_t status = next_event(ch, deadline, &ev, priv, plen);
+    if (status == EFPS_ERR_TIMEOUT)
+        efps_error("verbs: connect to %s: no answer within %u ms (%s)", ep->base.name, timeout,
+                   call);
+    else if (status != EFPS_OK)
+        efps_error("verbs: connect to %s: rdma_get_cm_event: %s", ep->base.name,
+                   strerror(efps_verbs_errno(-1)));
+    else if (ev.event != want)
+        status = setup_failed(ep, &ev, priv, *plen, call);
+    return status;
+}
+
+/* The acceptor's reply: its window, its timeout, the application's data. */
+static efps_status_t take_reply(verbs_ep_t *ep, const uint8_t *rep, size_t len)
+{
+    uint32_t window = len >= VERBS_REP_HDR ? (uint32_t)verbs_get(rep + 8, 4) : 0;
+    if (len < VERBS_REP_HDR || verbs_get(rep, 4) != VERBS_WIRE_MAGIC ||
+        rep[4] != VERBS_WIRE_VERSION || rep[5] > EFPS_TP_PRIV_MAX ||
+        VERBS_REP_HDR + (size_t)rep[5] > len || window == 0 || window > 65536) {
+        efps_error("verbs: connect to %s: the answer is not an efps verbs accept (%zu bytes, "
+                   "version %u)",
+                   ep->base.name, len, len > 4 ? rep[4] : 0);
+        return EFPS_ERR_PROTO;
+    }
+    ep->peer_window = ep->wr_credits = window;
+    ep->peer_timeout_ms = (uint32_t)verbs_get(rep + 12, 4);
+    ep->peer_known = true;
+    memcpy(ep->base.peer_priv, rep + VERBS_REP_HDR, rep[5]);
+    ep->base.peer_priv_len = rep[5];
+    return EFPS_OK;
+}
+
+/* Lock held: the endpoint goes live; its later events go to the context. */
+static efps_status_t go_live(verbs_ep_t *ep, struct rdma_event_channel *ch)
+{
+    verbs_ctx_t *ctx = ep->ctx;
+    if (ep->state != VEP_CONNECTING) /* the acceptor already broke the protocol */
+        return ep->down_status;
+    uint64_t now = efps_tp_now_ms();
+    ep->state = VEP_CONNECTED;
+    ep->established = true;
+    ep->last_rx_ms = ep->last_tx_ms = now;
+    efps_verbs_set_heartbeat(ep);
+    efps_status_t status = efps_verbs_send_hello(ep);
+    if (status == EFPS_OK && rdma_migrate_id(ep->id, ctx->cm) != 0) {
+        efps_error("verbs: connect to %s: rdma_migrate_id: %s", ep->base.name,
+                   strerror(efps_verbs_errno(-1)));
+        status = EFPS_ERR_SYSTEM;
+    }
+    if (status != EFPS_OK) {
+        ep->state = VEP_CONNECTING; /* undone by the caller like any failure */
+        return status;
+    }
+    (void)ch;
+    efps_verbs_tx_progress(ep);
+    return EFPS_OK;
+}
+
+efps_status_t efps_verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *addr,
+                                 socklen_t addrlen, const efps_tp_conn_param_t *param,
+                                 efps_tp_ep_t **ep_p)
+{
+    verbs_ctx_t *ctx = VERBS_CTX(base);
+    efps_tp_conn_param_t none = {0};
+    (void)addrlen;
+    if (param == NULL)
+        param = &none;
+    uint32_t timeout = param->timeout_ms > 0 ? (uint32_t)param->timeout_ms : base->attr.timeout_ms;
+    uint64_t deadline = efps_tp_now_ms() + timeout;
+    uint8_t priv[VERBS_CM_REP_PRIV], req[VERBS_CM_REQ_PRIV] = {0};
+    size_t plen = 0;
+    efps_status_t status = EFPS_ERR_NOMEM;
+    struct rdma_event_channel *ch = NULL;
+
+    verbs_ep_t *ep = ep_alloc(ctx, addr);
+    if (ep == NULL) {
+        efps_error("verbs: connect: out of memory");
+        return EFPS_ERR_NOMEM;
+    }
+    efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
+    ep->base.context = param->context;
+    ep->state = VEP_CONNECTING;
+    ch = rdma_create_event_channel();
+    if (ch == NULL || rdma_create_id(ch, &ep->id, ep, RDMA_PS_TCP) != 0) {
+        efps_error("verbs: connect to %s: cannot create an rdma_cm id: %s", ep->base.name,
+                   strerror(efps_verbs_errno(-1)));
+        status = EFPS_ERR_SYSTEM;
+        goto err;
+    }
+    int ms = (int)timeout;
+    status = step(ep, ch, rdma_resolve_addr(ep->id, NULL, (struct sockaddr *)addr, ms),
+                  "rdma_resolve_addr", RDMA_CM_EVENT_ADDR_RESOLVED, deadline, timeout, priv, &plen);
+    if (status == EFPS_OK)
+        status = efps_verbs_check_id(ctx, ep->id, ep->base.name);
+    if (status == EFPS_OK)
+        status = step(ep, ch, rdma_resolve_route(ep->id, ms), "rdma_resolve_route",
+                      RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, timeout, priv, &plen);
+    if (status == EFPS_OK)
+        status = efps_verbs_check_id(ctx, ep->id, ep->base.name);
+    if (status != EFPS_OK)
+        goto err;
+    pthread_mutex_lock(&ctx->lock);
+    status = ep_create_qp(ep);
+    if (status == EFPS_OK)
+        ep_link(ctx, ep);
+    pthread_mutex_unlock(&ctx->lock);
+    if (status != EFPS_OK)
+        goto err;
+
+    req[0] = VERBS_WIRE_MARKER;
+    req[1] = VERBS_WIRE_VERSION;
+    req[2] = (uint8_t)param->priv_len;
+    if (param->priv_len > 0)
+        memcpy(req + VERBS_REQ_HDR, param->priv, param->priv_len);
+    struct rdma_conn_param cp = {.private_data = req,
+                                 .private_data_len = (uint8_t)(VERBS_REQ_HDR + param->priv_len),
+                                 .retry_count = 7,
+                                 .rnr_retry_count = 7};
+    status = step(ep, ch, rdma_connect(ep->id, &cp), "rdma_connect", RDMA_CM_EVENT_ESTABLISHED,
+                  deadline, timeout, priv, &plen);
+    pthread_mutex_lock(&ctx->lock);
+    if (status == EFPS_OK)
+        status = take_reply(ep, priv, plen);
+    if (status == EFPS_OK)
+        status = go_live(ep, ch);
+    pthread_mutex_unlock(&ctx->lock);
+    if (status != EFPS_OK)
+        goto err;
+    rdma_destroy_event_channel(ch);
+    efps_info("verbs: connected to %s", ep->base.name);
+    *ep_p = &ep->base;
+    return EFPS_OK;
+
+err:
+    /* Not live yet: nothing but this thread and the CQ know the endpoint. */
+    pthread_mutex_lock(&ctx->lock);
+    if (ep->qp != NULL) {
+        disconnect(ep);
+        drain_cq(ctx);
+    }
+    efps_verbs_tx_abandon_posted(ep, false);
+    efps_verbs_hash_del(ctx, ep);
+    if (ep->next != NULL || ep->prev != NULL || ctx->eps == ep)
+        ep_unlink(ctx, ep);
+    if (ep->qp != NULL)
+        rdma_destroy_qp(ep->id);
+    ep_release(ep);
+    pthread_mutex_unlock(&ctx->lock);
+    if (ep->id != NULL)
+        rdma_destroy_id(ep->id);
+    if (ch != NULL)
+        rdma_destroy_event_channel(ch);
+    ep_free(ep);
+    return status;
+}
