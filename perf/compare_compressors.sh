@@ -9,8 +9,9 @@
 # Options after those go to efps-train and override the defaults below:
 #   --model resnet8 --epochs 2 --workers 4 --servers 1 --block 2048 --lr 0.1
 #   --momentum 0.9 --nesterov --seed 1
-# which take about 5 minutes on 2 cores. The bar (resnet20, past 88% for none):
-#   perf/compare_compressors.sh --model resnet20 --epochs 4
+# which take about 6 minutes on 2 cores (353 s measured, shared machine). The
+# bar (resnet20, past 88% for none), about 22 minutes (perf/results holds a run):
+#   perf/compare_compressors.sh --model resnet20 --epochs 3
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=$root/build

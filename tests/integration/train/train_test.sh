@@ -85,6 +85,20 @@ test_local() {
   for r in 0 1; do wait "${w[$r]}" || fail "worker $r from the environment exited $?"; done
   cmp "$TMP/env.0" "$TMP/env.1" || fail "workers started from the environment differ"
   cmp "$TMP/local.0" "$TMP/env.0" || fail "local launch and environment launch differ"
+  command -v mpirun > /dev/null || { echo "no mpirun: mpirun launch not checked"; return 0; }
+  # mpirun gives the ranks (OMPI_COMM_WORLD_*); a second server run for it
+  rm -f "$TMP/port"
+  EFPS_SERVERS=127.0.0.1:0 EFPS_NUM_WORKERS=2 EFPS_TRANSPORT=tcp EFPS_SECRET=t-$$ \
+    EFPS_COMPRESSOR=blocksign EFPS_BLOCK=256 \
+    "$SERVER" --rank 0 --bind 127.0.0.1:0 --port-file "$TMP/port" > "$TMP/server2.log" 2>&1 &
+  PIDS+=($!)
+  for _ in $(seq 100); do [ -s "$TMP/port" ] && break; sleep 0.1; done
+  [ -s "$TMP/port" ] || fail "efps-server did not start"
+  EFPS_SERVERS=127.0.0.1:$(cat "$TMP/port") EFPS_SECRET=t-$$ timeout 100 \
+    mpirun --allow-run-as-root --oversubscribe -np 2 -x EFPS_SERVERS -x EFPS_SECRET \
+    "$TRAIN" "${SMALL[@]}" --dump-params "$TMP/mpi" > "$TMP/mpirun.log" 2>&1 || fail "mpirun exited $?"
+  cmp "$TMP/local.0" "$TMP/mpi.0" || fail "local launch and mpirun launch differ"
+  cmp "$TMP/local.0" "$TMP/mpi.1" || fail "local launch and mpirun launch differ"
 }
 
 # A missing data directory: a clear error naming the file, a non-zero exit,
