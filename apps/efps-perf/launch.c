@@ -25,14 +25,15 @@ int wait_child(pid_t pid, int timeout_s)
     return -1;
 }
 
-int launch_servers(int S, int M, const efps_ps_config_t *base, char *servers, size_t cap,
-                   pid_t *pids)
+int launch_servers(int S, int M, const efps_ps_config_t *base, const char *host, char *servers,
+                   size_t cap, pid_t *pids)
 {
-    char dir[] = "/tmp/efps-perf.XXXXXX", path[64], list[1024] = "";
+    char dir[] = "/tmp/efps-perf.XXXXXX", path[64], list[1024] = "", bind[300];
+    snprintf(bind, sizeof(bind), "%s:0", host);
     if (mkdtemp(dir) == NULL)
         return -1;
     for (int s = 0; s < S; s++)
-        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s127.0.0.1:0", s ? "," : "");
+        snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s", s ? "," : "", bind);
     for (int s = 0; s < S; s++) {
         snprintf(path, sizeof(path), "%s/port.%d", dir, s);
         pids[s] = fork();
@@ -42,7 +43,7 @@ int launch_servers(int S, int M, const efps_ps_config_t *base, char *servers, si
             cfg.rank = s;
             cfg.num_workers = M;
             cfg.servers = list;
-            cfg.bind = "127.0.0.1:0";
+            cfg.bind = bind;
             setenv("EFPS_PORT_FILE", path, 1);
             _exit(efps_server_main(&cfg));
         }
@@ -61,8 +62,8 @@ int launch_servers(int S, int M, const efps_ps_config_t *base, char *servers, si
         }
         if (port == 0)
             rc = -1;
-        snprintf(servers + strlen(servers), cap - strlen(servers), "%s127.0.0.1:%u",
-                 s ? "," : "", port);
+        snprintf(servers + strlen(servers), cap - strlen(servers), "%s%s:%u", s ? "," : "",
+                 host, port);
         unlink(path);
     }
     rmdir(dir);

@@ -8,7 +8,13 @@
  * iteration is a push of a `size`-byte fp32 gradient and the pull of its
  * update: fp32 goodput counts 2 x size per iteration and worker; wire bytes
  * are what efps actually sent (headers included) both ways. The raw
- * reference sends `size` bytes to an echo process and reads them back. */
+ * reference sends `size` bytes to an echo process and reads them back.
+ *
+ *   efps-perf --write-bw -t verbs --host 10.23.0.1 -s 1048576
+ * measures instead the one-way write bandwidth of the transport itself,
+ * what ib_write_bw measures for raw verbs (wbw.c). --host: where servers
+ * (or the --write-bw receiver) listen; rdma_cm needs an RDMA device's
+ * address, 127.0.0.1 has no RDMA route. */
 #include "perf.h"
 
 #include <getopt.h>
@@ -21,7 +27,8 @@
 
 typedef struct {
     size_t size;
-    int iters, sweep, gbits, workers, servers, raw, rounds;
+    int iters, sweep, gbits, workers, servers, raw, rounds, write_bw, tx_depth;
+    const char *host;
     efps_ps_config_t ps;
 } opts_t;
 
@@ -48,6 +55,11 @@ static void usage(FILE *f)
             "      --report_gbits      Gb/s instead of MB/s\n"
             "      --no-raw            skip the raw socket reference\n"
             "  -r, --rounds R          alternate efps and raw R times, report medians (default 3)\n"
+            "      --host ADDR         address to listen on and connect to (default 127.0.0.1;\n"
+            "                          verbs needs an RDMA device's address)\n"
+            "      --write-bw          one-way efps_tp_write_imm bandwidth of the transport,\n"
+            "                          as ib_write_bw (MB = 2^20 bytes); no servers, no raw\n"
+            "      --tx-depth N        writes outstanding with --write-bw (default 128)\n"
             "  -h, --help              this text\n");
 }
 
@@ -97,7 +109,7 @@ static int run_size(const opts_t *o, result_t *res)
     pid_t spid[64], wpid[256];
     int fds[2];
     opts_t run = *o;
-    if (launch_servers(o->servers, o->workers, &o->ps, servers, sizeof(servers), spid) != 0 ||
+    if (launch_servers(o->servers, o->workers, &o->ps, o->host, servers, sizeof(servers), spid) != 0 ||
         pipe(fds) != 0) {
         fprintf(stderr, "efps-perf: could not start the servers\n");
         return -1;
@@ -183,6 +195,38 @@ static int measure(opts_t *o)
     return 0;
 }
 
+/* --write-bw: the rounds' medians, in ib_write_bw's units and layout. */
+static int measure_write_bw(opts_t *o)
+{
+    double snd[16], rcv[16];
+    if (o->iters <= 0)
+        o->iters = default_iters(o->size);
+    wbw_opts_t w = {.size = o->size, .iters = o->iters, .tx_depth = o->tx_depth,
+                    .transport = o->ps.transport ? o->ps.transport
+                                                 : efps_config_get("EFPS_TRANSPORT"),
+                    .host = o->host};
+    for (int r = 0; r < o->rounds; r++)
+        if (write_bw_run(&w, &snd[r], &rcv[r]) != 0)
+            return 1;
+    double bw = median(snd, o->rounds);
+    printf("%12zu %12d %20.2f %18.2f %16.6f\n", o->size, o->iters, bw, median(rcv, o->rounds),
+           bw * (1 << 20) / (double)o->size / 1e6);
+    fflush(stdout);
+    return 0;
+}
+
+static void header_write_bw(const opts_t *o)
+{
+    printf("# efps-perf --write-bw: transport %s, host %s, tx depth %d, median of %d round(s)\n"
+           "# one-way efps_tp_write_imm of the whole buffer into the peer's registered region;\n"
+           "# BW = bytes / (first post .. last WRITE completion), recv = first .. last RECV;\n"
+           "# MB = 2^20 bytes, as ib_write_bw\n",
+           o->ps.transport ? o->ps.transport : efps_config_get("EFPS_TRANSPORT"), o->host,
+           o->tx_depth, o->rounds);
+    printf("%12s %12s %20s %18s %16s\n", "#bytes", "#iterations", "BW average[MB/sec]",
+           "recv BW[MB/sec]", "MsgRate[Mpps]");
+}
+
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
@@ -190,8 +234,10 @@ int main(int argc, char **argv)
         {"compressor", 1, 0, 'c'}, {"block", 1, 0, 'B'},   {"workers", 1, 0, 'w'},
         {"servers", 1, 0, 'S'},   {"transport", 1, 0, 't'}, {"report_gbits", 0, 0, 'G'},
         {"no-raw", 0, 0, 'R'},    {"rounds", 1, 0, 'r'},   {"help", 0, 0, 'h'},
+        {"host", 1, 0, 'H'},      {"write-bw", 0, 0, 'W'}, {"tx-depth", 1, 0, 'D'},
         {0, 0, 0, 0}};
-    opts_t o = {.size = 1 << 20, .workers = 1, .servers = 1, .raw = 1, .rounds = 3};
+    opts_t o = {.size = 1 << 20, .workers = 1, .servers = 1, .raw = 1, .rounds = 3,
+                .host = "127.0.0.1", .tx_depth = 128};
     efps_ps_config_init(&o.ps);
     o.ps.compressor = "none";
     o.ps.block = 2048;
@@ -200,7 +246,7 @@ int main(int argc, char **argv)
     char *end;
     while ((c = getopt_long(argc, argv, "s:an:c:B:w:S:t:r:h", lo, NULL)) != -1) {
         long v = 0;
-        if (strchr("snBwSr", c) != NULL) {
+        if (strchr("snBwSrD", c) != NULL) {
             v = strtol(optarg, &end, 10);
             if (end == optarg || *end != '\0' || v <= 0) {
                 fprintf(stderr, "efps-perf: -%c needs a positive integer, not '%s'\n", c, optarg);
@@ -219,13 +265,17 @@ int main(int argc, char **argv)
         case 'G': o.gbits = 1; break;
         case 'R': o.raw = 0; break;
         case 'r': o.rounds = (int)v; break;
+        case 'H': o.host = optarg; break;
+        case 'W': o.write_bw = 1; break;
+        case 'D': o.tx_depth = (int)v; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     efps_compressor_t comp;
     if (optind < argc || efps_compressor_parse(o.ps.compressor, &comp) != EFPS_OK ||
-        o.size % 4 != 0 || o.workers > 256 || o.servers > 64 || o.rounds > 16) {
+        o.size % 4 != 0 || o.workers > 256 || o.servers > 64 || o.rounds > 16 ||
+        o.tx_depth > 65536) {
         fprintf(stderr, "efps-perf: bad arguments (size must be a multiple of 4, compressor "
                         "none|sign|blocksign, at most 256 workers, 64 servers, 16 rounds)\n");
         usage(stderr);
@@ -233,14 +283,18 @@ int main(int argc, char **argv)
     }
     if (comp != EFPS_COMP_BLOCKSIGN)
         o.ps.block = 0;
-    header(&o);
+    int (*run)(opts_t *) = o.write_bw ? measure_write_bw : measure;
+    if (o.write_bw)
+        header_write_bw(&o);
+    else
+        header(&o);
     if (!o.sweep)
-        return measure(&o);
+        return run(&o);
     const int iters = o.iters;
     for (size_t s = 4096; s <= ((size_t)256 << 20); s *= 4) {
         o.size = s;
         o.iters = iters;
-        if (measure(&o) != 0)
+        if (run(&o) != 0)
             return 1;
     }
     return 0;

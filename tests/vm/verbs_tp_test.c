@@ -403,6 +403,8 @@ static void test_ordering(void **state)
     efps_tp_mem_dereg(smr);
     efps_tp_mem_dereg(dmr);
     pair_close(&p);
+    free(src);
+    free(dst);
 }
 
 static void test_send_queue_full(void **state)

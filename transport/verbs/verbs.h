@@ -15,7 +15,8 @@
  * Credits, so that nothing overflows and nobody waits on receive-not-ready:
  * - writes: a peer may have at most `window` (the receiver's rq_depth) writes
  *   whose RECV the receiving application has not polled; the receiver
- *   returns credit in CREDIT messages as its application polls them.
+ *   returns credit in CREDIT messages as its application polls them, a
+ *   quarter of the window at a time (and whatever is owed with heartbeats).
  * - messages: at most EFPS_TP_MSG_DEPTH messages not yet taken with
  *   msg_recv; returned the same way when they are taken.
  * - receive buffers: every endpoint adds its worst case (window, message

@@ -177,9 +177,15 @@ static bool post_ctrl(verbs_ep_t *ep, verbs_tx_kind_t kind, uint32_t imm, uint32
 
 void efps_verbs_send_credit(verbs_ep_t *ep, bool ping)
 {
+    /* Write credit goes back in batches of a quarter of the window: a
+     * writer can only be starved while three quarters of its window wait
+     * unpolled here, so it waits for our application, never for us. Message
+     * credit goes back at once (handshakes wait on single messages). A ping
+     * takes whatever is owed. */
+    uint32_t batch = ep->ctx->base.attr.rq_depth / 4 > 0 ? ep->ctx->base.attr.rq_depth / 4 : 1;
     if (!can_send(ep) || ep->credit_inflight)
         return;
-    if (!ping && ep->owed_writes == 0 && ep->owed_msgs == 0)
+    if (!ping && ep->owed_writes < batch && ep->owed_msgs == 0)
         return;
     uint32_t w = ep->owed_writes < VERBS_CR_MAX_WRITES ? ep->owed_writes : VERBS_CR_MAX_WRITES;
     uint32_t m = ep->owed_msgs < 15 ? ep->owed_msgs : 15;

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Faults of real parameter-server processes over verbs, in the VM: a worker
+# killed mid-run, a server killed mid-run, a worker with the wrong secret.
+# As tests/integration/ps/faults.sh: every other process stops with an error
+# naming the peer, within EFPS_TIMEOUT_MS plus slack, and nothing hangs.
+#   vm-run.sh -- bash tests/vm/ps_faults_in_vm.sh BUILD_DIR
+# (faults.sh itself assumes a fast CPU: a worker builds its data set before it
+# connects, which takes seconds under emulation, longer than its 4 s timeout.)
+set -uo pipefail
+if [ -z "${EFPSVM_DEV:-}" ] || [ -z "${EFPSVM_IP:-}" ]; then
+    echo "ps_faults_in_vm: EFPSVM_DEV/IP unset: run me inside the VM (tests/vm/vm-run.sh)" >&2
+    exit 2
+fi
+export BUILD=$(cd "$1" && pwd)
+export EFPS_TRANSPORT=verbs EFPS_TEST_HOST=$EFPSVM_IP EFPS_IB_DEV=$EFPSVM_DEV
+export EFPS_TIMEOUT_MS=8000
+source "$(dirname "$0")/../integration/ps/lib.sh"
+export EFPS_COMPRESSOR=blocksign
+LIMIT=$((EFPS_TIMEOUT_MS / 1000 + 15)) # seconds any process may take to notice
+SLOW=(--steps 2000 --sleep-ms 20 --dim 1024 --keys 2 --lr 1e-4)
+fails=0
+
+expect_exit() { # NAME PID WANT(0|nonzero) LOG PATTERN
+    local name=$1 pid=$2 want=$3 log=$4 pattern=$5 rc=0 t0=$SECONDS
+    wait_pid "$pid" "$LIMIT" || rc=$?
+    if [ "$rc" -eq 124 ]; then echo "FAIL $name: still running after ${LIMIT}s"; fails=$((fails + 1)); return; fi
+    if [ "$want" = 0 ] && [ "$rc" -ne 0 ]; then echo "FAIL $name: exit $rc, want 0"; cat "$log"; fails=$((fails + 1)); return; fi
+    if [ "$want" != 0 ] && [ "$rc" -eq 0 ]; then echo "FAIL $name: exit 0, want an error"; cat "$log"; fails=$((fails + 1)); return; fi
+    if [ -n "$pattern" ] && ! grep -qE "$pattern" "$log"; then
+        echo "FAIL $name: log lacks /$pattern/:"; cat "$log"; fails=$((fails + 1)); return
+    fi
+    echo "ok   $name (exit $rc after $((SECONDS - t0)) s more)"
+}
+
+reset() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=(); rm -f "$TMP"/*.log "$TMP"/port.*; }
+
+# Waits until a worker (started with EFPS_LOG=info) is connected to all its
+# servers and a little more, so the kill lands in the middle of training.
+wait_training() { # LOG SERVERS
+    local i
+    for i in $(seq 600); do
+        [ "$(grep -c 'connected to server' "$1" 2>/dev/null)" -ge "$2" ] && { sleep 3; return 0; }
+        sleep 0.1
+    done
+    echo "FAIL: the worker never connected:"; cat "$1"; fails=$((fails + 1)); return 1
+}
+
+echo "== a worker killed with SIGKILL mid-run"
+start_servers 1 2
+start_worker 0 2 "${SLOW[@]}"; W0=$LAST_PID
+EFPS_LOG=info start_worker 1 2 "${SLOW[@]}"; W1=$LAST_PID
+if wait_training "$TMP/worker.1.log" 1; then
+    kill -9 "$W1"
+    expect_exit "server after worker 1 died" "${SERVER_PIDS[0]}" nonzero "$TMP/server.0.log" "worker 1"
+    expect_exit "worker 0 after worker 1 died" "$W0" nonzero "$TMP/worker.0.log" "server 0"
+    grep -h "verbs: .*worker 1" "$TMP/server.0.log" | head -n 2
+fi
+reset
+
+echo "== a server killed with SIGKILL mid-run"
+start_servers 2 2
+start_worker 0 2 "${SLOW[@]}"; W0=$LAST_PID
+EFPS_LOG=info start_worker 1 2 "${SLOW[@]}"; W1=$LAST_PID
+if wait_training "$TMP/worker.1.log" 2; then
+    kill -9 "${SERVER_PIDS[1]}"
+    expect_exit "worker 0 after server 1 died" "$W0" nonzero "$TMP/worker.0.log" "server 1"
+    expect_exit "worker 1 after server 1 died" "$W1" nonzero "$TMP/worker.1.log" "server 1"
+    expect_exit "server 0 after server 1 died" "${SERVER_PIDS[0]}" nonzero "$TMP/server.0.log" "worker"
+    grep -h "verbs: .*server 1" "$TMP/worker.0.log" | head -n 2
+fi
+reset
+
+echo "== a worker with the wrong secret"
+start_servers 1 2
+start_worker 0 2 "${SLOW[@]}"; W0=$LAST_PID
+EFPS_SECRET=not-the-secret start_worker 1 2 "${SLOW[@]}"; W1=$LAST_PID
+expect_exit "worker with wrong secret" "$W1" nonzero "$TMP/worker.1.log" "wrong secret"
+expect_exit "server without its second worker" "${SERVER_PIDS[0]}" nonzero "$TMP/server.0.log" "refused worker 1|joined"
+expect_exit "worker 0 without a partner" "$W0" nonzero "$TMP/worker.0.log" "server 0"
+reset
+
+if [ "$fails" -ne 0 ]; then echo "$fails fault case(s) failed"; exit 1; fi
+echo "OK: every fault case over verbs"
