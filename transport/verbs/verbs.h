@@ -5,7 +5,8 @@
  *   verbs_mr.c    ibv_reg_mr / dereg
  *   verbs_rx.c    the shared receive queue and its buffers, arrivals, msg_recv
  *   verbs_tx.c    credits, the pending queue, posting, send completions
- *   verbs_conn.c  rdma_cm: listen / accept / connect, failure, teardown
+ *   verbs_conn.c  rdma_cm: listen / accept / connect
+ *   verbs_close.c failure, events of live connections, teardown
  *
  * Resources. Per context: one protection domain, one completion queue (with
  * its completion channel) for every send and receive, one shared receive
@@ -302,6 +303,14 @@ efps_status_t efps_verbs_ep_alloc_queues(verbs_ep_t *ep);
 void efps_verbs_ep_free_queues(verbs_ep_t *ep);
 
 /* ---- verbs_conn.c ----------------------------------------------------------- */
+void efps_verbs_ep_free(verbs_ep_t *ep);
+/* Lock held: off ctx->eps. */
+void efps_verbs_ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep);
+/* Lock held: gives back the CQ, SRQ and completion-ring shares of its QP. */
+void efps_verbs_ep_release(verbs_ep_t *ep);
+/* Progress thread, lock held: a CONNECT_REQUEST for a new id on listener l. */
+void efps_verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
+                           const uint8_t *priv, size_t plen);
 efps_status_t efps_verbs_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                                 efps_tp_listener_t **listener_p);
 void efps_verbs_listener_destroy(efps_tp_listener_t *listener);
@@ -314,6 +323,17 @@ efps_status_t efps_verbs_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr
                                  const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p);
 void efps_verbs_ep_destroy(efps_tp_ep_t *ep);
 efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *ep);
+/* ---- verbs_close.c ---------------------------------------------------------- */
+/* Lock held: takes ep off its listener's queue. */
+void efps_verbs_queue_remove(verbs_listener_t *l, verbs_ep_t *ep);
+/* Refuses a request with our marker (the connector reads "rejected by the peer"). */
+void efps_verbs_reject_id(struct rdma_cm_id *id);
+/* Lock held: polls the CQ dry and handles what it held. */
+void efps_verbs_drain_cq(verbs_ctx_t *ctx);
+/* Lock held: rdma_disconnect once (the QP goes to error, the peer is told). */
+void efps_verbs_disconnect(verbs_ep_t *ep);
+/* Lock held: hands ep to the progress thread for teardown and waits. */
+void efps_verbs_teardown_by_thread(verbs_ep_t *ep);
 /* Progress thread, no lock held: reads and handles every waiting cm event. */
 void efps_verbs_cm_events(verbs_ctx_t *ctx);
 /* Progress thread, lock held: destroys, rejects and closes what the

@@ -1,27 +1,19 @@
-/* Connections of the verbs transport, over rdma_cm.
+/* Setting up connections of the verbs transport, over rdma_cm.
  *
  * Connecting runs in the caller's thread on a private event channel
  * (resolve address, resolve route, create the QP, rdma_connect with our
  * 4-byte header and the application's private data, wait for ESTABLISHED
  * with the acceptor's reply), then sends HELLO and hands the cm id to the
  * context's channel (rdma_migrate_id), where the progress thread sees its
- * later events. Listening ids live on the context's channel from the start:
- * the progress thread queues each CONNECT_REQUEST, the application accepts
- * it (QP, rdma_accept with our reply header) or rejects it.
- *
- * Closing: the progress thread is the only one that destroys a QP or cm id
- * of an established connection (events for an id must not be in the middle
- * of being handled when it goes). A clean close sends BYE and waits for it
- * to complete, then rdma_disconnect (the QP goes to error, posted sends
- * flush), waits for the flushes, drains the CQ of the QP's completions and
- * only then destroys it, so no stale completion can be taken for another
- * QP that gets the same number. */
+ * later events (verbs_close.c). Listening ids live on the context's channel
+ * from the start: the progress thread queues each CONNECT_REQUEST, the
+ * application accepts it (QP, rdma_accept with our reply header) or
+ * rejects it. */
 #include "transport/verbs/verbs.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +38,7 @@ static verbs_ep_t *ep_alloc(verbs_ctx_t *ctx, const struct sockaddr *peer)
     return ep;
 }
 
-static void ep_free(verbs_ep_t *ep)
+void efps_verbs_ep_free(verbs_ep_t *ep)
 {
     efps_verbs_ep_free_queues(ep);
     free(ep);
@@ -61,7 +53,7 @@ static void ep_link(verbs_ctx_t *ctx, verbs_ep_t *ep)
     ctx->eps = ep;
 }
 
-static void ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep)
+void efps_verbs_ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep)
 {
     if (ep->prev != NULL)
         ep->prev->next = ep->next;
@@ -78,7 +70,7 @@ static size_t cq_share(const verbs_ctx_t *ctx)
 }
 
 /* Gives back what ep_create_qp reserved. */
-static void ep_release(verbs_ep_t *ep)
+void efps_verbs_ep_release(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
     if (!ep->reserved)
@@ -123,267 +115,13 @@ static efps_status_t ep_create_qp(verbs_ep_t *ep)
         efps_error("verbs: %s: create a queue pair (%u sends) on %s: %s%s", ep->base.name,
                    ep->sq_cap, ctx->dev_name, strerror(err),
                    ep->passive ? " (the connection request is stale: did the peer give up?)" : "");
-        ep_release(ep);
+        efps_verbs_ep_release(ep);
         return efps_verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NOMEM : EFPS_ERR_TRANSPORT;
     }
     ep->qp = ep->id->qp;
     ep->qp_num = ep->qp->qp_num;
     efps_verbs_hash_add(ctx, ep);
     return EFPS_OK;
-}
-
-/* ---- failure ------------------------------------------------------------------ */
-void efps_verbs_ep_flushed(verbs_ep_t *ep)
-{
-    if (!ep->disc_pending)
-        return;
-    ep->disc_pending = false;
-    efps_tp_cqe_t cqe = {
-        .type = EFPS_TP_CQE_DISCONNECT, .status = ep->disc_status, .ep = &ep->base};
-    efps_verbs_push_cqe(ep->ctx, &cqe);
-}
-
-static void disconnect(verbs_ep_t *ep)
-{
-    if (ep->qp == NULL || ep->disconnected)
-        return;
-    ep->disconnected = true;
-    /* Moves the QP to error (posted sends flush) and tells the peer. Fails
-     * harmlessly when the peer disconnected first. */
-    if (rdma_disconnect(ep->id) != 0)
-        efps_debug("verbs: %s: rdma_disconnect: %s", ep->base.name, strerror(efps_verbs_errno(-1)));
-}
-
-void efps_verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
-                        const char *fmt, ...)
-{
-    verbs_ctx_t *ctx = ep->ctx;
-    if (ep->state == VEP_DOWN)
-        return;
-    char why[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof(why), fmt, ap);
-    va_end(ap);
-    bool request = ep->state == VEP_QUEUED || ep->state == VEP_REQUEST;
-    EFPS_LOG(level, "verbs: %s%s: %s; connection closed", request ? "connection from " : "",
-             ep->base.name, why);
-    bool connected = ep->state == VEP_CONNECTED;
-    if (ep->state == VEP_QUEUED) { /* nobody outside knows it */
-        ep->rejecting = ep->want_destroy = ep->internal = true;
-        ctx->teardown_dirty = true;
-    }
-    ep->state = VEP_DOWN;
-    ep->down_status = status == EFPS_OK ? EFPS_ERR_PEER : status;
-    if (connected) {
-        disconnect(ep);
-        efps_verbs_tx_flush_pending(ep, true);
-        ep->disc_status = status;
-        ep->disc_pending = true;
-        ep->deadline_ms = efps_tp_now_ms() + 1000; /* flushes come at once; else we stop waiting */
-        if (ep->done_seq == ep->post_seq)
-            efps_verbs_ep_flushed(ep);
-    }
-    pthread_cond_broadcast(&ctx->ev_cond); /* msg_recv, accept and connect waiters */
-}
-
-/* ---- teardown (progress thread, lock held) ------------------------------------------ */
-static void queue_remove(verbs_listener_t *l, verbs_ep_t *ep)
-{
-    verbs_ep_t **pp = &l->queue_head, *last = NULL;
-    while (*pp != NULL && *pp != ep) {
-        last = *pp;
-        pp = &(*pp)->queue_next;
-    }
-    if (*pp == NULL)
-        return;
-    *pp = ep->queue_next;
-    if (l->queue_tail == ep)
-        l->queue_tail = last;
-    ep->queue_next = NULL;
-}
-
-static void reject_id(struct rdma_cm_id *id)
-{
-    uint8_t blob[VERBS_REJ_LEN] = {0};
-    verbs_put(blob, VERBS_WIRE_MAGIC, 4);
-    blob[4] = VERBS_WIRE_VERSION;
-    rdma_reject(id, blob, sizeof(blob));
-}
-
-/* Polls the CQ dry (lock held): every completion of a QP in error is in. */
-static void drain_cq(verbs_ctx_t *ctx)
-{
-    struct ibv_wc wc[32];
-    int n;
-    do {
-        pthread_mutex_lock(&ctx->cq_lock);
-        n = ibv_poll_cq(ctx->hw_cq, 32, wc);
-        pthread_mutex_unlock(&ctx->cq_lock);
-        for (int i = 0; i < n; i++) {
-            if (wc[i].wr_id & VERBS_WR_RECV) {
-                efps_verbs_rx_complete(ctx, &wc[i]);
-            } else {
-                verbs_ep_t *ep = efps_verbs_ep_by_qp(ctx, wc[i].qp_num);
-                if (ep != NULL)
-                    efps_verbs_tx_complete(ep, &wc[i]);
-            }
-        }
-    } while (n > 0);
-    efps_verbs_rx_refill(ctx);
-}
-
-static void finish_teardown(verbs_ep_t *ep)
-{
-    verbs_ctx_t *ctx = ep->ctx;
-    if (ep->qp != NULL)
-        drain_cq(ctx);
-    efps_verbs_tx_abandon_posted(ep, false);
-    efps_verbs_hash_del(ctx, ep);
-    if (ep->qp != NULL)
-        rdma_destroy_qp(ep->id);
-    ep->qp = NULL;
-    if (ep->id != NULL)
-        rdma_destroy_id(ep->id);
-    ep->id = NULL;
-    ep_release(ep);
-    efps_tp_cq_purge(&ctx->cq, &ep->base);
-    if (ep->listener != NULL)
-        queue_remove(ep->listener, ep);
-    ep->listener = NULL;
-    ep_unlink(ctx, ep);
-    ep->destroy_done = true;
-    pthread_cond_broadcast(&ctx->ev_cond);
-    if (ep->internal)
-        ep_free(ep);
-}
-
-/* One step of closing ep; true once it is gone. */
-static bool teardown_step(verbs_ep_t *ep)
-{
-    verbs_ctx_t *ctx = ep->ctx;
-    uint64_t now = efps_tp_now_ms();
-    if (ep->closing == VCLOSE_NONE) {
-        uint32_t wait = ctx->base.attr.timeout_ms < 1000 ? ctx->base.attr.timeout_ms : 1000;
-        ep->deadline_ms = now;
-        /* A peer that reads BYE knows the close was meant, not a crash. */
-        if (ep->state == VEP_CONNECTED && ep->established && ep->pend_count == 0 &&
-            efps_verbs_send_bye(ep) == EFPS_OK)
-            ep->deadline_ms = now + wait;
-        ep->closing = VCLOSE_BYE;
-    }
-    if (ep->closing == VCLOSE_BYE) {
-        if (!ep->bye_done && ep->state == VEP_CONNECTED && now < ep->deadline_ms)
-            return false;
-        if (ep->rejecting && ep->qp == NULL && ep->id != NULL)
-            reject_id(ep->id);
-        else
-            disconnect(ep);
-        efps_verbs_tx_flush_pending(ep, false);
-        ep->closing = VCLOSE_FLUSH;
-        ep->deadline_ms = now + 1000;
-    }
-    if (ep->done_seq != ep->post_seq && now < ep->deadline_ms)
-        return false;
-    finish_teardown(ep);
-    return true;
-}
-
-static void close_listeners(verbs_ctx_t *ctx)
-{
-    ctx->listeners_dirty = false;
-    for (verbs_listener_t **pp = &ctx->listeners; *pp != NULL;) {
-        verbs_listener_t *l = *pp;
-        if (!l->destroying) {
-            pp = &l->next;
-            continue;
-        }
-        rdma_destroy_id(l->id);
-        /* Requests never handed out are refused; handed-out ones live on. */
-        while (l->queue_head != NULL) {
-            verbs_ep_t *ep = l->queue_head;
-            queue_remove(l, ep);
-            ep->listener = NULL;
-            ep->rejecting = ep->want_destroy = ep->internal = true;
-            ctx->teardown_dirty = true;
-        }
-        *pp = l->next;
-        l->closed = true;
-    }
-    pthread_cond_broadcast(&ctx->ev_cond);
-}
-
-void efps_verbs_run_teardowns(verbs_ctx_t *ctx)
-{
-    if (ctx->listeners_dirty)
-        close_listeners(ctx);
-    bool busy = false;
-    for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
-        next = ep->next;
-        if (ep->want_destroy && !teardown_step(ep))
-            busy = true;
-    }
-    ctx->teardown_dirty = busy;
-}
-
-/* Lock held: hands ep to the progress thread for teardown and waits. */
-static void teardown_by_thread(verbs_ep_t *ep)
-{
-    verbs_ctx_t *ctx = ep->ctx;
-    ep->want_destroy = true;
-    ctx->teardown_dirty = true;
-    efps_verbs_kick(ctx);
-    while (!ep->destroy_done)
-        efps_verbs_wait(ctx, &ctx->ev_cond, 0);
-}
-
-void efps_verbs_ep_destroy(efps_tp_ep_t *base)
-{
-    verbs_ep_t *ep = VERBS_EP(base);
-    verbs_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
-    teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->lock);
-    efps_debug("verbs: endpoint %s destroyed", base->name);
-    ep_free(ep);
-}
-
-efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *base)
-{
-    verbs_ep_t *ep = VERBS_EP(base);
-    pthread_mutex_lock(&ep->ctx->lock);
-    efps_status_t status = ep->state == VEP_CONNECTED ? EFPS_OK
-                           : ep->state == VEP_DOWN    ? ep->down_status
-                                                      : EFPS_ERR_STATE;
-    pthread_mutex_unlock(&ep->ctx->lock);
-    return status;
-}
-
-void efps_verbs_conn_free_all(verbs_ctx_t *ctx)
-{
-    while (ctx->eps != NULL) {
-        verbs_ep_t *ep = ctx->eps;
-        if (ep->state == VEP_CONNECTED || ep->state == VEP_DOWN)
-            efps_debug("verbs: close: endpoint %s was still open", ep->base.name);
-        efps_verbs_hash_del(ctx, ep);
-        if (ep->qp != NULL)
-            rdma_destroy_qp(ep->id);
-        if (ep->id != NULL)
-            rdma_destroy_id(ep->id); /* tells a connected peer */
-        ep->qp = NULL;
-        ep->id = NULL;
-        efps_verbs_tx_abandon_posted(ep, false);
-        efps_verbs_tx_flush_pending(ep, false);
-        ep_release(ep);
-        ep_unlink(ctx, ep);
-        ep_free(ep);
-    }
-    while (ctx->listeners != NULL) {
-        verbs_listener_t *l = ctx->listeners;
-        ctx->listeners = l->next;
-        rdma_destroy_id(l->id);
-        free(l);
-    }
 }
 
 /* ---- listening -------------------------------------------------------------- */
@@ -470,7 +208,7 @@ efps_status_t efps_verbs_get_request(efps_tp_listener_t *base, int timeout_ms,
         }
         verbs_ep_t *ep = l->queue_head;
         if (ep != NULL) {
-            queue_remove(l, ep);
+            efps_verbs_queue_remove(l, ep);
             ep->listener = NULL;
             ep->state = VEP_REQUEST;
             *req_p = &ep->req;
@@ -485,13 +223,13 @@ efps_status_t efps_verbs_get_request(efps_tp_listener_t *base, int timeout_ms,
 }
 
 /* Progress thread, lock held: a CONNECT_REQUEST on listener l for a new id. */
-static void on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
-                       const uint8_t *priv, size_t plen)
+void efps_verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
+                           const uint8_t *priv, size_t plen)
 {
     verbs_ep_t *ep = l->destroying ? NULL : ep_alloc(ctx, rdma_get_peer_addr(id));
     char what[EFPS_TP_ADDR_MAX + 32];
     if (ep == NULL) {
-        reject_id(id);
+        efps_verbs_reject_id(id);
         rdma_destroy_id(id);
         return;
     }
@@ -500,18 +238,18 @@ static void on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id 
     ep->id = id;
     ep->passive = true;
     if (efps_verbs_check_id(ctx, id, what) != EFPS_OK) {
-        reject_id(id);
+        efps_verbs_reject_id(id);
         rdma_destroy_id(id);
-        ep_free(ep);
+        efps_verbs_ep_free(ep);
         return;
     }
     if (plen < VERBS_REQ_HDR || priv[0] != VERBS_WIRE_MARKER || priv[1] != VERBS_WIRE_VERSION ||
         priv[2] > EFPS_TP_PRIV_MAX) {
         efps_warn("verbs: %s refused: not an efps verbs connection request (header %02x %02x %02x)",
                   what, plen > 0 ? priv[0] : 0, plen > 1 ? priv[1] : 0, plen > 2 ? priv[2] : 0);
-        reject_id(id);
+        efps_verbs_reject_id(id);
         rdma_destroy_id(id);
-        ep_free(ep);
+        efps_verbs_ep_free(ep);
         return;
     }
     memcpy(ep->req.priv, priv + VERBS_REQ_HDR, priv[2]);
@@ -585,9 +323,9 @@ efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_para
     }
     if (status != EFPS_OK) {
         ep->rejecting = ep->qp == NULL;
-        teardown_by_thread(ep);
+        efps_verbs_teardown_by_thread(ep);
         pthread_mutex_unlock(&ctx->lock);
-        ep_free(ep);
+        efps_verbs_ep_free(ep);
         return status;
     }
     pthread_mutex_unlock(&ctx->lock);
@@ -602,83 +340,10 @@ void efps_verbs_reject(efps_tp_conn_req_t *req)
     verbs_ctx_t *ctx = ep->ctx;
     pthread_mutex_lock(&ctx->lock);
     ep->rejecting = true;
-    teardown_by_thread(ep);
+    efps_verbs_teardown_by_thread(ep);
     pthread_mutex_unlock(&ctx->lock);
     efps_info("verbs: rejected connection from %s", ep->addr);
-    ep_free(ep);
-}
-
-/* ---- events of the context's channel (progress thread) ------------------------------- */
-static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uint8_t *priv,
-                     size_t plen)
-{
-    if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
-        on_request(ctx, ev->listen_id->context, ev->id, priv, plen);
-        return;
-    }
-    if (ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL) {
-        for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
-            next = ep->next;
-            if (ep->state != VEP_CONNECTING)
-                efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TRANSPORT,
-                                   "RDMA device %s was removed", ctx->dev_name);
-        }
-        return;
-    }
-    for (verbs_listener_t *l = ctx->listeners; l != NULL; l = l->next)
-        if (l->id == ev->id)
-            return; /* nothing to do for a listener's own events */
-    verbs_ep_t *ep = ev->id->context;
-    if (ep == NULL || ep->id != ev->id || ep->closing != VCLOSE_NONE)
-        return; /* an endpoint on its way out */
-    switch (ev->event) {
-    case RDMA_CM_EVENT_ESTABLISHED:
-        if (ep->state == VEP_CONNECTED && !ep->established) {
-            ep->established = true;
-            efps_verbs_tx_progress(ep);
-            efps_verbs_send_credit(ep, false);
-        }
-        break;
-    case RDMA_CM_EVENT_DISCONNECTED:
-        /* The peer's BYE (if it sent one) completed before its disconnect
-         * request left: take it first, so a clean close reads as one. */
-        drain_cq(ctx);
-        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
-                           "the peer disconnected without saying goodbye");
-        ep->disconnected = true;
-        break;
-    case RDMA_CM_EVENT_CONNECT_ERROR:
-    case RDMA_CM_EVENT_UNREACHABLE:
-    case RDMA_CM_EVENT_REJECTED:
-        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection setup failed: %s (%d)",
-                           rdma_event_str(ev->event), ev->status);
-        break;
-    default: /* TIMEWAIT_EXIT, ADDR_CHANGE...: nothing to do */
-        efps_debug("verbs: %s: %s", ep->base.name, rdma_event_str(ev->event));
-        break;
-    }
-}
-
-void efps_verbs_cm_events(verbs_ctx_t *ctx)
-{
-    struct rdma_cm_event *ev;
-    for (int i = 0; i < 64 && rdma_get_cm_event(ctx->cm, &ev) == 0; i++) {
-        /* Copy and ack first: an id cannot be destroyed while one of its
-         * events is held. */
-        struct rdma_cm_event copy = *ev;
-        uint8_t priv[VERBS_CM_REP_PRIV];
-        size_t plen = ev->param.conn.private_data_len < sizeof(priv)
-                          ? ev->param.conn.private_data_len
-                          : sizeof(priv);
-        if (ev->param.conn.private_data == NULL)
-            plen = 0;
-        if (plen > 0)
-            memcpy(priv, ev->param.conn.private_data, plen);
-        rdma_ack_cm_event(ev);
-        pthread_mutex_lock(&ctx->lock);
-        on_event(ctx, &copy, priv, plen);
-        pthread_mutex_unlock(&ctx->lock);
-    }
+    efps_verbs_ep_free(ep);
 }
 
 /* ---- connecting side (the caller's thread) --------------------------------------- */
@@ -896,21 +561,22 @@ err:
     /* Not live yet: nothing but this thread and the CQ know the endpoint. */
     pthread_mutex_lock(&ctx->lock);
     if (ep->qp != NULL) {
-        disconnect(ep);
-        drain_cq(ctx);
+        efps_verbs_disconnect(ep);
+        efps_verbs_drain_cq(ctx);
     }
     efps_verbs_tx_abandon_posted(ep, false);
+    efps_tp_cq_purge(&ctx->cq, &ep->base); /* a failed HELLO may have reported */
     efps_verbs_hash_del(ctx, ep);
     if (ep->next != NULL || ep->prev != NULL || ctx->eps == ep)
-        ep_unlink(ctx, ep);
+        efps_verbs_ep_unlink(ctx, ep);
     if (ep->qp != NULL)
         rdma_destroy_qp(ep->id);
-    ep_release(ep);
+    efps_verbs_ep_release(ep);
     pthread_mutex_unlock(&ctx->lock);
     if (ep->id != NULL)
         rdma_destroy_id(ep->id);
     if (ch != NULL)
         rdma_destroy_event_channel(ch);
-    ep_free(ep);
+    efps_verbs_ep_free(ep);
     return status;
 }
