@@ -287,6 +287,58 @@ static void test_open_and_regions(void **state)
     efps_tp_close(ctx); /* frees mr */
 }
 
+/* Runs open("verbs") with one variable set (or unset), the old value restored. */
+static efps_status_t open_with(const char *var, const char *value, efps_tp_ctx_t **ctx_p)
+{
+    const char *old = getenv(var);
+    char *saved = old ? strdup(old) : NULL;
+    if (value != NULL)
+        setenv(var, value, 1);
+    else
+        unsetenv(var);
+    efps_status_t s = efps_tp_open("verbs", NULL, ctx_p);
+    if (saved != NULL)
+        setenv(var, saved, 1);
+    else
+        unsetenv(var);
+    free(saved);
+    return s;
+}
+
+/* EFPS_IB_GID must be the GID the address maps to (rdma_cm picks it from
+ * the address); EFPS_CPU_AFFINITY takes auto, none or a core. */
+static void test_gid_and_affinity(void **state)
+{
+    (void)state;
+    efps_tp_ctx_t *ctx = NULL;
+    efps_tp_listener_t *l = NULL;
+    char text[64];
+    snprintf(text, sizeof(text), "%s:0", ip);
+    /* Index 0 is rxe0's link-local GID, not the one of our IPv4 address. */
+    assert_int_equal(open_with("EFPS_IB_GID", "0", &ctx), EFPS_OK);
+    capture_start();
+    assert_int_equal(efps_tp_listen(ctx, text, &l), EFPS_ERR_INVALID);
+    char *log = capture_stop();
+    assert_non_null(strstr(log, "EFPS_IB_GID=0"));
+    efps_tp_close(ctx);
+    ctx = NULL;
+    assert_int_equal(open_with("EFPS_IB_GID", "4000", &ctx), EFPS_ERR_INVALID);
+    assert_null(ctx);
+    /* Without EFPS_IB_GID, rdma_cm's choice is taken (and logged). */
+    assert_int_equal(open_with("EFPS_IB_GID", NULL, &ctx), EFPS_OK);
+    assert_int_equal(efps_tp_listen(ctx, text, &l), EFPS_OK);
+    efps_tp_listener_destroy(l);
+    efps_tp_close(ctx);
+    ctx = NULL;
+    assert_int_equal(open_with("EFPS_CPU_AFFINITY", "bogus", &ctx), EFPS_ERR_INVALID);
+    assert_int_equal(open_with("EFPS_CPU_AFFINITY", "99999", &ctx), EFPS_ERR_INVALID);
+    assert_null(ctx);
+    assert_int_equal(open_with("EFPS_CPU_AFFINITY", "1", &ctx), EFPS_OK); /* the VM has 2 */
+    efps_tp_close(ctx);
+    assert_int_equal(open_with("EFPS_CPU_AFFINITY", "none", &ctx), EFPS_OK);
+    efps_tp_close(ctx);
+}
+
 /* An address that is not on the device: listening works (rdma_cm binds
  * loopback to no device), connecting says why it cannot. */
 static void test_address_not_on_device(void **state)
@@ -1024,6 +1076,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_peer_frozen),
         cmocka_unit_test(test_open_and_regions),
         cmocka_unit_test(test_address_not_on_device),
+        cmocka_unit_test(test_gid_and_affinity),
         cmocka_unit_test(test_write_sizes),
         cmocka_unit_test(test_ordering),
         cmocka_unit_test(test_send_queue_full),
