@@ -1,5 +1,5 @@
 /* efps transport: one-sided RDMA-style writes with a 32-bit immediate, over
- * verbs (later) or TCP, behind one transport-neutral API.
+ * verbs or TCP, behind one transport-neutral API.
  *
  * The model is a small subset of verbs + rdma_cm, so the verbs transport maps
  * onto it call for call:

@@ -145,6 +145,7 @@ static void test_ctrl_headers(void **state)
     assert_int_equal(VERBS_IMM_MSG_LEN(imm), EFPS_TP_MSG_MAX);
     assert_int_equal(VERBS_IMM_TYPE(verbs_imm_type(VERBS_T_BYE)), VERBS_T_BYE);
     assert_int_equal(VERBS_IMM_TYPE(verbs_imm_type(VERBS_T_HELLO)), VERBS_T_HELLO);
+    assert_int_equal(VERBS_IMM_TYPE(verbs_imm_type(VERBS_T_LEN)), VERBS_T_LEN);
     /* A whole message fits the chunks the receive buffers allow. */
     assert_true(VERBS_MSG_CHUNKS * VERBS_RX_BUF >= EFPS_TP_MSG_MAX);
     /* The connect header and the application's data fit an RC request. */

@@ -68,6 +68,7 @@ typedef enum {
     VTX_CREDIT,
     VTX_HELLO,
     VTX_BYE,
+    VTX_LEN, /* the length of a write split into several requests */
 } verbs_tx_kind_t;
 
 typedef struct {
@@ -83,6 +84,7 @@ typedef struct {
     uint8_t kind; /* VTX_WRITE or VTX_MSG */
     uint32_t len;
     uint32_t done; /* bytes already posted (a long write goes in pieces) */
+    bool len_sent; /* a split write's LEN is posted */
     verbs_mr_t *mr;
     size_t local_offset;
     uint64_t remote_addr;
@@ -145,7 +147,7 @@ typedef struct verbs_ep {
     uint32_t sq_cap;        /* max_send_wr */
     uint64_t post_seq, done_seq;
     uint32_t msg_tx_inflight, msg_tx_seq;
-    uint8_t *txbuf; /* EFPS_TP_MSG_DEPTH message slots, then the HELLO */
+    uint8_t *txbuf; /* EFPS_TP_MSG_DEPTH message slots, the HELLO, LEN payloads */
     struct ibv_mr *txbuf_mr;
     uint8_t local_priv[VERBS_CM_REP_PRIV];
 
@@ -155,6 +157,7 @@ typedef struct verbs_ep {
     uint8_t *msg_rx_buf;
     uint32_t msg_rx_len[EFPS_TP_MSG_DEPTH];
     uint32_t msg_rx_head, msg_rx_count, msg_rx_got, msg_rx_total;
+    uint32_t next_write_len; /* from LEN: the length of the next write, 0: none */
 } verbs_ep_t;
 
 typedef struct verbs_listener {

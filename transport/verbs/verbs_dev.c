@@ -103,8 +103,12 @@ static efps_status_t pick_placement(verbs_ctx_t *ctx)
     if (strcasecmp(aff, "auto") != 0) {
         char *end;
         core = strtol(aff, &end, 10);
-        if (*aff == '\0' || *end != '\0' || core < 0 || core > 65535) {
+        if (*aff == '\0' || *end != '\0' || core < 0) {
             efps_error("verbs: EFPS_CPU_AFFINITY='%s': expected auto, none or a core number", aff);
+            return EFPS_ERR_INVALID;
+        }
+        if (core > 65535) {
+            efps_error("verbs: EFPS_CPU_AFFINITY=%ld: no such core here", core);
             return EFPS_ERR_INVALID;
         }
     }

@@ -147,6 +147,15 @@ static void on_write(verbs_ep_t *ep, uint32_t imm, uint32_t len)
                   ep->ctx->base.attr.rq_depth);
         return;
     }
+    if (ep->next_write_len != 0) { /* the last piece of a split write */
+        if (len > ep->next_write_len) {
+            violation(ep, "a %u-byte piece of a write announced as %u bytes", len,
+                      ep->next_write_len);
+            return;
+        }
+        len = ep->next_write_len;
+        ep->next_write_len = 0;
+    }
     ep->rq_used++;
     efps_tp_cqe_t cqe = {
         .type = EFPS_TP_CQE_RECV, .status = EFPS_OK, .ep = &ep->base, .imm = imm, .length = len};
@@ -219,6 +228,21 @@ static void on_credit(verbs_ep_t *ep, uint32_t imm)
         efps_verbs_tx_progress(ep);
 }
 
+/* The length of the next write, longer than one work request carries. Its
+ * credit goes straight back: nothing waits for the application here. */
+static void on_len(verbs_ep_t *ep, const uint8_t *p, uint32_t len)
+{
+    uint32_t total = len == 4 ? (uint32_t)verbs_get(p, 4) : 0;
+    if (total == 0 || ep->next_write_len != 0) {
+        violation(ep, "LEN of %u bytes announcing %u%s", len, total,
+                  ep->next_write_len ? ", before the last one was used" : "");
+        return;
+    }
+    ep->next_write_len = total;
+    ep->owed_writes++;
+    efps_verbs_send_credit(ep, false);
+}
+
 /* A SEND of the peer: the transport's control messages and message chunks. */
 static void on_send(verbs_ep_t *ep, const struct ibv_wc *wc, const uint8_t *p)
 {
@@ -242,6 +266,9 @@ static void on_send(verbs_ep_t *ep, const struct ibv_wc *wc, const uint8_t *p)
         break;
     case VERBS_T_BYE:
         efps_verbs_ep_fail(ep, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
+        break;
+    case VERBS_T_LEN:
+        on_len(ep, p, wc->byte_len);
         break;
     default:
         violation(ep, "unknown control message type %u", VERBS_IMM_TYPE(imm));

@@ -18,9 +18,10 @@
 efps_status_t efps_verbs_ep_alloc_queues(verbs_ep_t *ep)
 {
     const efps_tp_attr_t *attr = &ep->ctx->base.attr;
-    size_t txbytes = (size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX + VERBS_HELLO_LEN;
     /* Room for the pieces of long writes besides one request per write. */
     ep->sq_cap = 2 * attr->sq_depth + EFPS_TP_MSG_DEPTH * VERBS_MSG_CHUNKS + VERBS_CTRL_DEPTH;
+    size_t txbytes =
+        (size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX + VERBS_HELLO_LEN + 4u * ep->sq_cap;
     ep->pend_cap = attr->sq_depth + EFPS_TP_MSG_DEPTH;
     ep->rx_window = attr->rq_depth + EFPS_TP_MSG_DEPTH * VERBS_MSG_CHUNKS + VERBS_CTRL_DEPTH;
     ep->msg_credits = EFPS_TP_MSG_DEPTH;
@@ -91,6 +92,26 @@ static bool post(verbs_ep_t *ep, struct ibv_send_wr *wr, const verbs_posted_t *w
     return true;
 }
 
+/* Tells the peer the whole length of a split write (LEN, before its last
+ * request). The payload sits in the slot of the LEN's own send, free again
+ * when that completes. */
+static bool post_len(verbs_ep_t *ep, uint32_t len)
+{
+    uint8_t *p = ep->txbuf + (size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX + VERBS_HELLO_LEN +
+                 4u * (ep->post_seq % ep->sq_cap);
+    verbs_put(p, len, 4);
+    struct ibv_sge sge = {.addr = (uintptr_t)p, .length = 4, .lkey = ep->txbuf_mr->lkey};
+    struct ibv_send_wr wr = {.sg_list = &sge,
+                             .num_sge = 1,
+                             .opcode = IBV_WR_SEND_WITH_IMM,
+                             .imm_data = htonl(verbs_imm_type(VERBS_T_LEN))};
+    verbs_posted_t what = {.kind = VTX_LEN};
+    if (!post(ep, &wr, &what))
+        return false;
+    ep->wr_credits--;
+    return true;
+}
+
 /* Posts what it can of a write; true once its last request is posted. */
 static bool post_write(verbs_ep_t *ep, verbs_op_t *op)
 {
@@ -98,6 +119,13 @@ static bool post_write(verbs_ep_t *ep, verbs_op_t *op)
     while (ep->peer_known) {
         uint32_t left = op->len - op->done;
         bool last = left <= max;
+        /* A split write's last request follows its LEN; each takes a credit
+         * (with a window of one, the LEN's comes back first). */
+        if (last && op->done > 0 && !op->len_sent) {
+            if (ep->wr_credits == 0 || sq_room(ep) <= VERBS_CTRL_DEPTH || !post_len(ep, op->len))
+                return false;
+            op->len_sent = true;
+        }
         if ((last && ep->wr_credits == 0) || sq_room(ep) <= VERBS_CTRL_DEPTH)
             return false;
         uint32_t n = last ? left : max;
@@ -241,6 +269,7 @@ static void finish_posted(verbs_ep_t *ep, const verbs_posted_t *p, efps_status_t
         break;
     case VTX_WRITE_PART:
     case VTX_HELLO:
+    case VTX_LEN:
         break;
     }
 }
@@ -250,6 +279,7 @@ static const char *kind_name(verbs_tx_kind_t kind)
     switch (kind) {
     case VTX_WRITE_PART:
     case VTX_WRITE:
+    case VTX_LEN:
         return "write";
     case VTX_MSG:
         return "message";

@@ -31,9 +31,11 @@
  *   CREDIT  returns credit: bits 0..16 writes, bits 17..20 messages; sent
  *           with zero credit it is the heartbeat
  *   BYE     clean close follows (no payload)
- * Application writes are RDMA_WRITE_WITH_IMM carrying the application's imm
- * (a write longer than the port's max_msg_sz goes as plain RDMA_WRITEs and a
- * last WRITE_WITH_IMM). */
+ *   LEN     the length (u32 payload) of the next write, which is longer than
+ *           the port's max_msg_sz: it goes as plain RDMA_WRITEs and a last
+ *           WRITE_WITH_IMM, whose completion alone would say only its own
+ *           length. LEN takes a write credit of its own, returned at once.
+ * Application writes are RDMA_WRITE_WITH_IMM carrying the application's imm. */
 #ifndef EFPS_VERBS_WIRE_H
 #define EFPS_VERBS_WIRE_H
 
@@ -61,6 +63,7 @@ typedef enum {
     VERBS_T_MSG = 2,
     VERBS_T_CREDIT = 3,
     VERBS_T_BYE = 4,
+    VERBS_T_LEN = 5,
 } verbs_ctrl_t;
 
 #define VERBS_IMM_TYPE(imm)      ((imm) >> 28)
