@@ -117,9 +117,12 @@ run_in_vm() {
         done
     done
     echo
-    echo "== parameter server push+pull round trip over verbs (efps-perf -t verbs -c none, 1 worker"
-    echo "   x 1 server, fp32 MB/s of 10^6 bytes counting push and pull; context, not the ratio)"
-    "$perf" -t verbs --host "$EFPSVM_IP" -c none -s 1048576 -n 40 -r 1 --no-raw 2>&1 | tail -n 1 || true
+    echo "== parameter server push+pull round trip (efps-perf -c none, 1 worker x 1 server, 1 MiB,"
+    echo "   fp32 MB/s of 10^6 bytes counting push and pull; context, not the ratio)"
+    for t in verbs:$EFPSVM_IP tcp:127.0.0.1; do
+        "$perf" -t "${t%%:*}" --host "${t#*:}" -c none -s 1048576 -n 40 -r 1 --no-raw 2>&1 |
+            tail -n 1 | sed "s/^/${t%%:*} /" || true
+    done
     echo
     echo "== efps verbs vs ib_write_bw on $EFPSVM_DEV: medians of $rounds round(s); MB/s = 2^20 bytes/s"
     printf '%10s %7s %12s %12s %12s %12s %14s\n' bytes iters "ib_write_bw" "ib_write_bw" "efps" "efps" "efps verbs /"
