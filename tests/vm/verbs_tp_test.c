@@ -797,6 +797,32 @@ static void test_reject_and_timeouts(void **state)
     efps_tp_close(srv);
 }
 
+/* Listening on every address ("*:port"): the device is known only per
+ * request, and checked then. */
+static void test_wildcard_listen(void **state)
+{
+    (void)state;
+    pair_t p = {.srv = open_verbs(0, 0, 0), .cli = open_verbs(0, 0, 0)};
+    assert_int_equal(efps_tp_listen(p.srv, "*:0", &p.listener), EFPS_OK);
+    snprintf(p.addr, sizeof(p.addr), "%s:%u", ip, efps_tp_listener_port(p.listener));
+    connector_t c;
+    connector_start(&c, p.cli, p.addr, NULL);
+    p.sep = accept_one(p.listener, "client", NULL);
+    assert_int_equal(connector_join(&c), EFPS_OK);
+    p.cep = c.ep;
+    static uint8_t src[100], dst[100];
+    fill(src, sizeof(src), 8);
+    efps_tp_mr_t *smr, *dmr;
+    assert_int_equal(efps_tp_mem_reg(p.cli, src, sizeof(src), 0, &smr), EFPS_OK);
+    assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
+                     EFPS_OK);
+    write_and_wait(&p, smr, 0, sizeof(src), efps_tp_mr_rkey(dmr), 0, 3);
+    assert_memory_equal(dst, src, sizeof(src));
+    efps_tp_mem_dereg(smr);
+    efps_tp_mem_dereg(dmr);
+    pair_close(&p);
+}
+
 /* A plain rdma_cm client that is not efps: refused, and the listener still
  * serves an efps client afterwards. */
 static void test_foreign_client(void **state)
@@ -1117,6 +1143,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_many_endpoints),
         cmocka_unit_test(test_private_data_and_messages),
         cmocka_unit_test(test_reject_and_timeouts),
+        cmocka_unit_test(test_wildcard_listen),
         cmocka_unit_test(test_foreign_client),
         cmocka_unit_test(test_forged_rkey),
         cmocka_unit_test(test_dereg_in_use),
