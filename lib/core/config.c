@@ -8,10 +8,9 @@
 static const efps_config_var_t vars[] = {
     {"EFPS_LOG", "warn", "log level: error|warn|info|debug|trace"},
     {"EFPS_SIMD", "", "force a kernel variant: scalar|avx2|avx512 (default: best the CPU has)"},
-    {"EFPS_ROLE", "worker", "role of this process: worker|server"},
+    {"EFPS_ROLE", "", "worker|server (unset: worker; under a launcher, ranks below the number of servers serve)"},
     {"EFPS_RANK", "", "rank of this process within its role"},
     {"EFPS_NUM_WORKERS", "", "number of worker processes"},
-    {"EFPS_NUM_SERVERS", "", "number of server processes"},
     {"EFPS_SERVERS", "", "server list host:port,host:port,..."},
     {"EFPS_TRANSPORT", "auto", "transport: auto|tcp|verbs (auto = verbs if an active device exists)"},
     {"EFPS_IB_DEV", "", "RDMA device name (default: first active one)"},
