@@ -62,8 +62,8 @@ int launch_servers(int S, int M, const efps_ps_config_t *base, const char *host,
         }
         if (port == 0)
             rc = -1;
-        snprintf(servers + strlen(servers), cap - strlen(servers), "%s%s:%u", s ? "," : "",
-                 host, port);
+        snprintf(servers + strlen(servers), cap - strlen(servers), "%s%s:%u", s ? "," : "", host,
+                 port);
         unlink(path);
     }
     rmdir(dir);

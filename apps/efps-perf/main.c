@@ -33,8 +33,8 @@ typedef struct {
 } opts_t;
 
 typedef struct {
-    double seconds;      /* all timed iterations */
-    uint64_t wire_step;  /* bytes pushed per iteration (the pull is the same size) */
+    double seconds;     /* all timed iterations */
+    uint64_t wire_step; /* bytes pushed per iteration (the pull is the same size) */
     int ok;
 } result_t;
 
@@ -109,7 +109,8 @@ static int run_size(const opts_t *o, result_t *res)
     pid_t spid[64], wpid[256];
     int fds[2];
     opts_t run = *o;
-    if (launch_servers(o->servers, o->workers, &o->ps, o->host, servers, sizeof(servers), spid) != 0 ||
+    if (launch_servers(o->servers, o->workers, &o->ps, o->host, servers, sizeof(servers), spid) !=
+            0 ||
         pipe(fds) != 0) {
         fprintf(stderr, "efps-perf: could not start the servers\n");
         return -1;
@@ -136,12 +137,13 @@ static void header(const opts_t *o)
 {
     const char *u = o->gbits ? "Gb/s" : "MB/s";
     printf("# efps-perf: %d worker(s) x %d server(s), transport %s, compressor %s (block %ld)\n",
-           o->workers, o->servers, o->ps.transport ? o->ps.transport : efps_config_get("EFPS_TRANSPORT"),
-           o->ps.compressor, o->ps.block);
+           o->workers, o->servers,
+           o->ps.transport ? o->ps.transport : efps_config_get("EFPS_TRANSPORT"), o->ps.compressor,
+           o->ps.block);
     printf("# fp32 = gradient bytes pushed + update bytes pulled per second (all workers);\n"
            "# wire = bytes efps sent; raw = TCP sockets moving the fp32 bytes there and back\n");
-    printf("%12s %8s %12s %12s %14s %12s %8s\n", "#bytes", "#iters", "fp32 " , "wire ",
-           "wire/step", "raw ", "vs raw");
+    printf("%12s %8s %12s %12s %14s %12s %8s\n", "#bytes", "#iters", "fp32 ", "wire ", "wire/step",
+           "raw ", "vs raw");
     printf("%12s %8s %12s %12s %14s %12s %8s\n", "", "", u, u, "bytes", u, "");
 }
 
@@ -201,9 +203,11 @@ static int measure_write_bw(opts_t *o)
     double snd[16], rcv[16];
     if (o->iters <= 0)
         o->iters = default_iters(o->size);
-    wbw_opts_t w = {.size = o->size, .iters = o->iters, .tx_depth = o->tx_depth,
-                    .transport = o->ps.transport ? o->ps.transport
-                                                 : efps_config_get("EFPS_TRANSPORT"),
+    wbw_opts_t w = {.size = o->size,
+                    .iters = o->iters,
+                    .tx_depth = o->tx_depth,
+                    .transport =
+                        o->ps.transport ? o->ps.transport : efps_config_get("EFPS_TRANSPORT"),
                     .host = o->host};
     for (int r = 0; r < o->rounds; r++)
         if (write_bw_run(&w, &snd[r], &rcv[r]) != 0)
@@ -229,15 +233,21 @@ static void header_write_bw(const opts_t *o)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"size", 1, 0, 's'},      {"all", 0, 0, 'a'},      {"iters", 1, 0, 'n'},
-        {"compressor", 1, 0, 'c'}, {"block", 1, 0, 'B'},   {"workers", 1, 0, 'w'},
-        {"servers", 1, 0, 'S'},   {"transport", 1, 0, 't'}, {"report_gbits", 0, 0, 'G'},
-        {"no-raw", 0, 0, 'R'},    {"rounds", 1, 0, 'r'},   {"help", 0, 0, 'h'},
-        {"host", 1, 0, 'H'},      {"write-bw", 0, 0, 'W'}, {"tx-depth", 1, 0, 'D'},
-        {0, 0, 0, 0}};
-    opts_t o = {.size = 1 << 20, .workers = 1, .servers = 1, .raw = 1, .rounds = 3,
-                .host = "127.0.0.1", .tx_depth = 128};
+    static const struct option lo[] = {{"size", 1, 0, 's'},         {"all", 0, 0, 'a'},
+                                       {"iters", 1, 0, 'n'},        {"compressor", 1, 0, 'c'},
+                                       {"block", 1, 0, 'B'},        {"workers", 1, 0, 'w'},
+                                       {"servers", 1, 0, 'S'},      {"transport", 1, 0, 't'},
+                                       {"report_gbits", 0, 0, 'G'}, {"no-raw", 0, 0, 'R'},
+                                       {"rounds", 1, 0, 'r'},       {"help", 0, 0, 'h'},
+                                       {"host", 1, 0, 'H'},         {"write-bw", 0, 0, 'W'},
+                                       {"tx-depth", 1, 0, 'D'},     {0, 0, 0, 0}};
+    opts_t o = {.size = 1 << 20,
+                .workers = 1,
+                .servers = 1,
+                .raw = 1,
+                .rounds = 3,
+                .host = "127.0.0.1",
+                .tx_depth = 128};
     efps_ps_config_init(&o.ps);
     o.ps.compressor = "none";
     o.ps.block = 2048;
@@ -254,22 +264,54 @@ int main(int argc, char **argv)
             }
         }
         switch (c) {
-        case 's': o.size = (size_t)v; break;
-        case 'a': o.sweep = 1; break;
-        case 'n': o.iters = (int)v; break;
-        case 'c': o.ps.compressor = optarg; break;
-        case 'B': o.ps.block = v; break;
-        case 'w': o.workers = (int)v; break;
-        case 'S': o.servers = (int)v; break;
-        case 't': o.ps.transport = optarg; break;
-        case 'G': o.gbits = 1; break;
-        case 'R': o.raw = 0; break;
-        case 'r': o.rounds = (int)v; break;
-        case 'H': o.host = optarg; break;
-        case 'W': o.write_bw = 1; break;
-        case 'D': o.tx_depth = (int)v; break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 's':
+            o.size = (size_t)v;
+            break;
+        case 'a':
+            o.sweep = 1;
+            break;
+        case 'n':
+            o.iters = (int)v;
+            break;
+        case 'c':
+            o.ps.compressor = optarg;
+            break;
+        case 'B':
+            o.ps.block = v;
+            break;
+        case 'w':
+            o.workers = (int)v;
+            break;
+        case 'S':
+            o.servers = (int)v;
+            break;
+        case 't':
+            o.ps.transport = optarg;
+            break;
+        case 'G':
+            o.gbits = 1;
+            break;
+        case 'R':
+            o.raw = 0;
+            break;
+        case 'r':
+            o.rounds = (int)v;
+            break;
+        case 'H':
+            o.host = optarg;
+            break;
+        case 'W':
+            o.write_bw = 1;
+            break;
+        case 'D':
+            o.tx_depth = (int)v;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     efps_compressor_t comp;

@@ -10,24 +10,26 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: efps-server [options]\n"
-            "Serves the parameter-server parts placed on this server until every worker is done.\n"
-            "Every option has an environment variable; the option wins.\n\n"
-            "  -s, --servers LIST      host:port of every server, in rank order   EFPS_SERVERS\n"
-            "  -r, --rank N            this server's index in LIST                EFPS_RANK\n"
-            "  -w, --workers M         number of workers                          EFPS_NUM_WORKERS\n"
-            "  -b, --bind ADDR         address to listen on (default: :port of entry N; port 0 = any)\n"
-            "                                                                     EFPS_BIND\n"
-            "  -t, --transport NAME    auto, tcp or verbs                         EFPS_TRANSPORT\n"
-            "  -c, --compressor NAME   none, sign or blocksign                    EFPS_COMPRESSOR\n"
-            "  -B, --block N           elements per block (0: one per part)       EFPS_BLOCK\n"
-            "  -p, --partition-bytes N largest tensor part                        EFPS_PARTITION_BYTES\n"
-            "  -T, --timeout-ms N      a silent peer is dead after this           EFPS_TIMEOUT_MS\n"
-            "  -S, --secret-file PATH  read the shared secret from PATH           EFPS_SECRET\n"
-            "  -P, --port-file PATH    write the port listened on to PATH (with --bind :0)\n"
-            "  -v, --verbose           log at info level                          EFPS_LOG\n"
-            "  -h, --help              this text\n");
+    fprintf(
+        f,
+        "usage: efps-server [options]\n"
+        "Serves the parameter-server parts placed on this server until every worker is done.\n"
+        "Every option has an environment variable; the option wins.\n\n"
+        "  -s, --servers LIST      host:port of every server, in rank order   EFPS_SERVERS\n"
+        "  -r, --rank N            this server's index in LIST                EFPS_RANK\n"
+        "  -w, --workers M         number of workers                          EFPS_NUM_WORKERS\n"
+        "  -b, --bind ADDR         address to listen on (default: :port of entry N; port 0 = any)\n"
+        "                                                                     EFPS_BIND\n"
+        "  -t, --transport NAME    auto, tcp or verbs                         EFPS_TRANSPORT\n"
+        "  -c, --compressor NAME   none, sign or blocksign                    EFPS_COMPRESSOR\n"
+        "  -B, --block N           elements per block (0: one per part)       EFPS_BLOCK\n"
+        "  -p, --partition-bytes N largest tensor part                        "
+        "EFPS_PARTITION_BYTES\n"
+        "  -T, --timeout-ms N      a silent peer is dead after this           EFPS_TIMEOUT_MS\n"
+        "  -S, --secret-file PATH  read the shared secret from PATH           EFPS_SECRET\n"
+        "  -P, --port-file PATH    write the port listened on to PATH (with --bind :0)\n"
+        "  -v, --verbose           log at info level                          EFPS_LOG\n"
+        "  -h, --help              this text\n");
 }
 
 static int read_secret(const char *path, char *buf, size_t cap)
@@ -70,13 +72,20 @@ static const char *option_name(const struct option *opts, int c)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"servers", required_argument, 0, 's'},     {"rank", required_argument, 0, 'r'},
-        {"workers", required_argument, 0, 'w'},     {"bind", required_argument, 0, 'b'},
-        {"transport", required_argument, 0, 't'},   {"compressor", required_argument, 0, 'c'},
-        {"block", required_argument, 0, 'B'},       {"partition-bytes", required_argument, 0, 'p'},
-        {"timeout-ms", required_argument, 0, 'T'},  {"secret-file", required_argument, 0, 'S'},
-        {"port-file", required_argument, 0, 'P'},   {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},              {0, 0, 0, 0},
+        {"servers", required_argument, 0, 's'},
+        {"rank", required_argument, 0, 'r'},
+        {"workers", required_argument, 0, 'w'},
+        {"bind", required_argument, 0, 'b'},
+        {"transport", required_argument, 0, 't'},
+        {"compressor", required_argument, 0, 'c'},
+        {"block", required_argument, 0, 'B'},
+        {"partition-bytes", required_argument, 0, 'p'},
+        {"timeout-ms", required_argument, 0, 'T'},
+        {"secret-file", required_argument, 0, 'S'},
+        {"port-file", required_argument, 0, 'P'},
+        {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
     };
     efps_ps_config_t cfg;
     efps_ps_config_init(&cfg);
@@ -87,28 +96,53 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "s:r:w:b:t:c:B:p:T:S:P:vh", opts, NULL)) != -1) {
         switch (c) {
-        case 's': cfg.servers = optarg; break;
-        case 'b': cfg.bind = optarg; break;
-        case 't': cfg.transport = optarg; break;
-        case 'c': cfg.compressor = optarg; break;
-        case 'P': port_file = optarg; break;
-        case 'v': efps_log_set_level(EFPS_LOG_INFO); break;
-        case 'h': usage(stdout); return 0;
+        case 's':
+            cfg.servers = optarg;
+            break;
+        case 'b':
+            cfg.bind = optarg;
+            break;
+        case 't':
+            cfg.transport = optarg;
+            break;
+        case 'c':
+            cfg.compressor = optarg;
+            break;
+        case 'P':
+            port_file = optarg;
+            break;
+        case 'v':
+            efps_log_set_level(EFPS_LOG_INFO);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
         case 'S':
             if (read_secret(optarg, secret, sizeof(secret)) != 0)
                 return 2;
             cfg.secret = secret;
             break;
-        case 'r': case 'w': case 'B': case 'p': case 'T':
+        case 'r':
+        case 'w':
+        case 'B':
+        case 'p':
+        case 'T':
             if (parse_int(option_name(opts, c), optarg, &v) != 0)
                 return 2;
-            if (c == 'r') cfg.rank = (int)v;
-            if (c == 'w') cfg.num_workers = (int)v;
-            if (c == 'B') cfg.block = v;
-            if (c == 'p') cfg.partition_bytes = (size_t)v;
-            if (c == 'T') cfg.timeout_ms = (int)v;
+            if (c == 'r')
+                cfg.rank = (int)v;
+            if (c == 'w')
+                cfg.num_workers = (int)v;
+            if (c == 'B')
+                cfg.block = v;
+            if (c == 'p')
+                cfg.partition_bytes = (size_t)v;
+            if (c == 'T')
+                cfg.timeout_ms = (int)v;
             break;
-        default: usage(stderr); return 2;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {

@@ -44,8 +44,8 @@ EFPS_API efps_status_t efps_decompress_add(const void *packed, size_t n, size_t 
 /* Server step: p = fl(fl(sum_{w=0..m-1} decode(packed[w])) / m) + fl(b*err), the sum in
  * rank order starting from worker 0's values; out = C_B(p); err = p - decode(out).
  * On EFPS_ERR_NONFINITE err is left exactly as it was. */
-EFPS_API efps_status_t efps_server_reduce(const void *const *packed, int m, size_t n,
-                                          size_t block, float *err, float b, void *out);
+EFPS_API efps_status_t efps_server_reduce(const void *const *packed, int m, size_t n, size_t block,
+                                          float *err, float b, void *out);
 
 /* ---- sign-only compressor (signSGD / signum with majority vote) ----------
  * A sign stream is ceil(n/8) bytes of IEEE sign bits, zero-padded to 64. */

@@ -14,22 +14,22 @@ extern "C" {
 
 /* One X-macro makes the enum, the names and the messages, so they cannot
  * drift apart. EFPS_OK is 0, every error is negative. */
-#define EFPS_STATUS_MAP(X)                                                         \
-    X(OK, 0, "success")                                                            \
-    X(ERR_INVALID, -1, "invalid argument")                                         \
-    X(ERR_NOMEM, -2, "out of memory")                                              \
-    X(ERR_NONFINITE, -3, "non-finite value (NaN or Inf) in a block")               \
-    X(ERR_UNSUPPORTED, -4, "not supported on this machine")                        \
-    X(ERR_IO, -5, "input/output error")                                            \
-    X(ERR_CORRUPT, -6, "corrupt or truncated data")                                \
-    X(ERR_TIMEOUT, -7, "timed out")                                                \
-    X(ERR_PEER, -8, "peer failed or disconnected")                                 \
-    X(ERR_PROTO, -9, "protocol violation")                                         \
-    X(ERR_AUTH, -10, "authentication failed")                                      \
-    X(ERR_MISMATCH, -11, "configuration mismatch between peers")                   \
-    X(ERR_NO_RESOURCE, -12, "no resource available now, make progress and retry")  \
-    X(ERR_TRANSPORT, -13, "transport error")                                       \
-    X(ERR_STATE, -14, "call not valid in the current state")                       \
+#define EFPS_STATUS_MAP(X)                                                                         \
+    X(OK, 0, "success")                                                                            \
+    X(ERR_INVALID, -1, "invalid argument")                                                         \
+    X(ERR_NOMEM, -2, "out of memory")                                                              \
+    X(ERR_NONFINITE, -3, "non-finite value (NaN or Inf) in a block")                               \
+    X(ERR_UNSUPPORTED, -4, "not supported on this machine")                                        \
+    X(ERR_IO, -5, "input/output error")                                                            \
+    X(ERR_CORRUPT, -6, "corrupt or truncated data")                                                \
+    X(ERR_TIMEOUT, -7, "timed out")                                                                \
+    X(ERR_PEER, -8, "peer failed or disconnected")                                                 \
+    X(ERR_PROTO, -9, "protocol violation")                                                         \
+    X(ERR_AUTH, -10, "authentication failed")                                                      \
+    X(ERR_MISMATCH, -11, "configuration mismatch between peers")                                   \
+    X(ERR_NO_RESOURCE, -12, "no resource available now, make progress and retry")                  \
+    X(ERR_TRANSPORT, -13, "transport error")                                                       \
+    X(ERR_STATE, -14, "call not valid in the current state")                                       \
     X(ERR_SYSTEM, -15, "system call failed")
 
 typedef enum {
@@ -76,9 +76,9 @@ EFPS_API void efps_log_write(efps_log_level_t level, const char *file, int line,
  * Every EFPS_* environment variable is declared once in a table with its
  * default and meaning. */
 typedef struct {
-    const char *name;    /* "EFPS_LOG" */
-    const char *deflt;   /* default value as text, "" for none */
-    const char *help;    /* one line */
+    const char *name;  /* "EFPS_LOG" */
+    const char *deflt; /* default value as text, "" for none */
+    const char *help;  /* one line */
 } efps_config_var_t;
 
 /* The table, terminated by an entry whose name is NULL. */
@@ -99,8 +99,8 @@ typedef enum {
     EFPS_SIMD_AVX512 = 2, /* AVX-512 F, BW, VL, DQ */
 } efps_simd_t;
 
-#define EFPS_CPU_AVX2    (1u << 0)
-#define EFPS_CPU_AVX512F (1u << 1)
+#define EFPS_CPU_AVX2     (1u << 0)
+#define EFPS_CPU_AVX512F  (1u << 1)
 #define EFPS_CPU_AVX512BW (1u << 2)
 #define EFPS_CPU_AVX512VL (1u << 3)
 #define EFPS_CPU_AVX512DQ (1u << 4)

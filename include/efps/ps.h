@@ -47,20 +47,20 @@ typedef enum {
  * With a launcher and no EFPS_ROLE, launcher ranks 0..S-1 are the servers
  * and the rest the workers (S = number of entries of the server list). */
 typedef struct {
-    efps_role_t role;          /* EFPS_ROLE */
-    int rank;                  /* -1: EFPS_RANK or the launcher's */
-    int num_workers;           /* 0: EFPS_NUM_WORKERS or the launcher's */
-    const char *servers;       /* EFPS_SERVERS "host:port,host:port,..." */
-    const char *bind;          /* server: listen address; NULL: EFPS_BIND, else
-                                  ":port" of this server's entry in servers */
-    const char *transport;     /* EFPS_TRANSPORT: auto, tcp, verbs */
-    const char *secret;        /* EFPS_SECRET (shared by every process) */
-    const char *compressor;    /* EFPS_COMPRESSOR: none, sign, blocksign */
-    long block;                /* -1: EFPS_BLOCK; 0 = one block per tensor part */
-    size_t partition_bytes;    /* 0: EFPS_PARTITION_BYTES */
-    int timeout_ms;            /* 0: EFPS_TIMEOUT_MS */
+    efps_role_t role;       /* EFPS_ROLE */
+    int rank;               /* -1: EFPS_RANK or the launcher's */
+    int num_workers;        /* 0: EFPS_NUM_WORKERS or the launcher's */
+    const char *servers;    /* EFPS_SERVERS "host:port,host:port,..." */
+    const char *bind;       /* server: listen address; NULL: EFPS_BIND, else
+                               ":port" of this server's entry in servers */
+    const char *transport;  /* EFPS_TRANSPORT: auto, tcp, verbs */
+    const char *secret;     /* EFPS_SECRET (shared by every process) */
+    const char *compressor; /* EFPS_COMPRESSOR: none, sign, blocksign */
+    long block;             /* -1: EFPS_BLOCK; 0 = one block per tensor part */
+    size_t partition_bytes; /* 0: EFPS_PARTITION_BYTES */
+    int timeout_ms;         /* 0: EFPS_TIMEOUT_MS */
     /* Worker optimizer hyperparameters (the server does not need them). */
-    float momentum;            /* mu */
+    float momentum; /* mu */
     int nesterov;
     float weight_decay;
 } efps_ps_config_t;
@@ -72,8 +72,7 @@ EFPS_API void efps_ps_config_init(efps_ps_config_t *cfg);
  * efps_server_main see it. Strings point into the environment or static
  * storage. EFPS_ERR_INVALID (logged, naming the variable) when a value is
  * malformed or a required one is missing. */
-EFPS_API efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg,
-                                              efps_ps_config_t *out_p);
+EFPS_API efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg, efps_ps_config_t *out_p);
 
 typedef struct efps_ps efps_ps_t;
 

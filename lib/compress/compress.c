@@ -129,8 +129,8 @@ static int aligned64(const void *p)
 
 /* ---- the calls ------------------------------------------------------------ */
 
-efps_status_t efps_ef_compress(const float *x, float a, float *err, float b, size_t n,
-                               size_t block, void *packed)
+efps_status_t efps_ef_compress(const float *x, float a, float *err, float b, size_t n, size_t block,
+                               void *packed)
 {
     const efps_kernels_t *k = NULL;
     efps_status_t st = kernels(&k);
@@ -200,8 +200,7 @@ efps_status_t efps_server_reduce(const void *const *packed, int m, size_t n, siz
     k->red_scales(packed, m, n, B, err, b, scales);
     if (!all_finite(scales, efps_nblocks(n, B)))
         return EFPS_ERR_NONFINITE;
-    k->red_commit(packed, m, n, B, err, b, scales,
-                  (uint8_t *)out + efps_packed_signs_offset(n, B));
+    k->red_commit(packed, m, n, B, err, b, scales, (uint8_t *)out + efps_packed_signs_offset(n, B));
     zero_padding(out, n, B);
     return EFPS_OK;
 }

@@ -116,7 +116,7 @@ EFPS_INLINE void scales_walk(const src_t *c, float *scales)
 }
 
 EFPS_INLINE unsigned commit_unit(const src_t *c, float *err, size_t i, size_t len, size_t blk,
-                                   __m256 vs, __m256 vns)
+                                 __m256 vs, __m256 vns)
 {
     const __m256 p = p_at(c, i, len, blk);
     const unsigned neg = (unsigned)_mm256_movemask_ps(p) & ((1u << len) - 1);
@@ -136,8 +136,7 @@ EFPS_INLINE void put_bits(uint8_t *signs, size_t i, unsigned bits)
         signs[i >> 3] = (uint8_t)bits;
 }
 
-EFPS_INLINE void commit_walk(const src_t *c, float *err,
-                                                              const float *scales, uint8_t *signs)
+EFPS_INLINE void commit_walk(const src_t *c, float *err, const float *scales, uint8_t *signs)
 {
     for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
         const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
@@ -224,8 +223,7 @@ static void sign_decode(const void *packed, size_t n, float alpha, float *out, i
     const __m256 vp = _mm256_set1_ps(alpha), vn = _mm256_set1_ps(-alpha);
     for (size_t i = 0; i < n; i += W) {
         const size_t len = n - i < W ? n - i : W;
-        emit(out + i, len, _mm256_blendv_ps(vp, vn, bits_to_lanes(load_bits(packed, i, len))),
-             add);
+        emit(out + i, len, _mm256_blendv_ps(vp, vn, bits_to_lanes(load_bits(packed, i, len))), add);
     }
 }
 

@@ -102,7 +102,7 @@ EFPS_INLINE void scales_walk(const src_t *c, float *scales)
 
 /* One unit of <= 16 elements: new error stored, sign bits returned. */
 EFPS_INLINE unsigned commit_unit(const src_t *c, float *err, size_t i, size_t len, size_t blk,
-                                   __m512 vs, __m512 vns)
+                                 __m512 vs, __m512 vns)
 {
     const __m512 p = p_at(c, i, len, blk);
     const __mmask16 k = lanes(len);

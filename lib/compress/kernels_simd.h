@@ -20,7 +20,12 @@ static void ef_commit(const float *x, float a, float *err, float b, size_t n, si
 static src_t red_src(const void *const *packed, int m, size_t n, size_t B, const float *err,
                      float b)
 {
-    return (src_t){.err = err, .b = b, .packed = packed, .m = m, .n = n, .B = B,
+    return (src_t){.err = err,
+                   .b = b,
+                   .packed = packed,
+                   .m = m,
+                   .n = n,
+                   .B = B,
                    .signs_off = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN)};
 }
 

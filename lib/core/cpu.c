@@ -7,8 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
-#define XCR0_SSE_AVX   0x06u /* XMM and YMM state */
-#define XCR0_AVX512    0xe0u /* opmask, ZMM_Hi256, Hi16_ZMM state */
+#define XCR0_SSE_AVX 0x06u /* XMM and YMM state */
+#define XCR0_AVX512  0xe0u /* opmask, ZMM_Hi256, Hi16_ZMM state */
 
 static uint64_t read_xcr0(void)
 {
@@ -59,8 +59,8 @@ unsigned efps_cpu_features(void)
 
 efps_simd_t efps_cpu_best_simd(void)
 {
-    const unsigned need512 =
-        EFPS_CPU_AVX2 | EFPS_CPU_AVX512F | EFPS_CPU_AVX512BW | EFPS_CPU_AVX512VL | EFPS_CPU_AVX512DQ;
+    const unsigned need512 = EFPS_CPU_AVX2 | EFPS_CPU_AVX512F | EFPS_CPU_AVX512BW |
+                             EFPS_CPU_AVX512VL | EFPS_CPU_AVX512DQ;
     unsigned f = efps_cpu_features();
     if ((f & need512) == need512)
         return EFPS_SIMD_AVX512;

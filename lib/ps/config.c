@@ -131,8 +131,8 @@ static efps_status_t resolve_role(const efps_ps_config_t *cfg, efps_ps_config_t 
     }
     int limit = o->role == EFPS_ROLE_SERVER ? nservers : o->num_workers;
     if (o->rank >= limit) {
-        efps_error("%s rank %d out of range: there are %d", o->role == EFPS_ROLE_SERVER ? "server" : "worker",
-                   o->rank, limit);
+        efps_error("%s rank %d out of range: there are %d",
+                   o->role == EFPS_ROLE_SERVER ? "server" : "worker", o->rank, limit);
         return EFPS_ERR_INVALID;
     }
     return EFPS_OK;

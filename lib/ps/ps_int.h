@@ -9,10 +9,10 @@
 #include <stdbool.h>
 
 #define PS_PROTO_VERSION 1
-#define PS_MAGIC 0x53504645u /* "EFPS" */
-#define PS_NONCE 16
-#define PS_MAC 32
-#define PS_HDR 64 /* bytes in front of every push and update: header, then payload */
+#define PS_MAGIC         0x53504645u /* "EFPS" */
+#define PS_NONCE         16
+#define PS_MAC           32
+#define PS_HDR           64 /* bytes in front of every push and update: header, then payload */
 
 /* ---- the server list (EFPS_SERVERS) ---------------------------------------- */
 int ps_count_servers(const char *list);
@@ -28,10 +28,10 @@ typedef struct {
 
 typedef struct {
     uint32_t key_index;
-    size_t off, n;   /* elements of the key */
+    size_t off, n; /* elements of the key */
     int server;
-    size_t bytes;    /* PS_HDR + encoded payload, rounded to 64 */
-    size_t payload;  /* efps_encoded_size of the part */
+    size_t bytes;   /* PS_HDR + encoded payload, rounded to 64 */
+    size_t payload; /* efps_encoded_size of the part */
 } ps_part_t;
 
 typedef struct {

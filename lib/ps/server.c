@@ -15,8 +15,10 @@
 
 /* W_DONE: said BYE and got ours; W_GONE: then closed its side; W_REFUSED: failed
  * authentication, told why, and left to close its side (closing ours at once
- * could drop the REFUSE before it is sent). */
-enum { W_AUTH, W_AUTHED, W_LAYOUT, W_READY, W_DONE, W_GONE, W_REFUSED };
+ * could drop the REFUSE before it is sent); W_CLOSED: an unauthenticated or
+ * refused peer that went away, its endpoint freed at once (a stream of bad
+ * clients must not pile up endpoints). */
+enum { W_AUTH, W_AUTHED, W_LAYOUT, W_READY, W_DONE, W_GONE, W_REFUSED, W_CLOSED };
 
 typedef struct {
     efps_tp_ep_t *ep;
@@ -31,10 +33,10 @@ typedef struct {
 
 typedef struct {
     efps_server_opt_t *opt;
-    uint64_t step;       /* pushes of this step are being collected */
-    int count;           /* of M, this step */
-    int next_send;       /* broadcast of the last reduced step: next worker to write to */
-    int outstanding[2];  /* writes from each broadcast buffer not yet completed */
+    uint64_t step;      /* pushes of this step are being collected */
+    int count;          /* of M, this step */
+    int next_send;      /* broadcast of the last reduced step: next worker to write to */
+    int outstanding[2]; /* writes from each broadcast buffer not yet completed */
     bool mine;
 } spart_t;
 
@@ -54,7 +56,7 @@ typedef struct {
     uint8_t *bcast;
     efps_tp_mr_t *bcast_mr;
     const void **inputs; /* M pointers, reused by every reduce */
-    size_t *sending; /* parts with a broadcast in progress */
+    size_t *sending;     /* parts with a broadcast in progress */
     size_t nsending;
     int done, gone;
 } server_t;
@@ -95,14 +97,16 @@ static efps_status_t accept_one(server_t *sv, efps_tp_conn_req_t *req)
     if (len == sizeof(w->hello))
         memcpy(&w->hello, priv, sizeof(w->hello));
     w->rank = -1;
-    w->mine = (ps_hello_t){.magic = PS_MAGIC, .version = PS_PROTO_VERSION,
-                           .role = EFPS_ROLE_SERVER, .rank = (uint32_t)sv->cfg.rank,
+    w->mine = (ps_hello_t){.magic = PS_MAGIC,
+                           .version = PS_PROTO_VERSION,
+                           .role = EFPS_ROLE_SERVER,
+                           .rank = (uint32_t)sv->cfg.rank,
                            .num_workers = (uint32_t)sv->nservers};
     ps_nonce(w->mine.nonce);
     char label[48];
     snprintf(label, sizeof(label), "worker %u", len == sizeof(w->hello) ? w->hello.rank : 0u);
-    efps_tp_conn_param_t param = {.priv = &w->mine, .priv_len = sizeof(w->mine),
-                                  .label = label, .context = w};
+    efps_tp_conn_param_t param = {
+        .priv = &w->mine, .priv_len = sizeof(w->mine), .label = label, .context = w};
     if (efps_tp_accept(req, &param, &w->ep) != EFPS_OK) {
         free(w);
         return EFPS_OK; /* the requester went away: not our failure */
@@ -193,8 +197,8 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
     w->slots = efps_aligned_calloc(sv->slot_bytes);
     if (w->got == NULL || w->slots == NULL)
         return EFPS_ERR_NOMEM;
-    st = efps_tp_mem_reg(sv->tp, w->slots, sv->slot_bytes, EFPS_TP_ACCESS_REMOTE_WRITE,
-                         &w->slot_mr);
+    st =
+        efps_tp_mem_reg(sv->tp, w->slots, sv->slot_bytes, EFPS_TP_ACCESS_REMOTE_WRITE, &w->slot_mr);
     if (st != EFPS_OK)
         return st;
     uint8_t msg[4 + EFPS_TP_RKEY_PACKED];
@@ -288,7 +292,7 @@ static efps_status_t drain_msgs(server_t *sv, bool *any_p)
         worker_t *w = sv->conns[i];
         size_t len;
         efps_status_t st;
-        while (w->state != W_REFUSED &&
+        while (w->state < W_GONE &&
                (st = efps_tp_msg_recv(w->ep, m, sizeof(m), &len, 0)) == EFPS_OK) {
             *any_p = true;
             if ((st = on_msg(sv, w, m, len)) == EFPS_OK)
@@ -315,9 +319,9 @@ static efps_status_t broadcast(server_t *sv, size_t p)
     const size_t src = (step & 1) * sv->bcast_bytes + sv->slot_off[p];
     while (sp->next_send < sv->M) {
         worker_t *w = sv->by_rank[sp->next_send];
-        efps_status_t st = efps_tp_write_imm(w->ep, sv->bcast_mr, src, part->bytes, &w->pull_rkey,
-                                             sv->part_off[p], ps_imm((uint32_t)p, step),
-                                             (p << 1) | (step & 1));
+        efps_status_t st =
+            efps_tp_write_imm(w->ep, sv->bcast_mr, src, part->bytes, &w->pull_rkey, sv->part_off[p],
+                              ps_imm((uint32_t)p, step), (p << 1) | (step & 1));
         if (st == EFPS_ERR_NO_RESOURCE)
             return st;
         if (st != EFPS_OK) {
@@ -359,7 +363,10 @@ static efps_status_t reduce(server_t *sv, size_t p)
                    (unsigned long long)sp->step, efps_strerror(st));
         return st;
     }
-    ps_msg_hdr_t h = {.magic = PS_MAGIC, .part = (uint32_t)p, .step = sp->step, .lr = h0.lr,
+    ps_msg_hdr_t h = {.magic = PS_MAGIC,
+                      .part = (uint32_t)p,
+                      .step = sp->step,
+                      .lr = h0.lr,
                       .payload = (uint32_t)part->payload};
     memcpy(out, &h, sizeof(h));
     sp->step++;
@@ -401,7 +408,12 @@ static efps_status_t on_cqe(server_t *sv, const efps_tp_cqe_t *c)
             w->state = W_GONE;
             sv->gone++;
         }
-        if (w->state == W_GONE || w->state == W_AUTH || w->state == W_REFUSED)
+        if (w->state == W_AUTH || w->state == W_REFUSED) {
+            efps_tp_ep_destroy(w->ep); /* its last completion: nothing refers to it */
+            w->ep = NULL;
+            w->state = W_CLOSED;
+        }
+        if (w->state >= W_GONE)
             return EFPS_OK;
         efps_error("server %d: %s disconnected: %s", sv->cfg.rank, wname(w),
                    efps_strerror(c->status == EFPS_OK ? EFPS_ERR_PEER : c->status));
@@ -524,8 +536,8 @@ static efps_status_t serve(server_t *sv)
             return EFPS_OK;
         }
         if (ready < sv->M && now_ms() - last > sv->cfg.timeout_ms) {
-            efps_error("server %d: only %d of %d workers joined within %d ms", sv->cfg.rank,
-                       ready, sv->M, sv->cfg.timeout_ms);
+            efps_error("server %d: only %d of %d workers joined within %d ms", sv->cfg.rank, ready,
+                       sv->M, sv->cfg.timeout_ms);
             return EFPS_ERR_TIMEOUT;
         }
     }
@@ -595,7 +607,8 @@ int efps_server_main(const efps_ps_config_t *cfg)
     efps_tp_attr_t attr = {.timeout_ms = (uint32_t)sv.cfg.timeout_ms};
     sv.by_rank = calloc((size_t)sv.M, sizeof(*sv.by_rank));
     sv.inputs = calloc((size_t)sv.M, sizeof(*sv.inputs));
-    if (sv.by_rank == NULL || sv.inputs == NULL || (st = efps_tp_open(sv.cfg.transport, &attr, &sv.tp)) != EFPS_OK ||
+    if (sv.by_rank == NULL || sv.inputs == NULL ||
+        (st = efps_tp_open(sv.cfg.transport, &attr, &sv.tp)) != EFPS_OK ||
         (st = efps_tp_listen(sv.tp, sv.cfg.bind, &sv.listener)) != EFPS_OK) {
         efps_error("server %d: cannot listen on %s: %s", sv.cfg.rank, sv.cfg.bind,
                    efps_strerror(st));
@@ -610,8 +623,7 @@ int efps_server_main(const efps_ps_config_t *cfg)
     if (st != EFPS_OK) {
         efps_error("server %d: stopping: %s", sv.cfg.rank, efps_strerror(st));
         linger(&sv, 1000);
-    }
-    else
+    } else
         efps_info("server %d: all %d workers finished", sv.cfg.rank, sv.M);
     server_free(&sv);
     return st == EFPS_OK ? 0 : 1;

@@ -94,12 +94,17 @@ static efps_status_t connect_server(efps_ps_t *ps, int i)
     char addr[256], label[32];
     ps_server_entry(ps->cfg.servers, i, addr, sizeof(addr));
     snprintf(label, sizeof(label), "server %d", i);
-    s->hello = (ps_hello_t){.magic = PS_MAGIC, .version = PS_PROTO_VERSION,
-                            .role = EFPS_ROLE_WORKER, .rank = (uint32_t)ps->cfg.rank,
+    s->hello = (ps_hello_t){.magic = PS_MAGIC,
+                            .version = PS_PROTO_VERSION,
+                            .role = EFPS_ROLE_WORKER,
+                            .rank = (uint32_t)ps->cfg.rank,
                             .num_workers = (uint32_t)ps->cfg.num_workers};
     ps_nonce(s->hello.nonce);
-    efps_tp_conn_param_t param = {.priv = &s->hello, .priv_len = sizeof(s->hello),
-                                  .label = label, .context = s, .timeout_ms = ps->cfg.timeout_ms};
+    efps_tp_conn_param_t param = {.priv = &s->hello,
+                                  .priv_len = sizeof(s->hello),
+                                  .label = label,
+                                  .context = s,
+                                  .timeout_ms = ps->cfg.timeout_ms};
     efps_status_t st = efps_tp_connect(ps->tp, addr, &param, &s->ep);
     if (st != EFPS_OK) {
         efps_error("worker %d: cannot connect to server %d (%s): %s", ps->cfg.rank, i, addr,
@@ -127,8 +132,8 @@ static efps_status_t connect_server(efps_ps_t *ps, int i)
         return st;
     ps_mac(ps->cfg.secret, "efps server", &s->peer, &s->hello, expect);
     if (len != 4 + PS_MAC || !ps_mac_equal(reply + 4, expect)) {
-        efps_error("worker %d: %s failed authentication (a different EFPS_SECRET?)",
-                   ps->cfg.rank, efps_tp_ep_name(s->ep));
+        efps_error("worker %d: %s failed authentication (a different EFPS_SECRET?)", ps->cfg.rank,
+                   efps_tp_ep_name(s->ep));
         return EFPS_ERR_AUTH;
     }
     efps_info("worker %d: connected to %s", ps->cfg.rank, efps_tp_ep_name(s->ep));
@@ -312,8 +317,8 @@ static efps_status_t alloc_parts(efps_ps_t *ps)
         return EFPS_ERR_NOMEM;
     efps_status_t st = efps_tp_mem_reg(ps->tp, ps->push_arena, ps->arena_bytes, 0, &ps->push_mr);
     if (st == EFPS_OK)
-        st = efps_tp_mem_reg(ps->tp, ps->pull_arena, ps->arena_bytes,
-                             EFPS_TP_ACCESS_REMOTE_WRITE, &ps->pull_mr);
+        st = efps_tp_mem_reg(ps->tp, ps->pull_arena, ps->arena_bytes, EFPS_TP_ACCESS_REMOTE_WRITE,
+                             &ps->pull_mr);
     return st;
 }
 
@@ -401,7 +406,10 @@ efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float
             efps_error("push of key %u: %s", key, efps_strerror(st));
             return st; /* optimizer state untouched: the caller may skip this step */
         }
-        ps_msg_hdr_t h = {.magic = PS_MAGIC, .part = (uint32_t)p, .step = s->pushed, .lr = lr,
+        ps_msg_hdr_t h = {.magic = PS_MAGIC,
+                          .part = (uint32_t)p,
+                          .step = s->pushed,
+                          .lr = lr,
                           .payload = (uint32_t)part->payload};
         memcpy(buf, &h, sizeof(h));
         if ((st = post_push(ps, p)) != EFPS_OK)

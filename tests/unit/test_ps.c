@@ -12,10 +12,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const managed[] = {
-    "EFPS_ROLE", "EFPS_RANK", "EFPS_NUM_WORKERS", "EFPS_SERVERS", "EFPS_BIND", "EFPS_BLOCK",
-    "EFPS_COMPRESSOR", "EFPS_PARTITION_BYTES", "EFPS_TIMEOUT_MS", "OMPI_COMM_WORLD_RANK",
-    "OMPI_COMM_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS", "RANK", "WORLD_SIZE", NULL};
+static const char *const managed[] = {"EFPS_ROLE",
+                                      "EFPS_RANK",
+                                      "EFPS_NUM_WORKERS",
+                                      "EFPS_SERVERS",
+                                      "EFPS_BIND",
+                                      "EFPS_BLOCK",
+                                      "EFPS_COMPRESSOR",
+                                      "EFPS_PARTITION_BYTES",
+                                      "EFPS_TIMEOUT_MS",
+                                      "OMPI_COMM_WORLD_RANK",
+                                      "OMPI_COMM_WORLD_SIZE",
+                                      "SLURM_PROCID",
+                                      "SLURM_NTASKS",
+                                      "RANK",
+                                      "WORLD_SIZE",
+                                      NULL};
 
 static int clean_env(void **state)
 {

@@ -49,15 +49,16 @@ static int write_x(const char *path, const float *x, size_t n)
 
 static int run_sim(const opts_t *o, efps_sim_problem_t *prob)
 {
-    efps_optim_config_t cfg = {.momentum = o->ps.momentum, .nesterov = o->ps.nesterov,
+    efps_optim_config_t cfg = {.momentum = o->ps.momentum,
+                               .nesterov = o->ps.nesterov,
                                .weight_decay = o->ps.weight_decay,
                                .block = (size_t)(o->ps.block < 0 ? 0 : o->ps.block)};
     if (efps_compressor_parse(o->ps.compressor, &cfg.compressor) != EFPS_OK)
         return 2;
     float *x0 = malloc(o->dim * sizeof(float));
     efps_sim_problem_init(prob, x0);
-    efps_sim_t *sim = efps_sim_create(&cfg, o->dim, o->workers, x0, efps_sim_problem_grad, prob,
-                                      o->seed);
+    efps_sim_t *sim =
+        efps_sim_create(&cfg, o->dim, o->workers, x0, efps_sim_problem_grad, prob, o->seed);
     free(x0);
     if (sim == NULL)
         return 1;
@@ -82,7 +83,8 @@ static int run_worker(const opts_t *o, efps_sim_problem_t *prob)
     const size_t per = (o->dim + (size_t)o->keys - 1) / (size_t)o->keys;
     efps_status_t st = EFPS_OK;
     for (int k = 0; k < o->keys && st == EFPS_OK; k++)
-        st = efps_ps_declare(ps, (uint32_t)(100 + k), per * (size_t)(k + 1) <= o->dim ? per : o->dim - per * (size_t)k);
+        st = efps_ps_declare(ps, (uint32_t)(100 + k),
+                             per * (size_t)(k + 1) <= o->dim ? per : o->dim - per * (size_t)k);
     for (int t = 0; t < o->steps && st == EFPS_OK; t++) {
         const uint64_t seed = efps_sim_sample_seed(o->seed, rank, (uint64_t)t);
         st = efps_sim_problem_grad(rank, (uint64_t)t, seed, x, g, prob);
@@ -108,13 +110,14 @@ static int run_worker(const opts_t *o, efps_sim_problem_t *prob)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"out", 1, 0, 'o'},   {"sim", 0, 0, 'S'},      {"workers", 1, 0, 'w'},
-        {"steps", 1, 0, 'n'}, {"dim", 1, 0, 'd'},      {"keys", 1, 0, 'k'},
-        {"seed", 1, 0, 's'},  {"lr", 1, 0, 'l'},       {"momentum", 1, 0, 'm'},
-        {"nesterov", 0, 0, 'N'}, {"wd", 1, 0, 'W'},    {"compressor", 1, 0, 'c'},
-        {"block", 1, 0, 'b'}, {"sleep-ms", 1, 0, 'z'}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"out", 1, 0, 'o'},      {"sim", 0, 0, 'S'},
+                                       {"workers", 1, 0, 'w'},  {"steps", 1, 0, 'n'},
+                                       {"dim", 1, 0, 'd'},      {"keys", 1, 0, 'k'},
+                                       {"seed", 1, 0, 's'},     {"lr", 1, 0, 'l'},
+                                       {"momentum", 1, 0, 'm'}, {"nesterov", 0, 0, 'N'},
+                                       {"wd", 1, 0, 'W'},       {"compressor", 1, 0, 'c'},
+                                       {"block", 1, 0, 'b'},    {"sleep-ms", 1, 0, 'z'},
+                                       {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
     opts_t o = {.steps = 50, .keys = 4, .dim = 4096, .seed = 7, .lr = 0.05f};
     efps_ps_config_init(&o.ps);
     o.ps.momentum = 0.9f;
@@ -123,22 +126,54 @@ int main(int argc, char **argv)
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'o': o.out = optarg; break;
-        case 'S': o.sim = 1; break;
-        case 'w': o.workers = atoi(optarg); break;
-        case 'n': o.steps = atoi(optarg); break;
-        case 'd': o.dim = (size_t)atol(optarg); break;
-        case 'k': o.keys = atoi(optarg); break;
-        case 's': o.seed = (uint64_t)atoll(optarg); break;
-        case 'l': o.lr = strtof(optarg, NULL); break;
-        case 'm': o.ps.momentum = strtof(optarg, NULL); break;
-        case 'N': o.ps.nesterov = 1; break;
-        case 'W': o.ps.weight_decay = strtof(optarg, NULL); break;
-        case 'c': o.ps.compressor = optarg; break;
-        case 'b': o.ps.block = atol(optarg); break;
-        case 'z': o.sleep_ms = atoi(optarg); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'o':
+            o.out = optarg;
+            break;
+        case 'S':
+            o.sim = 1;
+            break;
+        case 'w':
+            o.workers = atoi(optarg);
+            break;
+        case 'n':
+            o.steps = atoi(optarg);
+            break;
+        case 'd':
+            o.dim = (size_t)atol(optarg);
+            break;
+        case 'k':
+            o.keys = atoi(optarg);
+            break;
+        case 's':
+            o.seed = (uint64_t)atoll(optarg);
+            break;
+        case 'l':
+            o.lr = strtof(optarg, NULL);
+            break;
+        case 'm':
+            o.ps.momentum = strtof(optarg, NULL);
+            break;
+        case 'N':
+            o.ps.nesterov = 1;
+            break;
+        case 'W':
+            o.ps.weight_decay = strtof(optarg, NULL);
+            break;
+        case 'c':
+            o.ps.compressor = optarg;
+            break;
+        case 'b':
+            o.ps.block = atol(optarg);
+            break;
+        case 'z':
+            o.sleep_ms = atoi(optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (o.out == NULL || o.keys < 1 || o.dim < (size_t)o.keys || o.steps < 1 ||
