@@ -109,3 +109,26 @@ uint64_t efps_tp_now_ms(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+uint64_t efps_tp_deadline(int timeout_ms)
+{
+    return timeout_ms < 0 ? 0 : efps_tp_now_ms() + (uint64_t)timeout_ms;
+}
+
+bool efps_tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline_ms)
+{
+    if (deadline_ms == 0) {
+        pthread_cond_wait(cond, lock);
+        return true;
+    }
+    uint64_t now = efps_tp_now_ms();
+    if (now >= deadline_ms)
+        return false;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (deadline_ms - now) * 1000000u;
+    ts.tv_sec += (time_t)(ns / 1000000000u);
+    ts.tv_nsec = (long)(ns % 1000000000u);
+    pthread_cond_timedwait(cond, lock, &ts);
+    return true;
+}

@@ -8,6 +8,7 @@
 
 #include "efps/transport.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <sys/socket.h>
 
@@ -99,6 +100,11 @@ void efps_tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr);
 
 /* Absolute CLOCK_MONOTONIC milliseconds. */
 uint64_t efps_tp_now_ms(void);
+/* The deadline of a call's timeout_ms: 0 (wait forever) when timeout_ms < 0. */
+uint64_t efps_tp_deadline(int timeout_ms);
+/* Waits on cond (created on CLOCK_MONOTONIC) with lock held, until woken or
+ * deadline_ms (0: no deadline). false once the deadline has passed. */
+bool efps_tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline_ms);
 
 /* A software completion queue: a ring that grows when endpoints reserve room
  * (never on the data path) and that can drop the entries of one endpoint.

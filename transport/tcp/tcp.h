@@ -159,10 +159,6 @@ void efps_tcp_push_cqe(tcp_ctx_t *ctx, const efps_tp_cqe_t *cqe);
 void efps_tcp_set_events(tcp_ep_t *ep, uint32_t events);
 /* Heartbeat period of ep: a quarter of the shorter of both sides' timeouts. */
 void efps_tcp_set_heartbeat(tcp_ep_t *ep);
-/* Absolute deadline for a timeout argument (< 0: none, returns 0). */
-uint64_t efps_tcp_deadline(int timeout_ms);
-/* Waits on cond until deadline (0: forever); false once it has passed. */
-bool efps_tcp_wait(tcp_ctx_t *ctx, pthread_cond_t *cond, uint64_t deadline_ms);
 
 /* ---- tcp_mr.c ------------------------------------------------------------ */
 efps_status_t efps_tcp_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,

@@ -231,7 +231,7 @@ static void teardown_by_thread(tcp_ep_t *ep)
     tcp_ctx_t *ctx = ep->ctx;
     efps_tcp_kick(ctx, ep, TCP_KICK_DESTROY);
     while (!ep->destroy_done)
-        efps_tcp_wait(ctx, &ctx->ev_cond, 0);
+        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
 }
 
 void efps_tcp_ep_destroy(efps_tp_ep_t *base)
@@ -402,7 +402,7 @@ void efps_tcp_listener_destroy(efps_tp_listener_t *base)
     efps_tcp_kick_ctx(ctx);
     pthread_cond_broadcast(&ctx->ev_cond); /* get_request waiters give up */
     while (!l->closed)
-        efps_tcp_wait(ctx, &ctx->ev_cond, 0);
+        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
     pthread_mutex_unlock(&ctx->lock);
     free(l);
 }
@@ -412,7 +412,7 @@ efps_status_t efps_tcp_get_request(efps_tp_listener_t *base, int timeout_ms,
 {
     tcp_listener_t *l = (tcp_listener_t *)base;
     tcp_ctx_t *ctx = TCP_CTX(base->ctx);
-    uint64_t deadline = efps_tcp_deadline(timeout_ms);
+    uint64_t deadline = efps_tp_deadline(timeout_ms);
     efps_status_t status = EFPS_ERR_TIMEOUT;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
@@ -430,7 +430,7 @@ efps_status_t efps_tcp_get_request(efps_tp_listener_t *base, int timeout_ms,
             status = EFPS_OK;
             break;
         }
-        if (timeout_ms == 0 || !efps_tcp_wait(ctx, &ctx->ev_cond, deadline))
+        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline))
             break;
     }
     pthread_mutex_unlock(&ctx->lock);

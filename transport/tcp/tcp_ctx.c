@@ -66,30 +66,6 @@ void efps_tcp_set_heartbeat(tcp_ep_t *ep)
         ctx->tick_ms = ep->hb_ms / 2 > 0 ? ep->hb_ms / 2 : 1;
 }
 
-uint64_t efps_tcp_deadline(int timeout_ms)
-{
-    return timeout_ms < 0 ? 0 : efps_tp_now_ms() + (uint64_t)timeout_ms;
-}
-
-bool efps_tcp_wait(tcp_ctx_t *ctx, pthread_cond_t *cond, uint64_t deadline_ms)
-{
-    if (deadline_ms == 0) {
-        pthread_cond_wait(cond, &ctx->lock);
-        return true;
-    }
-    uint64_t now = efps_tp_now_ms();
-    if (now >= deadline_ms)
-        return false;
-    /* The condition variables run on CLOCK_MONOTONIC (see tcp_open). */
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (deadline_ms - now) * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
-    pthread_cond_timedwait(cond, &ctx->lock, &ts);
-    return true;
-}
-
 /* ---- progress thread ------------------------------------------------------ */
 
 /* Runs the work application threads queued. Pops one endpoint at a time, so
@@ -356,7 +332,7 @@ static efps_status_t tcp_poll(efps_tp_ctx_t *base, efps_tp_cqe_t *cqes, int max,
                               int *count_p)
 {
     tcp_ctx_t *ctx = TCP_CTX(base);
-    uint64_t deadline = efps_tcp_deadline(timeout_ms);
+    uint64_t deadline = efps_tp_deadline(timeout_ms);
     size_t n = 0;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
@@ -364,7 +340,7 @@ static efps_status_t tcp_poll(efps_tp_ctx_t *base, efps_tp_cqe_t *cqes, int max,
         if (n > 0 || timeout_ms == 0)
             break;
         ctx->cq_waiters++;
-        bool more = efps_tcp_wait(ctx, &ctx->cq_cond, deadline);
+        bool more = efps_tp_wait(&ctx->cq_cond, &ctx->lock, deadline);
         ctx->cq_waiters--;
         if (!more)
             break;

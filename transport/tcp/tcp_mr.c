@@ -108,7 +108,7 @@ efps_status_t efps_tcp_mem_dereg(efps_tp_mr_t *base)
         ctx->regions_dead = true;
         efps_tcp_kick_ctx(ctx);
         while (mr->rx_busy > 0)
-            efps_tcp_wait(ctx, &ctx->ev_cond, 0);
+            efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
     }
     pthread_mutex_unlock(&ctx->lock);
     efps_debug("tcp: deregistered region %u", mr->id);

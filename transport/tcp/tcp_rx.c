@@ -298,7 +298,7 @@ efps_status_t efps_tcp_msg_recv(efps_tp_ep_t *base, void *buf, size_t cap, size_
 {
     tcp_ep_t *ep = TCP_EP(base);
     tcp_ctx_t *ctx = ep->ctx;
-    uint64_t deadline = efps_tcp_deadline(timeout_ms);
+    uint64_t deadline = efps_tp_deadline(timeout_ms);
     efps_status_t status;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
@@ -324,7 +324,7 @@ efps_status_t efps_tcp_msg_recv(efps_tp_ep_t *base, void *buf, size_t cap, size_
             status = EFPS_ERR_PEER;
             break;
         }
-        if (timeout_ms == 0 || !efps_tcp_wait(ctx, &ctx->ev_cond, deadline)) {
+        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline)) {
             status = EFPS_ERR_TIMEOUT;
             break;
         }

@@ -254,8 +254,6 @@ void efps_verbs_free_placement(verbs_ctx_t *ctx);
 /* ---- verbs_ctx.c (lock held unless said) ----------------------------------- */
 void efps_verbs_kick(verbs_ctx_t *ctx);
 void efps_verbs_push_cqe(verbs_ctx_t *ctx, const efps_tp_cqe_t *cqe);
-uint64_t efps_verbs_deadline(int timeout_ms);
-bool efps_verbs_wait(verbs_ctx_t *ctx, pthread_cond_t *cond, uint64_t deadline_ms);
 /* Heartbeat period: a quarter of the shorter of both sides' timeouts. */
 void efps_verbs_set_heartbeat(verbs_ep_t *ep);
 /* The CQ can take `more` more entries (negative: fewer are needed). */

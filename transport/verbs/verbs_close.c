@@ -217,7 +217,7 @@ void efps_verbs_teardown_by_thread(verbs_ep_t *ep)
     ctx->teardown_dirty = true;
     efps_verbs_kick(ctx);
     while (!ep->destroy_done)
-        efps_verbs_wait(ctx, &ctx->ev_cond, 0);
+        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
 }
 
 void efps_verbs_ep_destroy(efps_tp_ep_t *base)

@@ -188,7 +188,7 @@ void efps_verbs_listener_destroy(efps_tp_listener_t *base)
     efps_verbs_kick(ctx);
     pthread_cond_broadcast(&ctx->ev_cond); /* get_request waiters give up */
     while (!l->closed)
-        efps_verbs_wait(ctx, &ctx->ev_cond, 0);
+        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
     pthread_mutex_unlock(&ctx->lock);
     free(l);
 }
@@ -198,7 +198,7 @@ efps_status_t efps_verbs_get_request(efps_tp_listener_t *base, int timeout_ms,
 {
     verbs_listener_t *l = (verbs_listener_t *)base;
     verbs_ctx_t *ctx = VERBS_CTX(base->ctx);
-    uint64_t deadline = efps_verbs_deadline(timeout_ms);
+    uint64_t deadline = efps_tp_deadline(timeout_ms);
     efps_status_t status = EFPS_ERR_TIMEOUT;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
@@ -215,7 +215,7 @@ efps_status_t efps_verbs_get_request(efps_tp_listener_t *base, int timeout_ms,
             status = EFPS_OK;
             break;
         }
-        if (timeout_ms == 0 || !efps_verbs_wait(ctx, &ctx->ev_cond, deadline))
+        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline))
             break;
     }
     pthread_mutex_unlock(&ctx->lock);

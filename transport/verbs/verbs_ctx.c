@@ -37,29 +37,6 @@ void efps_verbs_push_cqe(verbs_ctx_t *ctx, const efps_tp_cqe_t *cqe)
         pthread_cond_signal(&ctx->cq_cond);
 }
 
-uint64_t efps_verbs_deadline(int timeout_ms)
-{
-    return timeout_ms < 0 ? 0 : efps_tp_now_ms() + (uint64_t)timeout_ms;
-}
-
-bool efps_verbs_wait(verbs_ctx_t *ctx, pthread_cond_t *cond, uint64_t deadline_ms)
-{
-    if (deadline_ms == 0) {
-        pthread_cond_wait(cond, &ctx->lock);
-        return true;
-    }
-    uint64_t now = efps_tp_now_ms();
-    if (now >= deadline_ms)
-        return false;
-    struct timespec ts; /* the condition variables run on CLOCK_MONOTONIC */
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (deadline_ms - now) * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
-    pthread_cond_timedwait(cond, &ctx->lock, &ts);
-    return true;
-}
-
 void efps_verbs_set_heartbeat(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
@@ -501,7 +478,7 @@ static efps_status_t verbs_poll(efps_tp_ctx_t *base, efps_tp_cqe_t *cqes, int ma
                                 int *count_p)
 {
     verbs_ctx_t *ctx = VERBS_CTX(base);
-    uint64_t deadline = efps_verbs_deadline(timeout_ms);
+    uint64_t deadline = efps_tp_deadline(timeout_ms);
     size_t n = 0;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
@@ -509,7 +486,7 @@ static efps_status_t verbs_poll(efps_tp_ctx_t *base, efps_tp_cqe_t *cqes, int ma
         if (n > 0 || timeout_ms == 0)
             break;
         ctx->cq_waiters++;
-        bool more = efps_verbs_wait(ctx, &ctx->cq_cond, deadline);
+        bool more = efps_tp_wait(&ctx->cq_cond, &ctx->lock, deadline);
         ctx->cq_waiters--;
         if (!more)
             break;

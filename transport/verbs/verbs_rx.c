@@ -310,7 +310,7 @@ efps_status_t efps_verbs_msg_recv(efps_tp_ep_t *base, void *buf, size_t cap, siz
 {
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
-    uint64_t deadline = efps_verbs_deadline(timeout_ms);
+    uint64_t deadline = efps_tp_deadline(timeout_ms);
     efps_status_t status;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
@@ -336,7 +336,7 @@ efps_status_t efps_verbs_msg_recv(efps_tp_ep_t *base, void *buf, size_t cap, siz
             status = EFPS_ERR_PEER;
             break;
         }
-        if (timeout_ms == 0 || !efps_verbs_wait(ctx, &ctx->ev_cond, deadline)) {
+        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline)) {
             status = EFPS_ERR_TIMEOUT;
             break;
         }
