@@ -172,25 +172,6 @@ EFPS_INLINE void emit(float *out, size_t len, __m256 v, int add)
         _mm256_maskstore_ps(out, lanes(len), v);
 }
 
-static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)
-{
-    const float *scales = efps_packed_scales(packed);
-    const uint8_t *signs = efps_packed_signs(packed, n, B);
-    for (size_t lo = 0, blk = 0; lo < n; lo += B, blk++) {
-        const size_t hi = lo + B < n ? lo + B : n;
-        const float as = alpha * scales[blk];
-        const __m256 vp = _mm256_set1_ps(as), vn = _mm256_set1_ps(-as);
-        for (size_t i = lo; i < hi;) {
-            size_t len = W - (i & 7);
-            if (len > hi - i)
-                len = hi - i;
-            emit(out + i, len, _mm256_blendv_ps(vp, vn, bits_to_lanes(load_bits(signs, i, len))),
-                 add);
-            i += len;
-        }
-    }
-}
-
 static int sign_pack(const float *u, size_t n, uint8_t *signs)
 {
     const __m256i expo = _mm256_set1_epi32(0x7f800000);
@@ -218,17 +199,19 @@ static int sign_pack(const float *u, size_t n, uint8_t *signs)
     return bad != 0;
 }
 
-static void sign_decode(const void *packed, size_t n, float alpha, float *out, int add)
+/* What is the same in both SIMD variants: the public-table wrappers, the
+ * decoders and the bit-sliced majority vote, stamped from one template at
+ * this ISA from these primitives (and load_bits, emit). */
+typedef __m256 vec_t;
+EFPS_INLINE vec_t vset1(float v)
 {
-    const __m256 vp = _mm256_set1_ps(alpha), vn = _mm256_set1_ps(-alpha);
-    for (size_t i = 0; i < n; i += W) {
-        const size_t len = n - i < W ? n - i : W;
-        emit(out + i, len, _mm256_blendv_ps(vp, vn, bits_to_lanes(load_bits(packed, i, len))), add);
-    }
+    return _mm256_set1_ps(v);
 }
-
-/* What is the same in both SIMD variants: the public-table wrappers and the
- * bit-sliced majority vote, stamped from one template at this ISA. */
+/* Lane j: neg where bit j of bits is set, else pos. */
+EFPS_INLINE vec_t vselect(unsigned bits, vec_t pos, vec_t neg)
+{
+    return _mm256_blendv_ps(pos, neg, bits_to_lanes(bits));
+}
 typedef uint64_t vbits_t __attribute__((vector_size(32)));
 #define VBYTES 32
 #include "kernels_simd.h"

@@ -166,25 +166,6 @@ EFPS_INLINE void emit(float *out, size_t len, __m512 v, int add)
     _mm512_mask_storeu_ps(out, k, v);
 }
 
-static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)
-{
-    const float *scales = efps_packed_scales(packed);
-    const uint8_t *signs = efps_packed_signs(packed, n, B);
-    for (size_t lo = 0, blk = 0; lo < n; lo += B, blk++) {
-        const size_t hi = lo + B < n ? lo + B : n;
-        const float as = alpha * scales[blk];
-        const __m512 vp = _mm512_set1_ps(as), vn = _mm512_set1_ps(-as);
-        for (size_t i = lo; i < hi;) {
-            size_t len = (i & 7) ? 8 - (i & 7) : W;
-            if (len > hi - i)
-                len = hi - i;
-            __m512 v = _mm512_mask_blend_ps((__mmask16)load_bits(signs, i, len), vp, vn);
-            emit(out + i, len, v, add);
-            i += len;
-        }
-    }
-}
-
 static int sign_pack(const float *u, size_t n, uint8_t *signs)
 {
     const __m512i expo = _mm512_set1_epi32(0x7f800000);
@@ -210,17 +191,19 @@ static int sign_pack(const float *u, size_t n, uint8_t *signs)
     return bad != 0;
 }
 
-static void sign_decode(const void *packed, size_t n, float alpha, float *out, int add)
+/* What is the same in both SIMD variants: the public-table wrappers, the
+ * decoders and the bit-sliced majority vote, stamped from one template at
+ * this ISA from these primitives (and load_bits, emit). */
+typedef __m512 vec_t;
+EFPS_INLINE vec_t vset1(float v)
 {
-    const __m512 vp = _mm512_set1_ps(alpha), vn = _mm512_set1_ps(-alpha);
-    for (size_t i = 0; i < n; i += W) {
-        const size_t len = n - i < W ? n - i : W;
-        emit(out + i, len, _mm512_mask_blend_ps((__mmask16)load_bits(packed, i, len), vp, vn), add);
-    }
+    return _mm512_set1_ps(v);
 }
-
-/* What is the same in both SIMD variants: the public-table wrappers and the
- * bit-sliced majority vote, stamped from one template at this ISA. */
+/* Lane j: neg where bit j of bits is set, else pos. */
+EFPS_INLINE vec_t vselect(unsigned bits, vec_t pos, vec_t neg)
+{
+    return _mm512_mask_blend_ps((__mmask16)bits, pos, neg);
+}
 typedef uint64_t vbits_t __attribute__((vector_size(64)));
 #define VBYTES 64
 #include "kernels_simd.h"

@@ -1,7 +1,9 @@
 /* Template for the SIMD variants, included once by kernels_avx2.c and once by
  * kernels_avx512.c inside their target pragma, so each copy is compiled for
  * that ISA (as libdeflate stamps its SIMD variants). The includer defines
- * src_t, scales_walk, commit_walk, the bit-vector type vbits_t and VBYTES. */
+ * src_t, scales_walk, commit_walk, the bit-vector type vbits_t and VBYTES,
+ * the W-lane float vector vec_t with vset1 and vselect, and load_bits and
+ * emit (out = v or out += v in the first len lanes). */
 
 static void ef_scales(const float *x, float a, const float *err, float b, size_t n, size_t B,
                       float *scales)
@@ -41,6 +43,39 @@ static void red_commit(const void *const *packed, int m, size_t n, size_t B, flo
 {
     const src_t c = red_src(packed, m, n, B, err, b);
     commit_walk(&c, err, scales, signs);
+}
+
+/* Units never straddle a sign byte they do not start: a unit starting mid-byte
+ * runs to that byte's end, one starting on a byte takes up to W elements. */
+EFPS_INLINE size_t unit_len(size_t i, size_t hi)
+{
+    const size_t len = (i & 7) ? 8 - (i & 7) : W;
+    return len < hi - i ? len : hi - i;
+}
+
+static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)
+{
+    const float *scales = efps_packed_scales(packed);
+    const uint8_t *signs = efps_packed_signs(packed, n, B);
+    for (size_t lo = 0, blk = 0; lo < n; lo += B, blk++) {
+        const size_t hi = lo + B < n ? lo + B : n;
+        const float as = alpha * scales[blk]; /* -(alpha*s) == alpha*(-s): same bits */
+        const vec_t vp = vset1(as), vn = vset1(-as);
+        for (size_t i = lo; i < hi;) {
+            const size_t len = unit_len(i, hi);
+            emit(out + i, len, vselect(load_bits(signs, i, len), vp, vn), add);
+            i += len;
+        }
+    }
+}
+
+static void sign_decode(const void *packed, size_t n, float alpha, float *out, int add)
+{
+    const vec_t vp = vset1(alpha), vn = vset1(-alpha);
+    for (size_t i = 0; i < n; i += W) {
+        const size_t len = n - i < W ? n - i : W;
+        emit(out + i, len, vselect(load_bits(packed, i, len), vp, vn), add);
+    }
 }
 
 /* Majority of m bit streams, VBYTES bytes at a time, with bit-sliced
