@@ -5,6 +5,8 @@
 // prints each kernel's bytes/s as a fraction of the reference's bytes/s at
 // that length. Bytes are counted as what the kernel must move:
 //   ef_compress      reads x and err, writes err and the packed tensor
+//   ef_compress_to   reads x and err_in, writes err_out and the packed tensor
+//                    (two error buffers swapped every call, as a caller keeps them)
 //   server_reduce    reads m packed tensors and err, writes err and the packed output
 //   decompress       reads the packed tensor, writes out
 //   decompress_add   reads the packed tensor and acc, writes acc
@@ -94,6 +96,22 @@ void BM_ef_compress(benchmark::State &st, efps_simd_t simd, size_t block)
         return;
     for (auto _ : st)
         check(st, efps_ef_compress(x.f(), 1.0f, err.f(), 0.9f, n, block, packed.p));
+    st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(12 * n + ps));
+}
+
+void BM_ef_compress_to(benchmark::State &st, efps_simd_t simd, size_t block)
+{
+    const size_t n = (size_t)st.range(0), ps = efps_packed_size(n, block);
+    Buf x(4 * n), e0(4 * n), e1(4 * n), packed(ps);
+    fill(x.f(), n, 1), fill(e0.f(), n, 2), fill(e1.f(), n, 3);
+    float *err[2] = {e0.f(), e1.f()};
+    if (!use(st, simd))
+        return;
+    int cur = 0;
+    for (auto _ : st) {
+        check(st, efps_ef_compress_to(x.f(), 1.0f, err[cur], 0.9f, err[!cur], n, block, packed.p));
+        cur = !cur;
+    }
     st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(12 * n + ps));
 }
 
@@ -223,6 +241,7 @@ void register_all()
             const std::string v = efps_simd_name(s);
             benchmark::RegisterBenchmark(("ef_compress_b2048/" + v).c_str(), BM_ef_compress, s, 2048)->Arg(n);
             benchmark::RegisterBenchmark(("ef_compress_b0/" + v).c_str(), BM_ef_compress, s, 0)->Arg(n);
+            benchmark::RegisterBenchmark(("ef_compress_to_b2048/" + v).c_str(), BM_ef_compress_to, s, 2048)->Arg(n);
             benchmark::RegisterBenchmark(("server_reduce_m4/" + v).c_str(), BM_server_reduce, s, 2048)->Arg(n);
             benchmark::RegisterBenchmark(("decompress/" + v).c_str(), BM_decompress, s, 2048, false)->Arg(n);
             benchmark::RegisterBenchmark(("decompress_add/" + v).c_str(), BM_decompress, s, 2048, true)->Arg(n);

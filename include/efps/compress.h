@@ -34,6 +34,18 @@ EFPS_API size_t efps_packed_signs_offset(size_t n, size_t block);
 EFPS_API efps_status_t efps_ef_compress(const float *x, float a, float *err, float b, size_t n,
                                         size_t block, void *packed);
 
+/* The worker step out of place: p = fl(a*x) + fl(b*err_in); packed = C_B(p);
+ * err_out = p - decode(packed), the same bits as efps_ef_compress. err_in is
+ * only read, so the step reads every input once even when the tensor is far
+ * larger than the caches (in place, the nothing-lost rule makes
+ * efps_ef_compress read x and err twice: it must see every block before it
+ * may overwrite any error). Callers that keep two error buffers and swap them
+ * on success get both. err_out must not overlap x or err_in, unless it is
+ * err_in (then this is efps_ef_compress). On EFPS_ERR_NONFINITE err_out and
+ * packed are unspecified and err_in is as it was. */
+EFPS_API efps_status_t efps_ef_compress_to(const float *x, float a, const float *err_in, float b,
+                                           float *err_out, size_t n, size_t block, void *packed);
+
 /* out = alpha * decode(packed). */
 EFPS_API efps_status_t efps_decompress(const void *packed, size_t n, size_t block, float alpha,
                                        float *out);

@@ -5,7 +5,9 @@
  * Each public kernel that writes error state runs in two phases: *_scales
  * computes every block's scale without writing anything, then, only when all
  * scales are finite, *_commit writes the signs and the new error. That is what
- * lets a non-finite block leave the caller's error untouched. */
+ * lets a non-finite block leave the caller's error untouched. The worker pair
+ * runs over a range of blocks, so the out-of-place call can alternate the two
+ * phases chunk by chunk while a chunk is still in cache. */
 #ifndef EFPS_COMPRESS_KERNELS_H
 #define EFPS_COMPRESS_KERNELS_H
 
@@ -21,15 +23,25 @@
 /* The 16 partial sums of a block's L1 norm (DESIGN.md "Determinism"). */
 #define EFPS_L1_PARTIALS 16
 
+/* One worker step over n elements in blocks of B: p = fl(a*x) + fl(b*err_in),
+ * the new error goes to err_out (err_out == err_in: in place). */
+typedef struct efps_ef_job {
+    const float *x, *err_in;
+    float *err_out;
+    float a, b;
+    size_t n, B;
+} efps_ef_job_t;
+
 typedef struct efps_kernels {
     const char *name;
-    /* scales[k] = L1(p over block k) / d_k with p = fl(a*x) + fl(b*err). */
-    void (*ef_scales)(const float *x, float a, const float *err, float b, size_t n, size_t B,
-                      float *scales);
-    /* signs = sign bits of p (all ceil(n/8) bytes, unused high bits zero);
-     * err = p - (bit ? -scale : +scale). */
-    void (*ef_commit)(const float *x, float a, float *err, float b, size_t n, size_t B,
-                      const float *scales, uint8_t *signs);
+    /* For blocks k in [k0, k1): scales[k] = L1(p over block k) / d_k. */
+    void (*ef_scales)(const efps_ef_job_t *j, size_t k0, size_t k1, float *scales);
+    /* For the elements of blocks [k0, k1): their sign bits of p (a range that
+     * ends mid-byte leaves that byte's higher bits zero; one that starts
+     * mid-byte keeps the lower bits already there); err_out = p - (bit ? -scale
+     * : +scale). Ranges are committed in ascending order. */
+    void (*ef_commit)(const efps_ef_job_t *j, size_t k0, size_t k1, const float *scales,
+                      uint8_t *signs);
     /* As ef_*, with p = fl(fl(sum_w decode(packed[w])) / m) + fl(b*err). */
     void (*red_scales)(const void *const *packed, int m, size_t n, size_t B, const float *err,
                        float b, float *scales);

@@ -19,7 +19,9 @@ typedef struct {
     float a, b;
     const void *const *packed; /* server: the m workers' packed tensors */
     int m;
-    size_t n, B, signs_off;
+    size_t n, B;
+    size_t k0, k1; /* the blocks to walk */
+    size_t signs_off;
 } src_t;
 
 /* All-ones in the first len lanes. */
@@ -94,8 +96,8 @@ EFPS_INLINE __m256 abs_lanes(__m256 p, size_t len)
 
 EFPS_INLINE void scales_walk(const src_t *c, float *scales)
 {
-    for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
-        const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
+    for (size_t blk = c->k0; blk < c->k1; blk++) {
+        const size_t lo = blk * c->B, hi = lo + c->B < c->n ? lo + c->B : c->n;
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         size_t i = lo;
         for (; i + 2 * W <= hi; i += 2 * W) {
@@ -138,8 +140,8 @@ EFPS_INLINE void put_bits(uint8_t *signs, size_t i, unsigned bits)
 
 EFPS_INLINE void commit_walk(const src_t *c, float *err, const float *scales, uint8_t *signs)
 {
-    for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
-        const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
+    for (size_t blk = c->k0; blk < c->k1; blk++) {
+        const size_t lo = blk * c->B, hi = lo + c->B < c->n ? lo + c->B : c->n;
         const __m256 vs = _mm256_set1_ps(scales[blk]), vns = _mm256_set1_ps(-scales[blk]);
         size_t i = lo;
         while (i < hi) {

@@ -19,7 +19,9 @@ typedef struct {
     float a, b;
     const void *const *packed; /* server: the m workers' packed tensors */
     int m;
-    size_t n, B, signs_off;
+    size_t n, B;
+    size_t k0, k1; /* the blocks to walk */
+    size_t signs_off;
 } src_t;
 
 EFPS_INLINE __mmask16 lanes(size_t len)
@@ -86,8 +88,8 @@ EFPS_INLINE __m512 vabs(__m512 v)
 
 EFPS_INLINE void scales_walk(const src_t *c, float *scales)
 {
-    for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
-        const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
+    for (size_t blk = c->k0; blk < c->k1; blk++) {
+        const size_t lo = blk * c->B, hi = lo + c->B < c->n ? lo + c->B : c->n;
         __m512 acc = _mm512_setzero_ps();
         size_t i = lo;
         for (; i + W <= hi; i += W)
@@ -129,8 +131,8 @@ EFPS_INLINE void put_bits(uint8_t *signs, size_t i, size_t len, unsigned bits)
 
 EFPS_INLINE void commit_walk(const src_t *c, float *err, const float *scales, uint8_t *signs)
 {
-    for (size_t lo = 0, blk = 0; lo < c->n; lo += c->B, blk++) {
-        const size_t hi = lo + c->B < c->n ? lo + c->B : c->n;
+    for (size_t blk = c->k0; blk < c->k1; blk++) {
+        const size_t lo = blk * c->B, hi = lo + c->B < c->n ? lo + c->B : c->n;
         const __m512 vs = _mm512_set1_ps(scales[blk]), vns = _mm512_set1_ps(-scales[blk]);
         size_t i = lo;
         while (i < hi) {

@@ -29,29 +29,30 @@ static inline void flush_bits(bitwriter_t *w, size_t n)
         w->signs[n >> 3] = (uint8_t)w->acc;
 }
 
-static void ef_scales(const float *x, float a, const float *err, float b, size_t n, size_t B,
-                      float *scales)
+static void ef_scales(const efps_ef_job_t *j, size_t k0, size_t k1, float *scales)
 {
-    for (size_t lo = 0, k = 0; lo < n; lo += B, k++) {
-        const size_t hi = lo + B < n ? lo + B : n;
+    for (size_t k = k0; k < k1; k++) {
+        const size_t lo = k * j->B, hi = lo + j->B < j->n ? lo + j->B : j->n;
         float s[EFPS_L1_PARTIALS] = {0};
         for (size_t i = lo; i < hi; i++)
-            s[(i - lo) % EFPS_L1_PARTIALS] += efps_abs(p_ef(x, a, err, b, i));
+            s[(i - lo) % EFPS_L1_PARTIALS] += efps_abs(p_ef(j->x, j->a, j->err_in, j->b, i));
         scales[k] = efps_fold16(s) / (float)(hi - lo);
     }
 }
 
-static void ef_commit(const float *x, float a, float *err, float b, size_t n, size_t B,
-                      const float *scales, uint8_t *signs)
+static void ef_commit(const efps_ef_job_t *j, size_t k0, size_t k1, const float *scales,
+                      uint8_t *signs)
 {
-    bitwriter_t w = {signs, 0};
-    for (size_t i = 0; i < n; i++) {
-        const float p = p_ef(x, a, err, b, i), s = scales[i / B];
+    const size_t lo = k0 * j->B, hi = k1 * j->B < j->n ? k1 * j->B : j->n;
+    /* A range starting mid-byte continues the byte its predecessor flushed. */
+    bitwriter_t w = {signs, (lo & 7) ? signs[lo >> 3] : 0u};
+    for (size_t i = lo; i < hi; i++) {
+        const float p = p_ef(j->x, j->a, j->err_in, j->b, i), s = scales[i / j->B];
         const int bit = efps_signbit(p);
         put_bit(&w, i, bit);
-        err[i] = p - (bit ? -s : s);
+        j->err_out[i] = p - (bit ? -s : s);
     }
-    flush_bits(&w, n);
+    flush_bits(&w, hi);
 }
 
 static void red_scales(const void *const *packed, int m, size_t n, size_t B, const float *err,

@@ -5,18 +5,29 @@
  * the W-lane float vector vec_t with vset1 and vselect, and load_bits and
  * emit (out = v or out += v in the first len lanes). */
 
-static void ef_scales(const float *x, float a, const float *err, float b, size_t n, size_t B,
-                      float *scales)
+static src_t ef_src(const efps_ef_job_t *j, size_t k0, size_t k1)
 {
-    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
+    return (src_t){.x = j->x,
+                   .err = j->err_in,
+                   .a = j->a,
+                   .b = j->b,
+                   .n = j->n,
+                   .B = j->B,
+                   .k0 = k0,
+                   .k1 = k1};
+}
+
+static void ef_scales(const efps_ef_job_t *j, size_t k0, size_t k1, float *scales)
+{
+    const src_t c = ef_src(j, k0, k1);
     scales_walk(&c, scales);
 }
 
-static void ef_commit(const float *x, float a, float *err, float b, size_t n, size_t B,
-                      const float *scales, uint8_t *signs)
+static void ef_commit(const efps_ef_job_t *j, size_t k0, size_t k1, const float *scales,
+                      uint8_t *signs)
 {
-    const src_t c = {.x = x, .err = err, .a = a, .b = b, .n = n, .B = B};
-    commit_walk(&c, err, scales, signs);
+    const src_t c = ef_src(j, k0, k1);
+    commit_walk(&c, j->err_out, scales, signs);
 }
 
 static src_t red_src(const void *const *packed, int m, size_t n, size_t B, const float *err,
@@ -28,6 +39,8 @@ static src_t red_src(const void *const *packed, int m, size_t n, size_t B, const
                    .m = m,
                    .n = n,
                    .B = B,
+                   .k0 = 0,
+                   .k1 = efps_nblocks(n, B),
                    .signs_off = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN)};
 }
 

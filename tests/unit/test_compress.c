@@ -311,6 +311,29 @@ static const int sign_ms[] = {1, 2, 3, 4, 5, 8};
 static const float alphas[] = {1.0f, -0.37f, 1.0f / 3.0f};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
+/* ef_compress_to from a copy of err into a poisoned err_out: same status,
+ * packed bytes and new error as the in-place call (pk, err_new); err_in as it
+ * was, whatever the status. */
+static void ef_to_expect(const float *x, float a, const float *err, float b, size_t n, size_t block,
+                         efps_status_t st, const uint8_t *pk, const float *err_new)
+{
+    const ref_layout_t L = ref_layout(n, block);
+    uint8_t *pk_to = packed_buf(L.size);
+    float *err_in = floats(n), *err_to = floats(n);
+    memcpy(err_in, err, n * sizeof(float));
+    memset(err_to, 0x7f, n * sizeof(float));
+    memset(pk_to, 0x5A, L.size);
+    assert_int_equal(efps_ef_compress_to(x, a, err_in, b, err_to, n, block, pk_to), st);
+    expect_same_floats(err_in, err, n, "ef_compress_to: err_in");
+    if (st == EFPS_OK) {
+        expect_same_bytes(pk_to, pk, L.size, &L, "ef_compress_to vs in place: packed");
+        expect_same_floats(err_to, err_new, n, "ef_compress_to vs in place: err_out");
+    }
+    free(err_in);
+    free(err_to);
+    efps_aligned_free(pk_to);
+}
+
 /* The worker step with the scalar reference into pk_ref/err_ref. For the
  * scalar variant, checks that against the float model (bit for bit) and the
  * double transcription; for another variant, checks it gives the same bits. */
@@ -332,6 +355,7 @@ static void ef_case(efps_simd_t v, bufs_t *bf, ref_layout_t L, size_t block, flo
             bf->mag[i] = fabs(ax) + fabs(be);
         }
         check_double(L, bf->pd, bf->mag, 3.0, bf->p, pk_ref, bf->err_ref);
+        ef_to_expect(bf->x, a, bf->err0, b, n, block, EFPS_OK, pk_ref, bf->err_ref);
         return;
     }
     use(v);
@@ -340,6 +364,7 @@ static void ef_case(efps_simd_t v, bufs_t *bf, ref_layout_t L, size_t block, flo
     assert_int_equal(efps_ef_compress(bf->x, a, bf->err_var, b, n, block, pk_var), EFPS_OK);
     expect_same_bytes(pk_var, pk_ref, L.size, &L, "ef_compress vs scalar: packed");
     expect_same_floats(bf->err_var, bf->err_ref, n, "ef_compress vs scalar: err");
+    ef_to_expect(bf->x, a, bf->err0, b, n, block, EFPS_OK, pk_ref, bf->err_ref);
 }
 
 /* efps_decompress and efps_decompress_add (onto x) of one packed tensor. */
@@ -528,8 +553,9 @@ static void test_sweep(void **state)
 /* ---- edge values, checked against the float model for every variant ------- */
 
 /* ef_compress on copies of x and err; its status, packed bytes and new err
- * must be the model's; on EFPS_ERR_NONFINITE err must be untouched. Returns
- * the status; the packed image is left in *pk_p (caller frees). */
+ * must be the model's; on EFPS_ERR_NONFINITE err must be untouched. The
+ * out-of-place call must agree. Returns the status; the packed image is left
+ * in *pk_p (caller frees). */
 static efps_status_t ef_expect(const float *x, float a, const float *err, float b, size_t n,
                                size_t block, uint8_t **pk_p, float *err_out)
 {
@@ -547,6 +573,7 @@ static efps_status_t ef_expect(const float *x, float a, const float *err, float 
         expect_same_bytes(pk, model, L.size, &L, "ef_compress vs model");
         expect_same_floats(err_out, err_model, n, "ef_compress err vs model");
     }
+    ef_to_expect(x, a, err, b, n, block, st, pk, err_out);
     free(p);
     free(err_model);
     efps_aligned_free(model);
@@ -882,6 +909,23 @@ static void nonfinite_reduce(size_t block, ref_rng_t *r)
     free(e2);
 }
 
+/* A bad value in the last element, after the out-of-place call has already
+ * committed many chunks: both calls report it, err (err_in) stays as it was. */
+static void nonfinite_late(size_t block, ref_rng_t *r)
+{
+    const size_t n = 5 * 2048 + 3;
+    float *x = floats(n), *err = floats(n), *e2 = floats(n);
+    uint8_t *pk;
+    fill_mixed(x, n, r, -6, 6);
+    fill_mixed(err, n, r, -6, 6);
+    x[n - 1] = NAN;
+    assert_int_equal(ef_expect(x, 1.0f, err, 0.5f, n, block, &pk, e2), EFPS_ERR_NONFINITE);
+    efps_aligned_free(pk);
+    free(x);
+    free(err);
+    free(e2);
+}
+
 static void test_nonfinite(void **state)
 {
     const efps_simd_t v = variant_or_skip(state);
@@ -891,6 +935,7 @@ static void test_nonfinite(void **state)
         CTX("non-finite: n=%d block=%zu variant=%s", BAD_N, bs[bi], efps_simd_name(v));
         nonfinite_ef(bs[bi], &r);
         nonfinite_reduce(bs[bi], &r);
+        nonfinite_late(bs[bi], &r);
     }
     /* sign_pack: NaN or Inf anywhere is an error; huge and tiny finite values are not. */
     float *u = floats(BAD_N);
@@ -1176,6 +1221,19 @@ static void test_invalid_args(void **state)
     assert_int_equal(efps_ef_compress(NULL, 1, err, 1, n, 0, pk), EFPS_ERR_INVALID);
     assert_int_equal(efps_ef_compress(x, 1, NULL, 1, n, 0, pk), EFPS_ERR_INVALID);
     assert_int_equal(efps_ef_compress(x, 1, err, 1, n, 0, NULL), EFPS_ERR_INVALID);
+    float err2[200];
+    assert_int_equal(efps_ef_compress_to(NULL, 1, err, 1, out, n, 0, pk), EFPS_ERR_INVALID);
+    assert_int_equal(efps_ef_compress_to(x, 1, NULL, 1, out, n, 0, pk), EFPS_ERR_INVALID);
+    assert_int_equal(efps_ef_compress_to(x, 1, err, 1, NULL, n, 0, pk), EFPS_ERR_INVALID);
+    assert_int_equal(efps_ef_compress_to(x, 1, err, 1, out, n, 0, NULL), EFPS_ERR_INVALID);
+    assert_int_equal(efps_ef_compress_to(x, 1, err, 1, out, n, 0, pk + 4), EFPS_ERR_INVALID);
+    /* err_out overlapping err_in (but not equal to it) or x would read what it wrote */
+    memset(err2, 0, sizeof(err2));
+    assert_int_equal(efps_ef_compress_to(x, 1, err2, 1, err2 + 1, n, 0, pk), EFPS_ERR_INVALID);
+    assert_int_equal(efps_ef_compress_to(x, 1, err2 + 99, 1, err2, n, 0, pk), EFPS_ERR_INVALID);
+    assert_int_equal(efps_ef_compress_to(err2, 1, err, 1, err2 + 50, n, 0, pk), EFPS_ERR_INVALID);
+    assert_int_equal(efps_ef_compress_to(x, 1, err2, 1, err2 + 100, n, 0, pk), EFPS_OK);
+    assert_int_equal(efps_ef_compress_to(x, 1, err2, 1, err2, n, 0, pk), EFPS_OK); /* in place */
     assert_int_equal(efps_decompress(NULL, n, 0, 1, out), EFPS_ERR_INVALID);
     assert_int_equal(efps_decompress(pk, n, 0, 1, NULL), EFPS_ERR_INVALID);
     assert_int_equal(efps_decompress_add(NULL, n, 0, 1, out), EFPS_ERR_INVALID);
