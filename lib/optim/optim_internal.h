@@ -20,6 +20,7 @@ struct efps_worker_opt {
     float *m_next;    /* the new momentum, committed (swapped in) only on success */
     float *u;         /* Nesterov's u; NULL for heavy ball, where u = m_next */
     float *err;       /* blocksign: error e_i, gradient units */
+    float *err_next;  /* blocksign: the new error, swapped in only on success */
     float *wd_m;      /* wd > 0: weight-decay momentum */
     float *dec;       /* apply scratch: the decoded update; NULL when not needed */
 };

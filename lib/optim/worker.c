@@ -17,6 +17,7 @@ void efps_worker_opt_destroy(efps_worker_opt_t *w)
     efps_aligned_free(w->m_next);
     efps_aligned_free(w->u);
     efps_aligned_free(w->err);
+    efps_aligned_free(w->err_next);
     efps_aligned_free(w->wd_m);
     efps_aligned_free(w->dec);
     free(w);
@@ -55,6 +56,7 @@ efps_worker_opt_t *efps_worker_opt_create(const efps_optim_config_t *cfg, size_t
     w->m_next = zeros_if(1, n, &ok);
     w->u = zeros_if(cfg->nesterov, n, &ok);
     w->err = zeros_if(blocksign, n, &ok);
+    w->err_next = zeros_if(blocksign, n, &ok);
     w->wd_m = zeros_if(wd, n, &ok);
     /* blocksign without weight decay decodes straight into x. */
     w->dec = zeros_if(cfg->compressor == EFPS_COMP_SIGN || (blocksign && wd), n, &ok);
@@ -107,8 +109,10 @@ static efps_status_t compress(efps_worker_opt_t *w, const float *u, float r, voi
     case EFPS_COMP_SIGN:
         return efps_sign_pack(u, w->n, encoded);
     case EFPS_COMP_BLOCKSIGN:
-        /* p = fl(1*u) + fl(r*e) = u + r*e; D = C_B(p); e = p - D. */
-        return efps_ef_compress(u, 1.0f, w->err, r, w->n, w->cfg.block, encoded);
+        /* p = fl(1*u) + fl(r*e) = u + r*e; D = C_B(p); e' = p - D. Out of
+         * place, like m: one read of u and e even for tensors far larger
+         * than the caches, and e stays as it was until the step commits. */
+        return efps_ef_compress_to(u, 1.0f, w->err, r, w->err_next, w->n, w->cfg.block, encoded);
     }
     return EFPS_ERR_INVALID;
 }
@@ -144,10 +148,13 @@ efps_status_t efps_worker_opt_encode(efps_worker_opt_t *w, const float *grad, fl
     const float r = w->prev_lr / lr; /* r_0 = 0 / eta_0 = 0 */
     efps_status_t st = compress(w, u, r, encoded);
     if (st != EFPS_OK)
-        return st; /* the kernels left err as it was; m is not committed */
+        return st; /* err and m are as they were: neither is committed */
     float *t = w->m;
     w->m = w->m_next;
     w->m_next = t;
+    t = w->err;
+    w->err = w->err_next;
+    w->err_next = t;
     w->pending = 1;
     w->pending_lr = lr;
     return EFPS_OK;
