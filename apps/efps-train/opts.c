@@ -24,6 +24,9 @@ static void usage(FILE *f)
             "  --data DIR            Fashion-MNIST IDX files   (" NN_FASHION_MNIST_DIR ")\n"
             "  --compressor NAME     none, sign or blocksign                     (blocksign)\n"
             "  --block N             elements per block, 0 = one per tensor part (0)\n"
+            "  --group-below N       tensors of fewer than N elements travel as one\n"
+            "                        key (their own messages would cost more in\n"
+            "                        headers and padding than in data); 0 = none (512)\n"
             "  --epochs N            (1)\n"
             "  --batch N             images per worker and step                  (64)\n"
             "  --lr X                base learning rate                          (0.1)\n"
@@ -101,6 +104,10 @@ static int set_int_opt(int c, const char *opt, const char *text, train_opts_t *o
     case 'B':
         rc = parse_long(opt, text, 0, INT_MAX, &v);
         o->block = v;
+        break;
+    case 'g':
+        rc = parse_long(opt, text, 0, LONG_MAX, &v);
+        o->group_below = (size_t)v;
         break;
     case 'e':
         rc = parse_long(opt, text, 1, 100000, &v);
@@ -196,6 +203,7 @@ int train_parse(int argc, char **argv, train_opts_t *o)
         {"data", 1, 0, 'd'},
         {"compressor", 1, 0, 'c'},
         {"block", 1, 0, 'B'},
+        {"group-below", 1, 0, 'g'},
         {"epochs", 1, 0, 'e'},
         {"batch", 1, 0, 'b'},
         {"lr", 1, 0, 'l'},
@@ -219,6 +227,7 @@ int train_parse(int argc, char **argv, train_opts_t *o)
                         .data = NN_FASHION_MNIST_DIR,
                         .compressor = "blocksign",
                         .block = 0,
+                        .group_below = 512,
                         .epochs = 1,
                         .batch = 64,
                         .lr = 0.1,

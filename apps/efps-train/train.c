@@ -1,9 +1,9 @@
 /* One worker of a distributed run. Every tensor of the model is a parameter-
- * server key (key = its index). Backward pushes each gradient the moment it
- * is final (on_grad hook), so compression and transfer overlap the rest of
- * backward; the next forward waits for a tensor's update only right before it
- * reads that tensor (before_forward hook). Every rank builds the model from
- * the same seed, so all start, and stay, bit-identical (BN running statistics
+ * server key, except the small ones, which share one (sync.c). Backward
+ * pushes each gradient the moment it is final (on_grad hook), so compression
+ * and transfer overlap the rest of backward; the next forward waits for a
+ * tensor's update only right before it reads that tensor (before_forward hook). Every rank builds
+ * the model from the same seed, so all start, and stay, bit-identical (BN running statistics
  * excepted: they are not parameters and stay local). */
 #include "train.h"
 
@@ -14,41 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-typedef struct {
-    efps_ps_t *ps;
-    const nn_param_t *params;
-    size_t nparams;
-    bool *pending; /* pushed this step, not pulled yet */
-    float lr;
-} sync_t;
-
-static efps_status_t before_forward(size_t i, void *user)
-{
-    sync_t *s = user;
-    if (!s->pending[i])
-        return EFPS_OK; /* first step: nothing pushed yet */
-    s->pending[i] = false;
-    return efps_ps_pull(s->ps, (uint32_t)i, s->params[i].data);
-}
-
-static efps_status_t on_grad(size_t i, const float *grad, size_t n, void *user)
-{
-    (void)n;
-    sync_t *s = user;
-    efps_status_t st = efps_ps_push(s->ps, (uint32_t)i, grad, s->lr);
-    s->pending[i] = st == EFPS_OK;
-    return st;
-}
-
-/* Pulls every outstanding update: the model is then the step's x. */
-static efps_status_t sync_all(sync_t *s)
-{
-    efps_status_t st = EFPS_OK;
-    for (size_t i = 0; i < s->nparams && st == EFPS_OK; i++)
-        st = before_forward(i, s);
-    return st;
-}
 
 typedef struct {
     const train_opts_t *o;
@@ -127,10 +92,11 @@ static void traffic(const worker_t *w, efps_ps_t *ps, report_row_t *row)
 }
 
 /* One epoch; on return every update is pulled, row has the epoch's figures. */
-static efps_status_t run_epoch(worker_t *w, sync_t *s, const nn_hooks_t *hooks, report_t *rep,
+static efps_status_t run_epoch(worker_t *w, efps_ps_t *ps, sync_t *s, report_t *rep,
                                report_row_t *row)
 {
     const uint64_t spe = w->sampler.batches_per_epoch;
+    const nn_hooks_t hooks = sync_hooks(s);
     nn_sampler_set_epoch(&w->sampler, (uint64_t)row->epoch - 1);
     double loss = 0.0;
     size_t correct = 0;
@@ -138,26 +104,26 @@ static efps_status_t run_epoch(worker_t *w, sync_t *s, const nn_hooks_t *hooks, 
     for (uint64_t b = 0; b < spe && st == EFPS_OK; b++) {
         nn_dataset_batch(&w->train, nn_sampler_batch(&w->sampler, b), w->o->batch,
                          NN_FASHION_MNIST_MEAN, NN_FASHION_MNIST_STD, w->x, w->labels);
-        s->lr = efps_lr_at(&w->sched, row->steps_done);
+        row->lr = efps_lr_at(&w->sched, row->steps_done);
+        sync_set_lr(s, row->lr);
         nn_step_result_t r;
-        st = nn_model_train_step(w->model, w->x, w->labels, w->o->batch, hooks, &r);
+        st = nn_model_train_step(w->model, w->x, w->labels, w->o->batch, &hooks, &r);
         if (st != EFPS_OK)
             break;
         loss += r.loss;
         correct += (size_t)r.correct;
         row->step = b + 1;
         row->steps_done++;
-        row->lr = s->lr;
         row->loss = loss / (double)(b + 1);
         if (w->rank == 0 && st == EFPS_OK) {
-            traffic(w, s->ps, row);
+            traffic(w, ps, row);
             report_progress(rep, row);
         }
     }
     if (st == EFPS_OK)
         st = sync_all(s);
     row->train_acc = 100.0 * (double)correct / (double)(spe * (size_t)w->o->batch);
-    traffic(w, s->ps, row);
+    traffic(w, ps, row);
     return st;
 }
 
@@ -175,22 +141,16 @@ static efps_status_t evaluate(worker_t *w, report_row_t *row)
 
 static efps_status_t train_loop(worker_t *w, efps_ps_t *ps, report_t *rep, report_row_t *row)
 {
-    const size_t np = nn_model_param_count(w->model);
-    const nn_param_t *p = nn_model_params(w->model);
-    sync_t s = {.ps = ps, .params = p, .nparams = np, .pending = calloc(np, sizeof(bool))};
-    if (s.pending == NULL)
-        return EFPS_ERR_NOMEM;
-    const nn_hooks_t hooks = {.before_forward = before_forward, .on_grad = on_grad, .user = &s};
-    efps_status_t st = EFPS_OK;
-    for (size_t i = 0; i < np && st == EFPS_OK; i++)
-        st = efps_ps_declare(ps, (uint32_t)i, p[i].n);
+    sync_t *s;
+    efps_status_t st = sync_create(ps, nn_model_params(w->model), nn_model_param_count(w->model),
+                                   w->o->group_below, &s);
     for (int e = 1; e <= w->o->epochs && st == EFPS_OK; e++) {
         row->epoch = e;
-        st = run_epoch(w, &s, &hooks, rep, row);
+        st = run_epoch(w, ps, s, rep, row);
         if (st == EFPS_OK && w->rank == 0 && (st = evaluate(w, row)) == EFPS_OK)
             report_epoch(rep, row);
     }
-    free(s.pending);
+    sync_destroy(s);
     return st;
 }
 

@@ -4,6 +4,7 @@
 #define EFPS_TRAIN_H
 
 #include "efps/efps.h"
+#include "nn/layer.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@ typedef enum {
 typedef struct {
     const char *model, *data, *compressor, *transport, *csv, *dump_params;
     long block;
+    size_t group_below; /* tensors of fewer elements share one key; 0: none do */
     int epochs, batch, warmup_epochs, workers, servers;
     double lr, momentum, wd;
     bool nesterov, as_worker;
@@ -46,6 +48,23 @@ int train_launch(const train_opts_t *o, int argc, char **argv);
 int train_worker(const train_opts_t *o);
 
 double train_now(void);
+
+/* ---- keys and hooks (sync.c) ---------------------------------------------- */
+
+/* Maps the model's tensors to parameter-server keys (those of fewer than
+ * group_below elements share one) and provides the hooks that push each
+ * gradient when it is final and pull each update before forward reads it. */
+typedef struct sync sync_t;
+
+/* Declares every key on ps; *s_p is set even on failure (sync_destroy it). */
+efps_status_t sync_create(efps_ps_t *ps, const nn_param_t *params, size_t nparams,
+                          size_t group_below, sync_t **s_p);
+void sync_destroy(sync_t *s);
+nn_hooks_t sync_hooks(sync_t *s);
+/* eta_t of the step about to run, sent with its pushes. */
+void sync_set_lr(sync_t *s, float lr);
+/* Pulls every outstanding update: the model is then the step's x. */
+efps_status_t sync_all(sync_t *s);
 
 /* ---- reports, by worker 0 ------------------------------------------------ */
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# efps-train integration tests. usage: train_test.sh help|bad-flags|local|bad-data|killed
+# efps-train integration tests. usage: train_test.sh help|bad-flags|local|wire|bad-data|killed
 set -euo pipefail
 : "${BUILD:?BUILD must point at the build directory}"
 TRAIN=$BUILD/apps/efps-train/efps-train
@@ -20,7 +20,7 @@ test_help() {
   "$TRAIN" --help > "$TMP/help.log" || fail "--help exited $?"
   for opt in --model --data --compressor --block --epochs --batch --lr --momentum --nesterov \
              --wd --schedule --warmup-epochs --seed --workers --servers --train-subset \
-             --test-subset --csv --transport --dump-params; do
+             --test-subset --csv --transport --dump-params --group-below; do
     grep -q -- "$opt" "$TMP/help.log" || fail "--help does not mention $opt"
   done
 }
@@ -46,6 +46,7 @@ test_bad_flags() {
   expect_bad "--schedule needs one of constant, step, cosine" --schedule linear
   expect_bad "--transport needs one of auto, tcp, verbs" --transport udp
   expect_bad "--workers needs an integer" --workers 0
+  expect_bad "--group-below needs an integer" --group-below -1
   expect_bad "--warmup-epochs 2 must be fewer than --epochs 2" --epochs 2 --warmup-epochs 2
   expect_bad "unexpected argument 'extra'" extra
 }
@@ -101,6 +102,43 @@ test_local() {
   cmp "$TMP/local.0" "$TMP/mpi.1" || fail "local launch and mpirun launch differ"
 }
 
+# wire_per_push GROUP_BELOW: sets W, the bytes one worker pushes per step
+# (pulls are as many) in 2 steps of resnet8 with blocksign, block 2048, and
+# P, the parameter count efps-train prints.
+wire_per_push() {
+  timeout 100 "$TRAIN" --model resnet8 --train-subset 256 --test-subset 100 --epochs 1 \
+    --compressor blocksign --block 2048 --seed 1 --transport tcp --workers 2 --servers 1 \
+    --group-below "$1" --csv "$TMP/wire.csv" > "$TMP/wire.log" 2>&1 || fail "resnet8 run exited $?"
+  P=$(sed -n 's/.*(\([0-9]*\) parameters in.*/\1/p' "$TMP/wire.log")
+  [ -n "$P" ] || fail "no parameter count in the header"
+  W=$(awk -F, 'NR == 2 { print $10 / (2 * 2 * $2) }' "$TMP/wire.csv")
+}
+
+# The small tensors travel as one key: one step moves at most 1 bit per
+# parameter, one 4-byte scale per block, and a header + padding (at most
+# 64 + 63 + 63 bytes) for each of resnet8's 8 keys (7 tensors of at least 512
+# elements and the group). One key per tensor (23 keys) does not fit the bound.
+test_wire() {
+  local grouped single bound
+  wire_per_push 512
+  grouped=$W
+  bound=$(( P / 8 + 1 + 4 * ((P + 2047) / 2048) + 8 * 190 ))
+  awk -v w="$grouped" -v b="$bound" 'BEGIN { exit !(w <= b) }' ||
+    fail "grouped: $grouped bytes per push, more than $bound for $P parameters"
+  wire_per_push 0
+  single=$W
+  awk -v w="$single" -v b="$bound" 'BEGIN { exit !(w > b) }' ||
+    fail "one key per tensor: $single bytes per push, within the bound $bound: it tests nothing"
+  echo "bytes per push: $grouped grouped, $single one key per tensor, bound $bound ($P parameters)"
+  # With none every step is element-wise, so the group must change nothing
+  # but the messages: grouped and ungrouped runs end with the same bits.
+  for g in 0 512; do
+    timeout 100 "$TRAIN" "${SMALL[@]}" --compressor none --workers 2 --servers 1 --group-below "$g" \
+      --dump-params "$TMP/none-$g" > "$TMP/none-$g.log" 2>&1 || fail "none, --group-below $g exited $?"
+  done
+  cmp "$TMP/none-0.0" "$TMP/none-512.0" || fail "with none, grouping changed the parameters"
+}
+
 # A missing data directory: a clear error naming the file, a non-zero exit,
 # and no server or worker left behind.
 test_bad_data() {
@@ -138,8 +176,9 @@ case ${1:-} in
   help) test_help ;;
   bad-flags) test_bad_flags ;;
   local) test_local ;;
+  wire) test_wire ;;
   bad-data) test_bad_data ;;
   killed) test_killed ;;
-  *) echo "usage: $0 help|bad-flags|local|bad-data|killed"; exit 2 ;;
+  *) echo "usage: $0 help|bad-flags|local|wire|bad-data|killed"; exit 2 ;;
 esac
 echo "OK: ${1}"
