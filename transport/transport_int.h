@@ -17,10 +17,35 @@
 
 #define EFPS_TP_ADDR_MAX 64 /* "[ipv6]:port" as text */
 
+/* A software completion queue: a ring that grows when endpoints reserve room
+ * (never on the data path) and that can drop the entries of one endpoint.
+ * Not locked: the transport holds its own lock around every call. */
+typedef struct {
+    efps_tp_cqe_t *ring;
+    size_t cap, head, count;
+    size_t reserved; /* sum of what endpoints reserved: count never exceeds it */
+} efps_tp_cq_t;
+
+/* A transport's context starts with this. The lock guards everything the
+ * application's threads and the progress thread share (base.c, listen.c and
+ * msgq.c take it; the transports take it around their own work). */
 struct efps_tp_ctx {
     const struct efps_transport_ops *ops;
     efps_tp_attr_t attr; /* defaults filled in */
+    pthread_mutex_t lock;
+    pthread_cond_t cq_cond; /* a completion arrived */
+    pthread_cond_t ev_cond; /* anything else: messages, requests, teardown */
+    unsigned cq_waiters;
+    efps_tp_cq_t cq;
 };
+
+/* The messages an endpoint received and the application has not taken:
+ * EFPS_TP_MSG_DEPTH slots of EFPS_TP_MSG_MAX bytes, filled in order. */
+typedef struct {
+    uint8_t *buf;
+    uint32_t len[EFPS_TP_MSG_DEPTH];
+    uint32_t head, count;
+} efps_tp_msgq_t;
 
 struct efps_tp_mr {
     efps_tp_ctx_t *ctx;
@@ -36,15 +61,26 @@ struct efps_tp_ep {
     char name[EFPS_TP_NAME_MAX];
     uint8_t peer_priv[EFPS_TP_PRIV_MAX];
     uint8_t peer_priv_len;
+    /* Credits (lock held): a polled WRITE frees a send slot, a polled RECV
+     * lets the peer write once more. */
+    uint32_t sq_used; /* writes whose WRITE completion is not polled */
+    uint32_t rq_used; /* RECV completions not polled */
+    efps_tp_msgq_t msgs;
 };
 
+/* A listener's queue of requests the application has not taken (listen.c).
+ * The transport's progress thread queues them and closes the listener once
+ * it is destroying (then sets closed). */
 struct efps_tp_listener {
     efps_tp_ctx_t *ctx;
     uint16_t port;
+    efps_tp_conn_req_t *queue_head, *queue_tail;
+    bool destroying, closed;
 };
 
 struct efps_tp_conn_req {
     efps_tp_ctx_t *ctx; /* not the listener: a request outlives its listener */
+    efps_tp_conn_req_t *queue_next;
     char peer[EFPS_TP_ADDR_MAX];
     uint8_t priv[EFPS_TP_PRIV_MAX];
     uint8_t priv_len;
@@ -64,9 +100,6 @@ struct efps_transport_ops {
     efps_status_t (*mem_dereg)(efps_tp_mr_t *mr);
     efps_status_t (*listen)(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                             efps_tp_listener_t **listener_p);
-    void (*listener_destroy)(efps_tp_listener_t *listener);
-    efps_status_t (*get_request)(efps_tp_listener_t *listener, int timeout_ms,
-                                 efps_tp_conn_req_t **req_p);
     efps_status_t (*accept)(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
                             efps_tp_ep_t **ep_p);
     void (*reject)(efps_tp_conn_req_t *req);
@@ -78,10 +111,17 @@ struct efps_transport_ops {
                                size_t length, const efps_tp_rkey_t *remote, uint64_t remote_offset,
                                uint32_t imm, uint64_t user_context);
     efps_status_t (*msg_send)(efps_tp_ep_t *ep, const void *buf, size_t len);
-    efps_status_t (*msg_recv)(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
-                              int timeout_ms);
-    efps_status_t (*poll)(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
-                          int *count_p);
+
+    /* Called by the neutral base (base.c, listen.c, msgq.c), lock held. */
+    /* The application took a RECV completion (message false) or a message:
+     * the peer may send one more. */
+    void (*rx_credit)(efps_tp_ep_t *ep, bool message);
+    /* ep is connected (a message may still come). */
+    bool (*ep_live)(const efps_tp_ep_t *ep);
+    /* req left its listener's queue for the application. */
+    void (*request_taken)(efps_tp_conn_req_t *req);
+    /* The listener is destroying: the progress thread must close it. */
+    void (*listener_closing)(efps_tp_listener_t *listener);
 };
 
 extern const struct efps_transport_ops efps_tcp_ops;
@@ -106,15 +146,6 @@ uint64_t efps_tp_deadline(int timeout_ms);
  * deadline_ms (0: no deadline). false once the deadline has passed. */
 bool efps_tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline_ms);
 
-/* A software completion queue: a ring that grows when endpoints reserve room
- * (never on the data path) and that can drop the entries of one endpoint.
- * Not locked: the transport holds its own lock around every call. */
-typedef struct {
-    efps_tp_cqe_t *ring;
-    size_t cap, head, count;
-    size_t reserved; /* sum of what endpoints reserved: count never exceeds it */
-} efps_tp_cq_t;
-
 void efps_tp_cq_init(efps_tp_cq_t *cq);
 void efps_tp_cq_free(efps_tp_cq_t *cq);
 /* Makes room for n more entries (an endpoint's worst case). */
@@ -125,5 +156,46 @@ void efps_tp_cq_push(efps_tp_cq_t *cq, const efps_tp_cqe_t *cqe);
 size_t efps_tp_cq_pop(efps_tp_cq_t *cq, efps_tp_cqe_t *out, size_t max);
 /* Removes every entry of ep, keeping the order of the others. */
 void efps_tp_cq_purge(efps_tp_cq_t *cq, const efps_tp_ep_t *ep);
+
+/* ---- the part of a context every transport shares (transport/base.c) ----- */
+
+/* The lock (CLOCK_MONOTONIC conditions) and the completion queue. */
+efps_status_t efps_tp_base_init(efps_tp_ctx_t *ctx);
+void efps_tp_base_destroy(efps_tp_ctx_t *ctx);
+/* Lock held: queues a completion and wakes a poller. */
+void efps_tp_push_cqe(efps_tp_ctx_t *ctx, const efps_tp_cqe_t *cqe);
+/* efps_tp_poll: takes what is queued (waiting up to timeout_ms for some),
+ * and gives back what each completion held: a send slot, or (through
+ * ops->rx_credit) a receive credit. */
+efps_status_t efps_tp_base_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
+                                int *count_p);
+
+/* ---- a listener's request queue (transport/listen.c) --------------------- */
+
+/* Lock held: req joins the end of l's queue; get_request waiters wake. */
+void efps_tp_listen_queue(efps_tp_listener_t *l, efps_tp_conn_req_t *req);
+/* Lock held: takes req off l's queue, if it is there. */
+void efps_tp_listen_unqueue(efps_tp_listener_t *l, efps_tp_conn_req_t *req);
+/* Lock held: the first queued request, taken off the queue, or NULL. */
+efps_tp_conn_req_t *efps_tp_listen_pop(efps_tp_listener_t *l);
+/* efps_tp_get_request: the first request, waiting up to timeout_ms. */
+efps_status_t efps_tp_listen_get(efps_tp_listener_t *l, int timeout_ms, efps_tp_conn_req_t **req_p);
+/* efps_tp_listener_destroy: has the progress thread close it, waits, frees. */
+void efps_tp_listen_destroy(efps_tp_listener_t *l);
+
+/* ---- an endpoint's received messages (transport/msgq.c) ------------------ */
+
+efps_status_t efps_tp_msgq_alloc(efps_tp_msgq_t *q);
+void efps_tp_msgq_free(efps_tp_msgq_t *q);
+/* Lock held: every slot holds a message the application has not taken. */
+bool efps_tp_msgq_full(const efps_tp_msgq_t *q);
+/* Lock held: where the next message goes (not full). */
+uint8_t *efps_tp_msgq_tail(const efps_tp_msgq_t *q);
+/* Lock held: the message at the tail is whole (len bytes); msg_recv wakes. */
+void efps_tp_msgq_arrived(efps_tp_ep_t *ep, uint32_t len);
+/* efps_tp_msg_recv: the oldest message, waiting up to timeout_ms while
+ * ep is live; taking it gives the peer a message credit (ops->rx_credit). */
+efps_status_t efps_tp_msgq_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
+                                int timeout_ms);
 
 #endif

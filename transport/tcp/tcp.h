@@ -1,9 +1,9 @@
 /* The tcp transport's insides, shared by its files:
- *   tcp_ctx.c   context, progress thread, kicks, timers, completion queue
+ *   tcp_ctx.c   context, progress thread, kicks, timers
  *   tcp_mr.c    region table (ids, secrets, access), reg / dereg
  *   tcp_conn.c  listen / accept / connect / destroy, endpoint failure
  *   tcp_tx.c    write_imm, msg_send, sending queued frames
- *   tcp_rx.c    the receive state machine, header validation, msg_recv
+ *   tcp_rx.c    the receive state machine, header validation, receive credit
  *
  * Threads. One progress thread per context does all socket I/O after a
  * connection exists and is the only one that closes sockets or changes epoll
@@ -78,7 +78,7 @@ typedef struct tcp_ep {
     char addr[EFPS_TP_ADDR_MAX];
     struct tcp_listener *listener; /* HANDSHAKE / QUEUED only */
     struct tcp_ep *next, *prev;    /* ctx->eps */
-    struct tcp_ep *queue_next;     /* listener queue, or ctx->zombies */
+    struct tcp_ep *zombie_next;    /* ctx->zombies */
     uint64_t deadline_ms;          /* HANDSHAKE: CONNECT must arrive by then */
     uint32_t hb_ms;                /* send a PING after this much idle time */
     uint32_t peer_timeout_ms;      /* what the peer announced (0: nothing) */
@@ -91,8 +91,7 @@ typedef struct tcp_ep {
     /* send side */
     tcp_tx_t *txq;
     uint32_t tx_cap, tx_head, tx_count;
-    size_t tx_done;   /* bytes of the head frame already sent */
-    uint32_t sq_used; /* writes whose WRITE completion is not polled */
+    size_t tx_done; /* bytes of the head frame already sent */
     uint32_t msg_tx_inflight, msg_tx_seq;
     uint8_t *msg_tx_buf; /* EFPS_TP_MSG_DEPTH slots of EFPS_TP_MSG_MAX */
     uint8_t local_priv[EFPS_TP_PRIV_MAX];
@@ -107,29 +106,18 @@ typedef struct tcp_ep {
     uint64_t rx_total;   /* bytes ever received (telling probes from peers) */
     tcp_mr_t *rx_region; /* WRITE: holds rx_busy */
     bool rx_blocked;     /* no credit: not reading the socket */
-    uint32_t rq_used;    /* RECV completions not polled */
-    uint8_t *msg_rx_buf;
-    uint32_t msg_rx_len[EFPS_TP_MSG_DEPTH];
-    uint32_t msg_rx_head, msg_rx_count;
 } tcp_ep_t;
 
 typedef struct tcp_listener {
     efps_tp_listener_t base;
     tcp_poll_kind_t poll_kind;
     int fd;
-    tcp_ep_t *queue_head, *queue_tail; /* QUEUED requests */
-    bool destroying, closed;
     bool paused; /* out of descriptors: not accepting until the next tick */
     struct tcp_listener *next;
 } tcp_listener_t;
 
 struct tcp_ctx {
-    efps_tp_ctx_t base;
-    pthread_mutex_t lock;
-    pthread_cond_t cq_cond; /* a completion arrived */
-    pthread_cond_t ev_cond; /* anything else: messages, requests, acks */
-    unsigned cq_waiters;
-    efps_tp_cq_t cq;
+    efps_tp_ctx_t base; /* the lock, its conditions, the completion queue */
     int epfd, evfd;
     tcp_poll_kind_t evfd_kind;
     pthread_t thread;
@@ -154,7 +142,6 @@ struct tcp_ctx {
 /* ---- tcp_ctx.c (lock held unless said) ----------------------------------- */
 void efps_tcp_kick(tcp_ctx_t *ctx, tcp_ep_t *ep, unsigned what);
 void efps_tcp_kick_ctx(tcp_ctx_t *ctx);
-void efps_tcp_push_cqe(tcp_ctx_t *ctx, const efps_tp_cqe_t *cqe);
 /* Sets the epoll interest of ep's socket to events (EPOLLIN, EPOLLOUT). */
 void efps_tcp_set_events(tcp_ep_t *ep, uint32_t events);
 /* Heartbeat period of ep: a quarter of the shorter of both sides' timeouts. */
@@ -172,9 +159,9 @@ void efps_tcp_reap_dead_regions(tcp_ctx_t *ctx);
 /* ---- tcp_conn.c ---------------------------------------------------------- */
 efps_status_t efps_tcp_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                               efps_tp_listener_t **listener_p);
-void efps_tcp_listener_destroy(efps_tp_listener_t *listener);
-efps_status_t efps_tcp_get_request(efps_tp_listener_t *listener, int timeout_ms,
-                                   efps_tp_conn_req_t **req_p);
+/* ops->request_taken, ops->listener_closing (lock held). */
+void efps_tcp_request_taken(efps_tp_conn_req_t *req);
+void efps_tcp_listener_closing(efps_tp_listener_t *listener);
 efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
                               efps_tp_ep_t **ep_p);
 void efps_tcp_reject(efps_tp_conn_req_t *req);
@@ -217,8 +204,8 @@ void efps_tcp_tx_flush(tcp_ep_t *ep);
 void efps_tcp_tx_progress(tcp_ep_t *ep);
 
 /* ---- tcp_rx.c ------------------------------------------------------------ */
-efps_status_t efps_tcp_msg_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
-                                int timeout_ms);
+/* ops->rx_credit (lock held): a receive that waited for credit goes on. */
+void efps_tcp_rx_credit(efps_tp_ep_t *ep, bool message);
 /* Progress thread, no lock held: receives what the socket has. */
 void efps_tcp_rx_progress(tcp_ep_t *ep);
 /* Progress thread, no lock held: EPOLLERR / EPOLLHUP on a socket we are not

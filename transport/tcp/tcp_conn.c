@@ -55,8 +55,8 @@ static efps_status_t ep_alloc_queues(tcp_ep_t *ep)
     ep->tx_cap = attr->sq_depth + EFPS_TP_MSG_DEPTH + 2; /* + ACCEPT + PING */
     ep->txq = calloc(ep->tx_cap, sizeof(*ep->txq));
     ep->msg_tx_buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
-    ep->msg_rx_buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
-    if (ep->txq == NULL || ep->msg_tx_buf == NULL || ep->msg_rx_buf == NULL) {
+    efps_status_t rx = efps_tp_msgq_alloc(&ep->base.msgs);
+    if (ep->txq == NULL || ep->msg_tx_buf == NULL || rx != EFPS_OK) {
         efps_error("tcp: %s: out of memory for the endpoint's queues", ep->base.name);
         return EFPS_ERR_NOMEM;
     }
@@ -67,7 +67,7 @@ void efps_tcp_ep_free(tcp_ep_t *ep)
 {
     free(ep->txq);
     free(ep->msg_tx_buf);
-    free(ep->msg_rx_buf);
+    efps_tp_msgq_free(&ep->base.msgs);
     free(ep);
 }
 
@@ -97,21 +97,6 @@ static void ep_unlink(tcp_ctx_t *ctx, tcp_ep_t *ep)
     ep->next = ep->prev = NULL;
 }
 
-static void queue_remove(tcp_listener_t *l, tcp_ep_t *ep)
-{
-    tcp_ep_t **pp = &l->queue_head, *last = NULL;
-    while (*pp != NULL && *pp != ep) {
-        last = *pp;
-        pp = &(*pp)->queue_next;
-    }
-    if (*pp == NULL)
-        return;
-    *pp = ep->queue_next;
-    if (l->queue_tail == ep)
-        l->queue_tail = last;
-    ep->queue_next = NULL;
-}
-
 static bool is_internal(const tcp_ep_t *ep)
 {
     return ep->state == TCP_EP_HANDSHAKE || ep->state == TCP_EP_QUEUED;
@@ -134,7 +119,7 @@ static void release_rx_region(tcp_ep_t *ep)
         return;
     ep->rx_region->rx_busy--;
     ep->rx_region = NULL;
-    pthread_cond_broadcast(&ep->ctx->ev_cond); /* a dereg may wait for it */
+    pthread_cond_broadcast(&ep->ctx->base.ev_cond); /* a dereg may wait for it */
 }
 
 /* ---- failure and teardown ------------------------------------------------- */
@@ -158,7 +143,7 @@ void efps_tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status
     if (is_internal(ep)) {
         /* Nobody outside knows it: free it after this round of events. */
         efps_tcp_ep_teardown(ep);
-        ep->queue_next = ctx->zombies;
+        ep->zombie_next = ctx->zombies;
         ctx->zombies = ep;
         return;
     }
@@ -167,9 +152,9 @@ void efps_tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status
     ep->down_status = status == EFPS_OK ? EFPS_ERR_PEER : status;
     if (connected) {
         efps_tp_cqe_t cqe = {.type = EFPS_TP_CQE_DISCONNECT, .status = status, .ep = &ep->base};
-        efps_tcp_push_cqe(ctx, &cqe);
+        efps_tp_push_cqe(&ctx->base, &cqe);
     }
-    pthread_cond_broadcast(&ctx->ev_cond); /* msg_recv, accept waiters */
+    pthread_cond_broadcast(&ctx->base.ev_cond); /* msg_recv, accept waiters */
 }
 
 /* Says goodbye if it can do so without waiting: a peer that reads BYE knows
@@ -210,19 +195,19 @@ void efps_tcp_ep_teardown(tcp_ep_t *ep)
             t->mr->tx_refs--;
     }
     ep->tx_count = 0;
-    efps_tp_cq_purge(&ctx->cq, &ep->base);
+    efps_tp_cq_purge(&ctx->base.cq, &ep->base);
     if (ep->cq_reserved) {
-        efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+        efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
         ep->cq_reserved = false;
     }
     if (ep->listener != NULL) {
-        queue_remove(ep->listener, ep);
+        efps_tp_listen_unqueue(&ep->listener->base, &ep->req);
         ep->listener = NULL;
         ctx->n_pending--;
     }
     ep_unlink(ctx, ep);
     ep->destroy_done = true;
-    pthread_cond_broadcast(&ctx->ev_cond);
+    pthread_cond_broadcast(&ctx->base.ev_cond);
 }
 
 /* Lock held: hands ep to the progress thread for teardown and waits. */
@@ -231,16 +216,16 @@ static void teardown_by_thread(tcp_ep_t *ep)
     tcp_ctx_t *ctx = ep->ctx;
     efps_tcp_kick(ctx, ep, TCP_KICK_DESTROY);
     while (!ep->destroy_done)
-        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
+        efps_tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
 }
 
 void efps_tcp_ep_destroy(efps_tp_ep_t *base)
 {
     tcp_ep_t *ep = TCP_EP(base);
     tcp_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_debug("tcp: endpoint %s destroyed", base->name);
     efps_tcp_ep_free(ep);
 }
@@ -248,11 +233,11 @@ void efps_tcp_ep_destroy(efps_tp_ep_t *base)
 efps_status_t efps_tcp_ep_status(const efps_tp_ep_t *base)
 {
     tcp_ep_t *ep = TCP_EP(base);
-    pthread_mutex_lock(&ep->ctx->lock);
+    pthread_mutex_lock(&ep->ctx->base.lock);
     efps_status_t status = ep->state == TCP_EP_CONNECTED ? EFPS_OK
                            : ep->state == TCP_EP_DOWN    ? ep->down_status
                                                          : EFPS_ERR_STATE;
-    pthread_mutex_unlock(&ep->ctx->lock);
+    pthread_mutex_unlock(&ep->ctx->base.lock);
     return status;
 }
 
@@ -288,13 +273,13 @@ efps_status_t efps_tcp_listen(efps_tp_ctx_t *base, const struct sockaddr *addr, 
     l->base.port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
                                                      : ((struct sockaddr_in *)&bound)->sin_port);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->poll_kind};
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     int rc = epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, l->fd, &ev);
     if (rc == 0) {
         l->next = ctx->listeners;
         ctx->listeners = l;
     }
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     if (rc != 0) {
         efps_error("tcp: listen on %s: epoll_ctl: %s", text, strerror(errno));
         goto err_close;
@@ -324,15 +309,15 @@ void efps_tcp_accept_sockets(tcp_listener_t *l)
              * stop listening for a tick instead of spinning on it. */
             efps_warn("tcp: accept on port %u: %s; pausing", l->base.port, strerror(errno));
             struct epoll_event ev = {.events = 0, .data.ptr = &l->poll_kind};
-            pthread_mutex_lock(&ctx->lock);
+            pthread_mutex_lock(&ctx->base.lock);
             epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, l->fd, &ev);
             l->paused = true;
-            pthread_mutex_unlock(&ctx->lock);
+            pthread_mutex_unlock(&ctx->base.lock);
             return;
         }
-        pthread_mutex_lock(&ctx->lock);
-        bool full = ctx->n_pending >= TCP_MAX_PENDING || l->destroying;
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_lock(&ctx->base.lock);
+        bool full = ctx->n_pending >= TCP_MAX_PENDING || l->base.destroying;
+        pthread_mutex_unlock(&ctx->base.lock);
         tcp_ep_t *ep = full ? NULL : ep_alloc(ctx, fd, (struct sockaddr *)&peer);
         if (ep == NULL) {
             char text[EFPS_TP_ADDR_MAX];
@@ -347,14 +332,14 @@ void efps_tcp_accept_sockets(tcp_listener_t *l)
         ep->listener = l;
         ep->deadline_ms = efps_tp_now_ms() + ctx->base.attr.timeout_ms;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
-        pthread_mutex_lock(&ctx->lock);
+        pthread_mutex_lock(&ctx->base.lock);
         ctx->n_pending++;
         ep_link(ctx, ep);
         if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
             ep->events = EPOLLIN;
         else
             efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_SYSTEM, "epoll_ctl: %s", strerror(errno));
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         efps_debug("tcp: port %u: connection from %s", l->base.port, ep->addr);
     }
 }
@@ -362,7 +347,7 @@ void efps_tcp_accept_sockets(tcp_listener_t *l)
 void efps_tcp_resume_listeners(tcp_ctx_t *ctx)
 {
     for (tcp_listener_t *l = ctx->listeners; l != NULL; l = l->next) {
-        if (!l->paused || l->destroying)
+        if (!l->paused || l->base.destroying)
             continue;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->poll_kind};
         if (epoll_ctl(ctx->epfd, EPOLL_CTL_MOD, l->fd, &ev) == 0)
@@ -375,7 +360,7 @@ void efps_tcp_close_listeners(tcp_ctx_t *ctx)
     ctx->listeners_dirty = false;
     for (tcp_listener_t **pp = &ctx->listeners; *pp != NULL;) {
         tcp_listener_t *l = *pp;
-        if (!l->destroying) {
+        if (!l->base.destroying) {
             pp = &l->next;
             continue;
         }
@@ -387,54 +372,24 @@ void efps_tcp_close_listeners(tcp_ctx_t *ctx)
                 efps_tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_STATE, "listener closed");
         }
         *pp = l->next;
-        l->closed = true;
+        l->base.closed = true;
     }
-    pthread_cond_broadcast(&ctx->ev_cond);
+    pthread_cond_broadcast(&ctx->base.ev_cond);
 }
 
-void efps_tcp_listener_destroy(efps_tp_listener_t *base)
+void efps_tcp_listener_closing(efps_tp_listener_t *listener)
 {
-    tcp_listener_t *l = (tcp_listener_t *)base;
-    tcp_ctx_t *ctx = TCP_CTX(base->ctx);
-    pthread_mutex_lock(&ctx->lock);
-    l->destroying = true;
+    tcp_ctx_t *ctx = TCP_CTX(listener->ctx);
     ctx->listeners_dirty = true;
     efps_tcp_kick_ctx(ctx);
-    pthread_cond_broadcast(&ctx->ev_cond); /* get_request waiters give up */
-    while (!l->closed)
-        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
-    pthread_mutex_unlock(&ctx->lock);
-    free(l);
 }
 
-efps_status_t efps_tcp_get_request(efps_tp_listener_t *base, int timeout_ms,
-                                   efps_tp_conn_req_t **req_p)
+void efps_tcp_request_taken(efps_tp_conn_req_t *req)
 {
-    tcp_listener_t *l = (tcp_listener_t *)base;
-    tcp_ctx_t *ctx = TCP_CTX(base->ctx);
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
-    efps_status_t status = EFPS_ERR_TIMEOUT;
-    pthread_mutex_lock(&ctx->lock);
-    for (;;) {
-        if (l->destroying) {
-            status = EFPS_ERR_STATE;
-            break;
-        }
-        tcp_ep_t *ep = l->queue_head;
-        if (ep != NULL) {
-            queue_remove(l, ep);
-            ep->listener = NULL;
-            ctx->n_pending--;
-            ep->state = TCP_EP_REQUEST;
-            *req_p = &ep->req;
-            status = EFPS_OK;
-            break;
-        }
-        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline))
-            break;
-    }
-    pthread_mutex_unlock(&ctx->lock);
-    return status;
+    tcp_ep_t *ep = TCP_REQ_EP(req);
+    ep->listener = NULL;
+    ep->ctx->n_pending--;
+    ep->state = TCP_EP_REQUEST;
 }
 
 /* ---- accepting side --------------------------------------------------------- */
@@ -448,7 +403,7 @@ efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_
         param = &none;
     /* Under the lock: the progress thread may be failing this request now,
      * and reads its name and queues when it does. */
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
     efps_status_t status = ep_alloc_queues(ep);
     if (status == EFPS_OK && ep->state != TCP_EP_REQUEST) {
@@ -456,10 +411,10 @@ efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_
         status = EFPS_ERR_PEER;
     }
     if (status == EFPS_OK)
-        status = efps_tp_cq_reserve(&ctx->cq, cq_share(ctx));
+        status = efps_tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
     if (status != EFPS_OK) {
         teardown_by_thread(ep);
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         efps_tcp_ep_free(ep);
         return status;
     }
@@ -477,7 +432,7 @@ efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_
     efps_tcp_queue_ctrl(ep, TCP_F_ACCEPT, ep->local_priv, (uint32_t)param->priv_len,
                         ctx->base.attr.timeout_ms);
     efps_tcp_kick(ctx, ep, TCP_KICK_TX);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_info("tcp: accepted %s", ep->base.name);
     *ep_p = &ep->base;
     return EFPS_OK;
@@ -487,10 +442,10 @@ void efps_tcp_reject(efps_tp_conn_req_t *req)
 {
     tcp_ep_t *ep = TCP_REQ_EP(req);
     tcp_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     ep->rejecting = true;
     teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_info("tcp: rejected connection from %s", ep->addr);
     efps_tcp_ep_free(ep);
 }
@@ -660,11 +615,11 @@ efps_status_t efps_tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr,
     atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
     atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
-    pthread_mutex_lock(&ctx->lock);
-    status = efps_tp_cq_reserve(&ctx->cq, cq_share(ctx));
+    pthread_mutex_lock(&ctx->base.lock);
+    status = efps_tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
     if (status == EFPS_OK && epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ep->fd, &ev) != 0) {
         efps_error("tcp: connect to %s: epoll_ctl: %s", ep->base.name, strerror(errno));
-        efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+        efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
         status = EFPS_ERR_SYSTEM;
     }
     if (status == EFPS_OK) {
@@ -673,7 +628,7 @@ efps_status_t efps_tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr,
         efps_tcp_set_heartbeat(ep);
         ep_link(ctx, ep);
     }
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     if (status != EFPS_OK)
         goto err_close;
     efps_info("tcp: connected to %s", ep->base.name);

@@ -37,13 +37,6 @@ void efps_tcp_kick(tcp_ctx_t *ctx, tcp_ep_t *ep, unsigned what)
     efps_tcp_kick_ctx(ctx);
 }
 
-void efps_tcp_push_cqe(tcp_ctx_t *ctx, const efps_tp_cqe_t *cqe)
-{
-    efps_tp_cq_push(&ctx->cq, cqe);
-    if (ctx->cq_waiters > 0)
-        pthread_cond_signal(&ctx->cq_cond);
-}
-
 void efps_tcp_set_events(tcp_ep_t *ep, uint32_t events)
 {
     if (ep->fd < 0 || ep->events == events)
@@ -72,7 +65,7 @@ void efps_tcp_set_heartbeat(tcp_ep_t *ep)
  * an endpoint kicked again meanwhile simply goes back on the list. */
 static void run_kicks(tcp_ctx_t *ctx)
 {
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     ctx->kicked = false;
     if (ctx->listeners_dirty)
         efps_tcp_close_listeners(ctx);
@@ -91,17 +84,17 @@ static void run_kicks(tcp_ctx_t *ctx)
             ep->rx_blocked = false;
             atomic_store_explicit(&ep->last_rx_ms, efps_tp_now_ms(), memory_order_relaxed);
             efps_tcp_set_events(ep, ep->events | EPOLLIN);
-            pthread_mutex_unlock(&ctx->lock);
+            pthread_mutex_unlock(&ctx->base.lock);
             efps_tcp_rx_progress(ep);
-            pthread_mutex_lock(&ctx->lock);
+            pthread_mutex_lock(&ctx->base.lock);
         }
         if (what & TCP_KICK_TX) {
-            pthread_mutex_unlock(&ctx->lock);
+            pthread_mutex_unlock(&ctx->base.lock);
             efps_tcp_tx_progress(ep);
-            pthread_mutex_lock(&ctx->lock);
+            pthread_mutex_lock(&ctx->base.lock);
         }
     }
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
 }
 
 static void check_ep_timers(tcp_ep_t *ep, uint64_t now)
@@ -136,24 +129,24 @@ static void run_timers(tcp_ctx_t *ctx, uint64_t *next_check_p)
     uint64_t now = efps_tp_now_ms();
     if (now < *next_check_p)
         return;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     *next_check_p = now + ctx->tick_ms;
     efps_tcp_resume_listeners(ctx);
     for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
         next = ep->next; /* a failing internal endpoint leaves the list */
         check_ep_timers(ep, now);
     }
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
 }
 
 static void free_zombies(tcp_ctx_t *ctx)
 {
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     tcp_ep_t *z = ctx->zombies;
     ctx->zombies = NULL;
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     while (z != NULL) {
-        tcp_ep_t *next = z->queue_next;
+        tcp_ep_t *next = z->zombie_next;
         efps_tcp_ep_free(z);
         z = next;
     }
@@ -186,10 +179,10 @@ static void *progress_main(void *arg)
     struct epoll_event evs[64];
     uint64_t next_check = 0;
     for (;;) {
-        pthread_mutex_lock(&ctx->lock);
+        pthread_mutex_lock(&ctx->base.lock);
         bool stop = ctx->stop, busy = ctx->kicks != NULL;
         int tick = (int)ctx->tick_ms;
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         if (stop)
             break;
         int n = epoll_wait(ctx->epfd, evs, 64, busy ? 0 : tick);
@@ -207,26 +200,6 @@ static void *progress_main(void *arg)
 }
 
 /* ---- open / close --------------------------------------------------------- */
-static efps_status_t init_sync(tcp_ctx_t *ctx)
-{
-    pthread_condattr_t ca;
-    if (pthread_mutex_init(&ctx->lock, NULL) != 0)
-        return EFPS_ERR_SYSTEM;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ctx->cq_cond, &ca);
-    pthread_cond_init(&ctx->ev_cond, &ca);
-    pthread_condattr_destroy(&ca);
-    return EFPS_OK;
-}
-
-static void destroy_sync(tcp_ctx_t *ctx)
-{
-    pthread_cond_destroy(&ctx->ev_cond);
-    pthread_cond_destroy(&ctx->cq_cond);
-    pthread_mutex_destroy(&ctx->lock);
-}
-
 static efps_status_t tcp_open(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_p)
 {
     efps_status_t status = EFPS_ERR_SYSTEM;
@@ -239,8 +212,7 @@ static efps_status_t tcp_open(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_p)
     ctx->base.attr = *attr;
     ctx->tick_ms = attr->timeout_ms / 8 > 0 ? attr->timeout_ms / 8 : 1;
     ctx->evfd_kind = TCP_POLL_EVENTFD;
-    efps_tp_cq_init(&ctx->cq);
-    if (init_sync(ctx) != EFPS_OK) {
+    if (efps_tp_base_init(&ctx->base) != EFPS_OK) {
         efps_error("tcp: open: cannot create a mutex");
         goto err_free;
     }
@@ -272,7 +244,7 @@ err_evfd:
 err_epoll:
     close(ctx->epfd);
 err_sync:
-    destroy_sync(ctx);
+    efps_tp_base_destroy(&ctx->base);
 err_free:
     free(ctx);
     return status;
@@ -281,10 +253,10 @@ err_free:
 static void tcp_close(efps_tp_ctx_t *base)
 {
     tcp_ctx_t *ctx = TCP_CTX(base);
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     ctx->stop = true;
     efps_tcp_kick_ctx(ctx);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     pthread_join(ctx->thread, NULL);
 
     /* Alone now: free whatever the application left open. */
@@ -306,50 +278,15 @@ static void tcp_close(efps_tp_ctx_t *base)
     for (uint32_t i = 0; i < ctx->n_regions; i++)
         free(ctx->regions[i]);
     free(ctx->regions);
-    efps_tp_cq_free(&ctx->cq);
     close(ctx->evfd);
     close(ctx->epfd);
-    destroy_sync(ctx);
+    efps_tp_base_destroy(&ctx->base);
     free(ctx);
 }
 
-/* ---- poll ----------------------------------------------------------------- */
-
-/* Gives back what a polled completion held: a send slot, or a receive credit. */
-static void release_credit(tcp_ctx_t *ctx, const efps_tp_cqe_t *cqe)
+static bool tcp_ep_live(const efps_tp_ep_t *ep)
 {
-    tcp_ep_t *ep = TCP_EP(cqe->ep);
-    if (cqe->type == EFPS_TP_CQE_WRITE) {
-        ep->sq_used--;
-    } else if (cqe->type == EFPS_TP_CQE_RECV) {
-        ep->rq_used--;
-        if (ep->rx_blocked)
-            efps_tcp_kick(ctx, ep, TCP_KICK_RX);
-    }
-}
-
-static efps_status_t tcp_poll(efps_tp_ctx_t *base, efps_tp_cqe_t *cqes, int max, int timeout_ms,
-                              int *count_p)
-{
-    tcp_ctx_t *ctx = TCP_CTX(base);
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
-    size_t n = 0;
-    pthread_mutex_lock(&ctx->lock);
-    for (;;) {
-        n = efps_tp_cq_pop(&ctx->cq, cqes, (size_t)max);
-        if (n > 0 || timeout_ms == 0)
-            break;
-        ctx->cq_waiters++;
-        bool more = efps_tp_wait(&ctx->cq_cond, &ctx->lock, deadline);
-        ctx->cq_waiters--;
-        if (!more)
-            break;
-    }
-    for (size_t i = 0; i < n; i++)
-        release_credit(ctx, &cqes[i]);
-    pthread_mutex_unlock(&ctx->lock);
-    *count_p = (int)n;
-    return EFPS_OK;
+    return TCP_EP(ep)->state == TCP_EP_CONNECTED;
 }
 
 const struct efps_transport_ops efps_tcp_ops = {
@@ -361,8 +298,6 @@ const struct efps_transport_ops efps_tcp_ops = {
     .mem_reg = efps_tcp_mem_reg,
     .mem_dereg = efps_tcp_mem_dereg,
     .listen = efps_tcp_listen,
-    .listener_destroy = efps_tcp_listener_destroy,
-    .get_request = efps_tcp_get_request,
     .accept = efps_tcp_accept,
     .reject = efps_tcp_reject,
     .connect = efps_tcp_connect,
@@ -370,6 +305,8 @@ const struct efps_transport_ops efps_tcp_ops = {
     .ep_status = efps_tcp_ep_status,
     .write_imm = efps_tcp_write_imm,
     .msg_send = efps_tcp_msg_send,
-    .msg_recv = efps_tcp_msg_recv,
-    .poll = tcp_poll,
+    .rx_credit = efps_tcp_rx_credit,
+    .ep_live = tcp_ep_live,
+    .request_taken = efps_tcp_request_taken,
+    .listener_closing = efps_tcp_listener_closing,
 };

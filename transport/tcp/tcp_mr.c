@@ -60,11 +60,11 @@ efps_status_t efps_tcp_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length, u
     efps_status_t status = random_secret(&mr->secret);
     if (status != EFPS_OK)
         goto err_free;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     status = take_slot(ctx, &index);
     if (status == EFPS_OK)
         ctx->regions[index] = mr;
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     if (status != EFPS_OK)
         goto err_free;
     mr->id = index + 1;
@@ -93,11 +93,11 @@ efps_status_t efps_tcp_mem_dereg(efps_tp_mr_t *base)
 {
     tcp_mr_t *mr = (tcp_mr_t *)base;
     tcp_ctx_t *ctx = TCP_CTX(base->ctx);
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     if (mr->tx_refs > 0) {
         efps_error("tcp: deregister region %u: %u writes posted from it are not sent yet", mr->id,
                    mr->tx_refs);
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         return EFPS_ERR_STATE;
     }
     ctx->regions[mr->id - 1] = NULL; /* no new write can find it */
@@ -108,9 +108,9 @@ efps_status_t efps_tcp_mem_dereg(efps_tp_mr_t *base)
         ctx->regions_dead = true;
         efps_tcp_kick_ctx(ctx);
         while (mr->rx_busy > 0)
-            efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
+            efps_tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
     }
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_debug("tcp: deregistered region %u", mr->id);
     free(mr);
     return EFPS_OK;

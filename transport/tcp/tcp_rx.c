@@ -52,8 +52,8 @@ bool efps_tcp_rx_can_resume(const tcp_ep_t *ep)
     if (!ep->rx_blocked || ep->fd < 0)
         return false;
     if (ep->rx_hdr.type == TCP_F_WRITE)
-        return ep->rq_used < ep->ctx->base.attr.rq_depth;
-    return ep->msg_rx_count < EFPS_TP_MSG_DEPTH;
+        return ep->base.rq_used < ep->ctx->base.attr.rq_depth;
+    return !efps_tp_msgq_full(&ep->base.msgs);
 }
 
 /* Lock held. Checks a WRITE header against the region table and aims the
@@ -73,9 +73,9 @@ static bool start_write(tcp_ep_t *ep)
         return violation(ep, "write of %u bytes at offset %llu is outside region %u (%llu bytes)",
                          h->length, (unsigned long long)h->offset, h->region,
                          (unsigned long long)size);
-    if (ep->rq_used >= ep->ctx->base.attr.rq_depth)
+    if (ep->base.rq_used >= ep->ctx->base.attr.rq_depth)
         return block(ep);
-    ep->rq_used++;
+    ep->base.rq_used++;
     mr->rx_busy++;
     ep->rx_region = mr;
     ep->rx_dst = (uint8_t *)mr->base.addr + h->offset;
@@ -103,30 +103,22 @@ static bool finish_frame(tcp_ep_t *ep)
                              .ep = &ep->base,
                              .imm = h->imm,
                              .length = h->length};
-        efps_tcp_push_cqe(ctx, &cqe);
+        efps_tp_push_cqe(&ctx->base, &cqe);
         ep->rx_region->rx_busy--;
         if (ep->rx_region->dead)
-            pthread_cond_broadcast(&ctx->ev_cond);
+            pthread_cond_broadcast(&ctx->base.ev_cond);
         ep->rx_region = NULL;
         break;
     }
     case TCP_F_MSG:
-        ep->msg_rx_len[(ep->msg_rx_head + ep->msg_rx_count) % EFPS_TP_MSG_DEPTH] = h->length;
-        ep->msg_rx_count++;
-        pthread_cond_broadcast(&ctx->ev_cond);
+        efps_tp_msgq_arrived(&ep->base, h->length);
         break;
     case TCP_F_CONNECT: {
         tcp_listener_t *l = ep->listener;
         ep->req.priv_len = (uint8_t)h->length;
         ep->peer_timeout_ms = h->imm;
         ep->state = TCP_EP_QUEUED;
-        ep->queue_next = NULL;
-        if (l->queue_tail != NULL)
-            l->queue_tail->queue_next = ep;
-        else
-            l->queue_head = ep;
-        l->queue_tail = ep;
-        pthread_cond_broadcast(&ctx->ev_cond);
+        efps_tp_listen_queue(&l->base, &ep->req);
         efps_debug("tcp: connection request from %s (%u bytes of private data)", ep->addr,
                    h->length);
         break;
@@ -172,11 +164,9 @@ static bool start_frame(tcp_ep_t *ep)
     case TCP_F_MSG:
         if (h->length == 0 || h->length > EFPS_TP_MSG_MAX)
             return violation(ep, "message of %u bytes (1..%d allowed)", h->length, EFPS_TP_MSG_MAX);
-        if (ep->msg_rx_count >= EFPS_TP_MSG_DEPTH)
+        if (efps_tp_msgq_full(&ep->base.msgs))
             return block(ep);
-        ep->rx_dst =
-            ep->msg_rx_buf +
-            (size_t)((ep->msg_rx_head + ep->msg_rx_count) % EFPS_TP_MSG_DEPTH) * EFPS_TP_MSG_MAX;
+        ep->rx_dst = efps_tp_msgq_tail(&ep->base.msgs);
         break;
     case TCP_F_CONNECT:
         if (h->length > EFPS_TP_PRIV_MAX)
@@ -227,9 +217,9 @@ void efps_tcp_rx_progress(tcp_ep_t *ep)
         if (ep->fd < 0 || ep->rx_blocked)
             return;
         if (ep->rx_state == TCP_RX_HEADER_READY) {
-            pthread_mutex_lock(&ctx->lock);
+            pthread_mutex_lock(&ctx->base.lock);
             bool go = start_frame(ep);
-            pthread_mutex_unlock(&ctx->lock);
+            pthread_mutex_unlock(&ctx->base.lock);
             if (!go)
                 return;
             continue;
@@ -249,13 +239,13 @@ void efps_tcp_rx_progress(tcp_ep_t *ep)
             continue;
         if (got <= 0) {
             int err = errno;
-            pthread_mutex_lock(&ctx->lock);
+            pthread_mutex_lock(&ctx->base.lock);
             if (got == 0)
                 on_eof(ep);
             else
                 efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "receive failed: %s",
                                  strerror(err));
-            pthread_mutex_unlock(&ctx->lock);
+            pthread_mutex_unlock(&ctx->base.lock);
             return;
         }
         atomic_store_explicit(&ep->last_rx_ms, efps_tp_now_ms(), memory_order_relaxed);
@@ -266,9 +256,9 @@ void efps_tcp_rx_progress(tcp_ep_t *ep)
             ep->rx_got += take;
             left -= take;
             if (ep->rx_got == ep->rx_want) {
-                pthread_mutex_lock(&ctx->lock);
+                pthread_mutex_lock(&ctx->base.lock);
                 bool go = finish_frame(ep);
-                pthread_mutex_unlock(&ctx->lock);
+                pthread_mutex_unlock(&ctx->base.lock);
                 if (!go)
                     return;
             }
@@ -282,7 +272,7 @@ void efps_tcp_rx_progress(tcp_ep_t *ep)
 void efps_tcp_rx_hangup(tcp_ep_t *ep)
 {
     tcp_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     if (ep->fd >= 0 && ep->rx_blocked) {
         int err = 0;
         socklen_t len = sizeof(err);
@@ -290,45 +280,13 @@ void efps_tcp_rx_hangup(tcp_ep_t *ep)
         efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection lost: %s",
                          err ? strerror(err) : "hang-up");
     }
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
 }
 
-efps_status_t efps_tcp_msg_recv(efps_tp_ep_t *base, void *buf, size_t cap, size_t *len_p,
-                                int timeout_ms)
+void efps_tcp_rx_credit(efps_tp_ep_t *base, bool message)
 {
+    (void)message; /* either may be what the blocked receive waits for */
     tcp_ep_t *ep = TCP_EP(base);
-    tcp_ctx_t *ctx = ep->ctx;
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
-    efps_status_t status;
-    pthread_mutex_lock(&ctx->lock);
-    for (;;) {
-        if (ep->msg_rx_count > 0) {
-            uint32_t len = ep->msg_rx_len[ep->msg_rx_head];
-            if (len_p != NULL)
-                *len_p = len;
-            if (len > cap) {
-                efps_error("tcp: message of %u bytes from %s does not fit a %zu-byte buffer", len,
-                           base->name, cap);
-                status = EFPS_ERR_INVALID;
-                break;
-            }
-            memcpy(buf, ep->msg_rx_buf + (size_t)ep->msg_rx_head * EFPS_TP_MSG_MAX, len);
-            ep->msg_rx_head = (ep->msg_rx_head + 1) % EFPS_TP_MSG_DEPTH;
-            ep->msg_rx_count--;
-            if (ep->rx_blocked)
-                efps_tcp_kick(ctx, ep, TCP_KICK_RX);
-            status = EFPS_OK;
-            break;
-        }
-        if (ep->state != TCP_EP_CONNECTED) {
-            status = EFPS_ERR_PEER;
-            break;
-        }
-        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline)) {
-            status = EFPS_ERR_TIMEOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&ctx->lock);
-    return status;
+    if (ep->rx_blocked)
+        efps_tcp_kick(ep->ctx, ep, TCP_KICK_RX);
 }

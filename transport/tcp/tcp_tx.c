@@ -51,12 +51,12 @@ efps_status_t efps_tcp_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_t
 {
     tcp_ep_t *ep = TCP_EP(base);
     tcp_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     efps_status_t status = usable(ep);
-    if (status == EFPS_OK && ep->sq_used >= ctx->base.attr.sq_depth)
+    if (status == EFPS_OK && ep->base.sq_used >= ctx->base.attr.sq_depth)
         status = EFPS_ERR_NO_RESOURCE;
     if (status != EFPS_OK) {
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         return status;
     }
     tcp_tx_t *t = tx_tail(ep);
@@ -73,9 +73,9 @@ efps_status_t efps_tcp_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_t
     t->mr = (tcp_mr_t *)local;
     t->mr->tx_refs++;
     ep->tx_count++;
-    ep->sq_used++;
+    ep->base.sq_used++;
     efps_tcp_kick(ctx, ep, TCP_KICK_TX);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
 
@@ -83,12 +83,12 @@ efps_status_t efps_tcp_msg_send(efps_tp_ep_t *base, const void *buf, size_t len)
 {
     tcp_ep_t *ep = TCP_EP(base);
     tcp_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     efps_status_t status = usable(ep);
     if (status == EFPS_OK && ep->msg_tx_inflight >= EFPS_TP_MSG_DEPTH)
         status = EFPS_ERR_NO_RESOURCE;
     if (status != EFPS_OK) {
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         return status;
     }
     /* Messages leave in order, so their slots are reused in order too. */
@@ -98,7 +98,7 @@ efps_status_t efps_tcp_msg_send(efps_tp_ep_t *base, const void *buf, size_t len)
     ep->msg_tx_inflight++;
     queue_frame(ep, TCP_F_MSG, slot, (uint32_t)len, TCP_TX_MSG);
     efps_tcp_kick(ctx, ep, TCP_KICK_TX);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
 
@@ -113,7 +113,7 @@ static void finish_head(tcp_ep_t *ep, efps_status_t status)
                              .context = t->context,
                              .length = t->len};
         t->mr->tx_refs--;
-        efps_tcp_push_cqe(ep->ctx, &cqe);
+        efps_tp_push_cqe(&ep->ctx->base, &cqe);
     } else if (t->kind == TCP_TX_MSG) {
         ep->msg_tx_inflight--;
     }
@@ -171,7 +171,7 @@ void efps_tcp_tx_progress(tcp_ep_t *ep)
     tcp_ctx_t *ctx = ep->ctx;
     struct iovec iov[TX_IOV];
     bool more = false;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     for (int round = 0; round < 16; round++) {
         more = false;
         if (ep->fd < 0 || ep->state != TCP_EP_CONNECTED || ep->tx_count == 0)
@@ -180,10 +180,10 @@ void efps_tcp_tx_progress(tcp_ep_t *ep)
         struct msghdr msg = {.msg_iov = iov};
         msg.msg_iovlen = (size_t)gather(ep, iov, &total);
         int fd = ep->fd;
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         ssize_t sent = sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
         int err = errno;
-        pthread_mutex_lock(&ctx->lock);
+        pthread_mutex_lock(&ctx->base.lock);
         if (sent < 0 && err == EINTR)
             continue;
         if (sent < 0 && (err == EAGAIN || err == EWOULDBLOCK)) {
@@ -203,5 +203,5 @@ void efps_tcp_tx_progress(tcp_ep_t *ep)
     /* Ask for EPOLLOUT only while something waits to be sent. */
     if (ep->fd >= 0)
         efps_tcp_set_events(ep, more ? (ep->events | EPOLLOUT) : (ep->events & ~EPOLLOUT));
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
 }

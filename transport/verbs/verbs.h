@@ -1,9 +1,9 @@
 /* The verbs transport's insides, shared by its files:
  *   verbs_err.c   verbs' error conventions converted in one place
  *   verbs_dev.c   probe, device / port / GID choice, hwloc placement
- *   verbs_ctx.c   context, progress thread, timers, poll
+ *   verbs_ctx.c   context, progress thread, timers, credit given back
  *   verbs_mr.c    ibv_reg_mr / dereg
- *   verbs_rx.c    the shared receive queue and its buffers, arrivals, msg_recv
+ *   verbs_rx.c    the shared receive queue and its buffers, arrivals
  *   verbs_tx.c    credits, the pending queue, posting, send completions
  *   verbs_conn.c  rdma_cm: listen / accept / connect
  *   verbs_close.c failure, events of live connections, teardown
@@ -123,7 +123,6 @@ typedef struct verbs_ep {
     char addr[EFPS_TP_ADDR_MAX];
     struct verbs_ep *next, *prev;    /* ctx->eps */
     struct verbs_ep *hnext;          /* ctx->qp_hash chain */
-    struct verbs_ep *queue_next;     /* listener queue */
     struct verbs_listener *listener; /* VEP_QUEUED only */
     bool passive, established, hashed, reserved;
     bool peer_known; /* we know the peer's window (accept reply / HELLO) */
@@ -135,7 +134,6 @@ typedef struct verbs_ep {
     uint64_t last_rx_ms, last_tx_ms;
 
     /* send side */
-    uint32_t sq_used;                /* writes whose WRITE completion is not polled */
     uint32_t wr_credits;             /* writes the peer takes now */
     uint32_t msg_credits;            /* messages the peer takes now */
     uint32_t peer_window;            /* the peer's rq_depth */
@@ -152,19 +150,14 @@ typedef struct verbs_ep {
     uint8_t local_priv[VERBS_CM_REP_PRIV];
 
     /* receive side */
-    uint32_t rx_window; /* receive buffers this endpoint added to the SRQ */
-    uint32_t rq_used;   /* RECV completions not polled */
-    uint8_t *msg_rx_buf;
-    uint32_t msg_rx_len[EFPS_TP_MSG_DEPTH];
-    uint32_t msg_rx_head, msg_rx_count, msg_rx_got, msg_rx_total;
-    uint32_t next_write_len; /* from LEN: the length of the next write, 0: none */
+    uint32_t rx_window;                /* receive buffers this endpoint added to the SRQ */
+    uint32_t msg_rx_got, msg_rx_total; /* the message being put together from chunks */
+    uint32_t next_write_len;           /* from LEN: the length of the next write, 0: none */
 } verbs_ep_t;
 
 typedef struct verbs_listener {
     efps_tp_listener_t base;
     struct rdma_cm_id *id;
-    verbs_ep_t *queue_head, *queue_tail; /* VEP_QUEUED requests */
-    bool destroying, closed;
     struct verbs_listener *next;
 } verbs_listener_t;
 
@@ -181,12 +174,7 @@ typedef struct {
 #define VERBS_WR_RECV (1ull << 63)
 
 struct verbs_ctx {
-    efps_tp_ctx_t base;
-    pthread_mutex_t lock;
-    pthread_cond_t cq_cond; /* a completion arrived */
-    pthread_cond_t ev_cond; /* anything else: messages, requests, teardown */
-    unsigned cq_waiters;
-    efps_tp_cq_t cq;
+    efps_tp_ctx_t base; /* the lock, its conditions, the completion queue */
 
     /* the device */
     struct ibv_context *verbs; /* rdma_cm's context of the device */
@@ -253,7 +241,6 @@ void efps_verbs_free_placement(verbs_ctx_t *ctx);
 
 /* ---- verbs_ctx.c (lock held unless said) ----------------------------------- */
 void efps_verbs_kick(verbs_ctx_t *ctx);
-void efps_verbs_push_cqe(verbs_ctx_t *ctx, const efps_tp_cqe_t *cqe);
 /* Heartbeat period: a quarter of the shorter of both sides' timeouts. */
 void efps_verbs_set_heartbeat(verbs_ep_t *ep);
 /* The CQ can take `more` more entries (negative: fewer are needed). */
@@ -278,8 +265,6 @@ efps_status_t efps_verbs_rx_reserve(verbs_ctx_t *ctx, int n);
 void efps_verbs_rx_refill(verbs_ctx_t *ctx);
 /* A receive completion (lock held); its buffer goes back to the pool. */
 void efps_verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc);
-efps_status_t efps_verbs_msg_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
-                                  int timeout_ms);
 void efps_verbs_rx_free(verbs_ctx_t *ctx);
 
 /* ---- verbs_tx.c (lock held) ------------------------------------------------- */
@@ -314,9 +299,9 @@ void efps_verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm
                            const uint8_t *priv, size_t plen);
 efps_status_t efps_verbs_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                                 efps_tp_listener_t **listener_p);
-void efps_verbs_listener_destroy(efps_tp_listener_t *listener);
-efps_status_t efps_verbs_get_request(efps_tp_listener_t *listener, int timeout_ms,
-                                     efps_tp_conn_req_t **req_p);
+/* ops->request_taken, ops->listener_closing (lock held). */
+void efps_verbs_request_taken(efps_tp_conn_req_t *req);
+void efps_verbs_listener_closing(efps_tp_listener_t *listener);
 efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
                                 efps_tp_ep_t **ep_p);
 void efps_verbs_reject(efps_tp_conn_req_t *req);
@@ -325,8 +310,6 @@ efps_status_t efps_verbs_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr
 void efps_verbs_ep_destroy(efps_tp_ep_t *ep);
 efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *ep);
 /* ---- verbs_close.c ---------------------------------------------------------- */
-/* Lock held: takes ep off its listener's queue. */
-void efps_verbs_queue_remove(verbs_listener_t *l, verbs_ep_t *ep);
 /* Refuses a request with our marker (the connector reads "rejected by the peer"). */
 void efps_verbs_reject_id(struct rdma_cm_id *id);
 /* Lock held: polls the CQ dry and handles what it held. */

@@ -23,7 +23,7 @@ void efps_verbs_ep_flushed(verbs_ep_t *ep)
     ep->disc_pending = false;
     efps_tp_cqe_t cqe = {
         .type = EFPS_TP_CQE_DISCONNECT, .status = ep->disc_status, .ep = &ep->base};
-    efps_verbs_push_cqe(ep->ctx, &cqe);
+    efps_tp_push_cqe(&ep->ctx->base, &cqe);
 }
 
 void efps_verbs_disconnect(verbs_ep_t *ep)
@@ -67,25 +67,10 @@ void efps_verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t st
         if (ep->done_seq == ep->post_seq)
             efps_verbs_ep_flushed(ep);
     }
-    pthread_cond_broadcast(&ctx->ev_cond); /* msg_recv, accept and connect waiters */
+    pthread_cond_broadcast(&ctx->base.ev_cond); /* msg_recv, accept and connect waiters */
 }
 
 /* ---- teardown (progress thread, lock held) ------------------------------------------ */
-void efps_verbs_queue_remove(verbs_listener_t *l, verbs_ep_t *ep)
-{
-    verbs_ep_t **pp = &l->queue_head, *last = NULL;
-    while (*pp != NULL && *pp != ep) {
-        last = *pp;
-        pp = &(*pp)->queue_next;
-    }
-    if (*pp == NULL)
-        return;
-    *pp = ep->queue_next;
-    if (l->queue_tail == ep)
-        l->queue_tail = last;
-    ep->queue_next = NULL;
-}
-
 void efps_verbs_reject_id(struct rdma_cm_id *id)
 {
     uint8_t blob[VERBS_REJ_LEN] = {0};
@@ -130,13 +115,13 @@ static void finish_teardown(verbs_ep_t *ep)
         rdma_destroy_id(ep->id);
     ep->id = NULL;
     efps_verbs_ep_release(ep);
-    efps_tp_cq_purge(&ctx->cq, &ep->base);
+    efps_tp_cq_purge(&ctx->base.cq, &ep->base);
     if (ep->listener != NULL)
-        efps_verbs_queue_remove(ep->listener, ep);
+        efps_tp_listen_unqueue(&ep->listener->base, &ep->req);
     ep->listener = NULL;
     efps_verbs_ep_unlink(ctx, ep);
     ep->destroy_done = true;
-    pthread_cond_broadcast(&ctx->ev_cond);
+    pthread_cond_broadcast(&ctx->base.ev_cond);
     if (ep->internal)
         efps_verbs_ep_free(ep);
 }
@@ -177,23 +162,22 @@ static void close_listeners(verbs_ctx_t *ctx)
     ctx->listeners_dirty = false;
     for (verbs_listener_t **pp = &ctx->listeners; *pp != NULL;) {
         verbs_listener_t *l = *pp;
-        if (!l->destroying) {
+        if (!l->base.destroying) {
             pp = &l->next;
             continue;
         }
         rdma_destroy_id(l->id);
         /* Requests never handed out are refused; handed-out ones live on. */
-        while (l->queue_head != NULL) {
-            verbs_ep_t *ep = l->queue_head;
-            efps_verbs_queue_remove(l, ep);
+        for (efps_tp_conn_req_t *req; (req = efps_tp_listen_pop(&l->base)) != NULL;) {
+            verbs_ep_t *ep = VERBS_REQ_EP(req);
             ep->listener = NULL;
             ep->rejecting = ep->want_destroy = ep->internal = true;
             ctx->teardown_dirty = true;
         }
         *pp = l->next;
-        l->closed = true;
+        l->base.closed = true;
     }
-    pthread_cond_broadcast(&ctx->ev_cond);
+    pthread_cond_broadcast(&ctx->base.ev_cond);
 }
 
 void efps_verbs_run_teardowns(verbs_ctx_t *ctx)
@@ -217,16 +201,16 @@ void efps_verbs_teardown_by_thread(verbs_ep_t *ep)
     ctx->teardown_dirty = true;
     efps_verbs_kick(ctx);
     while (!ep->destroy_done)
-        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
+        efps_tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
 }
 
 void efps_verbs_ep_destroy(efps_tp_ep_t *base)
 {
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     efps_verbs_teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_debug("verbs: endpoint %s destroyed", base->name);
     efps_verbs_ep_free(ep);
 }
@@ -234,11 +218,11 @@ void efps_verbs_ep_destroy(efps_tp_ep_t *base)
 efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *base)
 {
     verbs_ep_t *ep = VERBS_EP(base);
-    pthread_mutex_lock(&ep->ctx->lock);
+    pthread_mutex_lock(&ep->ctx->base.lock);
     efps_status_t status = ep->state == VEP_CONNECTED ? EFPS_OK
                            : ep->state == VEP_DOWN    ? ep->down_status
                                                       : EFPS_ERR_STATE;
-    pthread_mutex_unlock(&ep->ctx->lock);
+    pthread_mutex_unlock(&ep->ctx->base.lock);
     return status;
 }
 
@@ -336,8 +320,8 @@ void efps_verbs_cm_events(verbs_ctx_t *ctx)
         if (plen > 0)
             memcpy(priv, ev->param.conn.private_data, plen);
         rdma_ack_cm_event(ev);
-        pthread_mutex_lock(&ctx->lock);
+        pthread_mutex_lock(&ctx->base.lock);
         on_event(ctx, &copy, priv, plen);
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
     }
 }

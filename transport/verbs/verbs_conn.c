@@ -77,7 +77,7 @@ void efps_verbs_ep_release(verbs_ep_t *ep)
         return;
     efps_verbs_rx_reserve(ctx, -(int)ep->rx_window);
     efps_verbs_cq_reserve(ctx, -(int)(ep->sq_cap + ep->rx_window));
-    efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+    efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
     ep->reserved = false;
 }
 
@@ -89,18 +89,18 @@ static efps_status_t ep_create_qp(verbs_ep_t *ep)
     efps_status_t status = efps_verbs_ep_alloc_queues(ep);
     if (status != EFPS_OK)
         return status;
-    status = efps_tp_cq_reserve(&ctx->cq, cq_share(ctx));
+    status = efps_tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
     if (status != EFPS_OK)
         return status;
     status = efps_verbs_cq_reserve(ctx, (int)(ep->sq_cap + ep->rx_window));
     if (status != EFPS_OK) {
-        efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+        efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
         return status;
     }
     status = efps_verbs_rx_reserve(ctx, (int)ep->rx_window);
     if (status != EFPS_OK) {
         efps_verbs_cq_reserve(ctx, -(int)(ep->sq_cap + ep->rx_window));
-        efps_tp_cq_unreserve(&ctx->cq, cq_share(ctx));
+        efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
         return status;
     }
     ep->reserved = true;
@@ -152,10 +152,10 @@ efps_status_t efps_verbs_listen(efps_tp_ctx_t *base, const struct sockaddr *addr
     if (rdma_listen(l->id, 128) != 0)
         goto err_errno;
     l->base.port = ntohs(rdma_get_src_port(l->id));
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     l->next = ctx->listeners;
     ctx->listeners = l;
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_info("verbs: listening on %s (port %u, %s)", text, l->base.port,
               l->id->verbs ? ctx->dev_name : "every device");
     *listener_p = &l->base;
@@ -178,55 +178,25 @@ err_destroy:
     return status;
 }
 
-void efps_verbs_listener_destroy(efps_tp_listener_t *base)
+void efps_verbs_listener_closing(efps_tp_listener_t *listener)
 {
-    verbs_listener_t *l = (verbs_listener_t *)base;
-    verbs_ctx_t *ctx = VERBS_CTX(base->ctx);
-    pthread_mutex_lock(&ctx->lock);
-    l->destroying = true;
+    verbs_ctx_t *ctx = VERBS_CTX(listener->ctx);
     ctx->listeners_dirty = true;
     efps_verbs_kick(ctx);
-    pthread_cond_broadcast(&ctx->ev_cond); /* get_request waiters give up */
-    while (!l->closed)
-        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
-    pthread_mutex_unlock(&ctx->lock);
-    free(l);
 }
 
-efps_status_t efps_verbs_get_request(efps_tp_listener_t *base, int timeout_ms,
-                                     efps_tp_conn_req_t **req_p)
+void efps_verbs_request_taken(efps_tp_conn_req_t *req)
 {
-    verbs_listener_t *l = (verbs_listener_t *)base;
-    verbs_ctx_t *ctx = VERBS_CTX(base->ctx);
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
-    efps_status_t status = EFPS_ERR_TIMEOUT;
-    pthread_mutex_lock(&ctx->lock);
-    for (;;) {
-        if (l->destroying) {
-            status = EFPS_ERR_STATE;
-            break;
-        }
-        verbs_ep_t *ep = l->queue_head;
-        if (ep != NULL) {
-            efps_verbs_queue_remove(l, ep);
-            ep->listener = NULL;
-            ep->state = VEP_REQUEST;
-            *req_p = &ep->req;
-            status = EFPS_OK;
-            break;
-        }
-        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline))
-            break;
-    }
-    pthread_mutex_unlock(&ctx->lock);
-    return status;
+    verbs_ep_t *ep = VERBS_REQ_EP(req);
+    ep->listener = NULL;
+    ep->state = VEP_REQUEST;
 }
 
 /* Progress thread, lock held: a CONNECT_REQUEST on listener l for a new id. */
 void efps_verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
                            const uint8_t *priv, size_t plen)
 {
-    verbs_ep_t *ep = l->destroying ? NULL : ep_alloc(ctx, rdma_get_peer_addr(id));
+    verbs_ep_t *ep = l->base.destroying ? NULL : ep_alloc(ctx, rdma_get_peer_addr(id));
     char what[EFPS_TP_ADDR_MAX + 32];
     if (ep == NULL) {
         efps_verbs_reject_id(id);
@@ -258,12 +228,7 @@ void efps_verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm
     ep->listener = l;
     ep->deadline_ms = efps_tp_now_ms() + ctx->base.attr.timeout_ms;
     ep_link(ctx, ep);
-    if (l->queue_tail != NULL)
-        l->queue_tail->queue_next = ep;
-    else
-        l->queue_head = ep;
-    l->queue_tail = ep;
-    pthread_cond_broadcast(&ctx->ev_cond);
+    efps_tp_listen_queue(&l->base, &ep->req);
     efps_debug("verbs: port %u: %s (%u bytes of private data)", l->base.port, what, priv[2]);
 }
 
@@ -276,7 +241,7 @@ efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_para
     efps_tp_conn_param_t none = {0};
     if (param == NULL)
         param = &none;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
     efps_status_t status = EFPS_OK;
     if (ep->state != VEP_REQUEST) {
@@ -324,11 +289,11 @@ efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_para
     if (status != EFPS_OK) {
         ep->rejecting = ep->qp == NULL;
         efps_verbs_teardown_by_thread(ep);
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         efps_verbs_ep_free(ep);
         return status;
     }
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_info("verbs: accepted %s", ep->base.name);
     *ep_p = &ep->base;
     return EFPS_OK;
@@ -338,10 +303,10 @@ void efps_verbs_reject(efps_tp_conn_req_t *req)
 {
     verbs_ep_t *ep = VERBS_REQ_EP(req);
     verbs_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     ep->rejecting = true;
     efps_verbs_teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_info("verbs: rejected connection from %s", ep->addr);
     efps_verbs_ep_free(ep);
 }
@@ -525,11 +490,11 @@ efps_status_t efps_verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *add
         status = efps_verbs_check_id(ctx, ep->id, ep->base.name);
     if (status != EFPS_OK)
         goto err;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     status = ep_create_qp(ep);
     if (status == EFPS_OK)
         ep_link(ctx, ep);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     if (status != EFPS_OK)
         goto err;
 
@@ -544,12 +509,12 @@ efps_status_t efps_verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *add
                                  .rnr_retry_count = 7};
     status = step(ep, ch, rdma_connect(ep->id, &cp), "rdma_connect", RDMA_CM_EVENT_ESTABLISHED,
                   deadline, timeout, priv, &plen);
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     if (status == EFPS_OK)
         status = take_reply(ep, priv, plen);
     if (status == EFPS_OK)
         status = go_live(ep, ch);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     if (status != EFPS_OK)
         goto err;
     rdma_destroy_event_channel(ch);
@@ -559,20 +524,20 @@ efps_status_t efps_verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *add
 
 err:
     /* Not live yet: nothing but this thread and the CQ know the endpoint. */
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     if (ep->qp != NULL) {
         efps_verbs_disconnect(ep);
         efps_verbs_drain_cq(ctx);
     }
     efps_verbs_tx_abandon_posted(ep, false);
-    efps_tp_cq_purge(&ctx->cq, &ep->base); /* a failed HELLO may have reported */
+    efps_tp_cq_purge(&ctx->base.cq, &ep->base); /* a failed HELLO may have reported */
     efps_verbs_hash_del(ctx, ep);
     if (ep->next != NULL || ep->prev != NULL || ctx->eps == ep)
         efps_verbs_ep_unlink(ctx, ep);
     if (ep->qp != NULL)
         rdma_destroy_qp(ep->id);
     efps_verbs_ep_release(ep);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     if (ep->id != NULL)
         rdma_destroy_id(ep->id);
     if (ch != NULL)

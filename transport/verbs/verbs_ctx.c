@@ -30,13 +30,6 @@ void efps_verbs_kick(verbs_ctx_t *ctx)
     (void)rc; /* EAGAIN only with a huge counter: readable anyway */
 }
 
-void efps_verbs_push_cqe(verbs_ctx_t *ctx, const efps_tp_cqe_t *cqe)
-{
-    efps_tp_cq_push(&ctx->cq, cqe);
-    if (ctx->cq_waiters > 0)
-        pthread_cond_signal(&ctx->cq_cond);
-}
-
 void efps_verbs_set_heartbeat(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
@@ -121,7 +114,7 @@ int efps_verbs_progress_cq(verbs_ctx_t *ctx)
     }
     if (n == 0)
         return 0;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     for (int i = 0; i < n; i++) {
         /* A failed completion's opcode is undefined: wr_id says which queue. */
         if (wc[i].wr_id & VERBS_WR_RECV) {
@@ -133,7 +126,7 @@ int efps_verbs_progress_cq(verbs_ctx_t *ctx)
             efps_verbs_tx_complete(ep, &wc[i]);
     }
     efps_verbs_rx_refill(ctx);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     return n;
 }
 
@@ -228,14 +221,14 @@ static void *progress_main(void *arg)
     bool cm = true;
     efps_verbs_pin_thread(ctx);
     for (;;) {
-        pthread_mutex_lock(&ctx->lock);
+        pthread_mutex_lock(&ctx->base.lock);
         bool stop = ctx->stop, work = ctx->kicked || ctx->teardown_dirty || ctx->listeners_dirty;
         ctx->kicked = false;
         if (work && !stop)
             efps_verbs_run_teardowns(ctx);
         bool closing = ctx->teardown_dirty;
         uint32_t tick = ctx->tick_ms;
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         if (stop)
             break;
         int n = efps_verbs_progress_cq(ctx);
@@ -246,10 +239,10 @@ static void *progress_main(void *arg)
         if (next_timer > now + tick) /* a new endpoint needs a shorter tick */
             next_timer = now + tick;
         if (now >= next_timer) {
-            pthread_mutex_lock(&ctx->lock);
+            pthread_mutex_lock(&ctx->base.lock);
             efps_verbs_check_timers(ctx, now);
             next_timer = now + ctx->tick_ms;
-            pthread_mutex_unlock(&ctx->lock);
+            pthread_mutex_unlock(&ctx->base.lock);
             cm = true;
         }
         uint64_t t = now_ns();
@@ -278,23 +271,15 @@ static void *progress_main(void *arg)
 /* ---- open / close ----------------------------------------------------------- */
 static efps_status_t init_sync(verbs_ctx_t *ctx)
 {
-    pthread_condattr_t ca;
-    if (pthread_mutex_init(&ctx->lock, NULL) != 0 || pthread_mutex_init(&ctx->cq_lock, NULL) != 0)
+    if (efps_tp_base_init(&ctx->base) != EFPS_OK || pthread_mutex_init(&ctx->cq_lock, NULL) != 0)
         return EFPS_ERR_SYSTEM;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&ctx->cq_cond, &ca);
-    pthread_cond_init(&ctx->ev_cond, &ca);
-    pthread_condattr_destroy(&ca);
     return EFPS_OK;
 }
 
 static void destroy_sync(verbs_ctx_t *ctx)
 {
-    pthread_cond_destroy(&ctx->ev_cond);
-    pthread_cond_destroy(&ctx->cq_cond);
     pthread_mutex_destroy(&ctx->cq_lock);
-    pthread_mutex_destroy(&ctx->lock);
+    efps_tp_base_destroy(&ctx->base);
 }
 
 static bool set_nonblock(int fd)
@@ -385,7 +370,6 @@ static void verbs_free(verbs_ctx_t *ctx)
     if (ctx->epfd >= 0)
         close(ctx->epfd);
     efps_verbs_free_placement(ctx);
-    efps_tp_cq_free(&ctx->cq);
     destroy_sync(ctx);
     free(ctx);
 }
@@ -401,7 +385,6 @@ static efps_status_t verbs_open(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_
     ctx->base.attr = *attr;
     ctx->tick_ms = attr->timeout_ms / 8 > 0 ? attr->timeout_ms / 8 : 1;
     ctx->epfd = ctx->evfd = -1;
-    efps_tp_cq_init(&ctx->cq);
     if (init_sync(ctx) != EFPS_OK) {
         efps_error("verbs: open: cannot create a mutex");
         free(ctx);
@@ -442,10 +425,10 @@ err_free:
 static void verbs_close(efps_tp_ctx_t *base)
 {
     verbs_ctx_t *ctx = VERBS_CTX(base);
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     ctx->stop = true;
     efps_verbs_kick(ctx);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     pthread_join(ctx->thread, NULL);
     /* Alone now: free whatever the application left open. */
     efps_verbs_conn_free_all(ctx);
@@ -458,44 +441,22 @@ static void verbs_close(efps_tp_ctx_t *base)
     verbs_free(ctx);
 }
 
-/* ---- poll ----------------------------------------------------------------- */
+/* ---- hooks of the neutral base (lock held) -------------------------------- */
 
-/* Gives back what a polled completion held: a send slot, or a receive
- * credit (returned to the peer as soon as no CREDIT is in flight). */
-static void release_credit(const efps_tp_cqe_t *cqe)
+/* Credit goes back to the peer as soon as no CREDIT is in flight. */
+static void verbs_rx_credit(efps_tp_ep_t *base, bool message)
 {
-    verbs_ep_t *ep = VERBS_EP(cqe->ep);
-    if (cqe->type == EFPS_TP_CQE_WRITE) {
-        ep->sq_used--;
-    } else if (cqe->type == EFPS_TP_CQE_RECV) {
-        ep->rq_used--;
+    verbs_ep_t *ep = VERBS_EP(base);
+    if (message)
+        ep->owed_msgs++;
+    else
         ep->owed_writes++;
-        efps_verbs_send_credit(ep, false);
-    }
+    efps_verbs_send_credit(ep, false);
 }
 
-static efps_status_t verbs_poll(efps_tp_ctx_t *base, efps_tp_cqe_t *cqes, int max, int timeout_ms,
-                                int *count_p)
+static bool verbs_ep_live(const efps_tp_ep_t *ep)
 {
-    verbs_ctx_t *ctx = VERBS_CTX(base);
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
-    size_t n = 0;
-    pthread_mutex_lock(&ctx->lock);
-    for (;;) {
-        n = efps_tp_cq_pop(&ctx->cq, cqes, (size_t)max);
-        if (n > 0 || timeout_ms == 0)
-            break;
-        ctx->cq_waiters++;
-        bool more = efps_tp_wait(&ctx->cq_cond, &ctx->lock, deadline);
-        ctx->cq_waiters--;
-        if (!more)
-            break;
-    }
-    for (size_t i = 0; i < n; i++)
-        release_credit(&cqes[i]);
-    pthread_mutex_unlock(&ctx->lock);
-    *count_p = (int)n;
-    return EFPS_OK;
+    return VERBS_EP(ep)->state == VEP_CONNECTED;
 }
 
 const struct efps_transport_ops efps_verbs_ops = {
@@ -507,8 +468,6 @@ const struct efps_transport_ops efps_verbs_ops = {
     .mem_reg = efps_verbs_mem_reg,
     .mem_dereg = efps_verbs_mem_dereg,
     .listen = efps_verbs_listen,
-    .listener_destroy = efps_verbs_listener_destroy,
-    .get_request = efps_verbs_get_request,
     .accept = efps_verbs_accept,
     .reject = efps_verbs_reject,
     .connect = efps_verbs_connect,
@@ -516,6 +475,8 @@ const struct efps_transport_ops efps_verbs_ops = {
     .ep_status = efps_verbs_ep_status,
     .write_imm = efps_verbs_write_imm,
     .msg_send = efps_verbs_msg_send,
-    .msg_recv = efps_verbs_msg_recv,
-    .poll = verbs_poll,
+    .rx_credit = verbs_rx_credit,
+    .ep_live = verbs_ep_live,
+    .request_taken = efps_verbs_request_taken,
+    .listener_closing = efps_verbs_listener_closing,
 };

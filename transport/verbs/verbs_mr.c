@@ -42,12 +42,12 @@ efps_status_t efps_verbs_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length,
                  .transport = EFPS_TP_ID_VERBS,
                  .access = (uint16_t)access},
     };
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     mr->next = ctx->mrs;
     if (ctx->mrs != NULL)
         ctx->mrs->prev = mr;
     ctx->mrs = mr;
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     efps_debug("verbs: registered %p, %zu bytes, access 0x%x (lkey 0x%x rkey 0x%x)", addr, length,
                access, mr->mr->lkey, mr->mr->rkey);
     *mr_p = &mr->base;
@@ -58,7 +58,7 @@ efps_status_t efps_verbs_mem_dereg(efps_tp_mr_t *base)
 {
     verbs_mr_t *mr = (verbs_mr_t *)base;
     verbs_ctx_t *ctx = VERBS_CTX(base->ctx);
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     unsigned refs = mr->tx_refs;
     if (refs == 0) {
         if (mr->prev != NULL)
@@ -68,7 +68,7 @@ efps_status_t efps_verbs_mem_dereg(efps_tp_mr_t *base)
         if (mr->next != NULL)
             mr->next->prev = mr->prev;
     }
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     if (refs > 0) {
         efps_error("verbs: deregister %p: %u writes posted from it have not completed", base->addr,
                    refs);

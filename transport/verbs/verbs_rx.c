@@ -142,8 +142,8 @@ void efps_verbs_rx_free(verbs_ctx_t *ctx)
 
 static void on_write(verbs_ep_t *ep, uint32_t imm, uint32_t len)
 {
-    if (ep->rq_used >= ep->ctx->base.attr.rq_depth) {
-        violation(ep, "wrote beyond its credit (%u arrivals unpolled, window %u)", ep->rq_used,
+    if (ep->base.rq_used >= ep->ctx->base.attr.rq_depth) {
+        violation(ep, "wrote beyond its credit (%u arrivals unpolled, window %u)", ep->base.rq_used,
                   ep->ctx->base.attr.rq_depth);
         return;
     }
@@ -156,10 +156,10 @@ static void on_write(verbs_ep_t *ep, uint32_t imm, uint32_t len)
         len = ep->next_write_len;
         ep->next_write_len = 0;
     }
-    ep->rq_used++;
+    ep->base.rq_used++;
     efps_tp_cqe_t cqe = {
         .type = EFPS_TP_CQE_RECV, .status = EFPS_OK, .ep = &ep->base, .imm = imm, .length = len};
-    efps_verbs_push_cqe(ep->ctx, &cqe);
+    efps_tp_push_cqe(&ep->ctx->base, &cqe);
 }
 
 static void on_hello(verbs_ep_t *ep, const uint8_t *p, uint32_t len)
@@ -193,7 +193,7 @@ static void on_msg_chunk(verbs_ep_t *ep, uint32_t imm, const uint8_t *p, uint32_
         return;
     }
     if (ep->msg_rx_got == 0) {
-        if (ep->msg_rx_count >= EFPS_TP_MSG_DEPTH) {
+        if (efps_tp_msgq_full(&ep->base.msgs)) {
             violation(ep, "sent more than %d messages beyond its credit", EFPS_TP_MSG_DEPTH);
             return;
         }
@@ -204,15 +204,12 @@ static void on_msg_chunk(verbs_ep_t *ep, uint32_t imm, const uint8_t *p, uint32_
                   ep->msg_rx_total, ep->msg_rx_got);
         return;
     }
-    uint32_t slot = (ep->msg_rx_head + ep->msg_rx_count) % EFPS_TP_MSG_DEPTH;
-    memcpy(ep->msg_rx_buf + (size_t)slot * EFPS_TP_MSG_MAX + ep->msg_rx_got, p, len);
+    memcpy(efps_tp_msgq_tail(&ep->base.msgs) + ep->msg_rx_got, p, len);
     ep->msg_rx_got += len;
     if (ep->msg_rx_got < total)
         return;
-    ep->msg_rx_len[slot] = total;
-    ep->msg_rx_count++;
     ep->msg_rx_got = 0;
-    pthread_cond_broadcast(&ep->ctx->ev_cond);
+    efps_tp_msgq_arrived(&ep->base, total);
 }
 
 static void on_credit(verbs_ep_t *ep, uint32_t imm)
@@ -303,44 +300,4 @@ void efps_verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc)
                    ctx->dev_name, ibv_wc_status_str(wc->status), wc->qp_num);
     }
     ctx->rx_free[ctx->n_free++] = idx; /* the caller reposts */
-}
-
-efps_status_t efps_verbs_msg_recv(efps_tp_ep_t *base, void *buf, size_t cap, size_t *len_p,
-                                  int timeout_ms)
-{
-    verbs_ep_t *ep = VERBS_EP(base);
-    verbs_ctx_t *ctx = ep->ctx;
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
-    efps_status_t status;
-    pthread_mutex_lock(&ctx->lock);
-    for (;;) {
-        if (ep->msg_rx_count > 0) {
-            uint32_t len = ep->msg_rx_len[ep->msg_rx_head];
-            if (len_p != NULL)
-                *len_p = len;
-            if (len > cap) {
-                efps_error("verbs: message of %u bytes from %s does not fit a %zu-byte buffer", len,
-                           base->name, cap);
-                status = EFPS_ERR_INVALID;
-                break;
-            }
-            memcpy(buf, ep->msg_rx_buf + (size_t)ep->msg_rx_head * EFPS_TP_MSG_MAX, len);
-            ep->msg_rx_head = (ep->msg_rx_head + 1) % EFPS_TP_MSG_DEPTH;
-            ep->msg_rx_count--;
-            ep->owed_msgs++;
-            efps_verbs_send_credit(ep, false);
-            status = EFPS_OK;
-            break;
-        }
-        if (ep->state != VEP_CONNECTED) {
-            status = EFPS_ERR_PEER;
-            break;
-        }
-        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline)) {
-            status = EFPS_ERR_TIMEOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&ctx->lock);
-    return status;
 }

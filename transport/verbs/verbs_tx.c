@@ -28,8 +28,8 @@ efps_status_t efps_verbs_ep_alloc_queues(verbs_ep_t *ep)
     ep->pend = calloc(ep->pend_cap, sizeof(*ep->pend));
     ep->posted = calloc(ep->sq_cap, sizeof(*ep->posted));
     ep->txbuf = efps_aligned_calloc(txbytes);
-    ep->msg_rx_buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
-    if (ep->pend == NULL || ep->posted == NULL || ep->txbuf == NULL || ep->msg_rx_buf == NULL) {
+    efps_status_t rx = efps_tp_msgq_alloc(&ep->base.msgs);
+    if (ep->pend == NULL || ep->posted == NULL || ep->txbuf == NULL || rx != EFPS_OK) {
         efps_error("verbs: %s: out of memory for the endpoint's queues", ep->base.name);
         return EFPS_ERR_NOMEM;
     }
@@ -47,12 +47,11 @@ void efps_verbs_ep_free_queues(verbs_ep_t *ep)
     if (ep->txbuf_mr != NULL)
         ibv_dereg_mr(ep->txbuf_mr);
     efps_aligned_free(ep->txbuf);
-    free(ep->msg_rx_buf);
+    efps_tp_msgq_free(&ep->base.msgs);
     free(ep->posted);
     free(ep->pend);
     ep->txbuf_mr = NULL;
     ep->txbuf = NULL;
-    ep->msg_rx_buf = NULL;
     ep->posted = NULL;
     ep->pend = NULL;
 }
@@ -254,7 +253,7 @@ static void finish_posted(verbs_ep_t *ep, const verbs_posted_t *p, efps_status_t
                              .context = p->context,
                              .length = p->len};
         p->mr->tx_refs--;
-        efps_verbs_push_cqe(ep->ctx, &cqe);
+        efps_tp_push_cqe(&ep->ctx->base, &cqe);
         break;
     }
     case VTX_MSG:
@@ -330,7 +329,7 @@ void efps_verbs_tx_flush_pending(verbs_ep_t *ep, bool report)
                                  .context = op->context,
                                  .length = op->len};
             if (report)
-                efps_verbs_push_cqe(ep->ctx, &cqe);
+                efps_tp_push_cqe(&ep->ctx->base, &cqe);
         } else {
             ep->msg_tx_inflight--;
         }
@@ -359,13 +358,13 @@ efps_status_t efps_verbs_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size
 {
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     efps_status_t status =
         ep->state == VEP_CONNECTED && ep->closing == VCLOSE_NONE ? EFPS_OK : EFPS_ERR_PEER;
-    if (status == EFPS_OK && ep->sq_used >= ctx->base.attr.sq_depth)
+    if (status == EFPS_OK && ep->base.sq_used >= ctx->base.attr.sq_depth)
         status = EFPS_ERR_NO_RESOURCE;
     if (status != EFPS_OK) {
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         return status;
     }
     verbs_op_t *op = &ep->pend[(ep->pend_head + ep->pend_count) % ep->pend_cap];
@@ -379,9 +378,9 @@ efps_status_t efps_verbs_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size
                        .context = user_context};
     op->mr->tx_refs++;
     ep->pend_count++;
-    ep->sq_used++;
+    ep->base.sq_used++;
     efps_verbs_tx_progress(ep);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
 
@@ -389,13 +388,13 @@ efps_status_t efps_verbs_msg_send(efps_tp_ep_t *base, const void *buf, size_t le
 {
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->lock);
+    pthread_mutex_lock(&ctx->base.lock);
     efps_status_t status =
         ep->state == VEP_CONNECTED && ep->closing == VCLOSE_NONE ? EFPS_OK : EFPS_ERR_PEER;
     if (status == EFPS_OK && ep->msg_tx_inflight >= EFPS_TP_MSG_DEPTH)
         status = EFPS_ERR_NO_RESOURCE;
     if (status != EFPS_OK) {
-        pthread_mutex_unlock(&ctx->lock);
+        pthread_mutex_unlock(&ctx->base.lock);
         return status;
     }
     /* Messages leave in order, so their slots are reused in order too. */
@@ -407,6 +406,6 @@ efps_status_t efps_verbs_msg_send(efps_tp_ep_t *base, const void *buf, size_t le
         (verbs_op_t){.kind = VTX_MSG, .len = (uint32_t)len, .slot = slot};
     ep->pend_count++;
     efps_verbs_tx_progress(ep);
-    pthread_mutex_unlock(&ctx->lock);
+    pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
