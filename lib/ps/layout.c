@@ -82,13 +82,14 @@ efps_status_t ps_layout_finish(ps_layout_t *l)
             p->off = off;
             p->n = k->n - off < pe ? k->n - off : pe;
             p->payload = efps_encoded_size(&l->optim, p->n);
-            p->bytes = efps_align_up(PS_HDR + p->payload, EFPS_ALIGN);
+            p->bytes = p->payload + PS_TRAILER;
+            p->stride = efps_align_up(p->bytes, EFPS_ALIGN);
             int best = 0; /* the least loaded server, lowest rank on ties */
             for (int s = 1; s < l->num_servers; s++)
                 if (load[s] < load[best])
                     best = s;
             p->server = best;
-            load[best] += p->bytes;
+            load[best] += p->stride;
         }
         k->nparts = (uint32_t)(l->nparts - k->first_part);
     }

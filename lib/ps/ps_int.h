@@ -8,11 +8,10 @@
 
 #include <stdbool.h>
 
-#define PS_PROTO_VERSION 1
+#define PS_PROTO_VERSION 2
 #define PS_MAGIC         0x53504645u /* "EFPS" */
 #define PS_NONCE         16
 #define PS_MAC           32
-#define PS_HDR           64 /* bytes in front of every push and update: header, then payload */
 
 /* ---- the server list (EFPS_SERVERS) ---------------------------------------- */
 int ps_count_servers(const char *list);
@@ -30,8 +29,9 @@ typedef struct {
     uint32_t key_index;
     size_t off, n; /* elements of the key */
     int server;
-    size_t bytes;   /* PS_HDR + encoded payload, rounded to 64 */
     size_t payload; /* efps_encoded_size of the part */
+    size_t bytes;   /* on the wire: payload, then the PS_TRAILER header */
+    size_t stride;  /* in the arenas and slots: bytes rounded up to 64 */
 } ps_part_t;
 
 typedef struct {
@@ -76,7 +76,10 @@ typedef struct {
     uint8_t nonce[PS_NONCE];
 } ps_hello_t;
 
-/* The header in front of every push (worker) and update (server). */
+/* The header of every push (worker) and update (server). It follows the
+ * payload, which starts its part's 64-byte aligned slot, as the packed
+ * format's AVX-512 stores need: in front, it would have to be padded to 64
+ * bytes, which for a small part costs more than the part itself. */
 typedef struct {
     uint32_t magic;
     uint32_t part;
@@ -84,6 +87,7 @@ typedef struct {
     float lr;
     uint32_t payload;
 } ps_msg_hdr_t;
+#define PS_TRAILER sizeof(ps_msg_hdr_t) /* 24 bytes */
 
 /* ---- handshake ---------------------------------------------------------------
  * HMAC-SHA256 over a role label and both nonces (and the hello fields), keyed

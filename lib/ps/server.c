@@ -157,12 +157,12 @@ static efps_status_t adopt_layout(server_t *sv, ps_layout_t *l)
     for (size_t p = 0; p < np; p++) {
         const ps_part_t *part = &sv->layout.parts[p];
         sv->part_off[p] = off;
-        off += part->bytes;
+        off += part->stride;
         if (part->server != sv->cfg.rank)
             continue;
         sv->parts[p].mine = true;
         sv->slot_off[p] = sv->slot_bytes;
-        sv->slot_bytes += part->bytes;
+        sv->slot_bytes += part->stride;
         sv->parts[p].opt = efps_server_opt_create(&sv->optim, part->n, sv->M);
         if (sv->parts[p].opt == NULL)
             return EFPS_ERR_NOMEM;
@@ -341,23 +341,23 @@ static efps_status_t reduce(server_t *sv, size_t p)
     const ps_part_t *part = &sv->layout.parts[p];
     const void **in = sv->inputs;
     ps_msg_hdr_t h0;
-    memcpy(&h0, sv->by_rank[0]->slots + sv->slot_off[p], sizeof(h0));
+    memcpy(&h0, sv->by_rank[0]->slots + sv->slot_off[p] + part->payload, sizeof(h0));
     efps_status_t st = EFPS_OK;
     for (int r = 0; r < sv->M; r++) {
         const uint8_t *slot = sv->by_rank[r]->slots + sv->slot_off[p];
         ps_msg_hdr_t h;
-        memcpy(&h, slot, sizeof(h));
+        memcpy(&h, slot + part->payload, sizeof(h));
         if (h.lr != h0.lr) {
             efps_error("server %d: part %zu step %llu: %s pushed lr %g, worker 0 lr %g",
                        sv->cfg.rank, p, (unsigned long long)sp->step, wname(sv->by_rank[r]),
                        (double)h.lr, (double)h0.lr);
             st = EFPS_ERR_MISMATCH;
         }
-        in[r] = slot + PS_HDR;
+        in[r] = slot;
     }
     uint8_t *out = sv->bcast + (sp->step & 1) * sv->bcast_bytes + sv->slot_off[p];
     if (st == EFPS_OK)
-        st = efps_server_opt_reduce(sp->opt, in, h0.lr, out + PS_HDR);
+        st = efps_server_opt_reduce(sp->opt, in, h0.lr, out);
     if (st != EFPS_OK) {
         efps_error("server %d: reduce of part %zu step %llu: %s", sv->cfg.rank, p,
                    (unsigned long long)sp->step, efps_strerror(st));
@@ -368,7 +368,7 @@ static efps_status_t reduce(server_t *sv, size_t p)
                       .step = sp->step,
                       .lr = h0.lr,
                       .payload = (uint32_t)part->payload};
-    memcpy(out, &h, sizeof(h));
+    memcpy(out + part->payload, &h, sizeof(h));
     sp->step++;
     sp->count = 0;
     sp->next_send = 0;
@@ -387,7 +387,7 @@ static efps_status_t on_push(server_t *sv, worker_t *w, uint32_t imm)
         efps_error("server %d: %s wrote part %zu out of turn", sv->cfg.rank, wname(w), p);
         return EFPS_ERR_PROTO;
     }
-    memcpy(&h, w->slots + sv->slot_off[p], sizeof(h));
+    memcpy(&h, w->slots + sv->slot_off[p] + sv->layout.parts[p].payload, sizeof(h));
     if (h.magic != PS_MAGIC || h.part != p || h.step != sp->step ||
         h.payload != sv->layout.parts[p].payload || !(h.lr > 0.0f) || !isfinite(h.lr)) {
         efps_error("server %d: %s: malformed push header for part %zu", sv->cfg.rank, wname(w), p);

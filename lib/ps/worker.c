@@ -1,6 +1,6 @@
 /* The worker side of the parameter server: efps_ps_init/declare/push/pull/finalize.
  *
- * Memory: two arenas hold every part of every key, one header + payload each:
+ * Memory: two arenas hold every part of every key, one payload + header each:
  * the push arena (source of writes, not remotely accessible) and the pull
  * arena (remote write, so the servers can write updates into it). The
  * optimizer encodes straight into the push arena and applies straight from
@@ -305,8 +305,8 @@ static efps_status_t alloc_parts(efps_ps_t *ps)
         server_link_t *s = &ps->srv[l->parts[p].server];
         ps->part_off[p] = ps->arena_bytes;
         ps->slot_off[p] = s->slot_bytes;
-        ps->arena_bytes += l->parts[p].bytes;
-        s->slot_bytes += l->parts[p].bytes;
+        ps->arena_bytes += l->parts[p].stride;
+        s->slot_bytes += l->parts[p].stride;
         ps->st[p].opt = efps_worker_opt_create(&ps->optim, l->parts[p].n);
         if (ps->st[p].opt == NULL)
             return EFPS_ERR_NOMEM;
@@ -401,7 +401,7 @@ efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float
             return st;
         const ps_part_t *part = &ps->layout.parts[p];
         uint8_t *buf = ps->push_arena + ps->part_off[p];
-        st = efps_worker_opt_encode(s->opt, grad + part->off, lr, buf + PS_HDR);
+        st = efps_worker_opt_encode(s->opt, grad + part->off, lr, buf);
         if (st != EFPS_OK) {
             efps_error("push of key %u: %s", key, efps_strerror(st));
             return st; /* optimizer state untouched: the caller may skip this step */
@@ -411,7 +411,7 @@ efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float
                           .step = s->pushed,
                           .lr = lr,
                           .payload = (uint32_t)part->payload};
-        memcpy(buf, &h, sizeof(h));
+        memcpy(buf + part->payload, &h, sizeof(h));
         if ((st = post_push(ps, p)) != EFPS_OK)
             return st;
         s->inflight = true;
@@ -446,14 +446,14 @@ efps_status_t efps_ps_pull(efps_ps_t *ps, uint32_t key, float *x)
         const ps_part_t *part = &ps->layout.parts[p];
         const uint8_t *buf = ps->pull_arena + ps->part_off[p];
         ps_msg_hdr_t h;
-        memcpy(&h, buf, sizeof(h));
+        memcpy(&h, buf + part->payload, sizeof(h));
         if (h.magic != PS_MAGIC || h.part != p || h.step != s->applied || h.lr != s->lr ||
             h.payload != part->payload) {
             efps_error("worker %d: bad update header for key %u from %s", ps->cfg.rank, key,
                        efps_tp_ep_name(ps->srv[part->server].ep));
             return fail(ps, EFPS_ERR_PROTO);
         }
-        st = efps_worker_opt_apply(s->opt, buf + PS_HDR, s->lr, x + part->off);
+        st = efps_worker_opt_apply(s->opt, buf, s->lr, x + part->off);
         if (st != EFPS_OK) {
             efps_error("pull of key %u: %s", key, efps_strerror(st));
             return fail(ps, st);

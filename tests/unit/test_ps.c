@@ -172,8 +172,9 @@ static void test_layout(void **state)
     for (uint32_t p = k7->first_part; p < k7->first_part + k7->nparts; p++) {
         assert_int_equal(l.parts[p].off, covered);
         assert_true(l.parts[p].n % 100 == 0 || p == k7->first_part + k7->nparts - 1);
-        assert_int_equal(l.parts[p].bytes % 64, 0);
-        assert_true(l.parts[p].bytes >= PS_HDR + l.parts[p].payload);
+        /* on the wire: the payload and the header after it, no padding */
+        assert_int_equal(l.parts[p].bytes, l.parts[p].payload + PS_TRAILER);
+        assert_int_equal(l.parts[p].stride, efps_align_up(l.parts[p].bytes, 64));
         covered += l.parts[p].n;
     }
     assert_int_equal(covered, 25000);
