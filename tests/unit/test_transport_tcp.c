@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "efps/transport.h"
+#include "tests/unit/tp_conformance.h"
 #include "transport/tcp/tcp_wire.h"
 
 #include <arpa/inet.h>
@@ -30,216 +30,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MIB (1024u * 1024u)
-
-/* ---- helpers -------------------------------------------------------------- */
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 static double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void sleep_ms(unsigned ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
-}
-
-static void fill(uint8_t *p, size_t n, uint32_t seed)
-{
-    uint32_t x = seed * 2654435761u + 1;
-    for (size_t i = 0; i < n; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        p[i] = (uint8_t)x;
-    }
-}
-
-static efps_tp_ctx_t *open_tcp(uint32_t sq, uint32_t rq, uint32_t timeout_ms)
-{
-    efps_tp_attr_t attr = {.sq_depth = sq, .rq_depth = rq, .timeout_ms = timeout_ms};
-    efps_tp_ctx_t *ctx = NULL;
-    assert_int_equal(efps_tp_open("tcp", &attr, &ctx), EFPS_OK);
-    assert_non_null(ctx);
-    return ctx;
-}
-
-static efps_tp_listener_t *listen_local(efps_tp_ctx_t *ctx, char *addr, size_t cap)
-{
-    efps_tp_listener_t *l = NULL;
-    assert_int_equal(efps_tp_listen(ctx, "127.0.0.1:0", &l), EFPS_OK);
-    assert_true(efps_tp_listener_port(l) > 0);
-    snprintf(addr, cap, "127.0.0.1:%u", efps_tp_listener_port(l));
-    return l;
-}
-
-/* efps_tp_connect waits for the accept, so it runs in a thread of its own. */
-typedef struct {
-    pthread_t thread;
-    efps_tp_ctx_t *ctx;
-    char addr[64];
-    efps_tp_conn_param_t param;
-    efps_tp_ep_t *ep;
-    efps_status_t status;
-} connector_t;
-
-static void *connector_main(void *arg)
-{
-    connector_t *c = arg;
-    c->status = efps_tp_connect(c->ctx, c->addr, &c->param, &c->ep);
-    return NULL;
-}
-
-static void connector_start(connector_t *c, efps_tp_ctx_t *ctx, const char *addr,
-                            const efps_tp_conn_param_t *param)
-{
-    memset(c, 0, sizeof(*c));
-    c->ctx = ctx;
-    snprintf(c->addr, sizeof(c->addr), "%s", addr);
-    if (param != NULL)
-        c->param = *param;
-    assert_int_equal(pthread_create(&c->thread, NULL, connector_main, c), 0);
-}
-
-static efps_status_t connector_join(connector_t *c)
-{
-    pthread_join(c->thread, NULL);
-    return c->status;
-}
-
-typedef struct {
-    efps_tp_ctx_t *srv, *cli;
-    efps_tp_listener_t *listener;
-    efps_tp_ep_t *sep, *cep; /* the server's and the client's end */
-    char addr[64];
-} pair_t;
-
-static efps_tp_ep_t *accept_one(efps_tp_listener_t *l, const char *label, void *context)
-{
-    efps_tp_conn_req_t *req = NULL;
-    assert_int_equal(efps_tp_get_request(l, 5000, &req), EFPS_OK);
-    efps_tp_conn_param_t param = {.label = label, .context = context};
-    efps_tp_ep_t *ep = NULL;
-    assert_int_equal(efps_tp_accept(req, &param, &ep), EFPS_OK);
-    return ep;
-}
-
-static void pair_open(pair_t *p, uint32_t sq, uint32_t rq, uint32_t timeout_ms)
-{
-    connector_t c;
-    p->srv = open_tcp(sq, rq, timeout_ms);
-    p->cli = open_tcp(sq, rq, timeout_ms);
-    p->listener = listen_local(p->srv, p->addr, sizeof(p->addr));
-    efps_tp_conn_param_t param = {.label = "server"};
-    connector_start(&c, p->cli, p->addr, &param);
-    p->sep = accept_one(p->listener, "client", NULL);
-    assert_int_equal(connector_join(&c), EFPS_OK);
-    p->cep = c.ep;
-}
-
-static void pair_close(pair_t *p)
-{
-    efps_tp_ep_destroy(p->cep);
-    efps_tp_ep_destroy(p->sep);
-    efps_tp_listener_destroy(p->listener);
-    efps_tp_close(p->cli);
-    efps_tp_close(p->srv);
-}
-
-/* Polls until want completions are collected or timeout_ms passes. */
-static int poll_n(efps_tp_ctx_t *ctx, efps_tp_cqe_t *out, int want, int timeout_ms)
-{
-    int got = 0;
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
-    while (got < want) {
-        uint64_t now = now_ms();
-        if (now >= end)
-            break;
-        int n = 0;
-        assert_int_equal(efps_tp_poll(ctx, out + got, want - got, (int)(end - now), &n), EFPS_OK);
-        got += n;
-    }
-    return got;
-}
-
-static efps_tp_cqe_t poll_one(efps_tp_ctx_t *ctx, int timeout_ms)
-{
-    efps_tp_cqe_t cqe;
-    assert_int_equal(poll_n(ctx, &cqe, 1, timeout_ms), 1);
-    return cqe;
-}
-
-/* Waits for ep's DISCONNECT, skipping flushed writes of that endpoint. */
-static efps_tp_cqe_t wait_disconnect(efps_tp_ctx_t *ctx, efps_tp_ep_t *ep, int timeout_ms)
-{
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
-    for (;;) {
-        uint64_t now = now_ms();
-        assert_true(now < end);
-        efps_tp_cqe_t cqe = poll_one(ctx, (int)(end - now));
-        assert_ptr_equal(cqe.ep, ep);
-        if (cqe.type == EFPS_TP_CQE_DISCONNECT)
-            return cqe;
-        assert_int_equal(cqe.type, EFPS_TP_CQE_WRITE);
-    }
-}
-
-/* Writes and waits for both completions, checking what they say. */
-static void write_and_wait(pair_t *p, efps_tp_mr_t *src, size_t soff, size_t len,
-                           const efps_tp_rkey_t *dst, uint64_t doff, uint32_t imm)
-{
-    assert_int_equal(efps_tp_write_imm(p->cep, src, soff, len, dst, doff, imm, 1000 + imm),
-                     EFPS_OK);
-    efps_tp_cqe_t w = poll_one(p->cli, 20000);
-    assert_int_equal(w.type, EFPS_TP_CQE_WRITE);
-    assert_int_equal(w.status, EFPS_OK);
-    assert_ptr_equal(w.ep, p->cep);
-    assert_int_equal(w.context, 1000 + imm);
-    assert_int_equal(w.length, len);
-    efps_tp_cqe_t r = poll_one(p->srv, 20000);
-    assert_int_equal(r.type, EFPS_TP_CQE_RECV);
-    assert_int_equal(r.status, EFPS_OK);
-    assert_ptr_equal(r.ep, p->sep);
-    assert_int_equal(r.imm, imm);
-    assert_int_equal(r.length, len);
-}
-
-/* Captures what the library logs to stderr between start and stop. */
-static int saved_stderr = -1;
-static char capture_path[64];
-
-static void capture_start(void)
-{
-    snprintf(capture_path, sizeof(capture_path), "/tmp/efps-tp-log-%d", (int)getpid());
-    int fd = open(capture_path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-    assert_true(fd >= 0);
-    saved_stderr = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
-    close(fd);
-}
-
-static char *capture_stop(void)
-{
-    dup2(saved_stderr, STDERR_FILENO);
-    close(saved_stderr);
-    FILE *f = fopen(capture_path, "r");
-    assert_non_null(f);
-    static char buf[65536];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    unlink(capture_path);
-    fputs(buf, stderr); /* keep it visible in the test output */
-    return buf;
 }
 
 /* ---- basic API ------------------------------------------------------------ */
@@ -268,7 +63,7 @@ static void test_open_names(void **state)
 static void test_rkey_pack(void **state)
 {
     (void)state;
-    efps_tp_ctx_t *ctx = open_tcp(0, 0, 0);
+    efps_tp_ctx_t *ctx = tpc_open(0, 0, 0);
     static uint8_t buf[1000];
     efps_tp_mr_t *mr = NULL;
     assert_int_equal(efps_tp_mem_reg(ctx, buf, sizeof(buf), EFPS_TP_ACCESS_REMOTE_WRITE, &mr),
@@ -301,7 +96,7 @@ static void test_rkey_pack(void **state)
 static void test_bad_addresses(void **state)
 {
     (void)state;
-    efps_tp_ctx_t *ctx = open_tcp(0, 0, 2000);
+    efps_tp_ctx_t *ctx = tpc_open(0, 0, 2000);
     efps_tp_listener_t *l = NULL;
     efps_tp_ep_t *ep = NULL;
     assert_int_equal(efps_tp_listen(ctx, "127.0.0.1", &l), EFPS_ERR_INVALID);
@@ -313,533 +108,6 @@ static void test_bad_addresses(void **state)
     assert_int_equal(efps_tp_listen(ctx, "[::1]:0", &l), EFPS_OK); /* IPv6 loopback */
     efps_tp_listener_destroy(l);
     efps_tp_close(ctx);
-}
-
-/* ---- data transfer -------------------------------------------------------- */
-static void test_write_sizes(void **state)
-{
-    (void)state;
-    pair_t p;
-    pair_open(&p, 0, 0, 0);
-    size_t max = 64 * MIB, slack = 4096;
-    uint8_t *src = malloc(max), *dst = malloc(max + 2 * slack);
-    assert_non_null(src);
-    assert_non_null(dst);
-    fill(src, max, 1);
-    efps_tp_mr_t *smr, *dmr;
-    assert_int_equal(efps_tp_mem_reg(p.cli, src, max, 0, &smr), EFPS_OK);
-    assert_int_equal(
-        efps_tp_mem_reg(p.srv, dst, max + 2 * slack, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
-    const size_t sizes[] = {0, 1, 7, 4096, 65537, MIB, 64 * MIB};
-    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-        size_t len = sizes[i], soff = len == max ? 0 : 3, doff = slack + 1;
-        memset(dst, 0xA5, max + 2 * slack);
-        double t0 = now_s();
-        write_and_wait(&p, smr, soff, len, efps_tp_mr_rkey(dmr), doff, (uint32_t)(0xC0DE0000 + i));
-        double dt = now_s() - t0;
-        assert_memory_equal(dst + doff, src + soff, len);
-        /* Not a byte more: the bytes around the target are untouched. */
-        assert_int_equal(dst[doff - 1], 0xA5);
-        assert_int_equal(dst[doff + len], 0xA5);
-        if (len == 64 * MIB)
-            printf("tcp transport: 64 MiB write_imm over loopback: %.3f s, %.0f MB/s\n", dt,
-                   (double)len / dt / 1e6);
-    }
-    /* The very end of the region is writable, one byte further is not. */
-    write_and_wait(&p, smr, 0, 100, efps_tp_mr_rkey(dmr), max + 2 * slack - 100, 5);
-    assert_int_equal(
-        efps_tp_write_imm(p.cep, smr, 0, 101, efps_tp_mr_rkey(dmr), max + 2 * slack - 100, 5, 0),
-        EFPS_ERR_INVALID);
-    assert_int_equal(efps_tp_mem_dereg(smr), EFPS_OK);
-    assert_int_equal(efps_tp_mem_dereg(dmr), EFPS_OK);
-    pair_close(&p);
-    free(src);
-    free(dst);
-}
-
-/* Many writes in flight: immediates arrive in posting order, and each
- * write's bytes are in place when its RECV is polled. */
-static void test_ordering(void **state)
-{
-    (void)state;
-    enum { N = 2000, CHUNK = 1000 };
-    pair_t p;
-    pair_open(&p, 16, 32, 0);
-    uint8_t *src = malloc((size_t)N * CHUNK), *dst = calloc(N, CHUNK);
-    fill(src, (size_t)N * CHUNK, 2);
-    efps_tp_mr_t *smr, *dmr;
-    assert_int_equal(efps_tp_mem_reg(p.cli, src, (size_t)N * CHUNK, 0, &smr), EFPS_OK);
-    assert_int_equal(
-        efps_tp_mem_reg(p.srv, dst, (size_t)N * CHUNK, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
-    int posted = 0, sent_done = 0, received = 0, retries = 0;
-    efps_tp_cqe_t cqes[64];
-    while (received < N) {
-        while (posted < N) {
-            /* Odd sizes, so frames straddle socket reads everywhere. */
-            size_t len = CHUNK - (size_t)(posted % 7);
-            efps_status_t s =
-                efps_tp_write_imm(p.cep, smr, (size_t)posted * CHUNK, len, efps_tp_mr_rkey(dmr),
-                                  (uint64_t)posted * CHUNK, (uint32_t)posted, (uint64_t)posted);
-            if (s == EFPS_ERR_NO_RESOURCE) {
-                retries++;
-                break;
-            }
-            assert_int_equal(s, EFPS_OK);
-            posted++;
-        }
-        int n = 0;
-        assert_int_equal(efps_tp_poll(p.cli, cqes, 64, 0, &n), EFPS_OK);
-        for (int i = 0; i < n; i++) {
-            assert_int_equal(cqes[i].type, EFPS_TP_CQE_WRITE);
-            assert_int_equal(cqes[i].status, EFPS_OK);
-            assert_int_equal(cqes[i].context, (uint64_t)sent_done++);
-        }
-        assert_int_equal(efps_tp_poll(p.srv, cqes, 64, 1, &n), EFPS_OK);
-        for (int i = 0; i < n; i++, received++) {
-            assert_int_equal(cqes[i].type, EFPS_TP_CQE_RECV);
-            assert_int_equal(cqes[i].imm, (uint32_t)received);
-            size_t len = CHUNK - (size_t)(received % 7);
-            assert_int_equal(cqes[i].length, len);
-            assert_memory_equal(dst + (size_t)received * CHUNK, src + (size_t)received * CHUNK,
-                                len);
-        }
-    }
-    assert_true(retries > 0); /* the send queue (16) did fill up */
-    efps_tp_mem_dereg(smr);
-    efps_tp_mem_dereg(dmr);
-    pair_close(&p);
-    free(src);
-    free(dst);
-}
-
-/* A full send queue says NO_RESOURCE; polling one WRITE frees one slot. */
-static void test_send_queue_full(void **state)
-{
-    (void)state;
-    pair_t p;
-    pair_open(&p, 4, 0, 0);
-    static uint8_t src[64], dst[64];
-    efps_tp_mr_t *smr, *dmr;
-    assert_int_equal(efps_tp_mem_reg(p.cli, src, sizeof(src), 0, &smr), EFPS_OK);
-    assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
-                     EFPS_OK);
-    const efps_tp_rkey_t *rk = efps_tp_mr_rkey(dmr);
-    for (int i = 0; i < 4; i++)
-        assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, rk, 0, (uint32_t)i, (uint64_t)i),
-                         EFPS_OK);
-    assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, rk, 0, 4, 4), EFPS_ERR_NO_RESOURCE);
-    sleep_ms(100); /* sent long ago, but not polled: still no room */
-    assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, rk, 0, 4, 4), EFPS_ERR_NO_RESOURCE);
-    efps_tp_cqe_t c = poll_one(p.cli, 5000);
-    assert_int_equal(c.type, EFPS_TP_CQE_WRITE);
-    assert_int_equal(c.context, 0);
-    assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, rk, 0, 4, 4), EFPS_OK);
-    assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, rk, 0, 5, 5), EFPS_ERR_NO_RESOURCE);
-    efps_tp_cqe_t rest[8];
-    assert_int_equal(poll_n(p.cli, rest, 4, 5000), 4);
-    assert_int_equal(poll_n(p.srv, rest, 5, 5000), 5);
-    for (int i = 0; i < 5; i++)
-        assert_int_equal(rest[i].imm, (uint32_t)i);
-    efps_tp_mem_dereg(smr);
-    efps_tp_mem_dereg(dmr);
-    pair_close(&p);
-}
-
-/* A receiver that does not poll holds back its writers: at most rq_depth
- * arrivals wait, the rest stay in the network until it polls. */
-static void test_receive_backpressure(void **state)
-{
-    (void)state;
-    enum { N = 20, RQ = 4 };
-    pair_t p;
-    pair_open(&p, 64, RQ, 0);
-    static uint8_t src[N * 16], dst[N * 16];
-    fill(src, sizeof(src), 3);
-    efps_tp_mr_t *smr, *dmr;
-    assert_int_equal(efps_tp_mem_reg(p.cli, src, sizeof(src), 0, &smr), EFPS_OK);
-    assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
-                     EFPS_OK);
-    for (int i = 0; i < N; i++)
-        assert_int_equal(efps_tp_write_imm(p.cep, smr, (size_t)i * 16, 16, efps_tp_mr_rkey(dmr),
-                                           (uint64_t)i * 16, (uint32_t)i, 0),
-                         EFPS_OK);
-    efps_tp_cqe_t c[N];
-    assert_int_equal(poll_n(p.cli, c, N, 5000), N); /* all handed to the kernel */
-    sleep_ms(1000); /* ample time to take everything, were it allowed to */
-    /* What was not announced was not written either (checked before the
-     * poll below gives credit back and lets the rest in). */
-    for (size_t i = RQ * 16; i < sizeof(dst); i++)
-        assert_int_equal(dst[i], 0);
-    int n = 0;
-    assert_int_equal(efps_tp_poll(p.srv, c, N, 0, &n), EFPS_OK);
-    assert_int_equal(n, RQ);
-    assert_int_equal(poll_n(p.srv, c + RQ, N - RQ, 5000), N - RQ);
-    for (int i = 0; i < N; i++)
-        assert_int_equal(c[i].imm, (uint32_t)i);
-    assert_memory_equal(dst, src, sizeof(src));
-    efps_tp_mem_dereg(smr);
-    efps_tp_mem_dereg(dmr);
-    pair_close(&p);
-}
-
-/* Many clients into one server; each endpoint's context says who it is. */
-static void test_many_endpoints(void **state)
-{
-    (void)state;
-    enum { M = 24, SLOT = 4096 };
-    efps_tp_ctx_t *srv = open_tcp(0, 0, 0), *cli = open_tcp(0, 0, 0);
-    char addr[64];
-    efps_tp_listener_t *l = listen_local(srv, addr, sizeof(addr));
-    efps_tp_ep_t *sep[M], *cep[M];
-    for (int i = 0; i < M; i++) {
-        connector_t c;
-        uint32_t rank = (uint32_t)i;
-        efps_tp_conn_param_t param = {.priv = &rank, .priv_len = sizeof(rank)};
-        connector_start(&c, cli, addr, &param);
-        efps_tp_conn_req_t *req;
-        assert_int_equal(efps_tp_get_request(l, 5000, &req), EFPS_OK);
-        size_t len;
-        const uint32_t *r = efps_tp_req_priv(req, &len);
-        assert_int_equal(len, sizeof(uint32_t));
-        assert_int_equal(*r, rank);
-        char label[32];
-        snprintf(label, sizeof(label), "worker %u", *r);
-        efps_tp_conn_param_t ap = {.label = label, .context = (void *)(intptr_t)(*r + 1)};
-        assert_int_equal(efps_tp_accept(req, &ap, &sep[i]), EFPS_OK);
-        assert_int_equal(connector_join(&c), EFPS_OK);
-        cep[i] = c.ep;
-    }
-    uint8_t *src = malloc((size_t)M * SLOT), *dst = calloc(M, SLOT);
-    fill(src, (size_t)M * SLOT, 4);
-    efps_tp_mr_t *smr, *dmr;
-    assert_int_equal(efps_tp_mem_reg(cli, src, (size_t)M * SLOT, 0, &smr), EFPS_OK);
-    assert_int_equal(efps_tp_mem_reg(srv, dst, (size_t)M * SLOT, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
-                     EFPS_OK);
-    for (int round = 0; round < 3; round++) {
-        for (int i = 0; i < M; i++)
-            assert_int_equal(efps_tp_write_imm(cep[i], smr, (size_t)i * SLOT, SLOT,
-                                               efps_tp_mr_rkey(dmr), (uint64_t)i * SLOT,
-                                               (uint32_t)(round * 1000 + i), 0),
-                             EFPS_OK);
-        efps_tp_cqe_t c[M];
-        assert_int_equal(poll_n(cli, c, M, 10000), M);
-        assert_int_equal(poll_n(srv, c, M, 10000), M);
-        int seen[M] = {0};
-        for (int i = 0; i < M; i++) {
-            intptr_t who = (intptr_t)efps_tp_ep_context(c[i].ep) - 1;
-            assert_true(who >= 0 && who < M);
-            assert_ptr_equal(c[i].ep, sep[who]);
-            assert_int_equal(c[i].imm, (uint32_t)(round * 1000 + who));
-            seen[who]++;
-        }
-        for (int i = 0; i < M; i++)
-            assert_int_equal(seen[i], 1);
-    }
-    assert_memory_equal(dst, src, (size_t)M * SLOT);
-    char expect[32];
-    snprintf(expect, sizeof(expect), "worker %d (127.0.0.1:", M - 1);
-    assert_non_null(strstr(efps_tp_ep_name(sep[M - 1]), expect));
-    for (int i = 0; i < M; i++) {
-        efps_tp_ep_destroy(cep[i]);
-        efps_tp_ep_destroy(sep[i]);
-    }
-    efps_tp_mem_dereg(smr);
-    efps_tp_mem_dereg(dmr);
-    efps_tp_listener_destroy(l);
-    efps_tp_close(cli);
-    efps_tp_close(srv);
-    free(src);
-    free(dst);
-}
-
-/* ---- connection setup and messages ---------------------------------------- */
-static void test_private_data_and_messages(void **state)
-{
-    (void)state;
-    efps_tp_ctx_t *srv = open_tcp(0, 0, 0), *cli = open_tcp(0, 0, 0);
-    char addr[64];
-    efps_tp_listener_t *l = listen_local(srv, addr, sizeof(addr));
-    connector_t c;
-    const char hello[] = "efps hello, rank 3";
-    efps_tp_conn_param_t param = {.priv = hello, .priv_len = sizeof(hello), .label = "server 0"};
-    connector_start(&c, cli, addr, &param);
-
-    efps_tp_conn_req_t *req;
-    assert_int_equal(efps_tp_get_request(l, 5000, &req), EFPS_OK);
-    size_t len;
-    assert_string_equal(efps_tp_req_priv(req, &len), hello);
-    assert_int_equal(len, sizeof(hello));
-    assert_non_null(strstr(efps_tp_req_peer(req), "127.0.0.1:"));
-    const char welcome[] = "welcome, v1";
-    efps_tp_conn_param_t ap = {.priv = welcome, .priv_len = sizeof(welcome), .label = "worker 3"};
-    efps_tp_ep_t *sep;
-    assert_int_equal(efps_tp_accept(req, &ap, &sep), EFPS_OK);
-    assert_int_equal(connector_join(&c), EFPS_OK);
-    efps_tp_ep_t *cep = c.ep;
-    assert_string_equal(efps_tp_ep_peer_priv(cep, &len), welcome);
-    assert_int_equal(len, sizeof(welcome));
-    assert_string_equal(efps_tp_ep_peer_priv(sep, &len), hello);
-    assert_int_equal(efps_tp_ep_status(cep), EFPS_OK);
-
-    /* A two-round challenge-response over messages. */
-    char buf[EFPS_TP_MSG_MAX];
-    assert_int_equal(efps_tp_msg_recv(cep, buf, sizeof(buf), &len, 0), EFPS_ERR_TIMEOUT);
-    assert_int_equal(efps_tp_msg_send(sep, "challenge 1234", 15), EFPS_OK);
-    assert_int_equal(efps_tp_msg_recv(cep, buf, sizeof(buf), &len, 5000), EFPS_OK);
-    assert_int_equal(len, 15);
-    assert_string_equal(buf, "challenge 1234");
-    assert_int_equal(efps_tp_msg_send(cep, "response 4321", 14), EFPS_OK);
-    assert_int_equal(efps_tp_msg_recv(sep, buf, sizeof(buf), &len, 5000), EFPS_OK);
-    assert_string_equal(buf, "response 4321");
-
-    /* Messages are ordered with writes: once the message is here, so is
-     * the write posted before it. */
-    static uint8_t src[1 << 16], dst[1 << 16];
-    fill(src, sizeof(src), 5);
-    efps_tp_mr_t *smr, *dmr;
-    assert_int_equal(efps_tp_mem_reg(cli, src, sizeof(src), 0, &smr), EFPS_OK);
-    assert_int_equal(efps_tp_mem_reg(srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
-                     EFPS_OK);
-    assert_int_equal(efps_tp_write_imm(cep, smr, 0, sizeof(src), efps_tp_mr_rkey(dmr), 0, 99, 0),
-                     EFPS_OK);
-    assert_int_equal(efps_tp_msg_send(cep, "after the write", 16), EFPS_OK);
-    assert_int_equal(efps_tp_msg_recv(sep, buf, sizeof(buf), &len, 5000), EFPS_OK);
-    int n = 0;
-    efps_tp_cqe_t cqe;
-    assert_int_equal(efps_tp_poll(srv, &cqe, 1, 0, &n), EFPS_OK);
-    assert_int_equal(n, 1);
-    assert_int_equal(cqe.imm, 99);
-    assert_memory_equal(dst, src, sizeof(src));
-    assert_int_equal(poll_n(cli, &cqe, 1, 5000), 1);
-
-    /* More messages than the receiver holds: flow control, not loss. A
-     * too-small buffer leaves the message queued and says its size. */
-    for (int i = 0; i < 3 * EFPS_TP_MSG_DEPTH; i++) {
-        char m[EFPS_TP_MSG_MAX];
-        memset(m, 'a' + i % 26, sizeof(m));
-        size_t mlen = 100 + (size_t)i * 100;
-        efps_status_t s;
-        uint64_t end = now_ms() + 5000;
-        while ((s = efps_tp_msg_send(cep, m, mlen)) == EFPS_ERR_NO_RESOURCE && now_ms() < end)
-            sleep_ms(1);
-        assert_int_equal(s, EFPS_OK);
-    }
-    sleep_ms(100);
-    assert_int_equal(efps_tp_msg_recv(sep, buf, 50, &len, 5000), EFPS_ERR_INVALID);
-    assert_int_equal(len, 100);
-    for (int i = 0; i < 3 * EFPS_TP_MSG_DEPTH; i++) {
-        assert_int_equal(efps_tp_msg_recv(sep, buf, sizeof(buf), &len, 5000), EFPS_OK);
-        assert_int_equal(len, 100 + (size_t)i * 100);
-        assert_int_equal(buf[0], 'a' + i % 26);
-        assert_int_equal(buf[len - 1], 'a' + i % 26);
-    }
-    assert_int_equal(efps_tp_msg_send(cep, buf, 0), EFPS_ERR_INVALID);
-    assert_int_equal(efps_tp_msg_send(cep, buf, EFPS_TP_MSG_MAX + 1), EFPS_ERR_INVALID);
-
-    /* A clean disconnect reads as one: status OK, then EFPS_ERR_PEER. */
-    efps_tp_ep_destroy(cep);
-    efps_tp_cqe_t d = wait_disconnect(srv, sep, 5000);
-    assert_int_equal(d.status, EFPS_OK);
-    assert_int_equal(efps_tp_ep_status(sep), EFPS_ERR_PEER);
-    assert_int_equal(efps_tp_msg_send(sep, "x", 1), EFPS_ERR_PEER);
-    assert_int_equal(efps_tp_msg_recv(sep, buf, sizeof(buf), &len, 1000), EFPS_ERR_PEER);
-    efps_tp_ep_destroy(sep);
-    efps_tp_mem_dereg(smr);
-    efps_tp_mem_dereg(dmr);
-    efps_tp_listener_destroy(l);
-    efps_tp_close(cli);
-    efps_tp_close(srv);
-}
-
-static void test_reject_refuse_timeout(void **state)
-{
-    (void)state;
-    efps_tp_ctx_t *srv = open_tcp(0, 0, 0), *cli = open_tcp(0, 0, 0);
-    char addr[64];
-    efps_tp_listener_t *l = listen_local(srv, addr, sizeof(addr));
-    connector_t c;
-    connector_start(&c, cli, addr, NULL);
-    efps_tp_conn_req_t *req;
-    assert_int_equal(efps_tp_get_request(l, 5000, &req), EFPS_OK);
-    efps_tp_reject(req);
-    assert_int_equal(connector_join(&c), EFPS_ERR_PEER);
-
-    /* The application holds the request and does not answer: the connector
-     * gives up after its own timeout, and a late accept says it left. */
-    efps_tp_conn_param_t param = {.timeout_ms = 300};
-    uint64_t t0 = now_ms();
-    connector_start(&c, cli, addr, &param);
-    assert_int_equal(efps_tp_get_request(l, 5000, &req), EFPS_OK);
-    assert_int_equal(connector_join(&c), EFPS_ERR_TIMEOUT);
-    uint64_t dt = now_ms() - t0;
-    assert_true(dt >= 290 && dt < 3000);
-    sleep_ms(100);
-    efps_tp_ep_t *ep = NULL;
-    assert_int_equal(efps_tp_accept(req, NULL, &ep), EFPS_ERR_PEER);
-    assert_null(ep);
-
-    /* Nobody even looks: the request that was queued goes with its peer. */
-    assert_int_equal(efps_tp_connect(cli, addr, &param, &ep), EFPS_ERR_TIMEOUT);
-    sleep_ms(200);
-    assert_int_equal(efps_tp_get_request(l, 0, &req), EFPS_ERR_TIMEOUT);
-
-    /* Nothing listens on the port any more: refused at once. */
-    efps_tp_listener_destroy(l);
-    t0 = now_ms();
-    assert_int_equal(efps_tp_connect(cli, addr, NULL, &ep), EFPS_ERR_PEER);
-    assert_true(now_ms() - t0 < 2000);
-    efps_tp_close(cli);
-    efps_tp_close(srv);
-}
-
-/* ---- a peer process that dies or freezes ---------------------------------- */
-
-/* The child side of the fork tests: connects to the parent, registers a
- * region and sends its key, then waits to be killed. */
-static void child_main(int port_rd, int ready_wr)
-{
-    uint16_t port;
-    if (read(port_rd, &port, sizeof(port)) != sizeof(port))
-        _exit(2);
-    efps_tp_ctx_t *ctx = NULL;
-    efps_tp_attr_t attr = {.timeout_ms = 60000};
-    if (efps_tp_open("tcp", &attr, &ctx) != EFPS_OK)
-        _exit(3);
-    char addr[64];
-    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
-    efps_tp_ep_t *ep;
-    if (efps_tp_connect(ctx, addr, NULL, &ep) != EFPS_OK)
-        _exit(4);
-    size_t size = 64 * MIB;
-    void *buf = malloc(size);
-    efps_tp_mr_t *mr;
-    if (buf == NULL || efps_tp_mem_reg(ctx, buf, size, EFPS_TP_ACCESS_REMOTE_WRITE, &mr) != EFPS_OK)
-        _exit(5);
-    uint8_t key[EFPS_TP_RKEY_PACKED];
-    efps_tp_rkey_pack(efps_tp_mr_rkey(mr), key);
-    if (efps_tp_msg_send(ep, key, sizeof(key)) != EFPS_OK)
-        _exit(6);
-    char ok = 1;
-    if (write(ready_wr, &ok, 1) != 1)
-        _exit(7);
-    for (;;)
-        pause();
-}
-
-typedef struct {
-    pid_t pid;
-    efps_tp_ctx_t *ctx;
-    efps_tp_listener_t *listener;
-    efps_tp_ep_t *ep;
-    efps_tp_rkey_t child_key;
-} child_t;
-
-/* Forks first (no threads in this process yet), then listens. */
-static void child_start(child_t *ch, uint32_t timeout_ms)
-{
-    int port_pipe[2], ready_pipe[2];
-    assert_int_equal(pipe(port_pipe), 0);
-    assert_int_equal(pipe(ready_pipe), 0);
-    fflush(NULL);
-    ch->pid = fork();
-    assert_true(ch->pid >= 0);
-    if (ch->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive a failed test */
-        close(port_pipe[1]);
-        close(ready_pipe[0]);
-        child_main(port_pipe[0], ready_pipe[1]);
-    }
-    close(port_pipe[0]);
-    close(ready_pipe[1]);
-    ch->ctx = open_tcp(0, 0, timeout_ms);
-    char addr[64];
-    ch->listener = listen_local(ch->ctx, addr, sizeof(addr));
-    uint16_t port = efps_tp_listener_port(ch->listener);
-    assert_int_equal(write(port_pipe[1], &port, sizeof(port)), sizeof(port));
-    ch->ep = accept_one(ch->listener, "child", NULL);
-    uint8_t key[EFPS_TP_RKEY_PACKED];
-    size_t len;
-    assert_int_equal(efps_tp_msg_recv(ch->ep, key, sizeof(key), &len, 20000), EFPS_OK);
-    assert_int_equal(efps_tp_rkey_unpack(key, &ch->child_key), EFPS_OK);
-    char ok;
-    assert_int_equal(read(ready_pipe[0], &ok, 1), 1);
-    close(port_pipe[1]);
-    close(ready_pipe[0]);
-}
-
-static void child_reap(child_t *ch)
-{
-    kill(ch->pid, SIGKILL);
-    int status;
-    assert_int_equal(waitpid(ch->pid, &status, 0), ch->pid);
-    assert_true(WIFSIGNALED(status));
-    efps_tp_ep_destroy(ch->ep);
-    efps_tp_listener_destroy(ch->listener);
-    efps_tp_close(ch->ctx);
-}
-
-static void test_peer_killed(void **state)
-{
-    (void)state;
-    child_t ch;
-    child_start(&ch, 60000);
-    capture_start();
-    uint64_t t0 = now_ms();
-    kill(ch.pid, SIGKILL);
-    efps_tp_cqe_t d = wait_disconnect(ch.ctx, ch.ep, 5000);
-    uint64_t dt = now_ms() - t0;
-    char *log = capture_stop();
-    assert_int_equal(d.status, EFPS_ERR_PEER);
-    assert_true(dt < 5000);
-    assert_non_null(strstr(efps_tp_ep_name(ch.ep), "child (127.0.0.1:"));
-    assert_non_null(strstr(log, "child (127.0.0.1:"));
-    assert_non_null(strstr(log, "connection closed"));
-    static uint8_t src[16];
-    efps_tp_mr_t *mr;
-    assert_int_equal(efps_tp_mem_reg(ch.ctx, src, sizeof(src), 0, &mr), EFPS_OK);
-    assert_int_equal(efps_tp_write_imm(ch.ep, mr, 0, 16, &ch.child_key, 0, 1, 1), EFPS_ERR_PEER);
-    assert_int_equal(efps_tp_ep_status(ch.ep), EFPS_ERR_PEER);
-    efps_tp_mem_dereg(mr);
-    child_reap(&ch);
-}
-
-/* A frozen peer (SIGSTOP: its kernel still acknowledges, its process says
- * nothing) is declared dead after the timeout, and a write stuck behind it
- * completes with an error instead of hanging. */
-static void test_peer_frozen(void **state)
-{
-    (void)state;
-    const uint32_t timeout = 800;
-    child_t ch;
-    child_start(&ch, timeout);
-    size_t size = 64 * MIB;
-    uint8_t *src = malloc(size);
-    efps_tp_mr_t *mr;
-    assert_int_equal(efps_tp_mem_reg(ch.ctx, src, size, 0, &mr), EFPS_OK);
-    sleep_ms(2 * timeout); /* heartbeats keep an idle, live peer alive */
-    assert_int_equal(efps_tp_ep_status(ch.ep), EFPS_OK);
-
-    kill(ch.pid, SIGSTOP);
-    capture_start();
-    uint64_t t0 = now_ms();
-    assert_int_equal(efps_tp_write_imm(ch.ep, mr, 0, size, &ch.child_key, 0, 7, 42), EFPS_OK);
-    efps_tp_cqe_t w = poll_one(ch.ctx, 10000);
-    efps_tp_cqe_t d = poll_one(ch.ctx, 10000);
-    uint64_t dt = now_ms() - t0;
-    char *log = capture_stop();
-    assert_int_equal(w.type, EFPS_TP_CQE_WRITE);
-    assert_int_equal(w.status, EFPS_ERR_PEER);
-    assert_int_equal(w.context, 42);
-    assert_int_equal(d.type, EFPS_TP_CQE_DISCONNECT);
-    assert_int_equal(d.status, EFPS_ERR_TIMEOUT);
-    assert_true(dt >= timeout / 2 && dt < 4 * timeout);
-    assert_non_null(strstr(log, "child (127.0.0.1:"));
-    assert_non_null(strstr(log, "silent"));
-    printf("frozen peer detected after %llu ms (timeout %u ms)\n", (unsigned long long)dt, timeout);
-    assert_int_equal(efps_tp_mem_dereg(mr), EFPS_OK);
-    free(src);
-    kill(ch.pid, SIGCONT);
-    child_reap(&ch);
 }
 
 /* ---- hostile bytes on the wire -------------------------------------------- */
@@ -901,7 +169,7 @@ static int raw_client(efps_tp_listener_t *l, efps_tp_ep_t **sep_p)
 /* After any abuse, the listener still serves a well-behaved client. */
 static void assert_serves_good_client(efps_tp_ctx_t *srv, efps_tp_listener_t *l, efps_tp_mr_t *dmr)
 {
-    efps_tp_ctx_t *cli = open_tcp(0, 0, 0);
+    efps_tp_ctx_t *cli = tpc_open(0, 0, 0);
     char addr[64];
     snprintf(addr, sizeof(addr), "127.0.0.1:%u", efps_tp_listener_port(l));
     connector_t c;
@@ -917,7 +185,7 @@ static void assert_serves_good_client(efps_tp_ctx_t *srv, efps_tp_listener_t *l,
     assert_memory_equal(efps_tp_mr_addr(dmr), src, sizeof(src));
     memset(efps_tp_mr_addr(dmr), 0, efps_tp_mr_length(dmr));
     efps_tp_ep_destroy(p.cep);
-    efps_tp_cqe_t d = wait_disconnect(srv, p.sep, 5000);
+    efps_tp_cqe_t d = wait_disconnect(srv, p.sep, 5000, NULL);
     assert_int_equal(d.status, EFPS_OK);
     efps_tp_ep_destroy(p.sep);
     efps_tp_mem_dereg(smr);
@@ -927,9 +195,9 @@ static void assert_serves_good_client(efps_tp_ctx_t *srv, efps_tp_listener_t *l,
 static void test_garbage_and_truncation(void **state)
 {
     (void)state;
-    efps_tp_ctx_t *srv = open_tcp(0, 0, 1000);
+    efps_tp_ctx_t *srv = tpc_open(0, 0, 1000);
     char addr[64];
-    efps_tp_listener_t *l = listen_local(srv, addr, sizeof(addr));
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
     static uint8_t dst[4096];
     efps_tp_mr_t *dmr;
     assert_int_equal(efps_tp_mem_reg(srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
@@ -1011,9 +279,9 @@ static void test_garbage_and_truncation(void **state)
 static void test_bad_write_headers(void **state)
 {
     (void)state;
-    efps_tp_ctx_t *srv = open_tcp(0, 0, 0);
+    efps_tp_ctx_t *srv = tpc_open(0, 0, 0);
     char addr[64];
-    efps_tp_listener_t *l = listen_local(srv, addr, sizeof(addr));
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
     static uint8_t dst[4096], ro[4096];
     efps_tp_mr_t *dmr, *romr;
     assert_int_equal(efps_tp_mem_reg(srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
@@ -1088,7 +356,7 @@ static void test_bad_write_headers(void **state)
         uint8_t payload[64];
         memset(payload, 0xEE, sizeof(payload));
         send(fd, payload, sizeof(payload), MSG_NOSIGNAL); /* may already be closed */
-        efps_tp_cqe_t d = wait_disconnect(srv, sep, 5000);
+        efps_tp_cqe_t d = wait_disconnect(srv, sep, 5000, NULL);
         bool closed = raw_closed(fd, 5000);
         char *log = capture_stop();
         print_message("case %zu: %s\n", i, cases[i].what);
@@ -1136,8 +404,8 @@ static void test_forged_keys(void **state)
         capture_start();
         assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, &k, forge == 1 ? 4096 : 0, 0, 0),
                          EFPS_OK);
-        efps_tp_cqe_t d = wait_disconnect(p.srv, p.sep, 5000);
-        efps_tp_cqe_t dc = wait_disconnect(p.cli, p.cep, 5000);
+        efps_tp_cqe_t d = wait_disconnect(p.srv, p.sep, 5000, NULL);
+        efps_tp_cqe_t dc = wait_disconnect(p.cli, p.cep, 5000, NULL);
         capture_stop();
         assert_int_equal(d.status, EFPS_ERR_PROTO);
         assert_int_equal(dc.status, EFPS_ERR_PEER);
@@ -1180,9 +448,9 @@ static void test_dereg_in_use(void **state)
 
     /* A region deregistered while a write is landing in it: the writer's
      * connection is failed, dereg returns instead of waiting for the rest. */
-    efps_tp_ctx_t *srv = open_tcp(0, 0, 0);
+    efps_tp_ctx_t *srv = tpc_open(0, 0, 0);
     char addr[64];
-    efps_tp_listener_t *l = listen_local(srv, addr, sizeof(addr));
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
     assert_int_equal(efps_tp_mem_reg(srv, dst, big, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
     efps_tp_ep_t *sep;
     int fd = raw_client(l, &sep);
@@ -1196,7 +464,7 @@ static void test_dereg_in_use(void **state)
     uint64_t t0 = now_ms();
     assert_int_equal(efps_tp_mem_dereg(dmr), EFPS_OK);
     assert_true(now_ms() - t0 < 2000);
-    efps_tp_cqe_t d = wait_disconnect(srv, sep, 5000);
+    efps_tp_cqe_t d = wait_disconnect(srv, sep, 5000, NULL);
     char *log = capture_stop();
     assert_int_equal(d.status, EFPS_ERR_STATE);
     assert_non_null(strstr(log, "deregistered while a write into it was arriving"));
@@ -1218,7 +486,7 @@ static void test_reset_while_throttled(void **state)
     efps_tp_ctx_t *srv = NULL;
     assert_int_equal(efps_tp_open("tcp", &attr, &srv), EFPS_OK);
     char addr[64];
-    efps_tp_listener_t *l = listen_local(srv, addr, sizeof(addr));
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
     static uint8_t dst[64];
     efps_tp_mr_t *dmr;
     assert_int_equal(efps_tp_mem_reg(srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
@@ -1256,32 +524,23 @@ static void test_reset_while_throttled(void **state)
     efps_tp_close(srv);
 }
 
-/* close frees whatever is still open (ASan checks that nothing leaks). */
-static void test_close_with_everything_open(void **state)
+/* test_close_with_everything_open: a pending request and a half-open
+ * handshake left to close() too. */
+static int extra_fds[2] = {-1, -1};
+
+static void open_extras(efps_tp_listener_t *l)
 {
-    (void)state;
-    pair_t p;
-    pair_open(&p, 0, 0, 0);
-    static uint8_t buf[4096], dst[4096];
-    efps_tp_mr_t *smr, *dmr;
-    assert_int_equal(efps_tp_mem_reg(p.cli, buf, sizeof(buf), 0, &smr), EFPS_OK);
-    assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
-                     EFPS_OK);
-    for (int i = 0; i < 10; i++)
-        assert_int_equal(
-            efps_tp_write_imm(p.cep, smr, 0, 100, efps_tp_mr_rkey(dmr), 0, (uint32_t)i, 0),
-            EFPS_OK);
-    assert_int_equal(efps_tp_msg_send(p.cep, "left behind", 12), EFPS_OK);
-    /* A pending request and a half-open handshake too. */
-    int fd = raw_connect(efps_tp_listener_port(p.listener));
+    extra_fds[0] = raw_connect(efps_tp_listener_port(l));
     tcp_hdr_t h = tcp_hdr_make(TCP_F_CONNECT, 0);
-    raw_send_hdr(fd, &h);
-    int fd2 = raw_connect(efps_tp_listener_port(p.listener));
+    raw_send_hdr(extra_fds[0], &h);
+    extra_fds[1] = raw_connect(efps_tp_listener_port(l));
     sleep_ms(100);
-    efps_tp_close(p.cli);
-    efps_tp_close(p.srv);
-    close(fd);
-    close(fd2);
+}
+
+static void close_extras(void)
+{
+    close(extra_fds[0]);
+    close(extra_fds[1]);
 }
 
 /* ---- a rough speed reference ---------------------------------------------- */
@@ -1346,31 +605,62 @@ static void test_plain_socket_reference(void **state)
     free(dst);
 }
 
+/* What the conformance tests (tp_conformance.c) may expect of tcp. */
+static const size_t write_sizes[] = {0, 1, 7, 4096, 65537, MIB, 64 * MIB};
+static const tpc_profile_t tcp_profile = {
+    .transport = "tcp",
+    .host = "127.0.0.1",
+    .child_region = 64 * MIB,
+    .wait_ms = 5000,
+    .io_ms = 20000,
+    .write_sizes = write_sizes,
+    .n_write_sizes = sizeof(write_sizes) / sizeof(write_sizes[0]),
+    .ordering_writes = 2000,
+    .ordering_rq = 32,
+    .n_endpoints = 24,
+    /* Writes and messages go to the socket at once; the receiver stops
+     * reading it while it holds rq_depth arrivals or EFPS_TP_MSG_DEPTH
+     * messages. */
+    .writes_wait_for_credit = false,
+    .msgs_wait_for_credit = false,
+    .give_up_ms = 300,
+    .refused_ms = 2000,
+    .killed_ms = 5000,
+    .late_accept_may_succeed = false,
+    .queued_request_dies_with_peer = true,
+    .frozen_timeout_ms = 800,
+    .frozen_write = 64 * MIB, /* more than the socket buffers: stuck behind the peer */
+    .frozen_write_flushed = true,
+    .open_extras = open_extras,
+    .close_extras = close_extras,
+};
+
 /* An optional argument runs only the tests whose names match it ("*frozen*"). */
 int main(int argc, char **argv)
 {
+    tpc = &tcp_profile;
     if (argc > 1)
         cmocka_set_test_filter(argv[1]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_names),
         cmocka_unit_test(test_rkey_pack),
         cmocka_unit_test(test_bad_addresses),
-        cmocka_unit_test(test_peer_killed),
-        cmocka_unit_test(test_peer_frozen),
-        cmocka_unit_test(test_write_sizes),
+        cmocka_unit_test(tpc_test_peer_killed),
+        cmocka_unit_test(tpc_test_peer_frozen),
+        cmocka_unit_test(tpc_test_write_sizes),
         cmocka_unit_test(test_plain_socket_reference),
-        cmocka_unit_test(test_ordering),
-        cmocka_unit_test(test_send_queue_full),
-        cmocka_unit_test(test_receive_backpressure),
-        cmocka_unit_test(test_many_endpoints),
-        cmocka_unit_test(test_private_data_and_messages),
-        cmocka_unit_test(test_reject_refuse_timeout),
+        cmocka_unit_test(tpc_test_ordering),
+        cmocka_unit_test(tpc_test_send_queue_full),
+        cmocka_unit_test(tpc_test_receive_backpressure),
+        cmocka_unit_test(tpc_test_many_endpoints),
+        cmocka_unit_test(tpc_test_private_data_and_messages),
+        cmocka_unit_test(tpc_test_reject_and_timeouts),
         cmocka_unit_test(test_garbage_and_truncation),
         cmocka_unit_test(test_bad_write_headers),
         cmocka_unit_test(test_forged_keys),
         cmocka_unit_test(test_dereg_in_use),
         cmocka_unit_test(test_reset_while_throttled),
-        cmocka_unit_test(test_close_with_everything_open),
+        cmocka_unit_test(tpc_test_close_with_everything_open),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

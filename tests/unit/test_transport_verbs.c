@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "efps/transport.h"
+#include "tests/unit/tp_conformance.h" /* capture_start / capture_stop */
 #include "transport/verbs/verbs_wire.h"
 
 #include <fcntl.h>
@@ -19,34 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-static int saved_stderr = -1;
-static char capture_path[64];
-
-static void capture_start(void)
-{
-    snprintf(capture_path, sizeof(capture_path), "/tmp/efps-vtp-unit-%d", (int)getpid());
-    int fd = open(capture_path, O_CREAT | O_TRUNC | O_WRONLY, 0600);
-    assert_true(fd >= 0);
-    saved_stderr = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
-    close(fd);
-}
-
-static char *capture_stop(void)
-{
-    dup2(saved_stderr, STDERR_FILENO);
-    close(saved_stderr);
-    FILE *f = fopen(capture_path, "r");
-    assert_non_null(f);
-    static char buf[16384];
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-    unlink(capture_path);
-    fputs(buf, stderr);
-    return buf;
-}
 
 /* Whether this machine has an RDMA device with an active port, asked of
  * libibverbs directly (not through the code under test). */
