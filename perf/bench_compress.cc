@@ -8,6 +8,8 @@
 //   ef_compress_to   reads x and err_in, writes err_out and the packed tensor
 //                    (two error buffers swapped every call, as a caller keeps them)
 //   server_reduce    reads m packed tensors and err, writes err and the packed output
+//   server_reduce_to reads m packed tensors and err_in, writes err_out and the packed
+//                    output (two error buffers swapped every call)
 //   decompress       reads the packed tensor, writes out
 //   decompress_add   reads the packed tensor and acc, writes acc
 //   sign_pack        reads u, writes the sign stream
@@ -115,27 +117,60 @@ void BM_ef_compress_to(benchmark::State &st, efps_simd_t simd, size_t block)
     st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(12 * n + ps));
 }
 
+// The m = kWorkers packed pushes a server step reduces (made with the scalar
+// variant; the variant under test is selected afterwards).
+struct Pushes {
+    Pushes(size_t n, size_t block) : ps(efps_packed_size(n, block))
+    {
+        Buf x(4 * n), err(4 * n);
+        fill(x.f(), n, 1);
+        efps_compress_set_simd(EFPS_SIMD_SCALAR);
+        for (int w = 0; w < kWorkers; w++) {
+            bufs.push_back(new Buf(ps));
+            fill(err.f(), n, 10 + w);
+            efps_ef_compress(x.f(), 1.0f, err.f(), 1.0f, n, block, bufs.back()->p);
+            ptrs.push_back(bufs.back()->p);
+        }
+    }
+    ~Pushes()
+    {
+        for (Buf *b : bufs)
+            delete b;
+    }
+    Pushes(const Pushes &) = delete;
+    Pushes &operator=(const Pushes &) = delete;
+    size_t ps;
+    std::vector<Buf *> bufs;
+    std::vector<const void *> ptrs;
+};
+
 void BM_server_reduce(benchmark::State &st, efps_simd_t simd, size_t block)
 {
-    const size_t n = (size_t)st.range(0), ps = efps_packed_size(n, block);
-    Buf x(4 * n), err(4 * n), out(ps);
-    std::vector<Buf *> in;
-    std::vector<const void *> ptrs;
-    fill(x.f(), n, 1);
-    efps_compress_set_simd(EFPS_SIMD_SCALAR);
-    for (int w = 0; w < kWorkers; w++) {
-        in.push_back(new Buf(ps));
-        fill(err.f(), n, 10 + w);
-        efps_ef_compress(x.f(), 1.0f, err.f(), 1.0f, n, block, in.back()->p);
-        ptrs.push_back(in.back()->p);
-    }
+    const size_t n = (size_t)st.range(0);
+    Pushes in(n, block);
+    Buf err(4 * n), out(in.ps);
     fill(err.f(), n, 2);
     if (use(st, simd))
         for (auto _ : st)
-            check(st, efps_server_reduce(ptrs.data(), kWorkers, n, block, err.f(), 0.9f, out.p));
-    st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(8 * n + (kWorkers + 1) * ps));
-    for (Buf *b : in)
-        delete b;
+            check(st, efps_server_reduce(in.ptrs.data(), kWorkers, n, block, err.f(), 0.9f, out.p));
+    st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(8 * n + (kWorkers + 1) * in.ps));
+}
+
+void BM_server_reduce_to(benchmark::State &st, efps_simd_t simd, size_t block)
+{
+    const size_t n = (size_t)st.range(0);
+    Pushes in(n, block);
+    Buf e0(4 * n), e1(4 * n), out(in.ps);
+    fill(e0.f(), n, 2), fill(e1.f(), n, 3);
+    float *err[2] = {e0.f(), e1.f()};
+    int cur = 0;
+    if (use(st, simd))
+        for (auto _ : st) {
+            check(st, efps_server_reduce_to(in.ptrs.data(), kWorkers, n, block, err[cur], 0.9f,
+                                            err[!cur], out.p));
+            cur = !cur;
+        }
+    st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(8 * n + (kWorkers + 1) * in.ps));
 }
 
 void BM_decompress(benchmark::State &st, efps_simd_t simd, size_t block, bool add)
@@ -243,6 +278,7 @@ void register_all()
             benchmark::RegisterBenchmark(("ef_compress_b0/" + v).c_str(), BM_ef_compress, s, 0)->Arg(n);
             benchmark::RegisterBenchmark(("ef_compress_to_b2048/" + v).c_str(), BM_ef_compress_to, s, 2048)->Arg(n);
             benchmark::RegisterBenchmark(("server_reduce_m4/" + v).c_str(), BM_server_reduce, s, 2048)->Arg(n);
+            benchmark::RegisterBenchmark(("server_reduce_to_m4/" + v).c_str(), BM_server_reduce_to, s, 2048)->Arg(n);
             benchmark::RegisterBenchmark(("decompress/" + v).c_str(), BM_decompress, s, 2048, false)->Arg(n);
             benchmark::RegisterBenchmark(("decompress_add/" + v).c_str(), BM_decompress, s, 2048, true)->Arg(n);
             benchmark::RegisterBenchmark(("sign_pack/" + v).c_str(), BM_sign_pack, s)->Arg(n);

@@ -58,6 +58,14 @@ EFPS_API efps_status_t efps_decompress_add(const void *packed, size_t n, size_t 
  * On EFPS_ERR_NONFINITE err is left exactly as it was. */
 EFPS_API efps_status_t efps_server_reduce(const void *const *packed, int m, size_t n, size_t block,
                                           float *err, float b, void *out);
+/* The server step out of place, as efps_ef_compress_to is the worker's: the
+ * same bits as efps_server_reduce, err_in only read, p computed once per
+ * element (in place, a tensor of more than one 2048-element chunk computes it
+ * twice). err_out must be err_in or not overlap it. On EFPS_ERR_NONFINITE
+ * err_out and out are unspecified and err_in is as it was. */
+EFPS_API efps_status_t efps_server_reduce_to(const void *const *packed, int m, size_t n,
+                                             size_t block, const float *err_in, float b,
+                                             float *err_out, void *out);
 
 /* ---- sign-only compressor (signSGD / signum with majority vote) ----------
  * A sign stream is ceil(n/8) bytes of IEEE sign bits, zero-padded to 64. */

@@ -129,84 +129,98 @@ static int aligned64(const void *p)
 
 /* ---- the calls ------------------------------------------------------------ */
 
-static efps_status_t ef_check(const efps_kernels_t **k, const float *x, const float *err_in,
-                              const float *err_out, size_t n, const void *packed)
-{
-    efps_status_t st = kernels(k);
-    if (st != EFPS_OK)
-        return st;
-    CHECK(x != NULL && err_in != NULL && err_out != NULL && packed != NULL,
-          "ef_compress: NULL buffer");
-    CHECK(n <= MAX_ELEMS, "ef_compress: n=%zu too large", n);
-    CHECK(aligned64(packed), "ef_compress: packed output %p not 64-byte aligned", packed);
-    return EFPS_OK;
-}
+/* Elements per chunk of the out-of-place calls (whole blocks, at least one),
+ * and the capacity of the stack buffer a chunk's p is computed into: the
+ * chunk's inputs stay in L1 between its two phases, so each is read from
+ * memory once, and p is computed once. Short chunks also keep reads and
+ * writes to memory interleaved; at 64 Mi elements, block 2048, on the AMD
+ * EPYC VM we measure on (perf/bench_compress, before p was buffered): 2048 ->
+ * 0.96 of the memory pass, 4096 -> 0.79, 16384 -> 0.79, 65536 -> 0.74. */
+#define CHUNK_ELEMS 2048
 
-efps_status_t efps_ef_compress(const float *x, float a, float *err, float b, size_t n, size_t block,
-                               void *packed)
+/* The two phases over all blocks in chunks of step blocks: a chunk's scales,
+ * then, if all are finite, its signs and new error. In place step covers the
+ * whole tensor, so nothing is written before every block was seen. With
+ * buffer_p, a chunk that fits the buffer has p computed once and read back by
+ * both phases: worth it for the server's p (m decoded streams), not for the
+ * worker's (two products and a sum cost less than the store and the load). */
+static efps_status_t run_job(const efps_kernels_t *k, const efps_job_t *j, size_t step,
+                             int buffer_p, void *packed)
 {
-    const efps_kernels_t *k = NULL;
-    efps_status_t st = ef_check(&k, x, err, err, n, packed);
-    if (st != EFPS_OK || n == 0)
-        return st;
-    const efps_ef_job_t j = {
-        .x = x, .err_in = err, .err_out = err, .a = a, .b = b, .n = n, .B = block ? block : n};
-    const size_t nb = efps_nblocks(n, j.B);
+    const size_t nb = efps_nblocks(j->n, j->B);
     float *scales = packed;
-    /* Every scale before any write: one bad block anywhere leaves err as it was. */
-    k->ef_scales(&j, 0, nb, scales);
-    if (!all_finite(scales, nb))
-        return EFPS_ERR_NONFINITE;
-    k->ef_commit(&j, 0, nb, scales, (uint8_t *)packed + efps_packed_signs_offset(n, j.B));
-    zero_padding(packed, n, j.B);
+    uint8_t *signs = (uint8_t *)packed + efps_packed_signs_offset(j->n, j->B);
+    float pbuf[CHUNK_ELEMS] __attribute__((aligned(EFPS_ALIGN)));
+    for (size_t k0 = 0; k0 < nb; k0 += step) {
+        const size_t k1 = k0 + step < nb ? k0 + step : nb, lo = k0 * j->B;
+        const size_t hi = k1 * j->B < j->n ? k1 * j->B : j->n;
+        efps_job_t c = *j;
+        if (buffer_p && hi - lo <= CHUNK_ELEMS) {
+            k->p_fill(j, k0, k1, pbuf);
+            c.pbuf = pbuf;
+            c.pbase = lo;
+        }
+        k->scales(&c, k0, k1, scales);
+        if (!all_finite(scales + k0, k1 - k0))
+            return EFPS_ERR_NONFINITE;
+        k->commit(&c, k0, k1, scales, signs);
+    }
+    zero_padding(packed, j->n, j->B);
     return EFPS_OK;
 }
 
-/* Elements per chunk of the out-of-place call (whole blocks, at least one):
- * x and err_in of a chunk (16 KiB) stay in L1 between its two phases, so each
- * is read from memory once. Short chunks also keep reads and writes to memory
- * interleaved; at 64 Mi elements, block 2048, on the AMD EPYC VM we measure on
- * (perf/bench_compress): 2048 -> 0.96 of the memory pass, 4096 -> 0.79,
- * 16384 -> 0.79, 65536 -> 0.74. */
-#define EF_CHUNK_ELEMS 2048
+/* Blocks per chunk: out of place as many as fit CHUNK_ELEMS (at least one);
+ * in place all of them. */
+static size_t chunk_blocks(const efps_job_t *j)
+{
+    if (j->err_out == j->err_in)
+        return efps_nblocks(j->n, j->B);
+    return j->B < CHUNK_ELEMS ? CHUNK_ELEMS / j->B : 1;
+}
 
 static int overlap(const float *p, const float *q, size_t n)
 {
     return (uintptr_t)p < (uintptr_t)(q + n) && (uintptr_t)q < (uintptr_t)(p + n);
 }
 
+/* Checks shared by the worker and server steps; err_out must be err_in or
+ * not overlap it. */
+static efps_status_t step_check(const efps_kernels_t **k, const char *fn, const float *err_in,
+                                const float *err_out, size_t n, const void *packed)
+{
+    efps_status_t st = kernels(k);
+    if (st != EFPS_OK)
+        return st;
+    CHECK(err_in != NULL && err_out != NULL && packed != NULL, "%s: NULL buffer", fn);
+    CHECK(n <= MAX_ELEMS, "%s: n=%zu too large", fn, n);
+    CHECK(aligned64(packed), "%s: packed output %p not 64-byte aligned", fn, packed);
+    CHECK(err_out == err_in || !overlap(err_out, err_in, n), "%s: err_out overlaps err_in", fn);
+    return EFPS_OK;
+}
+
 efps_status_t efps_ef_compress_to(const float *x, float a, const float *err_in, float b,
                                   float *err_out, size_t n, size_t block, void *packed)
 {
-    if (err_out == err_in)
-        return efps_ef_compress(x, a, err_out, b, n, block, packed);
     const efps_kernels_t *k = NULL;
-    efps_status_t st = ef_check(&k, x, err_in, err_out, n, packed);
+    efps_status_t st = step_check(&k, "ef_compress", err_in, err_out, n, packed);
     if (st != EFPS_OK || n == 0)
         return st;
-    CHECK(!overlap(err_out, err_in, n) && !overlap(err_out, x, n),
-          "ef_compress_to: err_out overlaps x or err_in");
-    const efps_ef_job_t j = {.x = x,
-                             .err_in = err_in,
-                             .err_out = err_out,
-                             .a = a,
-                             .b = b,
-                             .n = n,
-                             .B = block ? block : n};
-    const size_t nb = efps_nblocks(n, j.B), step = j.B < EF_CHUNK_ELEMS ? EF_CHUNK_ELEMS / j.B : 1;
-    float *scales = packed;
-    uint8_t *signs = (uint8_t *)packed + efps_packed_signs_offset(n, j.B);
-    /* err_in is never written, so a bad block after some committed chunks
-     * loses nothing: the caller still holds the old error. */
-    for (size_t k0 = 0; k0 < nb; k0 += step) {
-        const size_t k1 = k0 + step < nb ? k0 + step : nb;
-        k->ef_scales(&j, k0, k1, scales);
-        if (!all_finite(scales + k0, k1 - k0))
-            return EFPS_ERR_NONFINITE;
-        k->ef_commit(&j, k0, k1, scales, signs);
-    }
-    zero_padding(packed, n, j.B);
-    return EFPS_OK;
+    CHECK(x != NULL, "ef_compress: NULL x");
+    CHECK(err_out == err_in || !overlap(err_out, x, n), "ef_compress: err_out overlaps x");
+    const efps_job_t j = {.x = x,
+                          .a = a,
+                          .err_in = err_in,
+                          .err_out = err_out,
+                          .b = b,
+                          .n = n,
+                          .B = block ? block : n};
+    return run_job(k, &j, chunk_blocks(&j), 0, packed);
+}
+
+efps_status_t efps_ef_compress(const float *x, float a, float *err, float b, size_t n, size_t block,
+                               void *packed)
+{
+    return efps_ef_compress_to(x, a, err, b, err, n, block, packed);
 }
 
 static efps_status_t decode_common(const void *packed, size_t n, size_t block, float alpha,
@@ -243,25 +257,28 @@ static int inputs_ok(const void *const *packed, int m)
     return 1;
 }
 
+efps_status_t efps_server_reduce_to(const void *const *packed, int m, size_t n, size_t block,
+                                    const float *err_in, float b, float *err_out, void *out)
+{
+    const efps_kernels_t *k = NULL;
+    efps_status_t st = step_check(&k, "server_reduce", err_in, err_out, n, out);
+    if (st != EFPS_OK || n == 0)
+        return st;
+    CHECK(inputs_ok(packed, m), "server_reduce: bad inputs, m=%d", m);
+    const efps_job_t j = {.packed = packed,
+                          .m = m,
+                          .err_in = err_in,
+                          .err_out = err_out,
+                          .b = b,
+                          .n = n,
+                          .B = block ? block : n};
+    return run_job(k, &j, chunk_blocks(&j), 1, out);
+}
+
 efps_status_t efps_server_reduce(const void *const *packed, int m, size_t n, size_t block,
                                  float *err, float b, void *out)
 {
-    const efps_kernels_t *k = NULL;
-    efps_status_t st = kernels(&k);
-    if (st != EFPS_OK || n == 0)
-        return st;
-    CHECK(inputs_ok(packed, m) && err != NULL && out != NULL, "server_reduce: bad buffers, m=%d",
-          m);
-    CHECK(n <= MAX_ELEMS, "server_reduce: n=%zu too large", n);
-    CHECK(aligned64(out), "server_reduce: packed output %p not 64-byte aligned", out);
-    const size_t B = block ? block : n;
-    float *scales = out;
-    k->red_scales(packed, m, n, B, err, b, scales);
-    if (!all_finite(scales, efps_nblocks(n, B)))
-        return EFPS_ERR_NONFINITE;
-    k->red_commit(packed, m, n, B, err, b, scales, (uint8_t *)out + efps_packed_signs_offset(n, B));
-    zero_padding(out, n, B);
-    return EFPS_OK;
+    return efps_server_reduce_to(packed, m, n, block, err, b, err, out);
 }
 
 static void zero_sign_padding(uint8_t *signs, size_t n)

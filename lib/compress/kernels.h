@@ -2,12 +2,13 @@
  * AVX-512) fills. compress.c validates arguments, lays out the packed
  * format and calls through the table; the variants only do arithmetic.
  *
- * Each public kernel that writes error state runs in two phases: *_scales
- * computes every block's scale without writing anything, then, only when all
- * scales are finite, *_commit writes the signs and the new error. That is what
- * lets a non-finite block leave the caller's error untouched. The worker pair
- * runs over a range of blocks, so the out-of-place call can alternate the two
- * phases chunk by chunk while a chunk is still in cache. */
+ * Each public kernel that writes error state runs in two phases over a range
+ * of blocks: scales computes every block's scale without writing anything,
+ * then, only when all are finite, commit writes the signs and the new error.
+ * In place, the range is the whole tensor: that is what lets a non-finite
+ * block leave the caller's error untouched. Out of place, the phases alternate
+ * chunk by chunk while a chunk is still in L1, and p_fill lets a chunk's p be
+ * computed once and read back by both phases. */
 #ifndef EFPS_COMPRESS_KERNELS_H
 #define EFPS_COMPRESS_KERNELS_H
 
@@ -23,30 +24,35 @@
 /* The 16 partial sums of a block's L1 norm (DESIGN.md "Determinism"). */
 #define EFPS_L1_PARTIALS 16
 
-/* One worker step over n elements in blocks of B: p = fl(a*x) + fl(b*err_in),
- * the new error goes to err_out (err_out == err_in: in place). */
-typedef struct efps_ef_job {
-    const float *x, *err_in;
+/* One worker or server step over n elements in blocks of B. p is
+ *   worker (packed == NULL): fl(a*x[i]) + fl(b*err_in[i]);
+ *   server: fl(fl(sum_w decode(packed[w])[i], in rank order) / m) + fl(b*err_in[i]);
+ *   either, when pbuf != NULL: pbuf[i - pbase], as p_fill stored it.
+ * The new error goes to err_out (err_out == err_in: in place). */
+typedef struct efps_job {
+    const float *x;
+    float a;
+    const void *const *packed;
+    int m;
+    const float *err_in;
     float *err_out;
-    float a, b;
+    float b;
     size_t n, B;
-} efps_ef_job_t;
+    const float *pbuf;
+    size_t pbase;
+} efps_job_t;
 
 typedef struct efps_kernels {
     const char *name;
     /* For blocks k in [k0, k1): scales[k] = L1(p over block k) / d_k. */
-    void (*ef_scales)(const efps_ef_job_t *j, size_t k0, size_t k1, float *scales);
+    void (*scales)(const efps_job_t *j, size_t k0, size_t k1, float *scales);
     /* For the elements of blocks [k0, k1): their sign bits of p (a range that
      * ends mid-byte leaves that byte's higher bits zero; one that starts
      * mid-byte keeps the lower bits already there); err_out = p - (bit ? -scale
      * : +scale). Ranges are committed in ascending order. */
-    void (*ef_commit)(const efps_ef_job_t *j, size_t k0, size_t k1, const float *scales,
-                      uint8_t *signs);
-    /* As ef_*, with p = fl(fl(sum_w decode(packed[w])) / m) + fl(b*err). */
-    void (*red_scales)(const void *const *packed, int m, size_t n, size_t B, const float *err,
-                       float b, float *scales);
-    void (*red_commit)(const void *const *packed, int m, size_t n, size_t B, float *err, float b,
-                       const float *scales, uint8_t *signs);
+    void (*commit)(const efps_job_t *j, size_t k0, size_t k1, const float *scales, uint8_t *signs);
+    /* pbuf[i - k0*B] = p[i] for the elements of blocks [k0, k1). */
+    void (*p_fill)(const efps_job_t *j, size_t k0, size_t k1, float *pbuf);
     /* out = alpha * decode, or out += alpha * decode when add != 0. */
     void (*decode)(const void *packed, size_t n, size_t B, float alpha, float *out, int add);
     /* Sign bits of u (all ceil(n/8) bytes). Returns nonzero if u holds NaN or Inf. */
@@ -55,14 +61,13 @@ typedef struct efps_kernels {
     void (*sign_decode)(const void *packed, size_t n, float alpha, float *out, int add);
 } efps_kernels_t;
 
-/* Each variant file defines the eight static functions and stamps its table. */
+/* Each variant file defines the static functions and stamps its table. */
 #define EFPS_KERNELS_TABLE(var, str)                                                               \
     const efps_kernels_t var = {                                                                   \
         .name = str,                                                                               \
-        .ef_scales = ef_scales,                                                                    \
-        .ef_commit = ef_commit,                                                                    \
-        .red_scales = red_scales,                                                                  \
-        .red_commit = red_commit,                                                                  \
+        .scales = scales,                                                                          \
+        .commit = commit,                                                                          \
+        .p_fill = p_fill,                                                                          \
         .decode = decode,                                                                          \
         .sign_pack = sign_pack,                                                                    \
         .sign_majority = sign_majority,                                                            \

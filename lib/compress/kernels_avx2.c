@@ -22,6 +22,8 @@ typedef struct {
     size_t n, B;
     size_t k0, k1; /* the blocks to walk */
     size_t signs_off;
+    const float *pbuf; /* p precomputed for elements pbase.. (or NULL) */
+    size_t pbase;
 } src_t;
 
 /* All-ones in the first len lanes. */
@@ -83,6 +85,8 @@ EFPS_INLINE __m256 p_red(const src_t *c, size_t i, size_t len, size_t blk)
 EFPS_INLINE __m256 p_at(const src_t *c, size_t i, size_t len, size_t blk)
 {
     len = len > W ? W : len;
+    if (c->pbuf) /* computed once by p_fill, read back from L1 */
+        return load_lanes(c->pbuf + (i - c->pbase), len);
     return c->packed ? p_red(c, i, len, blk) : p_ef(c, i, len);
 }
 
@@ -213,6 +217,22 @@ EFPS_INLINE vec_t vset1(float v)
 EFPS_INLINE vec_t vselect(unsigned bits, vec_t pos, vec_t neg)
 {
     return _mm256_blendv_ps(pos, neg, bits_to_lanes(bits));
+}
+EFPS_INLINE vec_t vload(const float *p, size_t len)
+{
+    return load_lanes(p, len);
+}
+EFPS_INLINE vec_t vadd(vec_t a, vec_t b)
+{
+    return _mm256_add_ps(a, b);
+}
+EFPS_INLINE vec_t vmul(vec_t a, vec_t b)
+{
+    return _mm256_mul_ps(a, b);
+}
+EFPS_INLINE vec_t vdiv(vec_t a, vec_t b)
+{
+    return _mm256_div_ps(a, b);
 }
 typedef uint64_t vbits_t __attribute__((vector_size(32)));
 #define VBYTES 32

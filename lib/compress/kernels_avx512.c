@@ -22,6 +22,8 @@ typedef struct {
     size_t n, B;
     size_t k0, k1; /* the blocks to walk */
     size_t signs_off;
+    const float *pbuf; /* p precomputed for elements pbase.. (or NULL) */
+    size_t pbase;
 } src_t;
 
 EFPS_INLINE __mmask16 lanes(size_t len)
@@ -77,6 +79,8 @@ EFPS_INLINE __m512 p_red(const src_t *c, size_t i, __mmask16 k, size_t len, size
 
 EFPS_INLINE __m512 p_at(const src_t *c, size_t i, size_t len, size_t blk)
 {
+    if (c->pbuf) /* computed once by p_fill, read back from L1 */
+        return load_lanes(c->pbuf + (i - c->pbase), lanes(len));
     return c->packed ? p_red(c, i, lanes(len), len, blk) : p_ef(c, i, lanes(len));
 }
 
@@ -205,6 +209,22 @@ EFPS_INLINE vec_t vset1(float v)
 EFPS_INLINE vec_t vselect(unsigned bits, vec_t pos, vec_t neg)
 {
     return _mm512_mask_blend_ps((__mmask16)bits, pos, neg);
+}
+EFPS_INLINE vec_t vload(const float *p, size_t len)
+{
+    return load_lanes(p, lanes(len));
+}
+EFPS_INLINE vec_t vadd(vec_t a, vec_t b)
+{
+    return _mm512_add_ps(a, b);
+}
+EFPS_INLINE vec_t vmul(vec_t a, vec_t b)
+{
+    return _mm512_mul_ps(a, b);
+}
+EFPS_INLINE vec_t vdiv(vec_t a, vec_t b)
+{
+    return _mm512_div_ps(a, b);
 }
 typedef uint64_t vbits_t __attribute__((vector_size(64)));
 #define VBYTES 64

@@ -2,10 +2,14 @@
  * the tests compare against this file. Written for clarity, not speed. */
 #include "kernels.h"
 
-/* p of element i for the worker (ef) and the server (red) step. */
-static inline float p_ef(const float *x, float a, const float *err, float b, size_t i)
+/* p of element i (of block k): worker, server, or read back from pbuf. */
+static inline float p_of(const efps_job_t *j, size_t i, size_t k)
 {
-    return a * x[i] + b * err[i]; /* no contraction: built with -ffp-contract=off */
+    if (j->pbuf)
+        return j->pbuf[i - j->pbase];
+    if (j->packed) /* no contraction: built with -ffp-contract=off */
+        return efps_mean_decoded(j->packed, j->m, j->n, j->B, i, k) + j->b * j->err_in[i];
+    return j->a * j->x[i] + j->b * j->err_in[i];
 }
 
 /* Sign bits are produced in element order; a byte is stored when full. */
@@ -29,25 +33,24 @@ static inline void flush_bits(bitwriter_t *w, size_t n)
         w->signs[n >> 3] = (uint8_t)w->acc;
 }
 
-static void ef_scales(const efps_ef_job_t *j, size_t k0, size_t k1, float *scales)
+static void scales(const efps_job_t *j, size_t k0, size_t k1, float *out)
 {
     for (size_t k = k0; k < k1; k++) {
         const size_t lo = k * j->B, hi = lo + j->B < j->n ? lo + j->B : j->n;
         float s[EFPS_L1_PARTIALS] = {0};
         for (size_t i = lo; i < hi; i++)
-            s[(i - lo) % EFPS_L1_PARTIALS] += efps_abs(p_ef(j->x, j->a, j->err_in, j->b, i));
-        scales[k] = efps_fold16(s) / (float)(hi - lo);
+            s[(i - lo) % EFPS_L1_PARTIALS] += efps_abs(p_of(j, i, k));
+        out[k] = efps_fold16(s) / (float)(hi - lo);
     }
 }
 
-static void ef_commit(const efps_ef_job_t *j, size_t k0, size_t k1, const float *scales,
-                      uint8_t *signs)
+static void commit(const efps_job_t *j, size_t k0, size_t k1, const float *sc, uint8_t *signs)
 {
     const size_t lo = k0 * j->B, hi = k1 * j->B < j->n ? k1 * j->B : j->n;
     /* A range starting mid-byte continues the byte its predecessor flushed. */
     bitwriter_t w = {signs, (lo & 7) ? signs[lo >> 3] : 0u};
     for (size_t i = lo; i < hi; i++) {
-        const float p = p_ef(j->x, j->a, j->err_in, j->b, i), s = scales[i / j->B];
+        const float p = p_of(j, i, i / j->B), s = sc[i / j->B];
         const int bit = efps_signbit(p);
         put_bit(&w, i, bit);
         j->err_out[i] = p - (bit ? -s : s);
@@ -55,32 +58,11 @@ static void ef_commit(const efps_ef_job_t *j, size_t k0, size_t k1, const float 
     flush_bits(&w, hi);
 }
 
-static void red_scales(const void *const *packed, int m, size_t n, size_t B, const float *err,
-                       float b, float *scales)
+static void p_fill(const efps_job_t *j, size_t k0, size_t k1, float *pbuf)
 {
-    for (size_t lo = 0, k = 0; lo < n; lo += B, k++) {
-        const size_t hi = lo + B < n ? lo + B : n;
-        float s[EFPS_L1_PARTIALS] = {0};
-        for (size_t i = lo; i < hi; i++) {
-            const float p = efps_mean_decoded(packed, m, n, B, i, k) + b * err[i];
-            s[(i - lo) % EFPS_L1_PARTIALS] += efps_abs(p);
-        }
-        scales[k] = efps_fold16(s) / (float)(hi - lo);
-    }
-}
-
-static void red_commit(const void *const *packed, int m, size_t n, size_t B, float *err, float b,
-                       const float *scales, uint8_t *signs)
-{
-    bitwriter_t w = {signs, 0};
-    for (size_t i = 0; i < n; i++) {
-        const size_t k = i / B;
-        const float p = efps_mean_decoded(packed, m, n, B, i, k) + b * err[i], s = scales[k];
-        const int bit = efps_signbit(p);
-        put_bit(&w, i, bit);
-        err[i] = p - (bit ? -s : s);
-    }
-    flush_bits(&w, n);
+    const size_t lo = k0 * j->B, hi = k1 * j->B < j->n ? k1 * j->B : j->n;
+    for (size_t i = lo; i < hi; i++)
+        pbuf[i - lo] = p_of(j, i, i / j->B);
 }
 
 static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)

@@ -1,61 +1,39 @@
 /* Template for the SIMD variants, included once by kernels_avx2.c and once by
  * kernels_avx512.c inside their target pragma, so each copy is compiled for
  * that ISA (as libdeflate stamps its SIMD variants). The includer defines
- * src_t, scales_walk, commit_walk, the bit-vector type vbits_t and VBYTES,
- * the W-lane float vector vec_t with vset1 and vselect, and load_bits and
- * emit (out = v or out += v in the first len lanes). */
+ * src_t, p_at, scales_walk, commit_walk, the bit-vector type vbits_t and VBYTES,
+ * the W-lane float vector vec_t with vset1, vselect, vload (first len
+ * lanes, zero beyond), vadd, vmul and vdiv, and load_bits and emit (out = v or out += v in the
+ * first len lanes). */
 
-static src_t ef_src(const efps_ef_job_t *j, size_t k0, size_t k1)
+static src_t job_src(const efps_job_t *j, size_t k0, size_t k1)
 {
+    const size_t nb = efps_nblocks(j->n, j->B);
     return (src_t){.x = j->x,
                    .err = j->err_in,
                    .a = j->a,
                    .b = j->b,
+                   .packed = j->packed,
+                   .m = j->m,
                    .n = j->n,
                    .B = j->B,
                    .k0 = k0,
-                   .k1 = k1};
+                   .k1 = k1,
+                   .signs_off = j->packed ? efps_align_up(4 * nb, EFPS_ALIGN) : 0,
+                   .pbuf = j->pbuf,
+                   .pbase = j->pbase};
 }
 
-static void ef_scales(const efps_ef_job_t *j, size_t k0, size_t k1, float *scales)
+static void scales(const efps_job_t *j, size_t k0, size_t k1, float *out)
 {
-    const src_t c = ef_src(j, k0, k1);
-    scales_walk(&c, scales);
+    const src_t c = job_src(j, k0, k1);
+    scales_walk(&c, out);
 }
 
-static void ef_commit(const efps_ef_job_t *j, size_t k0, size_t k1, const float *scales,
-                      uint8_t *signs)
+static void commit(const efps_job_t *j, size_t k0, size_t k1, const float *sc, uint8_t *signs)
 {
-    const src_t c = ef_src(j, k0, k1);
-    commit_walk(&c, j->err_out, scales, signs);
-}
-
-static src_t red_src(const void *const *packed, int m, size_t n, size_t B, const float *err,
-                     float b)
-{
-    return (src_t){.err = err,
-                   .b = b,
-                   .packed = packed,
-                   .m = m,
-                   .n = n,
-                   .B = B,
-                   .k0 = 0,
-                   .k1 = efps_nblocks(n, B),
-                   .signs_off = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN)};
-}
-
-static void red_scales(const void *const *packed, int m, size_t n, size_t B, const float *err,
-                       float b, float *scales)
-{
-    const src_t c = red_src(packed, m, n, B, err, b);
-    scales_walk(&c, scales);
-}
-
-static void red_commit(const void *const *packed, int m, size_t n, size_t B, float *err, float b,
-                       const float *scales, uint8_t *signs)
-{
-    const src_t c = red_src(packed, m, n, B, err, b);
-    commit_walk(&c, err, scales, signs);
+    const src_t c = job_src(j, k0, k1);
+    commit_walk(&c, j->err_out, sc, signs);
 }
 
 /* Units never straddle a sign byte they do not start: a unit starting mid-byte
@@ -64,6 +42,62 @@ EFPS_INLINE size_t unit_len(size_t i, size_t hi)
 {
     const size_t len = (i & 7) ? 8 - (i & 7) : W;
     return len < hi - i ? len : hi - i;
+}
+
+/* The server's p for blocks [k0, k1) into pbuf, worker by worker: pbuf =
+ * decode(packed[0]), then pbuf += decode(packed[w]) in rank order (the same
+ * roundings as summing each element's m values in turn), then pbuf =
+ * fl(pbuf / m) + fl(b*err). Each pass streams one sign stream with its
+ * block's two values hoisted, over a buffer that stays in L1. */
+static void red_fill(const src_t *c, size_t k0, size_t k1, float *pbuf)
+{
+    const size_t base = k0 * c->B, end = k1 * c->B < c->n ? k1 * c->B : c->n;
+    for (int w = 0; w < c->m; w++) {
+        const float *sc = (const float *)c->packed[w];
+        const uint8_t *sg = (const uint8_t *)c->packed[w] + c->signs_off;
+        for (size_t blk = k0; blk < k1; blk++) {
+            const size_t lo = blk * c->B, hi = lo + c->B < c->n ? lo + c->B : c->n;
+            const vec_t vp = vset1(sc[blk]), vn = vset1(-sc[blk]);
+            size_t i = lo;
+            if (i & 7) { /* up to the next sign byte */
+                const size_t len = unit_len(i, hi);
+                emit(pbuf + (i - base), len, vselect(load_bits(sg, i, len), vp, vn), w > 0);
+                i += len;
+            }
+            /* whole vectors: two loops, so neither tests w in its body */
+            if (w == 0)
+                for (; i + W <= hi; i += W)
+                    emit(pbuf + (i - base), W, vselect(load_bits(sg, i, W), vp, vn), 0);
+            else
+                for (; i + W <= hi; i += W)
+                    emit(pbuf + (i - base), W, vselect(load_bits(sg, i, W), vp, vn), 1);
+            if (i < hi)
+                emit(pbuf + (i - base), hi - i, vselect(load_bits(sg, i, hi - i), vp, vn), w > 0);
+        }
+    }
+    const vec_t vm = vset1((float)c->m), vb = vset1(c->b);
+    for (size_t i = base; i < end; i += W) {
+        const size_t len = end - i < W ? end - i : W;
+        const vec_t sum = vload(pbuf + (i - base), len), e = vload(c->err + i, len);
+        emit(pbuf + (i - base), len, vadd(vdiv(sum, vm), vmul(vb, e)), 0);
+    }
+}
+
+static void p_fill(const efps_job_t *j, size_t k0, size_t k1, float *pbuf)
+{
+    const src_t c = job_src(j, k0, k1);
+    const size_t base = k0 * j->B;
+    if (c.packed != NULL && c.pbuf == NULL) {
+        red_fill(&c, k0, k1, pbuf);
+        return;
+    }
+    for (size_t blk = k0; blk < k1; blk++) {
+        const size_t lo = blk * j->B, hi = lo + j->B < j->n ? lo + j->B : j->n;
+        for (size_t i = lo; i < hi; i += W) {
+            const size_t len = hi - i < W ? hi - i : W;
+            emit(pbuf + (i - base), len, p_at(&c, i, len, blk), 0);
+        }
+    }
 }
 
 static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)

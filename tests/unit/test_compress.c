@@ -311,27 +311,46 @@ static const int sign_ms[] = {1, 2, 3, 4, 5, 8};
 static const float alphas[] = {1.0f, -0.37f, 1.0f / 3.0f};
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-/* ef_compress_to from a copy of err into a poisoned err_out: same status,
- * packed bytes and new error as the in-place call (pk, err_new); err_in as it
- * was, whatever the status. */
-static void ef_to_expect(const float *x, float a, const float *err, float b, size_t n, size_t block,
-                         efps_status_t st, const uint8_t *pk, const float *err_new)
+/* The out-of-place call of a step (the server's when in != NULL) from a copy
+ * of err into a poisoned err_out: same status, packed bytes and new error as
+ * the in-place call gave (pk, err_new); err_in as it was, whatever the status. */
+static void to_expect(const float *x, float a, uint8_t *const *in, int m, const float *err, float b,
+                      size_t n, size_t block, efps_status_t st, const uint8_t *pk,
+                      const float *err_new)
 {
     const ref_layout_t L = ref_layout(n, block);
+    const char *fn = in ? "server_reduce_to" : "ef_compress_to";
     uint8_t *pk_to = packed_buf(L.size);
     float *err_in = floats(n), *err_to = floats(n);
     memcpy(err_in, err, n * sizeof(float));
     memset(err_to, 0x7f, n * sizeof(float));
     memset(pk_to, 0x5A, L.size);
-    assert_int_equal(efps_ef_compress_to(x, a, err_in, b, err_to, n, block, pk_to), st);
-    expect_same_floats(err_in, err, n, "ef_compress_to: err_in");
+    const efps_status_t got =
+        in ? efps_server_reduce_to((const void *const *)in, m, n, block, err_in, b, err_to, pk_to)
+           : efps_ef_compress_to(x, a, err_in, b, err_to, n, block, pk_to);
+    if (got != st)
+        fail_msg("%s: status %d, in place gave %d", fn, got, st);
+    expect_same_floats(err_in, err, n, in ? "server_reduce_to: err_in" : "ef_compress_to: err_in");
     if (st == EFPS_OK) {
-        expect_same_bytes(pk_to, pk, L.size, &L, "ef_compress_to vs in place: packed");
-        expect_same_floats(err_to, err_new, n, "ef_compress_to vs in place: err_out");
+        expect_same_bytes(pk_to, pk, L.size, &L, "out of place vs in place: packed");
+        expect_same_floats(err_to, err_new, n, "out of place vs in place: err_out");
     }
     free(err_in);
     free(err_to);
     efps_aligned_free(pk_to);
+}
+
+static void ef_to_expect(const float *x, float a, const float *err, float b, size_t n, size_t block,
+                         efps_status_t st, const uint8_t *pk, const float *err_new)
+{
+    to_expect(x, a, NULL, 0, err, b, n, block, st, pk, err_new);
+}
+
+static void reduce_to_expect(uint8_t *const *in, int m, const float *err, float b, size_t n,
+                             size_t block, efps_status_t st, const uint8_t *pk,
+                             const float *err_new)
+{
+    to_expect(NULL, 0.0f, in, m, err, b, n, block, st, pk, err_new);
 }
 
 /* The worker step with the scalar reference into pk_ref/err_ref. For the
@@ -420,6 +439,7 @@ static void reduce_case(efps_simd_t v, bufs_t *bf, ref_layout_t L, size_t block,
             bf->mag[i] = abs_sum / m + fabs(be);
         }
         check_double(L, bf->pd, bf->mag, m + 3.0, bf->p, pk_ref, bf->err_ref);
+        reduce_to_expect(workers, m, bf->err0, b, n, block, EFPS_OK, pk_ref, bf->err_ref);
         return;
     }
     use(v);
@@ -428,6 +448,7 @@ static void reduce_case(efps_simd_t v, bufs_t *bf, ref_layout_t L, size_t block,
     assert_int_equal(efps_server_reduce(in, m, n, block, bf->err_var, b, pk_var), EFPS_OK);
     expect_same_bytes(pk_var, pk_ref, L.size, &L, "server_reduce vs scalar: packed");
     expect_same_floats(bf->err_var, bf->err_ref, n, "server_reduce vs scalar: err");
+    reduce_to_expect(workers, m, bf->err0, b, n, block, EFPS_OK, pk_ref, bf->err_ref);
 }
 
 /* sign_pack of x, sign_majority of random streams, sign_decompress of the vote. */
@@ -599,6 +620,7 @@ static efps_status_t reduce_expect(uint8_t *const *in, int m, const float *err, 
         expect_same_bytes(pk, model, L.size, &L, "server_reduce vs model");
         expect_same_floats(err_out, err_model, n, "server_reduce err vs model");
     }
+    reduce_to_expect(in, m, err, b, n, block, st, pk, err_out);
     free(p);
     free(err_model);
     efps_aligned_free(model);
@@ -909,8 +931,8 @@ static void nonfinite_reduce(size_t block, ref_rng_t *r)
     free(e2);
 }
 
-/* A bad value in the last element, after the out-of-place call has already
- * committed many chunks: both calls report it, err (err_in) stays as it was. */
+/* A bad value in the last element, after the out-of-place calls have already
+ * committed many chunks: every call reports it, err (err_in) stays as it was. */
 static void nonfinite_late(size_t block, ref_rng_t *r)
 {
     const size_t n = 5 * 2048 + 3;
@@ -921,6 +943,15 @@ static void nonfinite_late(size_t block, ref_rng_t *r)
     x[n - 1] = NAN;
     assert_int_equal(ef_expect(x, 1.0f, err, 0.5f, n, block, &pk, e2), EFPS_ERR_NONFINITE);
     efps_aligned_free(pk);
+    const ref_layout_t L = ref_layout(n, block);
+    uint8_t *in[2] = {packed_buf(L.size), packed_buf(L.size)};
+    fill_random_packed(in[0], L, r);
+    fill_random_packed(in[1], L, r);
+    err[n - 1] = INFINITY;
+    assert_int_equal(reduce_expect(in, 2, err, 0.5f, n, block, &pk, e2), EFPS_ERR_NONFINITE);
+    efps_aligned_free(pk);
+    efps_aligned_free(in[0]);
+    efps_aligned_free(in[1]);
     free(x);
     free(err);
     free(e2);
@@ -1245,6 +1276,12 @@ static void test_invalid_args(void **state)
     assert_int_equal(efps_server_reduce(one, 1, n, 0, err, 1, NULL), EFPS_ERR_INVALID);
     assert_int_equal(efps_server_reduce(one, 0, n, 0, err, 1, pk2), EFPS_ERR_INVALID);
     assert_int_equal(efps_server_reduce(one, -1, n, 0, err, 1, pk2), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_reduce_to(NULL, 1, n, 0, err, 1, out, pk2), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_reduce_to(one, 1, n, 0, NULL, 1, out, pk2), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_reduce_to(one, 1, n, 0, err, 1, NULL, pk2), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_reduce_to(one, 1, n, 0, err, 1, out, NULL), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_reduce_to(one, 0, n, 0, err, 1, out, pk2), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_reduce_to(one, 1, n, 0, err2, 1, err2 + 1, pk2), EFPS_ERR_INVALID);
 
     assert_int_equal(efps_sign_pack(NULL, n, pk), EFPS_ERR_INVALID);
     assert_int_equal(efps_sign_pack(x, n, NULL), EFPS_ERR_INVALID);
