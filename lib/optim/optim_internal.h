@@ -31,7 +31,8 @@ struct efps_server_opt {
     int workers;
     uint64_t steps;
     float prev_lr; /* eta_{t-1}; 0 before the first step */
-    float *err;    /* blocksign: server error e~, gradient units */
+    float *err;      /* blocksign: server error e~, gradient units */
+    float *err_next; /* blocksign: the new error, swapped in only on success */
 };
 
 /* Both ends check the step size the same way. */

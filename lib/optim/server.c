@@ -14,6 +14,7 @@ void efps_server_opt_destroy(efps_server_opt_t *s)
     if (s == NULL)
         return;
     efps_aligned_free(s->err);
+    efps_aligned_free(s->err_next);
     free(s);
 }
 
@@ -40,9 +41,10 @@ efps_server_opt_t *efps_server_opt_create(const efps_optim_config_t *cfg, size_t
     s->workers = num_workers;
     if (cfg->compressor == EFPS_COMP_BLOCKSIGN) {
         s->err = efps_aligned_calloc(n * sizeof(float));
-        if (s->err == NULL) {
+        s->err_next = efps_aligned_calloc(n * sizeof(float));
+        if (s->err == NULL || s->err_next == NULL) {
             efps_error("server optimizer: out of memory for a tensor of %zu elements", n);
-            free(s);
+            efps_server_opt_destroy(s);
             return NULL;
         }
     }
@@ -112,14 +114,21 @@ efps_status_t efps_server_opt_reduce(efps_server_opt_t *s, const void *const *pu
         st = efps_sign_majority(pushes, s->workers, s->n, update);
         break;
     case EFPS_COMP_BLOCKSIGN:
-        /* p~ = mean of decoded pushes + r_t * e~; D~ = C_B(p~); e~ = p~ - D~. */
-        st = efps_server_reduce(pushes, s->workers, s->n, s->cfg.block, s->err, s->prev_lr / lr,
-                                update);
+        /* p~ = mean of decoded pushes + r_t * e~; D~ = C_B(p~); e~' = p~ - D~.
+         * Out of place (e~' swapped in below), so p~ is computed once per
+         * element and e~ stays as it was if the step fails. */
+        st = efps_server_reduce_to(pushes, s->workers, s->n, s->cfg.block, s->err,
+                                   s->prev_lr / lr, s->err_next, update);
         break;
     }
     if (st != EFPS_OK) {
         efps_debug("server reduce: step %llu: %s", (unsigned long long)s->steps, efps_strerror(st));
-        return st; /* the kernels left e~ as it was */
+        return st; /* e~ is as it was */
+    }
+    if (s->err != NULL) {
+        float *t = s->err;
+        s->err = s->err_next;
+        s->err_next = t;
     }
     s->prev_lr = lr;
     s->steps++;
