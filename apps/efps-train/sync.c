@@ -7,8 +7,12 @@
  * batch-norm scale would cost 192 bytes instead of 2 + 4. The small tensors
  * (batch-norm scales and shifts, biases, a tiny first convolution) travel
  * instead as one key whose buffer is their concatenation in index order, as
- * PyTorch DDP buckets gradients. Larger tensors keep one key each, so their
- * blocks never mix with another tensor's elements.
+ * PyTorch DDP buckets gradients. No block mixes two tensors: the group has
+ * its own block, the greatest common divisor of its tensors' sizes (all but
+ * the last, which may end in a shorter block) and of the run's block, e.g. 16
+ * for a ResNet's 16/32/64-channel batch norms; every tensor keeps at least
+ * one scale of its own, as it had with a key of its own. Larger tensors keep
+ * one key each.
  *
  * Keys are tensor indices: tensor i's own key is i, and the group's key is
  * the index of its first member. The group is pushed when its last gradient
@@ -29,6 +33,7 @@ struct sync {
     size_t *off;   /* per tensor: its offset in the group, SIZE_MAX if not in it */
     uint32_t gkey; /* the group's key; UINT32_MAX: no group */
     size_t gn, gmembers, garrived;
+    size_t gblock;     /* the group's blocksign block */
     float *gx, *ggrad; /* the group's parameters and gradients, contiguous */
     float lr;
 };
@@ -74,8 +79,19 @@ static efps_status_t on_grad(size_t i, const float *grad, size_t n, void *user)
     return st;
 }
 
-/* Places the small tensors in the group and copies their initial values. */
-static efps_status_t make_group(sync_t *s, size_t group_below)
+static size_t gcd(size_t a, size_t b)
+{
+    while (b != 0) {
+        size_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Places the small tensors in the group and copies their initial values;
+ * block is the run's (0: one per part). */
+static efps_status_t make_group(sync_t *s, size_t group_below, size_t block)
 {
     s->gkey = UINT32_MAX;
     for (size_t i = 0; i < s->nparams; i++) {
@@ -85,9 +101,11 @@ static efps_status_t make_group(sync_t *s, size_t group_below)
         if (s->gkey == UINT32_MAX)
             s->gkey = (uint32_t)i;
         s->off[i] = s->gn;
+        s->gblock = gcd(s->gblock, s->gn); /* every member's start is a block's start */
         s->gn += s->params[i].n;
         s->gmembers++;
     }
+    s->gblock = gcd(s->gblock, block);
     if (s->gmembers < 2) { /* one small tensor alone: its own key is as good */
         s->gkey = UINT32_MAX;
         for (size_t i = 0; i < s->nparams; i++)
@@ -110,7 +128,7 @@ static efps_status_t declare(sync_t *s)
     efps_status_t st = EFPS_OK;
     for (size_t i = 0; i < s->nparams && st == EFPS_OK; i++) {
         if (i == s->gkey)
-            st = efps_ps_declare(s->ps, s->gkey, s->gn);
+            st = efps_ps_declare_block(s->ps, s->gkey, s->gn, s->gblock);
         else if (!in_group(s, i))
             st = efps_ps_declare(s->ps, (uint32_t)i, s->params[i].n);
     }
@@ -118,7 +136,7 @@ static efps_status_t declare(sync_t *s)
 }
 
 efps_status_t sync_create(efps_ps_t *ps, const nn_param_t *params, size_t nparams,
-                          size_t group_below, sync_t **s_p)
+                          size_t group_below, size_t block, sync_t **s_p)
 {
     sync_t *s = calloc(1, sizeof(*s));
     *s_p = s;
@@ -129,7 +147,7 @@ efps_status_t sync_create(efps_ps_t *ps, const nn_param_t *params, size_t nparam
     s->off = calloc(nparams, sizeof(size_t));
     if (s->pending == NULL || s->off == NULL)
         return EFPS_ERR_NOMEM;
-    efps_status_t st = make_group(s, group_below);
+    efps_status_t st = make_group(s, group_below, block);
     return st == EFPS_OK ? declare(s) : st;
 }
 

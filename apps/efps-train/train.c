@@ -19,6 +19,7 @@ typedef struct {
     const train_opts_t *o;
     efps_ps_config_t cfg;
     int rank, workers;
+    size_t block; /* the resolved blocksign block */
     nn_dataset_t train, test;
     size_t ntrain, ntest;
     nn_sampler_t sampler;
@@ -143,7 +144,7 @@ static efps_status_t train_loop(worker_t *w, efps_ps_t *ps, report_t *rep, repor
 {
     sync_t *s;
     efps_status_t st = sync_create(ps, nn_model_params(w->model), nn_model_param_count(w->model),
-                                   w->o->group_below, &s);
+                                   w->o->group_below, w->block, &s);
     for (int e = 1; e <= w->o->epochs && st == EFPS_OK; e++) {
         row->epoch = e;
         st = run_epoch(w, ps, s, rep, row);
@@ -222,6 +223,7 @@ int train_worker(const train_opts_t *o)
     if (res.role == EFPS_ROLE_SERVER)
         return efps_server_main(&w.cfg);
     w.rank = res.rank;
+    w.block = (size_t)res.block;
     w.workers = res.num_workers;
     /* data and model before connecting: a bad path fails before servers wait */
     int rc = 1;

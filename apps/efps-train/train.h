@@ -56,9 +56,10 @@ double train_now(void);
  * gradient when it is final and pull each update before forward reads it. */
 typedef struct sync sync_t;
 
-/* Declares every key on ps; *s_p is set even on failure (sync_destroy it). */
+/* Declares every key on ps; block is the run's blocksign block. *s_p is set
+ * even on failure (sync_destroy it). */
 efps_status_t sync_create(efps_ps_t *ps, const nn_param_t *params, size_t nparams,
-                          size_t group_below, sync_t **s_p);
+                          size_t group_below, size_t block, sync_t **s_p);
 void sync_destroy(sync_t *s);
 nn_hooks_t sync_hooks(sync_t *s);
 /* eta_t of the step about to run, sent with its pushes. */

@@ -84,6 +84,11 @@ EFPS_API efps_ps_t *efps_ps_init(const efps_ps_config_t *cfg);
  * same order (the servers check it). EFPS_ERR_INVALID for a duplicate key,
  * EFPS_ERR_STATE after the first push. */
 EFPS_API efps_status_t efps_ps_declare(efps_ps_t *ps, uint32_t key, size_t n);
+/* efps_ps_declare with this key's own blocksign block (0: one block per
+ * part) instead of the configured one, e.g. for a key that concatenates
+ * several small tensors: a block that divides every tensor but the last
+ * never gives two tensors one scale. Other compressors ignore it. */
+EFPS_API efps_status_t efps_ps_declare_block(efps_ps_t *ps, uint32_t key, size_t n, size_t block);
 /* Steps 1-5 for key and sends the result; returns once it is posted (grad may
  * be reused at once). lr is eta_t of this step, the same on every worker.
  * The first push sends the model layout to the servers. */

@@ -31,9 +31,9 @@ const ps_key_t *ps_layout_find(const ps_layout_t *l, uint32_t key)
     return NULL;
 }
 
-efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n)
+efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n, size_t block)
 {
-    if (n == 0 || n > (SIZE_MAX >> 4) || ps_layout_find(l, key) != NULL)
+    if (n == 0 || n > (SIZE_MAX >> 4) || block > (SIZE_MAX >> 4) || ps_layout_find(l, key) != NULL)
         return EFPS_ERR_INVALID;
     if (l->nkeys == l->cap_keys) {
         size_t cap = l->cap_keys ? 2 * l->cap_keys : 64;
@@ -43,16 +43,23 @@ efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n)
         l->keys = k;
         l->cap_keys = cap;
     }
-    l->keys[l->nkeys++] = (ps_key_t){.key = key, .n = n};
+    l->keys[l->nkeys++] = (ps_key_t){.key = key, .n = n, .block = block};
     return EFPS_OK;
 }
 
-/* Elements per part: the partition size, cut to whole blocks when blocks are
- * fixed, so a part's blocks are the tensor's blocks. */
-static size_t part_elems(const ps_layout_t *l)
+efps_optim_config_t ps_key_optim(const ps_layout_t *l, const ps_key_t *k)
+{
+    efps_optim_config_t o = l->optim;
+    o.block = k->block;
+    return o;
+}
+
+/* Elements per part of key k: the partition size, cut to whole blocks when
+ * blocks are fixed, so a part's blocks are the tensor's blocks. */
+static size_t part_elems(const ps_layout_t *l, const ps_key_t *k)
 {
     size_t p = l->partition_bytes / 4;
-    const size_t b = l->optim.compressor == EFPS_COMP_BLOCKSIGN ? l->optim.block : 0;
+    const size_t b = l->optim.compressor == EFPS_COMP_BLOCKSIGN ? k->block : 0;
     if (b > 0 && p >= b)
         p -= p % b;
     return p < 16 ? 16 : p;
@@ -60,10 +67,11 @@ static size_t part_elems(const ps_layout_t *l)
 
 efps_status_t ps_layout_finish(ps_layout_t *l)
 {
-    const size_t pe = part_elems(l);
     size_t nparts = 0;
-    for (size_t i = 0; i < l->nkeys; i++)
+    for (size_t i = 0; i < l->nkeys; i++) {
+        const size_t pe = part_elems(l, &l->keys[i]);
         nparts += (l->keys[i].n + pe - 1) / pe;
+    }
     if (nparts > (1u << 30))
         return EFPS_ERR_INVALID;
     l->parts = calloc(nparts ? nparts : 1, sizeof(*l->parts));
@@ -75,13 +83,15 @@ efps_status_t ps_layout_finish(ps_layout_t *l)
     l->nparts = 0;
     for (size_t i = 0; i < l->nkeys; i++) {
         ps_key_t *k = &l->keys[i];
+        const size_t pe = part_elems(l, k);
+        const efps_optim_config_t ko = ps_key_optim(l, k);
         k->first_part = (uint32_t)l->nparts;
         for (size_t off = 0; off < k->n; off += pe) {
             ps_part_t *p = &l->parts[l->nparts++];
             p->key_index = (uint32_t)i;
             p->off = off;
             p->n = k->n - off < pe ? k->n - off : pe;
-            p->payload = efps_encoded_size(&l->optim, p->n);
+            p->payload = efps_encoded_size(&ko, p->n);
             p->bytes = p->payload + PS_TRAILER;
             p->stride = efps_align_up(p->bytes, EFPS_ALIGN);
             int best = 0; /* the least loaded server, lowest rank on ties */
@@ -117,9 +127,12 @@ bool ps_layout_differs(const ps_layout_t *a, const ps_layout_t *b, char *why, si
         return true;
     }
     for (size_t i = 0; i < a->nkeys; i++) {
-        if (a->keys[i].key != b->keys[i].key || a->keys[i].n != b->keys[i].n) {
-            snprintf(why, cap, "declaration %zu: key %u of %zu elements vs key %u of %zu", i,
-                     a->keys[i].key, a->keys[i].n, b->keys[i].key, b->keys[i].n);
+        const ps_key_t *x = &a->keys[i], *y = &b->keys[i];
+        if (x->key != y->key || x->n != y->n || x->block != y->block) {
+            snprintf(why, cap,
+                     "declaration %zu: key %u of %zu elements (block %zu) vs key %u of %zu "
+                     "(block %zu)",
+                     i, x->key, x->n, x->block, y->key, y->n, y->block);
             return true;
         }
     }

@@ -22,6 +22,7 @@ void ps_server_entry(const char *list, int i, char *buf, size_t cap);
 typedef struct {
     uint32_t key;
     size_t n;
+    size_t block; /* blocksign block of this key (0: one per part) */
     uint32_t first_part, nparts;
 } ps_key_t;
 
@@ -47,7 +48,9 @@ typedef struct {
 void ps_layout_init(ps_layout_t *l, const efps_optim_config_t *optim, size_t partition_bytes,
                     int num_servers);
 void ps_layout_free(ps_layout_t *l);
-efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n);
+efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n, size_t block);
+/* The optimizer configuration of a key: the run's, with the key's block. */
+efps_optim_config_t ps_key_optim(const ps_layout_t *l, const ps_key_t *k);
 /* Splits keys into parts and places them on servers (deterministic). */
 efps_status_t ps_layout_finish(ps_layout_t *l);
 const ps_key_t *ps_layout_find(const ps_layout_t *l, uint32_t key);
@@ -59,12 +62,13 @@ bool ps_layout_differs(const ps_layout_t *a, const ps_layout_t *b, char *why, si
 enum {
     PS_MSG_AUTH = 1,   /* worker: mac; server: mac */
     PS_MSG_LAYOUT = 2, /* worker: layout head + worker's pull rkey */
-    PS_MSG_KEYS = 3,   /* worker: a chunk of (key u32, n u64) */
+    PS_MSG_KEYS = 3,   /* worker: a chunk of (key u32, n u64, block u64) */
     PS_MSG_READY = 4,  /* server: the worker's slot rkey */
     PS_MSG_REFUSE = 5, /* either: a NUL-terminated reason, then the sender closes */
     PS_MSG_BYE = 6,    /* worker: finished */
 };
-#define PS_KEYS_PER_MSG 256
+#define PS_KEYS_PER_MSG 128
+#define PS_KEY_WIRE     20 /* bytes of one key in a KEYS message */
 
 /* Connect-time private data. */
 typedef struct {

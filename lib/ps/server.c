@@ -163,7 +163,8 @@ static efps_status_t adopt_layout(server_t *sv, ps_layout_t *l)
         sv->parts[p].mine = true;
         sv->slot_off[p] = sv->slot_bytes;
         sv->slot_bytes += part->stride;
-        sv->parts[p].opt = efps_server_opt_create(&sv->optim, part->n, sv->M);
+        const efps_optim_config_t ko = ps_key_optim(&sv->layout, &sv->layout.keys[part->key_index]);
+        sv->parts[p].opt = efps_server_opt_create(&ko, part->n, sv->M);
         if (sv->parts[p].opt == NULL)
             return EFPS_ERR_NOMEM;
     }
@@ -240,14 +241,16 @@ static efps_status_t on_keys(server_t *sv, worker_t *w, const uint8_t *m, size_t
             return EFPS_ERR_NOMEM;
     }
     const size_t cnt = len >= 8 ? ps_get32(m + 4) : 0;
-    if (cnt == 0 || len != 8 + 12 * cnt || w->pending.nkeys + cnt > announced)
+    if (cnt == 0 || len != 8 + PS_KEY_WIRE * cnt || w->pending.nkeys + cnt > announced)
         return EFPS_ERR_PROTO;
     for (size_t k = 0; k < cnt; k++) {
-        const uint32_t key = ps_get32(m + 8 + 12 * k);
-        const uint64_t n = ps_get64(m + 12 + 12 * k);
-        if (n == 0 || n > (SIZE_MAX >> 4))
+        const uint8_t *e = m + 8 + PS_KEY_WIRE * k;
+        const uint32_t key = ps_get32(e);
+        const uint64_t n = ps_get64(e + 4), block = ps_get64(e + 12);
+        if (n == 0 || n > (SIZE_MAX >> 4) || block > (SIZE_MAX >> 4))
             return EFPS_ERR_PROTO;
-        w->pending.keys[w->pending.nkeys++] = (ps_key_t){.key = key, .n = (size_t)n};
+        w->pending.keys[w->pending.nkeys++] =
+            (ps_key_t){.key = key, .n = (size_t)n, .block = (size_t)block};
     }
     return w->pending.nkeys == announced ? layout_done(sv, w) : EFPS_OK;
 }

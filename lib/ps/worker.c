@@ -180,13 +180,18 @@ err_free:
 
 efps_status_t efps_ps_declare(efps_ps_t *ps, uint32_t key, size_t n)
 {
+    return ps == NULL ? EFPS_ERR_INVALID : efps_ps_declare_block(ps, key, n, ps->optim.block);
+}
+
+efps_status_t efps_ps_declare_block(efps_ps_t *ps, uint32_t key, size_t n, size_t block)
+{
     if (ps == NULL)
         return EFPS_ERR_INVALID;
     if (ps->started) {
         efps_error("declare of key %u after the first push", key);
         return EFPS_ERR_STATE;
     }
-    efps_status_t st = ps_layout_add(&ps->layout, key, n);
+    efps_status_t st = ps_layout_add(&ps->layout, key, n, block);
     if (st != EFPS_OK)
         efps_error("declare key %u of %zu elements: %s", key, n,
                    st == EFPS_ERR_INVALID ? "duplicate key or bad size" : efps_strerror(st));
@@ -284,10 +289,12 @@ static efps_status_t send_layout(efps_ps_t *ps, server_link_t *s)
         ps_put32(msg, PS_MSG_KEYS);
         ps_put32(msg + 4, (uint32_t)cnt);
         for (size_t k = 0; k < cnt; k++) {
-            ps_put32(msg + 8 + 12 * k, l->keys[i + k].key);
-            ps_put64(msg + 12 + 12 * k, l->keys[i + k].n);
+            uint8_t *e = msg + 8 + PS_KEY_WIRE * k;
+            ps_put32(e, l->keys[i + k].key);
+            ps_put64(e + 4, l->keys[i + k].n);
+            ps_put64(e + 12, l->keys[i + k].block);
         }
-        while ((st = efps_tp_msg_send(s->ep, msg, 8 + 12 * cnt)) == EFPS_ERR_NO_RESOURCE)
+        while ((st = efps_tp_msg_send(s->ep, msg, 8 + PS_KEY_WIRE * cnt)) == EFPS_ERR_NO_RESOURCE)
             progress(ps, 1, NULL);
     }
     return st;
@@ -307,7 +314,8 @@ static efps_status_t alloc_parts(efps_ps_t *ps)
         ps->slot_off[p] = s->slot_bytes;
         ps->arena_bytes += l->parts[p].stride;
         s->slot_bytes += l->parts[p].stride;
-        ps->st[p].opt = efps_worker_opt_create(&ps->optim, l->parts[p].n);
+        const efps_optim_config_t ko = ps_key_optim(l, &l->keys[l->parts[p].key_index]);
+        ps->st[p].opt = efps_worker_opt_create(&ko, l->parts[p].n);
         if (ps->st[p].opt == NULL)
             return EFPS_ERR_NOMEM;
     }

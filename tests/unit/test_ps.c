@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "efps/compress.h"
 #include "lib/ps/ps_int.h"
 
 #include <stdlib.h>
@@ -152,6 +153,17 @@ static void test_server_list(void **state)
     assert_string_equal(buf, "bbbb"); /* cut, still terminated */
 }
 
+/* Keys 7 (25000 elements), 9 (n9) with the run's block 100, then 5 (40
+ * elements) with block5; partitions of 40100 bytes over 3 servers. */
+static void layout_of_three(ps_layout_t *l, const efps_optim_config_t *oc, size_t n9, size_t block5)
+{
+    ps_layout_init(l, oc, 40100, 3);
+    assert_int_equal(ps_layout_add(l, 7, 25000, 100), EFPS_OK);
+    assert_int_equal(ps_layout_add(l, 9, n9, 100), EFPS_OK);
+    assert_int_equal(ps_layout_add(l, 5, 40, block5), EFPS_OK);
+    assert_int_equal(ps_layout_finish(l), EFPS_OK);
+}
+
 static void test_layout(void **state)
 {
     (void)state;
@@ -159,12 +171,18 @@ static void test_layout(void **state)
     ps_layout_t l, same, other;
     /* 40100 bytes per part = 10025 elements, cut to whole blocks: 10000. */
     ps_layout_init(&l, &oc, 40100, 3);
-    assert_int_equal(ps_layout_add(&l, 7, 25000), EFPS_OK);
-    assert_int_equal(ps_layout_add(&l, 9, 50), EFPS_OK);
-    assert_int_equal(ps_layout_add(&l, 7, 10), EFPS_ERR_INVALID); /* duplicate */
-    assert_int_equal(ps_layout_add(&l, 8, 0), EFPS_ERR_INVALID);  /* empty */
+    assert_int_equal(ps_layout_add(&l, 7, 25000, 100), EFPS_OK);
+    assert_int_equal(ps_layout_add(&l, 9, 50, 100), EFPS_OK);
+    assert_int_equal(ps_layout_add(&l, 7, 10, 100), EFPS_ERR_INVALID); /* duplicate */
+    assert_int_equal(ps_layout_add(&l, 8, 0, 100), EFPS_ERR_INVALID);  /* empty */
+    /* a key with its own block: its payload has one scale per 16 elements */
+    assert_int_equal(ps_layout_add(&l, 5, 40, 16), EFPS_OK);
     assert_int_equal(ps_layout_finish(&l), EFPS_OK);
-    assert_int_equal(l.nparts, 4);
+    assert_int_equal(l.nparts, 5);
+    const ps_key_t *k5 = ps_layout_find(&l, 5);
+    assert_non_null(k5);
+    assert_int_equal(l.parts[k5->first_part].payload, efps_packed_size(40, 16));
+    assert_int_equal(l.parts[3].payload, efps_packed_size(50, 100));
     const ps_key_t *k7 = ps_layout_find(&l, 7);
     assert_non_null(k7);
     assert_int_equal(k7->nparts, 3);
@@ -186,17 +204,15 @@ static void test_layout(void **state)
     assert_null(ps_layout_find(&l, 8));
 
     char why[128];
-    ps_layout_init(&same, &oc, 40100, 3);
-    ps_layout_add(&same, 7, 25000);
-    ps_layout_add(&same, 9, 50);
-    ps_layout_finish(&same);
+    layout_of_three(&same, &oc, 50, 16);
     assert_false(ps_layout_differs(&l, &same, why, sizeof(why)));
-    ps_layout_init(&other, &oc, 40100, 3);
-    ps_layout_add(&other, 7, 25000);
-    ps_layout_add(&other, 9, 51);
-    ps_layout_finish(&other);
+    layout_of_three(&other, &oc, 51, 16);
     assert_true(ps_layout_differs(&l, &other, why, sizeof(why)));
     assert_non_null(strstr(why, "key 9 of 50"));
+    ps_layout_free(&other);
+    layout_of_three(&other, &oc, 50, 8); /* the same sizes, another block */
+    assert_true(ps_layout_differs(&l, &other, why, sizeof(why)));
+    assert_non_null(strstr(why, "(block 16)"));
     ps_layout_free(&l);
     ps_layout_free(&same);
     ps_layout_free(&other);
