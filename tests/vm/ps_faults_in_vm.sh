@@ -20,20 +20,6 @@ LIMIT=$((EFPS_TIMEOUT_MS / 1000 + 15)) # seconds any process may take to notice
 SLOW=(--steps 2000 --sleep-ms 20 --dim 1024 --keys 2 --lr 1e-4)
 fails=0
 
-expect_exit() { # NAME PID WANT(0|nonzero) LOG PATTERN
-    local name=$1 pid=$2 want=$3 log=$4 pattern=$5 rc=0 t0=$SECONDS
-    wait_pid "$pid" "$LIMIT" || rc=$?
-    if [ "$rc" -eq 124 ]; then echo "FAIL $name: still running after ${LIMIT}s"; fails=$((fails + 1)); return; fi
-    if [ "$want" = 0 ] && [ "$rc" -ne 0 ]; then echo "FAIL $name: exit $rc, want 0"; cat "$log"; fails=$((fails + 1)); return; fi
-    if [ "$want" != 0 ] && [ "$rc" -eq 0 ]; then echo "FAIL $name: exit 0, want an error"; cat "$log"; fails=$((fails + 1)); return; fi
-    if [ -n "$pattern" ] && ! grep -qE "$pattern" "$log"; then
-        echo "FAIL $name: log lacks /$pattern/:"; cat "$log"; fails=$((fails + 1)); return
-    fi
-    echo "ok   $name (exit $rc after $((SECONDS - t0)) s more)"
-}
-
-reset() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=(); rm -f "$TMP"/*.log "$TMP"/port.*; }
-
 # Waits until a worker (started with EFPS_LOG=info) is connected to all its
 # servers and a little more, so the kill lands in the middle of training.
 wait_training() { # LOG SERVERS
@@ -42,7 +28,7 @@ wait_training() { # LOG SERVERS
         [ "$(grep -c 'connected to server' "$1" 2>/dev/null)" -ge "$2" ] && { sleep 3; return 0; }
         sleep 0.1
     done
-    echo "FAIL: the worker never connected:"; cat "$1"; fails=$((fails + 1)); return 1
+    echo "FAIL: the worker never connected:"; show_logs; fails=$((fails + 1)); return 1
 }
 
 echo "== a worker killed with SIGKILL mid-run"

@@ -9,20 +9,6 @@ LIMIT=$((EFPS_TIMEOUT_MS / 1000 + 10)) # seconds any process may take to notice
 SLOW=(--steps 400 --sleep-ms 50 --dim 1024 --keys 2 --lr 1e-4)
 fails=0
 
-expect_exit() { # expect_exit NAME PID WANT(0|nonzero) LOG PATTERN
-  local name=$1 pid=$2 want=$3 log=$4 pattern=$5 rc=0
-  wait_pid "$pid" "$LIMIT" || rc=$?
-  if [ "$rc" -eq 124 ]; then echo "FAIL $name: still running after ${LIMIT}s"; fails=$((fails + 1)); return; fi
-  if [ "$want" = 0 ] && [ "$rc" -ne 0 ]; then echo "FAIL $name: exit $rc, want 0"; fails=$((fails + 1)); return; fi
-  if [ "$want" != 0 ] && [ "$rc" -eq 0 ]; then echo "FAIL $name: exit 0, want an error"; fails=$((fails + 1)); return; fi
-  if [ -n "$pattern" ] && ! grep -qE "$pattern" "$log"; then
-    echo "FAIL $name: log lacks /$pattern/:"; cat "$log"; fails=$((fails + 1)); return
-  fi
-  echo "ok   $name (exit $rc)"
-}
-
-reset() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=(); rm -f "$TMP"/*.log "$TMP"/port.*; }
-
 echo "== a worker killed with SIGKILL mid-run"
 start_servers 1 2
 start_worker 0 2 "${SLOW[@]}"; W0=$LAST_PID

@@ -61,3 +61,25 @@ wait_pid() {
 }
 
 show_logs() { for f in "$TMP"/*.log; do echo "--- $(basename "$f")"; cat "$f"; done; }
+
+# The fault scripts: each case starts processes, checks how each one ends,
+# then reset kills what is left. They set LIMIT (seconds a process may take to
+# notice) and fails=0 first.
+reset() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; PIDS=(); rm -f "$TMP"/*.log "$TMP"/port.*; }
+
+# expect_exit NAME PID WANT(0|nonzero) LOG PATTERN: PID ends within LIMIT
+# seconds with that kind of exit and LOG matches PATTERN. A failure prints
+# every log of the case, so a rare one can be read afterwards.
+expect_exit() {
+  local name=$1 pid=$2 want=$3 log=$4 pattern=$5 rc=0 t0=$SECONDS why=""
+  wait_pid "$pid" "$LIMIT" || rc=$?
+  if [ "$rc" -eq 124 ]; then why="still running after ${LIMIT}s"
+  elif [ "$want" = 0 ] && [ "$rc" -ne 0 ]; then why="exit $rc, want 0"
+  elif [ "$want" != 0 ] && [ "$rc" -eq 0 ]; then why="exit 0, want an error"
+  elif [ -n "$pattern" ] && ! grep -qE "$pattern" "$log"; then why="$(basename "$log") lacks /$pattern/"
+  fi
+  if [ -n "$why" ]; then
+    echo "FAIL $name: $why"; show_logs; fails=$((fails + 1)); return
+  fi
+  echo "ok   $name (exit $rc after $((SECONDS - t0)) s more)"
+}
