@@ -573,37 +573,13 @@ static void test_sweep(void **state)
 
 /* ---- edge values, checked against the float model for every variant ------- */
 
-/* ef_compress on copies of x and err; its status, packed bytes and new err
- * must be the model's; on EFPS_ERR_NONFINITE err must be untouched. The
- * out-of-place call must agree. Returns the status; the packed image is left
- * in *pk_p (caller frees). */
-static efps_status_t ef_expect(const float *x, float a, const float *err, float b, size_t n,
-                               size_t block, uint8_t **pk_p, float *err_out)
-{
-    const ref_layout_t L = ref_layout(n, block);
-    uint8_t *pk = packed_buf(L.size), *model = packed_buf(L.size);
-    float *p = floats(n), *err_model = floats(n);
-    memcpy(err_out, err, n * sizeof(float));
-    memset(pk, 0xAA, L.size);
-    const efps_status_t st = efps_ef_compress(x, a, err_out, b, n, block, pk);
-    if (ref_ef_model(x, a, err, b, L, p, model, err_model)) {
-        assert_int_equal(st, EFPS_ERR_NONFINITE);
-        expect_same_floats(err_out, err, n, "err after EFPS_ERR_NONFINITE");
-    } else {
-        assert_int_equal(st, EFPS_OK);
-        expect_same_bytes(pk, model, L.size, &L, "ef_compress vs model");
-        expect_same_floats(err_out, err_model, n, "ef_compress err vs model");
-    }
-    ef_to_expect(x, a, err, b, n, block, st, pk, err_out);
-    free(p);
-    free(err_model);
-    efps_aligned_free(model);
-    *pk_p = pk;
-    return st;
-}
-
-static efps_status_t reduce_expect(uint8_t *const *in, int m, const float *err, float b, size_t n,
-                                   size_t block, uint8_t **pk_p, float *err_out)
+/* A step (the server's when in != NULL) on a copy of err; its status, packed
+ * bytes and new err must be the model's; on EFPS_ERR_NONFINITE err must be
+ * untouched. The out-of-place call must agree. Returns the status; the packed
+ * image is left in *pk_p (caller frees). */
+static efps_status_t step_expect(const float *x, float a, uint8_t *const *in, int m,
+                                 const float *err, float b, size_t n, size_t block, uint8_t **pk_p,
+                                 float *err_out)
 {
     const ref_layout_t L = ref_layout(n, block);
     uint8_t *pk = packed_buf(L.size), *model = packed_buf(L.size);
@@ -611,21 +587,39 @@ static efps_status_t reduce_expect(uint8_t *const *in, int m, const float *err, 
     memcpy(err_out, err, n * sizeof(float));
     memset(pk, 0xAA, L.size);
     const efps_status_t st =
-        efps_server_reduce((const void *const *)in, m, n, block, err_out, b, pk);
-    if (ref_reduce_model((const uint8_t *const *)in, m, err, b, L, p, model, err_model)) {
+        in ? efps_server_reduce((const void *const *)in, m, n, block, err_out, b, pk)
+           : efps_ef_compress(x, a, err_out, b, n, block, pk);
+    const int bad =
+        in ? ref_reduce_model((const uint8_t *const *)in, m, err, b, L, p, model, err_model)
+           : ref_ef_model(x, a, err, b, L, p, model, err_model);
+    if (bad) {
         assert_int_equal(st, EFPS_ERR_NONFINITE);
         expect_same_floats(err_out, err, n, "err after EFPS_ERR_NONFINITE");
     } else {
         assert_int_equal(st, EFPS_OK);
-        expect_same_bytes(pk, model, L.size, &L, "server_reduce vs model");
-        expect_same_floats(err_out, err_model, n, "server_reduce err vs model");
+        expect_same_bytes(pk, model, L.size, &L,
+                          in ? "server_reduce vs model" : "ef_compress vs model");
+        expect_same_floats(err_out, err_model, n,
+                           in ? "server_reduce err vs model" : "ef_compress err vs model");
     }
-    reduce_to_expect(in, m, err, b, n, block, st, pk, err_out);
+    to_expect(x, a, in, m, err, b, n, block, st, pk, err_out);
     free(p);
     free(err_model);
     efps_aligned_free(model);
     *pk_p = pk;
     return st;
+}
+
+static efps_status_t ef_expect(const float *x, float a, const float *err, float b, size_t n,
+                               size_t block, uint8_t **pk_p, float *err_out)
+{
+    return step_expect(x, a, NULL, 0, err, b, n, block, pk_p, err_out);
+}
+
+static efps_status_t reduce_expect(uint8_t *const *in, int m, const float *err, float b, size_t n,
+                                   size_t block, uint8_t **pk_p, float *err_out)
+{
+    return step_expect(NULL, 0.0f, in, m, err, b, n, block, pk_p, err_out);
 }
 
 static void fill_const(float *v, size_t n, float c)
