@@ -130,9 +130,9 @@ static int aligned64(const void *p)
 /* ---- the calls ------------------------------------------------------------ */
 
 /* Elements per chunk of the out-of-place calls (whole blocks, at least one),
- * and the capacity of the stack buffer a chunk's p is computed into: the
- * chunk's inputs stay in L1 between its two phases, so each is read from
- * memory once, and p is computed once. Short chunks also keep reads and
+ * and the capacity of the stack buffer a server chunk's p is computed into:
+ * the chunk's inputs stay in L1 between its two phases, so each is read from
+ * memory once. Short chunks also keep reads and
  * writes to memory interleaved; at 64 Mi elements, block 2048, on the AMD
  * EPYC VM we measure on (perf/bench_compress, before p was buffered): 2048 ->
  * 0.96 of the memory pass, 4096 -> 0.79, 16384 -> 0.79, 65536 -> 0.74. */
@@ -184,12 +184,12 @@ static int overlap(const float *p, const float *q, size_t n)
 }
 
 /* Checks shared by the worker and server steps; err_out must be err_in or
- * not overlap it. */
+ * not overlap it. n == 0 is a no-op whatever the buffers, as for every call. */
 static efps_status_t step_check(const efps_kernels_t **k, const char *fn, const float *err_in,
                                 const float *err_out, size_t n, const void *packed)
 {
     efps_status_t st = kernels(k);
-    if (st != EFPS_OK)
+    if (st != EFPS_OK || n == 0)
         return st;
     CHECK(err_in != NULL && err_out != NULL && packed != NULL, "%s: NULL buffer", fn);
     CHECK(n <= MAX_ELEMS, "%s: n=%zu too large", fn, n);

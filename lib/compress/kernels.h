@@ -7,8 +7,8 @@
  * then, only when all are finite, commit writes the signs and the new error.
  * In place, the range is the whole tensor: that is what lets a non-finite
  * block leave the caller's error untouched. Out of place, the phases alternate
- * chunk by chunk while a chunk is still in L1, and p_fill lets a chunk's p be
- * computed once and read back by both phases. */
+ * chunk by chunk while a chunk is still in L1, and p_fill lets a server
+ * chunk's p be computed once and read back by both phases. */
 #ifndef EFPS_COMPRESS_KERNELS_H
 #define EFPS_COMPRESS_KERNELS_H
 
@@ -51,7 +51,8 @@ typedef struct efps_kernels {
      * mid-byte keeps the lower bits already there); err_out = p - (bit ? -scale
      * : +scale). Ranges are committed in ascending order. */
     void (*commit)(const efps_job_t *j, size_t k0, size_t k1, const float *scales, uint8_t *signs);
-    /* pbuf[i - k0*B] = p[i] for the elements of blocks [k0, k1). */
+    /* Server jobs: pbuf[i - k0*B] = p[i] for the elements of blocks [k0, k1)
+     * (the worker's p is cheaper to recompute than to store and reload). */
     void (*p_fill)(const efps_job_t *j, size_t k0, size_t k1, float *pbuf);
     /* out = alpha * decode, or out += alpha * decode when add != 0. */
     void (*decode)(const void *packed, size_t n, size_t B, float alpha, float *out, int add);

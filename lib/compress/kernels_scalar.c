@@ -58,6 +58,7 @@ static void commit(const efps_job_t *j, size_t k0, size_t k1, const float *sc, u
     flush_bits(&w, hi);
 }
 
+/* Server jobs only (see kernels.h); p_of would serve a worker job too. */
 static void p_fill(const efps_job_t *j, size_t k0, size_t k1, float *pbuf)
 {
     const size_t lo = k0 * j->B, hi = k1 * j->B < j->n ? k1 * j->B : j->n;

@@ -86,18 +86,7 @@ static void red_fill(const src_t *c, size_t k0, size_t k1, float *pbuf)
 static void p_fill(const efps_job_t *j, size_t k0, size_t k1, float *pbuf)
 {
     const src_t c = job_src(j, k0, k1);
-    const size_t base = k0 * j->B;
-    if (c.packed != NULL && c.pbuf == NULL) {
-        red_fill(&c, k0, k1, pbuf);
-        return;
-    }
-    for (size_t blk = k0; blk < k1; blk++) {
-        const size_t lo = blk * j->B, hi = lo + j->B < j->n ? lo + j->B : j->n;
-        for (size_t i = lo; i < hi; i += W) {
-            const size_t len = hi - i < W ? hi - i : W;
-            emit(pbuf + (i - base), len, p_at(&c, i, len, blk), 0);
-        }
-    }
+    red_fill(&c, k0, k1, pbuf);
 }
 
 static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)

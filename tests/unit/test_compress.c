@@ -1295,7 +1295,7 @@ static void test_zero_length(void **state)
 {
     const efps_simd_t v = variant_or_skip(state);
     (void)v;
-    float x[16], err[16], out[16], keep[16];
+    float x[16], err[16], out[16], keep[16], keep_out[16];
     uint8_t *pk = efps_aligned_alloc(64), *keep_pk = efps_aligned_alloc(64);
     assert_non_null(pk);
     assert_non_null(keep_pk);
@@ -1312,6 +1312,12 @@ static void test_zero_length(void **state)
         assert_memory_equal(pk, keep_pk, 64);
         assert_int_equal(efps_server_reduce(ins, 2, 0, block, err, 1, pk), EFPS_OK);
         assert_memory_equal(err, keep, sizeof(err));
+        assert_memory_equal(pk, keep_pk, 64);
+        memcpy(keep_out, out, sizeof(out));
+        assert_int_equal(efps_ef_compress_to(x, 1, err, 1, out, 0, block, pk), EFPS_OK);
+        assert_int_equal(efps_server_reduce_to(ins, 2, 0, block, err, 1, out, pk), EFPS_OK);
+        assert_memory_equal(err, keep, sizeof(err));
+        assert_memory_equal(out, keep_out, sizeof(out));
         assert_memory_equal(pk, keep_pk, 64);
         memcpy(keep, out, sizeof(out));
         assert_int_equal(efps_decompress(pk, 0, block, 1, out), EFPS_OK);
