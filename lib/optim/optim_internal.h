@@ -30,10 +30,19 @@ struct efps_server_opt {
     size_t n;
     int workers;
     uint64_t steps;
-    float prev_lr; /* eta_{t-1}; 0 before the first step */
+    float prev_lr;   /* eta_{t-1}; 0 before the first step */
     float *err;      /* blocksign: server error e~, gradient units */
     float *err_next; /* blocksign: the new error, swapped in only on success */
 };
+
+/* Commits a state computed out of place: the new buffer becomes the current
+ * one, the old one the scratch of the next step. */
+static inline void efps_optim_commit(float **cur, float **next)
+{
+    float *t = *cur;
+    *cur = *next;
+    *next = t;
+}
 
 /* Both ends check the step size the same way. */
 int efps_optim_lr_ok(float lr);

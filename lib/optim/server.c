@@ -117,19 +117,15 @@ efps_status_t efps_server_opt_reduce(efps_server_opt_t *s, const void *const *pu
         /* p~ = mean of decoded pushes + r_t * e~; D~ = C_B(p~); e~' = p~ - D~.
          * Out of place (e~' swapped in below), so p~ is computed once per
          * element and e~ stays as it was if the step fails. */
-        st = efps_server_reduce_to(pushes, s->workers, s->n, s->cfg.block, s->err,
-                                   s->prev_lr / lr, s->err_next, update);
+        st = efps_server_reduce_to(pushes, s->workers, s->n, s->cfg.block, s->err, s->prev_lr / lr,
+                                   s->err_next, update);
         break;
     }
     if (st != EFPS_OK) {
         efps_debug("server reduce: step %llu: %s", (unsigned long long)s->steps, efps_strerror(st));
         return st; /* e~ is as it was */
     }
-    if (s->err != NULL) {
-        float *t = s->err;
-        s->err = s->err_next;
-        s->err_next = t;
-    }
+    efps_optim_commit(&s->err, &s->err_next); /* NULL and NULL unless blocksign */
     s->prev_lr = lr;
     s->steps++;
     return EFPS_OK;

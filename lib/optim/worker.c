@@ -149,12 +149,8 @@ efps_status_t efps_worker_opt_encode(efps_worker_opt_t *w, const float *grad, fl
     efps_status_t st = compress(w, u, r, encoded);
     if (st != EFPS_OK)
         return st; /* err and m are as they were: neither is committed */
-    float *t = w->m;
-    w->m = w->m_next;
-    w->m_next = t;
-    t = w->err;
-    w->err = w->err_next;
-    w->err_next = t;
+    efps_optim_commit(&w->m, &w->m_next);
+    efps_optim_commit(&w->err, &w->err_next); /* NULL and NULL unless blocksign */
     w->pending = 1;
     w->pending_lr = lr;
     return EFPS_OK;
