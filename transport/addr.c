@@ -36,8 +36,8 @@ static bool split_host_port(const char *text, char *host, size_t host_cap, const
     return true;
 }
 
-efps_status_t efps_tp_parse_addr(const char *text, bool passive, struct sockaddr_storage *ss_p,
-                                 socklen_t *len_p)
+efps_status_t efps__tp_parse_addr(const char *text, bool passive, struct sockaddr_storage *ss_p,
+                                  socklen_t *len_p)
 {
     char host[256];
     const char *port;
@@ -79,7 +79,7 @@ efps_status_t efps_tp_parse_addr(const char *text, bool passive, struct sockaddr
     return EFPS_OK;
 }
 
-void efps_tp_format_addr(const struct sockaddr *sa, char *buf, size_t cap)
+void efps__tp_format_addr(const struct sockaddr *sa, char *buf, size_t cap)
 {
     char ip[INET6_ADDRSTRLEN] = "?";
     if (sa->sa_family == AF_INET) {
@@ -95,7 +95,7 @@ void efps_tp_format_addr(const struct sockaddr *sa, char *buf, size_t cap)
     }
 }
 
-void efps_tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr)
+void efps__tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr)
 {
     if (label != NULL && *label != '\0')
         snprintf(ep->name, sizeof(ep->name), "%.60s (%s)", label, addr);
@@ -103,25 +103,25 @@ void efps_tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr)
         snprintf(ep->name, sizeof(ep->name), "%s", addr);
 }
 
-uint64_t efps_tp_now_ms(void)
+uint64_t efps__tp_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-uint64_t efps_tp_deadline(int timeout_ms)
+uint64_t efps__tp_deadline(int timeout_ms)
 {
-    return timeout_ms < 0 ? 0 : efps_tp_now_ms() + (uint64_t)timeout_ms;
+    return timeout_ms < 0 ? 0 : efps__tp_now_ms() + (uint64_t)timeout_ms;
 }
 
-bool efps_tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline_ms)
+bool efps__tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline_ms)
 {
     if (deadline_ms == 0) {
         pthread_cond_wait(cond, lock);
         return true;
     }
-    uint64_t now = efps_tp_now_ms();
+    uint64_t now = efps__tp_now_ms();
     if (now >= deadline_ms)
         return false;
     struct timespec ts;

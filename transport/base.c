@@ -6,13 +6,13 @@
 
 #include <time.h>
 
-efps_status_t efps_tp_base_init(efps_tp_ctx_t *ctx)
+efps_status_t efps__tp_base_init(efps_tp_ctx_t *ctx)
 {
     pthread_condattr_t ca;
-    efps_tp_cq_init(&ctx->cq);
+    efps__tp_cq_init(&ctx->cq);
     if (pthread_mutex_init(&ctx->lock, NULL) != 0)
         return EFPS_ERR_SYSTEM;
-    /* efps_tp_wait's deadlines are CLOCK_MONOTONIC: a clock step must not
+    /* efps__tp_wait's deadlines are CLOCK_MONOTONIC: a clock step must not
      * stretch or cut a timeout. */
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -22,17 +22,17 @@ efps_status_t efps_tp_base_init(efps_tp_ctx_t *ctx)
     return EFPS_OK;
 }
 
-void efps_tp_base_destroy(efps_tp_ctx_t *ctx)
+void efps__tp_base_destroy(efps_tp_ctx_t *ctx)
 {
-    efps_tp_cq_free(&ctx->cq);
+    efps__tp_cq_free(&ctx->cq);
     pthread_cond_destroy(&ctx->ev_cond);
     pthread_cond_destroy(&ctx->cq_cond);
     pthread_mutex_destroy(&ctx->lock);
 }
 
-void efps_tp_push_cqe(efps_tp_ctx_t *ctx, const efps_tp_cqe_t *cqe)
+void efps__tp_push_cqe(efps_tp_ctx_t *ctx, const efps_tp_cqe_t *cqe)
 {
-    efps_tp_cq_push(&ctx->cq, cqe);
+    efps__tp_cq_push(&ctx->cq, cqe);
     if (ctx->cq_waiters > 0)
         pthread_cond_signal(&ctx->cq_cond);
 }
@@ -49,18 +49,18 @@ static void release_credit(efps_tp_ctx_t *ctx, const efps_tp_cqe_t *cqe)
     }
 }
 
-efps_status_t efps_tp_base_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
-                                int *count_p)
+efps_status_t efps__tp_base_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
+                                 int *count_p)
 {
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
+    uint64_t deadline = efps__tp_deadline(timeout_ms);
     size_t n = 0;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
-        n = efps_tp_cq_pop(&ctx->cq, cqes, (size_t)max);
+        n = efps__tp_cq_pop(&ctx->cq, cqes, (size_t)max);
         if (n > 0 || timeout_ms == 0)
             break;
         ctx->cq_waiters++;
-        bool more = efps_tp_wait(&ctx->cq_cond, &ctx->lock, deadline);
+        bool more = efps__tp_wait(&ctx->cq_cond, &ctx->lock, deadline);
         ctx->cq_waiters--;
         if (!more)
             break;

@@ -7,18 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-void efps_tp_cq_init(efps_tp_cq_t *cq)
+void efps__tp_cq_init(efps_tp_cq_t *cq)
 {
     memset(cq, 0, sizeof(*cq));
 }
 
-void efps_tp_cq_free(efps_tp_cq_t *cq)
+void efps__tp_cq_free(efps_tp_cq_t *cq)
 {
     free(cq->ring);
     memset(cq, 0, sizeof(*cq));
 }
 
-efps_status_t efps_tp_cq_reserve(efps_tp_cq_t *cq, size_t n)
+efps_status_t efps__tp_cq_reserve(efps_tp_cq_t *cq, size_t n)
 {
     size_t want = cq->reserved + n;
     if (want > cq->cap) {
@@ -42,20 +42,20 @@ efps_status_t efps_tp_cq_reserve(efps_tp_cq_t *cq, size_t n)
     return EFPS_OK;
 }
 
-void efps_tp_cq_unreserve(efps_tp_cq_t *cq, size_t n)
+void efps__tp_cq_unreserve(efps_tp_cq_t *cq, size_t n)
 {
     assert(cq->reserved >= n);
     cq->reserved -= n;
 }
 
-void efps_tp_cq_push(efps_tp_cq_t *cq, const efps_tp_cqe_t *cqe)
+void efps__tp_cq_push(efps_tp_cq_t *cq, const efps_tp_cqe_t *cqe)
 {
     assert(cq->count < cq->cap);
     cq->ring[(cq->head + cq->count) % cq->cap] = *cqe;
     cq->count++;
 }
 
-size_t efps_tp_cq_pop(efps_tp_cq_t *cq, efps_tp_cqe_t *out, size_t max)
+size_t efps__tp_cq_pop(efps_tp_cq_t *cq, efps_tp_cqe_t *out, size_t max)
 {
     size_t n = cq->count < max ? cq->count : max;
     for (size_t i = 0; i < n; i++) {
@@ -66,7 +66,7 @@ size_t efps_tp_cq_pop(efps_tp_cq_t *cq, efps_tp_cqe_t *out, size_t max)
     return n;
 }
 
-void efps_tp_cq_purge(efps_tp_cq_t *cq, const efps_tp_ep_t *ep)
+void efps__tp_cq_purge(efps_tp_cq_t *cq, const efps_tp_ep_t *ep)
 {
     size_t kept = 0;
     for (size_t i = 0; i < cq->count; i++) {

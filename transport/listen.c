@@ -6,7 +6,7 @@
 
 #include <stdlib.h>
 
-void efps_tp_listen_queue(efps_tp_listener_t *l, efps_tp_conn_req_t *req)
+void efps__tp_listen_queue(efps_tp_listener_t *l, efps_tp_conn_req_t *req)
 {
     req->queue_next = NULL;
     if (l->queue_tail != NULL)
@@ -17,7 +17,7 @@ void efps_tp_listen_queue(efps_tp_listener_t *l, efps_tp_conn_req_t *req)
     pthread_cond_broadcast(&l->ctx->ev_cond);
 }
 
-void efps_tp_listen_unqueue(efps_tp_listener_t *l, efps_tp_conn_req_t *req)
+void efps__tp_listen_unqueue(efps_tp_listener_t *l, efps_tp_conn_req_t *req)
 {
     efps_tp_conn_req_t **pp = &l->queue_head, *last = NULL;
     while (*pp != NULL && *pp != req) {
@@ -32,18 +32,18 @@ void efps_tp_listen_unqueue(efps_tp_listener_t *l, efps_tp_conn_req_t *req)
     req->queue_next = NULL;
 }
 
-efps_tp_conn_req_t *efps_tp_listen_pop(efps_tp_listener_t *l)
+efps_tp_conn_req_t *efps__tp_listen_pop(efps_tp_listener_t *l)
 {
     efps_tp_conn_req_t *req = l->queue_head;
     if (req != NULL)
-        efps_tp_listen_unqueue(l, req);
+        efps__tp_listen_unqueue(l, req);
     return req;
 }
 
-efps_status_t efps_tp_listen_get(efps_tp_listener_t *l, int timeout_ms, efps_tp_conn_req_t **req_p)
+efps_status_t efps__tp_listen_get(efps_tp_listener_t *l, int timeout_ms, efps_tp_conn_req_t **req_p)
 {
     efps_tp_ctx_t *ctx = l->ctx;
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
+    uint64_t deadline = efps__tp_deadline(timeout_ms);
     efps_status_t status = EFPS_ERR_TIMEOUT;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
@@ -51,21 +51,21 @@ efps_status_t efps_tp_listen_get(efps_tp_listener_t *l, int timeout_ms, efps_tp_
             status = EFPS_ERR_STATE;
             break;
         }
-        efps_tp_conn_req_t *req = efps_tp_listen_pop(l);
+        efps_tp_conn_req_t *req = efps__tp_listen_pop(l);
         if (req != NULL) {
             ctx->ops->request_taken(req);
             *req_p = req;
             status = EFPS_OK;
             break;
         }
-        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline))
+        if (timeout_ms == 0 || !efps__tp_wait(&ctx->ev_cond, &ctx->lock, deadline))
             break;
     }
     pthread_mutex_unlock(&ctx->lock);
     return status;
 }
 
-void efps_tp_listen_destroy(efps_tp_listener_t *l)
+void efps__tp_listen_destroy(efps_tp_listener_t *l)
 {
     efps_tp_ctx_t *ctx = l->ctx;
     pthread_mutex_lock(&ctx->lock);
@@ -73,7 +73,7 @@ void efps_tp_listen_destroy(efps_tp_listener_t *l)
     ctx->ops->listener_closing(l);
     pthread_cond_broadcast(&ctx->ev_cond); /* get_request waiters give up */
     while (!l->closed)
-        efps_tp_wait(&ctx->ev_cond, &ctx->lock, 0);
+        efps__tp_wait(&ctx->ev_cond, &ctx->lock, 0);
     pthread_mutex_unlock(&ctx->lock);
     free(l); /* the transport's listener starts with its base */
 }

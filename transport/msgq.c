@@ -7,29 +7,29 @@
 #include <stdlib.h>
 #include <string.h>
 
-efps_status_t efps_tp_msgq_alloc(efps_tp_msgq_t *q)
+efps_status_t efps__tp_msgq_alloc(efps_tp_msgq_t *q)
 {
     q->buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
     return q->buf != NULL ? EFPS_OK : EFPS_ERR_NOMEM;
 }
 
-void efps_tp_msgq_free(efps_tp_msgq_t *q)
+void efps__tp_msgq_free(efps_tp_msgq_t *q)
 {
     free(q->buf);
     q->buf = NULL;
 }
 
-bool efps_tp_msgq_full(const efps_tp_msgq_t *q)
+bool efps__tp_msgq_full(const efps_tp_msgq_t *q)
 {
     return q->count >= EFPS_TP_MSG_DEPTH;
 }
 
-uint8_t *efps_tp_msgq_tail(const efps_tp_msgq_t *q)
+uint8_t *efps__tp_msgq_tail(const efps_tp_msgq_t *q)
 {
     return q->buf + (size_t)((q->head + q->count) % EFPS_TP_MSG_DEPTH) * EFPS_TP_MSG_MAX;
 }
 
-void efps_tp_msgq_arrived(efps_tp_ep_t *ep, uint32_t len)
+void efps__tp_msgq_arrived(efps_tp_ep_t *ep, uint32_t len)
 {
     efps_tp_msgq_t *q = &ep->msgs;
     q->len[(q->head + q->count) % EFPS_TP_MSG_DEPTH] = len;
@@ -57,11 +57,11 @@ static bool take(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p)
     return true;
 }
 
-efps_status_t efps_tp_msgq_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
-                                int timeout_ms)
+efps_status_t efps__tp_msgq_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
+                                 int timeout_ms)
 {
     efps_tp_ctx_t *ctx = ep->ctx;
-    uint64_t deadline = efps_tp_deadline(timeout_ms);
+    uint64_t deadline = efps__tp_deadline(timeout_ms);
     efps_status_t status;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
@@ -73,7 +73,7 @@ efps_status_t efps_tp_msgq_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t 
             status = EFPS_ERR_PEER;
             break;
         }
-        if (timeout_ms == 0 || !efps_tp_wait(&ctx->ev_cond, &ctx->lock, deadline)) {
+        if (timeout_ms == 0 || !efps__tp_wait(&ctx->ev_cond, &ctx->lock, deadline)) {
             status = EFPS_ERR_TIMEOUT;
             break;
         }

@@ -9,8 +9,8 @@
 /* Preferred first: "auto" takes the first whose probe succeeds (verbs needs
  * an RDMA device with an active port). */
 static const struct efps_transport_ops *const transports[] = {
-    &efps_verbs_ops,
-    &efps_tcp_ops,
+    &efps__verbs_ops,
+    &efps__tcp_ops,
 };
 #define N_TRANSPORTS (sizeof(transports) / sizeof(transports[0]))
 
@@ -201,7 +201,7 @@ efps_status_t efps_tp_listen(efps_tp_ctx_t *ctx, const char *address,
     socklen_t len;
     if (ctx == NULL || address == NULL || listener_p == NULL)
         return EFPS_ERR_INVALID;
-    efps_status_t status = efps_tp_parse_addr(address, true, &ss, &len);
+    efps_status_t status = efps__tp_parse_addr(address, true, &ss, &len);
     if (status != EFPS_OK)
         return status;
     return ctx->ops->listen(ctx, (struct sockaddr *)&ss, len, listener_p);
@@ -210,7 +210,7 @@ efps_status_t efps_tp_listen(efps_tp_ctx_t *ctx, const char *address,
 void efps_tp_listener_destroy(efps_tp_listener_t *listener)
 {
     if (listener != NULL)
-        efps_tp_listen_destroy(listener);
+        efps__tp_listen_destroy(listener);
 }
 
 uint16_t efps_tp_listener_port(const efps_tp_listener_t *listener)
@@ -223,7 +223,7 @@ efps_status_t efps_tp_get_request(efps_tp_listener_t *listener, int timeout_ms,
 {
     if (listener == NULL || req_p == NULL)
         return EFPS_ERR_INVALID;
-    return efps_tp_listen_get(listener, timeout_ms, req_p);
+    return efps__tp_listen_get(listener, timeout_ms, req_p);
 }
 
 const void *efps_tp_req_priv(const efps_tp_conn_req_t *req, size_t *len_p)
@@ -269,7 +269,7 @@ efps_status_t efps_tp_connect(efps_tp_ctx_t *ctx, const char *address,
         return EFPS_ERR_INVALID;
     efps_status_t status = check_param(param, address);
     if (status == EFPS_OK)
-        status = efps_tp_parse_addr(address, false, &ss, &len);
+        status = efps__tp_parse_addr(address, false, &ss, &len);
     if (status != EFPS_OK)
         return status;
     return ctx->ops->connect(ctx, (struct sockaddr *)&ss, len, param, ep_p);
@@ -355,7 +355,7 @@ efps_status_t efps_tp_msg_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *
 {
     if (ep == NULL || (buf == NULL && cap > 0))
         return EFPS_ERR_INVALID;
-    return efps_tp_msgq_recv(ep, buf, cap, len_p, timeout_ms);
+    return efps__tp_msgq_recv(ep, buf, cap, len_p, timeout_ms);
 }
 
 efps_status_t efps_tp_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
@@ -363,7 +363,7 @@ efps_status_t efps_tp_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int
 {
     if (ctx == NULL || cqes == NULL || max <= 0 || count_p == NULL)
         return EFPS_ERR_INVALID;
-    return efps_tp_base_poll(ctx, cqes, max, timeout_ms, count_p);
+    return efps__tp_base_poll(ctx, cqes, max, timeout_ms, count_p);
 }
 
 const char *efps_tp_cqe_type_name(efps_tp_cqe_type_t type)

@@ -124,78 +124,79 @@ struct efps_transport_ops {
     void (*listener_closing)(efps_tp_listener_t *listener);
 };
 
-extern const struct efps_transport_ops efps_tcp_ops;
-extern const struct efps_transport_ops efps_verbs_ops;
+extern const struct efps_transport_ops efps__tcp_ops;
+extern const struct efps_transport_ops efps__verbs_ops;
 
 /* ---- helpers shared by the transports (transport/addr.c, transport/cq.c) -- */
 
 /* Parses "host:port", "[v6]:port", "*:port", ":port". passive: an empty or
  * "*" host means every address (for listen). Logs what it could not parse. */
-efps_status_t efps_tp_parse_addr(const char *text, bool passive, struct sockaddr_storage *ss_p,
-                                 socklen_t *len_p);
+efps_status_t efps__tp_parse_addr(const char *text, bool passive, struct sockaddr_storage *ss_p,
+                                  socklen_t *len_p);
 /* "1.2.3.4:7000" / "[::1]:7000" into buf (at least EFPS_TP_ADDR_MAX). */
-void efps_tp_format_addr(const struct sockaddr *sa, char *buf, size_t cap);
+void efps__tp_format_addr(const struct sockaddr *sa, char *buf, size_t cap);
 /* "label (addr)" or "addr" into ep->name. */
-void efps_tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr);
+void efps__tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr);
 
 /* Absolute CLOCK_MONOTONIC milliseconds. */
-uint64_t efps_tp_now_ms(void);
+uint64_t efps__tp_now_ms(void);
 /* The deadline of a call's timeout_ms: 0 (wait forever) when timeout_ms < 0. */
-uint64_t efps_tp_deadline(int timeout_ms);
+uint64_t efps__tp_deadline(int timeout_ms);
 /* Waits on cond (created on CLOCK_MONOTONIC) with lock held, until woken or
  * deadline_ms (0: no deadline). false once the deadline has passed. */
-bool efps_tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline_ms);
+bool efps__tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline_ms);
 
-void efps_tp_cq_init(efps_tp_cq_t *cq);
-void efps_tp_cq_free(efps_tp_cq_t *cq);
+void efps__tp_cq_init(efps_tp_cq_t *cq);
+void efps__tp_cq_free(efps_tp_cq_t *cq);
 /* Makes room for n more entries (an endpoint's worst case). */
-efps_status_t efps_tp_cq_reserve(efps_tp_cq_t *cq, size_t n);
-void efps_tp_cq_unreserve(efps_tp_cq_t *cq, size_t n);
+efps_status_t efps__tp_cq_reserve(efps_tp_cq_t *cq, size_t n);
+void efps__tp_cq_unreserve(efps_tp_cq_t *cq, size_t n);
 /* The caller's reservation guarantees room; a full ring is a bug (asserted). */
-void efps_tp_cq_push(efps_tp_cq_t *cq, const efps_tp_cqe_t *cqe);
-size_t efps_tp_cq_pop(efps_tp_cq_t *cq, efps_tp_cqe_t *out, size_t max);
+void efps__tp_cq_push(efps_tp_cq_t *cq, const efps_tp_cqe_t *cqe);
+size_t efps__tp_cq_pop(efps_tp_cq_t *cq, efps_tp_cqe_t *out, size_t max);
 /* Removes every entry of ep, keeping the order of the others. */
-void efps_tp_cq_purge(efps_tp_cq_t *cq, const efps_tp_ep_t *ep);
+void efps__tp_cq_purge(efps_tp_cq_t *cq, const efps_tp_ep_t *ep);
 
 /* ---- the part of a context every transport shares (transport/base.c) ----- */
 
 /* The lock (CLOCK_MONOTONIC conditions) and the completion queue. */
-efps_status_t efps_tp_base_init(efps_tp_ctx_t *ctx);
-void efps_tp_base_destroy(efps_tp_ctx_t *ctx);
+efps_status_t efps__tp_base_init(efps_tp_ctx_t *ctx);
+void efps__tp_base_destroy(efps_tp_ctx_t *ctx);
 /* Lock held: queues a completion and wakes a poller. */
-void efps_tp_push_cqe(efps_tp_ctx_t *ctx, const efps_tp_cqe_t *cqe);
+void efps__tp_push_cqe(efps_tp_ctx_t *ctx, const efps_tp_cqe_t *cqe);
 /* efps_tp_poll: takes what is queued (waiting up to timeout_ms for some),
  * and gives back what each completion held: a send slot, or (through
  * ops->rx_credit) a receive credit. */
-efps_status_t efps_tp_base_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
-                                int *count_p);
+efps_status_t efps__tp_base_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
+                                 int *count_p);
 
 /* ---- a listener's request queue (transport/listen.c) --------------------- */
 
 /* Lock held: req joins the end of l's queue; get_request waiters wake. */
-void efps_tp_listen_queue(efps_tp_listener_t *l, efps_tp_conn_req_t *req);
+void efps__tp_listen_queue(efps_tp_listener_t *l, efps_tp_conn_req_t *req);
 /* Lock held: takes req off l's queue, if it is there. */
-void efps_tp_listen_unqueue(efps_tp_listener_t *l, efps_tp_conn_req_t *req);
+void efps__tp_listen_unqueue(efps_tp_listener_t *l, efps_tp_conn_req_t *req);
 /* Lock held: the first queued request, taken off the queue, or NULL. */
-efps_tp_conn_req_t *efps_tp_listen_pop(efps_tp_listener_t *l);
+efps_tp_conn_req_t *efps__tp_listen_pop(efps_tp_listener_t *l);
 /* efps_tp_get_request: the first request, waiting up to timeout_ms. */
-efps_status_t efps_tp_listen_get(efps_tp_listener_t *l, int timeout_ms, efps_tp_conn_req_t **req_p);
+efps_status_t efps__tp_listen_get(efps_tp_listener_t *l, int timeout_ms,
+                                  efps_tp_conn_req_t **req_p);
 /* efps_tp_listener_destroy: has the progress thread close it, waits, frees. */
-void efps_tp_listen_destroy(efps_tp_listener_t *l);
+void efps__tp_listen_destroy(efps_tp_listener_t *l);
 
 /* ---- an endpoint's received messages (transport/msgq.c) ------------------ */
 
-efps_status_t efps_tp_msgq_alloc(efps_tp_msgq_t *q);
-void efps_tp_msgq_free(efps_tp_msgq_t *q);
+efps_status_t efps__tp_msgq_alloc(efps_tp_msgq_t *q);
+void efps__tp_msgq_free(efps_tp_msgq_t *q);
 /* Lock held: every slot holds a message the application has not taken. */
-bool efps_tp_msgq_full(const efps_tp_msgq_t *q);
+bool efps__tp_msgq_full(const efps_tp_msgq_t *q);
 /* Lock held: where the next message goes (not full). */
-uint8_t *efps_tp_msgq_tail(const efps_tp_msgq_t *q);
+uint8_t *efps__tp_msgq_tail(const efps_tp_msgq_t *q);
 /* Lock held: the message at the tail is whole (len bytes); msg_recv wakes. */
-void efps_tp_msgq_arrived(efps_tp_ep_t *ep, uint32_t len);
+void efps__tp_msgq_arrived(efps_tp_ep_t *ep, uint32_t len);
 /* efps_tp_msg_recv: the oldest message, waiting up to timeout_ms while
  * ep is live; taking it gives the peer a message credit (ops->rx_credit). */
-efps_status_t efps_tp_msgq_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
-                                int timeout_ms);
+efps_status_t efps__tp_msgq_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p,
+                                 int timeout_ms);
 
 #endif

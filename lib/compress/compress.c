@@ -7,9 +7,9 @@
 #include <stdlib.h>
 
 static const efps_kernels_t *const variants[] = {
-    [EFPS_SIMD_SCALAR] = &efps_kernels_scalar,
-    [EFPS_SIMD_AVX2] = &efps_kernels_avx2,
-    [EFPS_SIMD_AVX512] = &efps_kernels_avx512,
+    [EFPS_SIMD_SCALAR] = &efps__kernels_scalar,
+    [EFPS_SIMD_AVX2] = &efps__kernels_avx2,
+    [EFPS_SIMD_AVX512] = &efps__kernels_avx512,
 };
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
@@ -73,7 +73,7 @@ efps_status_t efps_compress_set_simd(efps_simd_t simd)
 
 size_t efps_packed_blocks(size_t n, size_t block)
 {
-    return efps_nblocks(n, block ? block : n);
+    return efps__nblocks(n, block ? block : n);
 }
 
 size_t efps_packed_signs_offset(size_t n, size_t block)
@@ -100,7 +100,7 @@ size_t efps_sign_packed_size(size_t n)
 /* Zero what the kernels do not write: scale padding and sign padding. */
 static void zero_padding(uint8_t *packed, size_t n, size_t B)
 {
-    const size_t nb = efps_nblocks(n, B), so = efps_align_up(4 * nb, EFPS_ALIGN);
+    const size_t nb = efps__nblocks(n, B), so = efps_align_up(4 * nb, EFPS_ALIGN);
     memset(packed + 4 * nb, 0, so - 4 * nb);
     const size_t sb = (n + 7) / 8;
     memset(packed + so + sb, 0, efps_align_up(sb, EFPS_ALIGN) - sb);
@@ -147,7 +147,7 @@ static int aligned64(const void *p)
 static efps_status_t run_job(const efps_kernels_t *k, const efps_job_t *j, size_t step,
                              int buffer_p, void *packed)
 {
-    const size_t nb = efps_nblocks(j->n, j->B);
+    const size_t nb = efps__nblocks(j->n, j->B);
     float *scales = packed;
     uint8_t *signs = (uint8_t *)packed + efps_packed_signs_offset(j->n, j->B);
     float pbuf[CHUNK_ELEMS] __attribute__((aligned(EFPS_ALIGN)));
@@ -174,7 +174,7 @@ static efps_status_t run_job(const efps_kernels_t *k, const efps_job_t *j, size_
 static size_t chunk_blocks(const efps_job_t *j)
 {
     if (j->err_out == j->err_in)
-        return efps_nblocks(j->n, j->B);
+        return efps__nblocks(j->n, j->B);
     return j->B < CHUNK_ELEMS ? CHUNK_ELEMS / j->B : 1;
 }
 

@@ -75,30 +75,30 @@ typedef struct efps_kernels {
         .sign_decode = sign_decode,                                                                \
     }
 
-extern const efps_kernels_t efps_kernels_scalar;
-extern const efps_kernels_t efps_kernels_avx2;
-extern const efps_kernels_t efps_kernels_avx512;
+extern const efps_kernels_t efps__kernels_scalar;
+extern const efps_kernels_t efps__kernels_avx2;
+extern const efps_kernels_t efps__kernels_avx512;
 
 /* ---- helpers shared by the variants (inline, never vectorised by accident:
  * -fno-tree-vectorize is not needed, they are scalar by construction) ---- */
 
-static inline size_t efps_nblocks(size_t n, size_t B)
+static inline size_t efps__nblocks(size_t n, size_t B)
 {
     return n == 0 ? 0 : (n + B - 1) / B;
 }
 
-static inline const float *efps_packed_scales(const void *packed)
+static inline const float *efps__packed_scales(const void *packed)
 {
     return (const float *)packed;
 }
 
-static inline const uint8_t *efps_packed_signs(const void *packed, size_t n, size_t B)
+static inline const uint8_t *efps__packed_signs(const void *packed, size_t n, size_t B)
 {
-    return (const uint8_t *)packed + efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN);
+    return (const uint8_t *)packed + efps_align_up(4 * efps__nblocks(n, B), EFPS_ALIGN);
 }
 
 /* The fold of DESIGN.md: s[k] += s[k+8], s[k] += s[k+4], s[k] += s[k+2], s[0] += s[1]. */
-static inline float efps_fold16(float s[EFPS_L1_PARTIALS])
+static inline float efps__fold16(float s[EFPS_L1_PARTIALS])
 {
     for (int k = 0; k < 8; k++)
         s[k] += s[k + 8];
@@ -109,7 +109,7 @@ static inline float efps_fold16(float s[EFPS_L1_PARTIALS])
     return s[0] + s[1];
 }
 
-static inline float efps_abs(float v)
+static inline float efps__abs(float v)
 {
     uint32_t u;
     memcpy(&u, &v, 4);
@@ -118,34 +118,34 @@ static inline float efps_abs(float v)
     return v;
 }
 
-static inline int efps_signbit(float v)
+static inline int efps__signbit(float v)
 {
     uint32_t u;
     memcpy(&u, &v, 4);
     return (int)(u >> 31);
 }
 
-static inline int efps_bit(const uint8_t *signs, size_t i)
+static inline int efps__bit(const uint8_t *signs, size_t i)
 {
     return (signs[i >> 3] >> (i & 7)) & 1;
 }
 
 /* Decoded value of element i given its block's scale. */
-static inline float efps_dec(const uint8_t *signs, size_t i, float s)
+static inline float efps__dec(const uint8_t *signs, size_t i, float s)
 {
-    return efps_bit(signs, i) ? -s : s;
+    return efps__bit(signs, i) ? -s : s;
 }
 
 /* Mean of the m decoded worker values of element i of block k:
  * fl(sum in rank order from worker 0) / m. */
-static inline float efps_mean_decoded(const void *const *packed, int m, size_t n, size_t B,
-                                      size_t i, size_t k)
+static inline float efps__mean_decoded(const void *const *packed, int m, size_t n, size_t B,
+                                       size_t i, size_t k)
 {
-    const size_t so = efps_align_up(4 * efps_nblocks(n, B), EFPS_ALIGN);
+    const size_t so = efps_align_up(4 * efps__nblocks(n, B), EFPS_ALIGN);
     float sum = 0.0f;
     for (int w = 0; w < m; w++) {
         const float s = ((const float *)packed[w])[k];
-        const float d = efps_dec((const uint8_t *)packed[w] + so, i, s);
+        const float d = efps__dec((const uint8_t *)packed[w] + so, i, s);
         sum = (w == 0) ? d : sum + d;
     }
     return sum / (float)m;

@@ -117,7 +117,7 @@ EFPS_INLINE void scales_walk(const src_t *c, float *scales)
         float part[2 * W];
         _mm256_storeu_ps(part, acc0);
         _mm256_storeu_ps(part + W, acc1);
-        scales[blk] = efps_fold16(part) / (float)(hi - lo);
+        scales[blk] = efps__fold16(part) / (float)(hi - lo);
     }
 }
 
@@ -240,4 +240,4 @@ typedef uint64_t vbits_t __attribute__((vector_size(32)));
 
 #pragma GCC pop_options
 
-EFPS_KERNELS_TABLE(efps_kernels_avx2, "avx2");
+EFPS_KERNELS_TABLE(efps__kernels_avx2, "avx2");

@@ -102,7 +102,7 @@ EFPS_INLINE void scales_walk(const src_t *c, float *scales)
             acc = _mm512_mask_add_ps(acc, lanes(hi - i), acc, vabs(p_at(c, i, hi - i, blk)));
         float part[W];
         _mm512_storeu_ps(part, acc);
-        scales[blk] = efps_fold16(part) / (float)(hi - lo);
+        scales[blk] = efps__fold16(part) / (float)(hi - lo);
     }
 }
 
@@ -232,4 +232,4 @@ typedef uint64_t vbits_t __attribute__((vector_size(64)));
 
 #pragma GCC pop_options
 
-EFPS_KERNELS_TABLE(efps_kernels_avx512, "avx512");
+EFPS_KERNELS_TABLE(efps__kernels_avx512, "avx512");

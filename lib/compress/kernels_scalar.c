@@ -8,7 +8,7 @@ static inline float p_of(const efps_job_t *j, size_t i, size_t k)
     if (j->pbuf)
         return j->pbuf[i - j->pbase];
     if (j->packed) /* no contraction: built with -ffp-contract=off */
-        return efps_mean_decoded(j->packed, j->m, j->n, j->B, i, k) + j->b * j->err_in[i];
+        return efps__mean_decoded(j->packed, j->m, j->n, j->B, i, k) + j->b * j->err_in[i];
     return j->a * j->x[i] + j->b * j->err_in[i];
 }
 
@@ -39,8 +39,8 @@ static void scales(const efps_job_t *j, size_t k0, size_t k1, float *out)
         const size_t lo = k * j->B, hi = lo + j->B < j->n ? lo + j->B : j->n;
         float s[EFPS_L1_PARTIALS] = {0};
         for (size_t i = lo; i < hi; i++)
-            s[(i - lo) % EFPS_L1_PARTIALS] += efps_abs(p_of(j, i, k));
-        out[k] = efps_fold16(s) / (float)(hi - lo);
+            s[(i - lo) % EFPS_L1_PARTIALS] += efps__abs(p_of(j, i, k));
+        out[k] = efps__fold16(s) / (float)(hi - lo);
     }
 }
 
@@ -51,7 +51,7 @@ static void commit(const efps_job_t *j, size_t k0, size_t k1, const float *sc, u
     bitwriter_t w = {signs, (lo & 7) ? signs[lo >> 3] : 0u};
     for (size_t i = lo; i < hi; i++) {
         const float p = p_of(j, i, i / j->B), s = sc[i / j->B];
-        const int bit = efps_signbit(p);
+        const int bit = efps__signbit(p);
         put_bit(&w, i, bit);
         j->err_out[i] = p - (bit ? -s : s);
     }
@@ -68,10 +68,10 @@ static void p_fill(const efps_job_t *j, size_t k0, size_t k1, float *pbuf)
 
 static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)
 {
-    const float *scales = efps_packed_scales(packed);
-    const uint8_t *signs = efps_packed_signs(packed, n, B);
+    const float *scales = efps__packed_scales(packed);
+    const uint8_t *signs = efps__packed_signs(packed, n, B);
     for (size_t i = 0; i < n; i++) {
-        const float v = alpha * efps_dec(signs, i, scales[i / B]);
+        const float v = alpha * efps__dec(signs, i, scales[i / B]);
         out[i] = add ? out[i] + v : v;
     }
 }
@@ -84,7 +84,7 @@ static int sign_pack(const float *u, size_t n, uint8_t *signs)
         uint32_t bits;
         memcpy(&bits, &u[i], 4);
         bad |= (bits & 0x7f800000u) == 0x7f800000u;
-        put_bit(&w, i, efps_signbit(u[i]));
+        put_bit(&w, i, efps__signbit(u[i]));
     }
     flush_bits(&w, n);
     return bad;
@@ -96,8 +96,8 @@ static void sign_majority(const void *const *packed, int m, size_t n, uint8_t *o
     for (size_t i = 0; i < n; i++) {
         int neg = 0;
         for (int k = 0; k < m; k++)
-            neg += efps_bit(packed[k], i);
-        int bit = 2 * neg > m ? 1 : 2 * neg < m ? 0 : efps_bit(packed[0], i);
+            neg += efps__bit(packed[k], i);
+        int bit = 2 * neg > m ? 1 : 2 * neg < m ? 0 : efps__bit(packed[0], i);
         put_bit(&w, i, bit);
     }
     flush_bits(&w, n);
@@ -106,9 +106,9 @@ static void sign_majority(const void *const *packed, int m, size_t n, uint8_t *o
 static void sign_decode(const void *packed, size_t n, float alpha, float *out, int add)
 {
     for (size_t i = 0; i < n; i++) {
-        const float v = efps_bit(packed, i) ? -alpha : alpha;
+        const float v = efps__bit(packed, i) ? -alpha : alpha;
         out[i] = add ? out[i] + v : v;
     }
 }
 
-EFPS_KERNELS_TABLE(efps_kernels_scalar, "scalar");
+EFPS_KERNELS_TABLE(efps__kernels_scalar, "scalar");

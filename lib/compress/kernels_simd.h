@@ -8,7 +8,7 @@
 
 static src_t job_src(const efps_job_t *j, size_t k0, size_t k1)
 {
-    const size_t nb = efps_nblocks(j->n, j->B);
+    const size_t nb = efps__nblocks(j->n, j->B);
     return (src_t){.x = j->x,
                    .err = j->err_in,
                    .a = j->a,
@@ -91,8 +91,8 @@ static void p_fill(const efps_job_t *j, size_t k0, size_t k1, float *pbuf)
 
 static void decode(const void *packed, size_t n, size_t B, float alpha, float *out, int add)
 {
-    const float *scales = efps_packed_scales(packed);
-    const uint8_t *signs = efps_packed_signs(packed, n, B);
+    const float *scales = efps__packed_scales(packed);
+    const uint8_t *signs = efps__packed_signs(packed, n, B);
     for (size_t lo = 0, blk = 0; lo < n; lo += B, blk++) {
         const size_t hi = lo + B < n ? lo + B : n;
         const float as = alpha * scales[blk]; /* -(alpha*s) == alpha*(-s): same bits */

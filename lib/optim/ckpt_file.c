@@ -38,27 +38,27 @@ static void le32(uint8_t *b, uint32_t v)
         b[k] = (uint8_t)(v >> (8 * k));
 }
 
-void efps_ckpt_put_u32(efps_ckpt_out_t *o, uint32_t v)
+void efps__ckpt_put_u32(efps_ckpt_out_t *o, uint32_t v)
 {
     uint8_t b[4];
     le32(b, v);
     put_bytes(o, b, 4);
 }
 
-void efps_ckpt_put_u64(efps_ckpt_out_t *o, uint64_t v)
+void efps__ckpt_put_u64(efps_ckpt_out_t *o, uint64_t v)
 {
-    efps_ckpt_put_u32(o, (uint32_t)v);
-    efps_ckpt_put_u32(o, (uint32_t)(v >> 32));
+    efps__ckpt_put_u32(o, (uint32_t)v);
+    efps__ckpt_put_u32(o, (uint32_t)(v >> 32));
 }
 
-void efps_ckpt_put_f32(efps_ckpt_out_t *o, float v)
+void efps__ckpt_put_f32(efps_ckpt_out_t *o, float v)
 {
     uint32_t u;
     memcpy(&u, &v, 4);
-    efps_ckpt_put_u32(o, u);
+    efps__ckpt_put_u32(o, u);
 }
 
-void efps_ckpt_put_f32s(efps_ckpt_out_t *o, const float *v, size_t count)
+void efps__ckpt_put_f32s(efps_ckpt_out_t *o, const float *v, size_t count)
 {
     uint8_t chunk[4096];
     while (count > 0) {
@@ -77,9 +77,9 @@ void efps_ckpt_put_f32s(efps_ckpt_out_t *o, const float *v, size_t count)
 static void put_header(efps_ckpt_out_t *o, uint32_t kind, uint64_t payload)
 {
     put_bytes(o, magic, sizeof(magic));
-    efps_ckpt_put_u32(o, EFPS_CKPT_VERSION);
-    efps_ckpt_put_u32(o, kind);
-    efps_ckpt_put_u64(o, payload);
+    efps__ckpt_put_u32(o, EFPS_CKPT_VERSION);
+    efps__ckpt_put_u32(o, kind);
+    efps__ckpt_put_u64(o, payload);
 }
 
 /* Makes the rename itself durable; a failure here loses nothing already
@@ -98,7 +98,7 @@ static void sync_dir_of(const char *path)
     free(copy);
 }
 
-static efps_status_t write_tmp(FILE *f, uint32_t kind, efps_ckpt_put_fn put, const void *obj,
+static efps_status_t write_tmp(FILE *f, uint32_t kind, efps__ckpt_put_fn put, const void *obj,
                                const char *path)
 {
     efps_ckpt_out_t count = {0};
@@ -107,7 +107,7 @@ static efps_status_t write_tmp(FILE *f, uint32_t kind, efps_ckpt_put_fn put, con
     put_header(&o, kind, count.bytes);
     put(&o, obj);
     const uint32_t crc = (uint32_t)o.crc;
-    efps_ckpt_put_u32(&o, crc);
+    efps__ckpt_put_u32(&o, crc);
     if (o.failed || fflush(f) != 0 || fsync(fileno(f)) != 0) {
         efps_error("checkpoint %s: write failed: %s", path, strerror(errno));
         return EFPS_ERR_IO;
@@ -115,8 +115,8 @@ static efps_status_t write_tmp(FILE *f, uint32_t kind, efps_ckpt_put_fn put, con
     return EFPS_OK;
 }
 
-efps_status_t efps_ckpt_write(const char *path, uint32_t kind, efps_ckpt_put_fn put,
-                              const void *obj)
+efps_status_t efps__ckpt_write(const char *path, uint32_t kind, efps__ckpt_put_fn put,
+                               const void *obj)
 {
     if (path == NULL || *path == '\0') {
         efps_error("checkpoint: no path given");
@@ -186,34 +186,34 @@ static const uint8_t *take(efps_ckpt_in_t *in, size_t len)
     return p;
 }
 
-uint32_t efps_ckpt_get_u32(efps_ckpt_in_t *in)
+uint32_t efps__ckpt_get_u32(efps_ckpt_in_t *in)
 {
     const uint8_t *b = take(in, 4);
     return b ? rd32(b) : 0;
 }
 
-uint64_t efps_ckpt_get_u64(efps_ckpt_in_t *in)
+uint64_t efps__ckpt_get_u64(efps_ckpt_in_t *in)
 {
     const uint8_t *b = take(in, 8);
     return b ? rd64(b) : 0;
 }
 
-float efps_ckpt_get_f32(efps_ckpt_in_t *in)
+float efps__ckpt_get_f32(efps_ckpt_in_t *in)
 {
-    const uint32_t u = efps_ckpt_get_u32(in);
+    const uint32_t u = efps__ckpt_get_u32(in);
     float v;
     memcpy(&v, &u, 4);
     return v;
 }
 
-int efps_ckpt_in_has(const efps_ckpt_in_t *in, uint64_t count, size_t elem_size)
+int efps__ckpt_in_has(const efps_ckpt_in_t *in, uint64_t count, size_t elem_size)
 {
     return !in->short_read && count <= (in->len - in->pos) / elem_size;
 }
 
-void efps_ckpt_get_f32s(efps_ckpt_in_t *in, float *v, size_t count)
+void efps__ckpt_get_f32s(efps_ckpt_in_t *in, float *v, size_t count)
 {
-    if (!efps_ckpt_in_has(in, count, 4)) {
+    if (!efps__ckpt_in_has(in, count, 4)) {
         in->short_read = 1;
         return;
     }
@@ -298,7 +298,7 @@ static efps_status_t check_container(const char *path, const uint8_t *buf, size_
     return EFPS_OK;
 }
 
-efps_status_t efps_ckpt_read(const char *path, uint32_t kind, uint8_t **payload_p, size_t *len_p)
+efps_status_t efps__ckpt_read(const char *path, uint32_t kind, uint8_t **payload_p, size_t *len_p)
 {
     if (path == NULL) {
         efps_error("checkpoint: no path given");

@@ -11,21 +11,21 @@
 
 static void put_config(efps_ckpt_out_t *o, const efps_optim_config_t *cfg)
 {
-    efps_ckpt_put_u32(o, (uint32_t)cfg->compressor);
-    efps_ckpt_put_u64(o, cfg->block);
-    efps_ckpt_put_f32(o, cfg->momentum);
-    efps_ckpt_put_u32(o, (uint32_t)cfg->nesterov);
-    efps_ckpt_put_f32(o, cfg->weight_decay);
+    efps__ckpt_put_u32(o, (uint32_t)cfg->compressor);
+    efps__ckpt_put_u64(o, cfg->block);
+    efps__ckpt_put_f32(o, cfg->momentum);
+    efps__ckpt_put_u32(o, (uint32_t)cfg->nesterov);
+    efps__ckpt_put_f32(o, cfg->weight_decay);
 }
 
 static efps_status_t get_config(efps_ckpt_in_t *in, efps_optim_config_t *cfg)
 {
-    const uint32_t comp = efps_ckpt_get_u32(in);
-    const uint64_t block = efps_ckpt_get_u64(in);
-    cfg->momentum = efps_ckpt_get_f32(in);
-    const uint32_t nesterov = efps_ckpt_get_u32(in);
-    cfg->weight_decay = efps_ckpt_get_f32(in);
-    if (!efps_ckpt_in_ok(in) || comp > EFPS_COMP_BLOCKSIGN || block > SIZE_MAX || nesterov > 1)
+    const uint32_t comp = efps__ckpt_get_u32(in);
+    const uint64_t block = efps__ckpt_get_u64(in);
+    cfg->momentum = efps__ckpt_get_f32(in);
+    const uint32_t nesterov = efps__ckpt_get_u32(in);
+    cfg->weight_decay = efps__ckpt_get_f32(in);
+    if (!efps__ckpt_in_ok(in) || comp > EFPS_COMP_BLOCKSIGN || block > SIZE_MAX || nesterov > 1)
         return EFPS_ERR_CORRUPT;
     cfg->compressor = (efps_compressor_t)comp;
     cfg->block = (size_t)block;
@@ -36,47 +36,47 @@ static efps_status_t get_config(efps_ckpt_in_t *in, efps_optim_config_t *cfg)
 /* prev_lr is 0 before the first step and a valid lr after it. */
 static int prev_lr_ok(float lr, uint64_t steps)
 {
-    return steps == 0 ? lr == 0.0f : efps_optim_lr_ok(lr);
+    return steps == 0 ? lr == 0.0f : efps__optim_lr_ok(lr);
 }
 
-void efps_worker_opt_put(efps_ckpt_out_t *o, const void *obj)
+void efps__worker_opt_put(efps_ckpt_out_t *o, const void *obj)
 {
     const efps_worker_opt_t *w = obj;
     put_config(o, &w->cfg);
-    efps_ckpt_put_u64(o, w->n);
-    efps_ckpt_put_u64(o, w->steps);
-    efps_ckpt_put_f32(o, w->prev_lr);
-    efps_ckpt_put_f32s(o, w->m, w->n);
+    efps__ckpt_put_u64(o, w->n);
+    efps__ckpt_put_u64(o, w->steps);
+    efps__ckpt_put_f32(o, w->prev_lr);
+    efps__ckpt_put_f32s(o, w->m, w->n);
     if (w->err != NULL)
-        efps_ckpt_put_f32s(o, w->err, w->n);
+        efps__ckpt_put_f32s(o, w->err, w->n);
     if (w->wd_m != NULL)
-        efps_ckpt_put_f32s(o, w->wd_m, w->n);
+        efps__ckpt_put_f32s(o, w->wd_m, w->n);
 }
 
-efps_status_t efps_worker_opt_get(efps_ckpt_in_t *in, efps_worker_opt_t **w_p)
+efps_status_t efps__worker_opt_get(efps_ckpt_in_t *in, efps_worker_opt_t **w_p)
 {
     efps_optim_config_t cfg;
     if (get_config(in, &cfg) != EFPS_OK)
         return EFPS_ERR_CORRUPT;
-    const uint64_t n = efps_ckpt_get_u64(in), steps = efps_ckpt_get_u64(in);
-    const float prev_lr = efps_ckpt_get_f32(in);
+    const uint64_t n = efps__ckpt_get_u64(in), steps = efps__ckpt_get_u64(in);
+    const float prev_lr = efps__ckpt_get_f32(in);
     const uint64_t arrays =
         1 + (cfg.compressor == EFPS_COMP_BLOCKSIGN) + (cfg.weight_decay != 0.0f);
     /* The arrays must be there before n is trusted with an allocation. */
-    if (!efps_ckpt_in_ok(in) || n == 0 || n > SIZE_MAX / 8 / arrays ||
-        !efps_ckpt_in_has(in, n * arrays, 4) || !prev_lr_ok(prev_lr, steps))
+    if (!efps__ckpt_in_ok(in) || n == 0 || n > SIZE_MAX / 8 / arrays ||
+        !efps__ckpt_in_has(in, n * arrays, 4) || !prev_lr_ok(prev_lr, steps))
         return EFPS_ERR_CORRUPT;
     efps_worker_opt_t *w = efps_worker_opt_create(&cfg, (size_t)n);
     if (w == NULL)
         return EFPS_ERR_NOMEM;
     w->steps = steps;
     w->prev_lr = prev_lr;
-    efps_ckpt_get_f32s(in, w->m, w->n);
+    efps__ckpt_get_f32s(in, w->m, w->n);
     if (w->err != NULL)
-        efps_ckpt_get_f32s(in, w->err, w->n);
+        efps__ckpt_get_f32s(in, w->err, w->n);
     if (w->wd_m != NULL)
-        efps_ckpt_get_f32s(in, w->wd_m, w->n);
-    if (!efps_ckpt_in_ok(in)) { /* cannot happen after the size check; kept as a guard */
+        efps__ckpt_get_f32s(in, w->wd_m, w->n);
+    if (!efps__ckpt_in_ok(in)) { /* cannot happen after the size check; kept as a guard */
         efps_worker_opt_destroy(w);
         return EFPS_ERR_CORRUPT;
     }
@@ -84,30 +84,30 @@ efps_status_t efps_worker_opt_get(efps_ckpt_in_t *in, efps_worker_opt_t **w_p)
     return EFPS_OK;
 }
 
-void efps_server_opt_put(efps_ckpt_out_t *o, const void *obj)
+void efps__server_opt_put(efps_ckpt_out_t *o, const void *obj)
 {
     const efps_server_opt_t *s = obj;
     put_config(o, &s->cfg);
-    efps_ckpt_put_u64(o, s->n);
-    efps_ckpt_put_u32(o, (uint32_t)s->workers);
-    efps_ckpt_put_u64(o, s->steps);
-    efps_ckpt_put_f32(o, s->prev_lr);
+    efps__ckpt_put_u64(o, s->n);
+    efps__ckpt_put_u32(o, (uint32_t)s->workers);
+    efps__ckpt_put_u64(o, s->steps);
+    efps__ckpt_put_f32(o, s->prev_lr);
     if (s->err != NULL)
-        efps_ckpt_put_f32s(o, s->err, s->n);
+        efps__ckpt_put_f32s(o, s->err, s->n);
 }
 
-efps_status_t efps_server_opt_get(efps_ckpt_in_t *in, efps_server_opt_t **s_p)
+efps_status_t efps__server_opt_get(efps_ckpt_in_t *in, efps_server_opt_t **s_p)
 {
     efps_optim_config_t cfg;
     if (get_config(in, &cfg) != EFPS_OK)
         return EFPS_ERR_CORRUPT;
-    const uint64_t n = efps_ckpt_get_u64(in);
-    const uint32_t workers = efps_ckpt_get_u32(in);
-    const uint64_t steps = efps_ckpt_get_u64(in);
-    const float prev_lr = efps_ckpt_get_f32(in);
+    const uint64_t n = efps__ckpt_get_u64(in);
+    const uint32_t workers = efps__ckpt_get_u32(in);
+    const uint64_t steps = efps__ckpt_get_u64(in);
+    const float prev_lr = efps__ckpt_get_f32(in);
     const uint64_t arrays = cfg.compressor == EFPS_COMP_BLOCKSIGN;
-    if (!efps_ckpt_in_ok(in) || n == 0 || n > SIZE_MAX / 8 || workers < 1 ||
-        workers > EFPS_OPTIM_MAX_WORKERS || !efps_ckpt_in_has(in, n * arrays, 4) ||
+    if (!efps__ckpt_in_ok(in) || n == 0 || n > SIZE_MAX / 8 || workers < 1 ||
+        workers > EFPS_OPTIM_MAX_WORKERS || !efps__ckpt_in_has(in, n * arrays, 4) ||
         !prev_lr_ok(prev_lr, steps))
         return EFPS_ERR_CORRUPT;
     efps_server_opt_t *s = efps_server_opt_create(&cfg, (size_t)n, (int)workers);
@@ -116,8 +116,8 @@ efps_status_t efps_server_opt_get(efps_ckpt_in_t *in, efps_server_opt_t **s_p)
     s->steps = steps;
     s->prev_lr = prev_lr;
     if (s->err != NULL)
-        efps_ckpt_get_f32s(in, s->err, s->n);
-    if (!efps_ckpt_in_ok(in)) {
+        efps__ckpt_get_f32s(in, s->err, s->n);
+    if (!efps__ckpt_in_ok(in)) {
         efps_server_opt_destroy(s);
         return EFPS_ERR_CORRUPT;
     }
@@ -135,14 +135,14 @@ efps_status_t efps_worker_opt_save(const efps_worker_opt_t *w, const char *path)
         efps_error("checkpoint %s: worker is between an encode and its apply", path);
         return EFPS_ERR_STATE;
     }
-    return efps_ckpt_write(path, EFPS_CKPT_WORKER, efps_worker_opt_put, w);
+    return efps__ckpt_write(path, EFPS_CKPT_WORKER, efps__worker_opt_put, w);
 }
 
 efps_status_t efps_server_opt_save(const efps_server_opt_t *s, const char *path)
 {
     if (s == NULL)
         return EFPS_ERR_INVALID;
-    return efps_ckpt_write(path, EFPS_CKPT_SERVER, efps_server_opt_put, s);
+    return efps__ckpt_write(path, EFPS_CKPT_SERVER, efps__server_opt_put, s);
 }
 
 /* Parses a whole payload with get; trailing bytes are corruption too. */
@@ -152,7 +152,7 @@ static efps_status_t load(const char *path, uint32_t kind,
 {
     uint8_t *payload = NULL;
     size_t len = 0;
-    efps_status_t st = efps_ckpt_read(path, kind, &payload, &len);
+    efps_status_t st = efps__ckpt_read(path, kind, &payload, &len);
     if (st != EFPS_OK)
         return st;
     efps_ckpt_in_t in = {.p = payload, .len = len};
@@ -173,7 +173,7 @@ static efps_status_t load(const char *path, uint32_t kind,
 static efps_status_t get_worker(efps_ckpt_in_t *in, void **obj_p)
 {
     efps_worker_opt_t *w = NULL;
-    efps_status_t st = efps_worker_opt_get(in, &w);
+    efps_status_t st = efps__worker_opt_get(in, &w);
     if (st == EFPS_OK)
         *obj_p = w;
     return st;
@@ -182,7 +182,7 @@ static efps_status_t get_worker(efps_ckpt_in_t *in, void **obj_p)
 static efps_status_t get_server(efps_ckpt_in_t *in, void **obj_p)
 {
     efps_server_opt_t *s = NULL;
-    efps_status_t st = efps_server_opt_get(in, &s);
+    efps_status_t st = efps__server_opt_get(in, &s);
     if (st == EFPS_OK)
         *obj_p = s;
     return st;

@@ -77,7 +77,7 @@ size_t efps_encoded_size(const efps_optim_config_t *cfg, size_t n)
     return 0;
 }
 
-int efps_optim_lr_ok(float lr)
+int efps__optim_lr_ok(float lr)
 {
     return lr > 0.0f && isfinite(lr);
 }

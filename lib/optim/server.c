@@ -101,7 +101,7 @@ efps_status_t efps_server_opt_reduce(efps_server_opt_t *s, const void *const *pu
         efps_error("server reduce: NULL argument or update buffer not 64-byte aligned");
         return EFPS_ERR_INVALID;
     }
-    if (!efps_optim_lr_ok(lr)) {
+    if (!efps__optim_lr_ok(lr)) {
         efps_error("server reduce: learning rate %g is not a finite value > 0", (double)lr);
         return EFPS_ERR_INVALID;
     }
@@ -125,7 +125,7 @@ efps_status_t efps_server_opt_reduce(efps_server_opt_t *s, const void *const *pu
         efps_debug("server reduce: step %llu: %s", (unsigned long long)s->steps, efps_strerror(st));
         return st; /* e~ is as it was */
     }
-    efps_optim_commit(&s->err, &s->err_next); /* NULL and NULL unless blocksign */
+    efps__optim_commit(&s->err, &s->err_next); /* NULL and NULL unless blocksign */
     s->prev_lr = lr;
     s->steps++;
     return EFPS_OK;

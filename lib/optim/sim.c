@@ -171,7 +171,7 @@ efps_status_t efps_sim_step(efps_sim_t *sim, float lr)
                    efps_strerror(sim->broken));
         return EFPS_ERR_STATE;
     }
-    if (!efps_optim_lr_ok(lr)) {
+    if (!efps__optim_lr_ok(lr)) {
         efps_error("simulation: learning rate %g is not a finite value > 0", (double)lr);
         return EFPS_ERR_INVALID;
     }
@@ -230,15 +230,15 @@ size_t efps_sim_push_bytes(const efps_sim_t *sim)
 static void put_sim(efps_ckpt_out_t *o, const void *obj)
 {
     const efps_sim_t *sim = obj;
-    efps_ckpt_put_u64(o, sim->seed);
-    efps_ckpt_put_u32(o, (uint32_t)sim->workers);
-    efps_ckpt_put_u64(o, sim->n);
-    efps_ckpt_put_u64(o, sim->steps);
+    efps__ckpt_put_u64(o, sim->seed);
+    efps__ckpt_put_u32(o, (uint32_t)sim->workers);
+    efps__ckpt_put_u64(o, sim->n);
+    efps__ckpt_put_u64(o, sim->steps);
     for (int k = 0; k < sim->workers; k++)
-        efps_ckpt_put_f32s(o, sim->x[k], sim->n);
+        efps__ckpt_put_f32s(o, sim->x[k], sim->n);
     for (int k = 0; k < sim->workers; k++)
-        efps_worker_opt_put(o, sim->w[k]);
-    efps_server_opt_put(o, sim->server);
+        efps__worker_opt_put(o, sim->w[k]);
+    efps__server_opt_put(o, sim->server);
 }
 
 efps_status_t efps_sim_save(const efps_sim_t *sim, const char *path)
@@ -249,7 +249,7 @@ efps_status_t efps_sim_save(const efps_sim_t *sim, const char *path)
         efps_error("checkpoint %s: the simulation is broken by a failed step", path);
         return EFPS_ERR_STATE;
     }
-    return efps_ckpt_write(path, EFPS_CKPT_SIM, put_sim, sim);
+    return efps__ckpt_write(path, EFPS_CKPT_SIM, put_sim, sim);
 }
 
 static int same_config(const efps_optim_config_t *a, const efps_optim_config_t *b)
@@ -276,11 +276,11 @@ static int consistent(const efps_sim_t *sim)
 static efps_status_t get_objects(efps_ckpt_in_t *in, efps_sim_t *sim)
 {
     for (int k = 0; k < sim->workers; k++) {
-        efps_status_t st = efps_worker_opt_get(in, &sim->w[k]);
+        efps_status_t st = efps__worker_opt_get(in, &sim->w[k]);
         if (st != EFPS_OK)
             return st;
     }
-    efps_status_t st = efps_server_opt_get(in, &sim->server);
+    efps_status_t st = efps__server_opt_get(in, &sim->server);
     if (st != EFPS_OK)
         return st;
     if (in->pos != in->len || !consistent(sim))
@@ -291,18 +291,18 @@ static efps_status_t get_objects(efps_ckpt_in_t *in, efps_sim_t *sim)
 
 static efps_status_t get_sim(efps_ckpt_in_t *in, efps_sim_t **sim_p)
 {
-    const uint64_t seed = efps_ckpt_get_u64(in);
-    const uint32_t workers = efps_ckpt_get_u32(in);
-    const uint64_t n = efps_ckpt_get_u64(in), steps = efps_ckpt_get_u64(in);
-    if (!efps_ckpt_in_ok(in) || workers < 1 || workers > EFPS_OPTIM_MAX_WORKERS || n == 0 ||
-        n > SIZE_MAX / 8 / workers || !efps_ckpt_in_has(in, n * workers, 4))
+    const uint64_t seed = efps__ckpt_get_u64(in);
+    const uint32_t workers = efps__ckpt_get_u32(in);
+    const uint64_t n = efps__ckpt_get_u64(in), steps = efps__ckpt_get_u64(in);
+    if (!efps__ckpt_in_ok(in) || workers < 1 || workers > EFPS_OPTIM_MAX_WORKERS || n == 0 ||
+        n > SIZE_MAX / 8 / workers || !efps__ckpt_in_has(in, n * workers, 4))
         return EFPS_ERR_CORRUPT;
     /* The shell needs a config for its message sizes: that of the first worker
      * record, which sits right after the arrays; checked again by consistent(). */
     efps_ckpt_in_t peek = *in;
-    efps_ckpt_get_f32s(&peek, NULL, n * workers);
+    efps__ckpt_get_f32s(&peek, NULL, n * workers);
     efps_worker_opt_t *first = NULL;
-    efps_status_t st = efps_worker_opt_get(&peek, &first);
+    efps_status_t st = efps__worker_opt_get(&peek, &first);
     if (st != EFPS_OK)
         return st;
     efps_sim_t *sim = alloc_shell(&first->cfg, (size_t)n, (int)workers);
@@ -312,7 +312,7 @@ static efps_status_t get_sim(efps_ckpt_in_t *in, efps_sim_t **sim_p)
     sim->seed = seed;
     sim->steps = steps;
     for (uint32_t k = 0; k < workers; k++)
-        efps_ckpt_get_f32s(in, sim->x[k], sim->n);
+        efps__ckpt_get_f32s(in, sim->x[k], sim->n);
     st = get_objects(in, sim);
     if (st != EFPS_OK) {
         efps_sim_destroy(sim);
@@ -330,7 +330,7 @@ efps_status_t efps_sim_load(const char *path, efps_sim_grad_fn grad, void *user,
     }
     uint8_t *payload = NULL;
     size_t len = 0;
-    efps_status_t st = efps_ckpt_read(path, EFPS_CKPT_SIM, &payload, &len);
+    efps_status_t st = efps__ckpt_read(path, EFPS_CKPT_SIM, &payload, &len);
     if (st != EFPS_OK)
         return st;
     efps_ckpt_in_t in = {.p = payload, .len = len};

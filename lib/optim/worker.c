@@ -129,7 +129,7 @@ efps_status_t efps_worker_opt_encode(efps_worker_opt_t *w, const float *grad, fl
         efps_error("worker encode: NULL argument or encoded buffer not 64-byte aligned");
         return EFPS_ERR_INVALID;
     }
-    if (!efps_optim_lr_ok(lr)) {
+    if (!efps__optim_lr_ok(lr)) {
         efps_error("worker encode: learning rate %g is not a finite value > 0", (double)lr);
         return EFPS_ERR_INVALID;
     }
@@ -149,8 +149,8 @@ efps_status_t efps_worker_opt_encode(efps_worker_opt_t *w, const float *grad, fl
     efps_status_t st = compress(w, u, r, encoded);
     if (st != EFPS_OK)
         return st; /* err and m are as they were: neither is committed */
-    efps_optim_commit(&w->m, &w->m_next);
-    efps_optim_commit(&w->err, &w->err_next); /* NULL and NULL unless blocksign */
+    efps__optim_commit(&w->m, &w->m_next);
+    efps__optim_commit(&w->err, &w->err_next); /* NULL and NULL unless blocksign */
     w->pending = 1;
     w->pending_lr = lr;
     return EFPS_OK;

@@ -140,78 +140,78 @@ struct tcp_ctx {
 #define TCP_MAX_PENDING 1024
 
 /* ---- tcp_ctx.c (lock held unless said) ----------------------------------- */
-void efps_tcp_kick(tcp_ctx_t *ctx, tcp_ep_t *ep, unsigned what);
-void efps_tcp_kick_ctx(tcp_ctx_t *ctx);
+void efps__tcp_kick(tcp_ctx_t *ctx, tcp_ep_t *ep, unsigned what);
+void efps__tcp_kick_ctx(tcp_ctx_t *ctx);
 /* Sets the epoll interest of ep's socket to events (EPOLLIN, EPOLLOUT). */
-void efps_tcp_set_events(tcp_ep_t *ep, uint32_t events);
+void efps__tcp_set_events(tcp_ep_t *ep, uint32_t events);
 /* Heartbeat period of ep: a quarter of the shorter of both sides' timeouts. */
-void efps_tcp_set_heartbeat(tcp_ep_t *ep);
+void efps__tcp_set_heartbeat(tcp_ep_t *ep);
 
 /* ---- tcp_mr.c ------------------------------------------------------------ */
-efps_status_t efps_tcp_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
-                               efps_tp_mr_t **mr_p);
-efps_status_t efps_tcp_mem_dereg(efps_tp_mr_t *mr);
+efps_status_t efps__tcp_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
+                                efps_tp_mr_t **mr_p);
+efps_status_t efps__tcp_mem_dereg(efps_tp_mr_t *mr);
 /* Lock held: the region that id names, or NULL. */
-tcp_mr_t *efps_tcp_region(tcp_ctx_t *ctx, uint32_t id);
+tcp_mr_t *efps__tcp_region(tcp_ctx_t *ctx, uint32_t id);
 /* Progress thread, lock held: fails endpoints writing into dead regions. */
-void efps_tcp_reap_dead_regions(tcp_ctx_t *ctx);
+void efps__tcp_reap_dead_regions(tcp_ctx_t *ctx);
 
 /* ---- tcp_conn.c ---------------------------------------------------------- */
-efps_status_t efps_tcp_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
-                              efps_tp_listener_t **listener_p);
+efps_status_t efps__tcp_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                               efps_tp_listener_t **listener_p);
 /* ops->request_taken, ops->listener_closing (lock held). */
-void efps_tcp_request_taken(efps_tp_conn_req_t *req);
-void efps_tcp_listener_closing(efps_tp_listener_t *listener);
-efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
-                              efps_tp_ep_t **ep_p);
-void efps_tcp_reject(efps_tp_conn_req_t *req);
-efps_status_t efps_tcp_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
-                               const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p);
-void efps_tcp_ep_destroy(efps_tp_ep_t *ep);
-efps_status_t efps_tcp_ep_status(const efps_tp_ep_t *ep);
+void efps__tcp_request_taken(efps_tp_conn_req_t *req);
+void efps__tcp_listener_closing(efps_tp_listener_t *listener);
+efps_status_t efps__tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
+                               efps_tp_ep_t **ep_p);
+void efps__tcp_reject(efps_tp_conn_req_t *req);
+efps_status_t efps__tcp_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                                const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p);
+void efps__tcp_ep_destroy(efps_tp_ep_t *ep);
+efps_status_t efps__tcp_ep_status(const efps_tp_ep_t *ep);
 /* Progress thread: accepts every waiting socket of a listener. */
-void efps_tcp_accept_sockets(tcp_listener_t *l);
+void efps__tcp_accept_sockets(tcp_listener_t *l);
 /* Progress thread, lock held: listens again where it paused (out of fds). */
-void efps_tcp_resume_listeners(tcp_ctx_t *ctx);
+void efps__tcp_resume_listeners(tcp_ctx_t *ctx);
 /* Progress thread, lock held: closes listeners being destroyed. */
-void efps_tcp_close_listeners(tcp_ctx_t *ctx);
+void efps__tcp_close_listeners(tcp_ctx_t *ctx);
 /* Progress thread, lock held: the application's destroy / reject. */
-void efps_tcp_ep_teardown(tcp_ep_t *ep);
+void efps__tcp_ep_teardown(tcp_ep_t *ep);
 /* Lock held: closes ep's socket, flushes its writes with EFPS_ERR_PEER and
  * reports why (DISCONNECT completion, or just the log for internal ones).
  * Logs "<name>: <message>; connection closed" at level. */
-void efps_tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
-                      ...) __attribute__((format(printf, 4, 5)));
+void efps__tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
+                       ...) __attribute__((format(printf, 4, 5)));
 /* Unlinks and frees an endpoint whose socket is closed (no lock needed once
  * nobody else can reach it). */
-void efps_tcp_ep_free(tcp_ep_t *ep);
+void efps__tcp_ep_free(tcp_ep_t *ep);
 /* Socket options of every connection: non-blocking, NODELAY, keepalive and
  * TCP_USER_TIMEOUT from the context's timeout. */
-void efps_tcp_sock_setup(int fd, uint32_t timeout_ms);
+void efps__tcp_sock_setup(int fd, uint32_t timeout_ms);
 
 /* ---- tcp_tx.c ------------------------------------------------------------ */
-efps_status_t efps_tcp_write_imm(efps_tp_ep_t *ep, efps_tp_mr_t *local, size_t local_offset,
-                                 size_t length, const efps_tp_rkey_t *remote,
-                                 uint64_t remote_offset, uint32_t imm, uint64_t user_context);
-efps_status_t efps_tcp_msg_send(efps_tp_ep_t *ep, const void *buf, size_t len);
+efps_status_t efps__tcp_write_imm(efps_tp_ep_t *ep, efps_tp_mr_t *local, size_t local_offset,
+                                  size_t length, const efps_tp_rkey_t *remote,
+                                  uint64_t remote_offset, uint32_t imm, uint64_t user_context);
+efps_status_t efps__tcp_msg_send(efps_tp_ep_t *ep, const void *buf, size_t len);
 /* Lock held: queues a header-only or small control frame (payload is not
  * copied: it must live in the endpoint). */
-void efps_tcp_queue_ctrl(tcp_ep_t *ep, tcp_frame_t type, const void *payload, uint32_t len,
-                         uint32_t imm);
+void efps__tcp_queue_ctrl(tcp_ep_t *ep, tcp_frame_t type, const void *payload, uint32_t len,
+                          uint32_t imm);
 /* Lock held: completes every queued frame with EFPS_ERR_PEER. */
-void efps_tcp_tx_flush(tcp_ep_t *ep);
+void efps__tcp_tx_flush(tcp_ep_t *ep);
 /* Progress thread, no lock held: sends what is queued. */
-void efps_tcp_tx_progress(tcp_ep_t *ep);
+void efps__tcp_tx_progress(tcp_ep_t *ep);
 
 /* ---- tcp_rx.c ------------------------------------------------------------ */
 /* ops->rx_credit (lock held): a receive that waited for credit goes on. */
-void efps_tcp_rx_credit(efps_tp_ep_t *ep, bool message);
+void efps__tcp_rx_credit(efps_tp_ep_t *ep, bool message);
 /* Progress thread, no lock held: receives what the socket has. */
-void efps_tcp_rx_progress(tcp_ep_t *ep);
+void efps__tcp_rx_progress(tcp_ep_t *ep);
 /* Progress thread, no lock held: EPOLLERR / EPOLLHUP on a socket we are not
  * reading (no credit): the connection is gone. */
-void efps_tcp_rx_hangup(tcp_ep_t *ep);
+void efps__tcp_rx_hangup(tcp_ep_t *ep);
 /* Lock held: the receive stopped for lack of credit and has credit again. */
-bool efps_tcp_rx_can_resume(const tcp_ep_t *ep);
+bool efps__tcp_rx_can_resume(const tcp_ep_t *ep);
 
 #endif

@@ -14,7 +14,7 @@
 #include <sys/epoll.h>
 #include <unistd.h>
 
-void efps_tcp_sock_setup(int fd, uint32_t timeout_ms)
+void efps__tcp_sock_setup(int fd, uint32_t timeout_ms)
 {
     int one = 1;
     /* Keepalive notices a vanished host on an idle connection, the user
@@ -42,9 +42,9 @@ static tcp_ep_t *ep_alloc(tcp_ctx_t *ctx, int fd, const struct sockaddr *peer)
     ep->poll_kind = TCP_POLL_EP;
     ep->ctx = ctx;
     ep->fd = fd;
-    efps_tp_format_addr(peer, ep->addr, sizeof(ep->addr));
+    efps__tp_format_addr(peer, ep->addr, sizeof(ep->addr));
     memcpy(ep->req.peer, ep->addr, sizeof(ep->req.peer));
-    efps_tp_ep_set_name(&ep->base, NULL, ep->addr);
+    efps__tp_ep_set_name(&ep->base, NULL, ep->addr);
     return ep;
 }
 
@@ -55,7 +55,7 @@ static efps_status_t ep_alloc_queues(tcp_ep_t *ep)
     ep->tx_cap = attr->sq_depth + EFPS_TP_MSG_DEPTH + 2; /* + ACCEPT + PING */
     ep->txq = calloc(ep->tx_cap, sizeof(*ep->txq));
     ep->msg_tx_buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
-    efps_status_t rx = efps_tp_msgq_alloc(&ep->base.msgs);
+    efps_status_t rx = efps__tp_msgq_alloc(&ep->base.msgs);
     if (ep->txq == NULL || ep->msg_tx_buf == NULL || rx != EFPS_OK) {
         efps_error("tcp: %s: out of memory for the endpoint's queues", ep->base.name);
         return EFPS_ERR_NOMEM;
@@ -63,11 +63,11 @@ static efps_status_t ep_alloc_queues(tcp_ep_t *ep)
     return EFPS_OK;
 }
 
-void efps_tcp_ep_free(tcp_ep_t *ep)
+void efps__tcp_ep_free(tcp_ep_t *ep)
 {
     free(ep->txq);
     free(ep->msg_tx_buf);
-    efps_tp_msgq_free(&ep->base.msgs);
+    efps__tp_msgq_free(&ep->base.msgs);
     free(ep);
 }
 
@@ -123,8 +123,8 @@ static void release_rx_region(tcp_ep_t *ep)
 }
 
 /* ---- failure and teardown ------------------------------------------------- */
-void efps_tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
-                      ...)
+void efps__tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
+                       ...)
 {
     tcp_ctx_t *ctx = ep->ctx;
     if (ep->state == TCP_EP_DOWN)
@@ -139,10 +139,10 @@ void efps_tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status
 
     close_socket(ep);
     release_rx_region(ep);
-    efps_tcp_tx_flush(ep);
+    efps__tcp_tx_flush(ep);
     if (is_internal(ep)) {
         /* Nobody outside knows it: free it after this round of events. */
-        efps_tcp_ep_teardown(ep);
+        efps__tcp_ep_teardown(ep);
         ep->zombie_next = ctx->zombies;
         ctx->zombies = ep;
         return;
@@ -152,7 +152,7 @@ void efps_tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status
     ep->down_status = status == EFPS_OK ? EFPS_ERR_PEER : status;
     if (connected) {
         efps_tp_cqe_t cqe = {.type = EFPS_TP_CQE_DISCONNECT, .status = status, .ep = &ep->base};
-        efps_tp_push_cqe(&ctx->base, &cqe);
+        efps__tp_push_cqe(&ctx->base, &cqe);
     }
     pthread_cond_broadcast(&ctx->base.ev_cond); /* msg_recv, accept waiters */
 }
@@ -183,7 +183,7 @@ static void send_goodbye(tcp_ep_t *ep)
         ;
 }
 
-void efps_tcp_ep_teardown(tcp_ep_t *ep)
+void efps__tcp_ep_teardown(tcp_ep_t *ep)
 {
     tcp_ctx_t *ctx = ep->ctx;
     send_goodbye(ep);
@@ -195,13 +195,13 @@ void efps_tcp_ep_teardown(tcp_ep_t *ep)
             t->mr->tx_refs--;
     }
     ep->tx_count = 0;
-    efps_tp_cq_purge(&ctx->base.cq, &ep->base);
+    efps__tp_cq_purge(&ctx->base.cq, &ep->base);
     if (ep->cq_reserved) {
-        efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
+        efps__tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
         ep->cq_reserved = false;
     }
     if (ep->listener != NULL) {
-        efps_tp_listen_unqueue(&ep->listener->base, &ep->req);
+        efps__tp_listen_unqueue(&ep->listener->base, &ep->req);
         ep->listener = NULL;
         ctx->n_pending--;
     }
@@ -214,12 +214,12 @@ void efps_tcp_ep_teardown(tcp_ep_t *ep)
 static void teardown_by_thread(tcp_ep_t *ep)
 {
     tcp_ctx_t *ctx = ep->ctx;
-    efps_tcp_kick(ctx, ep, TCP_KICK_DESTROY);
+    efps__tcp_kick(ctx, ep, TCP_KICK_DESTROY);
     while (!ep->destroy_done)
-        efps_tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
+        efps__tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
 }
 
-void efps_tcp_ep_destroy(efps_tp_ep_t *base)
+void efps__tcp_ep_destroy(efps_tp_ep_t *base)
 {
     tcp_ep_t *ep = TCP_EP(base);
     tcp_ctx_t *ctx = ep->ctx;
@@ -227,10 +227,10 @@ void efps_tcp_ep_destroy(efps_tp_ep_t *base)
     teardown_by_thread(ep);
     pthread_mutex_unlock(&ctx->base.lock);
     efps_debug("tcp: endpoint %s destroyed", base->name);
-    efps_tcp_ep_free(ep);
+    efps__tcp_ep_free(ep);
 }
 
-efps_status_t efps_tcp_ep_status(const efps_tp_ep_t *base)
+efps_status_t efps__tcp_ep_status(const efps_tp_ep_t *base)
 {
     tcp_ep_t *ep = TCP_EP(base);
     pthread_mutex_lock(&ep->ctx->base.lock);
@@ -242,15 +242,15 @@ efps_status_t efps_tcp_ep_status(const efps_tp_ep_t *base)
 }
 
 /* ---- listening ------------------------------------------------------------ */
-efps_status_t efps_tcp_listen(efps_tp_ctx_t *base, const struct sockaddr *addr, socklen_t addrlen,
-                              efps_tp_listener_t **listener_p)
+efps_status_t efps__tcp_listen(efps_tp_ctx_t *base, const struct sockaddr *addr, socklen_t addrlen,
+                               efps_tp_listener_t **listener_p)
 {
     tcp_ctx_t *ctx = TCP_CTX(base);
     char text[EFPS_TP_ADDR_MAX];
     struct sockaddr_storage bound;
     socklen_t blen = sizeof(bound);
     int one = 1;
-    efps_tp_format_addr(addr, text, sizeof(text));
+    efps__tp_format_addr(addr, text, sizeof(text));
 
     tcp_listener_t *l = calloc(1, sizeof(*l));
     if (l == NULL) {
@@ -295,7 +295,7 @@ err_free:
     return EFPS_ERR_SYSTEM;
 }
 
-void efps_tcp_accept_sockets(tcp_listener_t *l)
+void efps__tcp_accept_sockets(tcp_listener_t *l)
 {
     tcp_ctx_t *ctx = TCP_CTX(l->base.ctx);
     for (;;) {
@@ -321,16 +321,16 @@ void efps_tcp_accept_sockets(tcp_listener_t *l)
         tcp_ep_t *ep = full ? NULL : ep_alloc(ctx, fd, (struct sockaddr *)&peer);
         if (ep == NULL) {
             char text[EFPS_TP_ADDR_MAX];
-            efps_tp_format_addr((struct sockaddr *)&peer, text, sizeof(text));
+            efps__tp_format_addr((struct sockaddr *)&peer, text, sizeof(text));
             efps_warn("tcp: port %u: refused connection from %s (%s)", l->base.port, text,
                       full ? "too many pending handshakes" : "out of memory");
             close(fd);
             continue;
         }
-        efps_tcp_sock_setup(fd, ctx->base.attr.timeout_ms);
+        efps__tcp_sock_setup(fd, ctx->base.attr.timeout_ms);
         ep->state = TCP_EP_HANDSHAKE;
         ep->listener = l;
-        ep->deadline_ms = efps_tp_now_ms() + ctx->base.attr.timeout_ms;
+        ep->deadline_ms = efps__tp_now_ms() + ctx->base.attr.timeout_ms;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
         pthread_mutex_lock(&ctx->base.lock);
         ctx->n_pending++;
@@ -338,13 +338,14 @@ void efps_tcp_accept_sockets(tcp_listener_t *l)
         if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
             ep->events = EPOLLIN;
         else
-            efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_SYSTEM, "epoll_ctl: %s", strerror(errno));
+            efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_SYSTEM, "epoll_ctl: %s",
+                              strerror(errno));
         pthread_mutex_unlock(&ctx->base.lock);
         efps_debug("tcp: port %u: connection from %s", l->base.port, ep->addr);
     }
 }
 
-void efps_tcp_resume_listeners(tcp_ctx_t *ctx)
+void efps__tcp_resume_listeners(tcp_ctx_t *ctx)
 {
     for (tcp_listener_t *l = ctx->listeners; l != NULL; l = l->next) {
         if (!l->paused || l->base.destroying)
@@ -355,7 +356,7 @@ void efps_tcp_resume_listeners(tcp_ctx_t *ctx)
     }
 }
 
-void efps_tcp_close_listeners(tcp_ctx_t *ctx)
+void efps__tcp_close_listeners(tcp_ctx_t *ctx)
 {
     ctx->listeners_dirty = false;
     for (tcp_listener_t **pp = &ctx->listeners; *pp != NULL;) {
@@ -369,7 +370,7 @@ void efps_tcp_close_listeners(tcp_ctx_t *ctx)
         for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
             next = ep->next;
             if (ep->listener == l)
-                efps_tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_STATE, "listener closed");
+                efps__tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_STATE, "listener closed");
         }
         *pp = l->next;
         l->base.closed = true;
@@ -377,14 +378,14 @@ void efps_tcp_close_listeners(tcp_ctx_t *ctx)
     pthread_cond_broadcast(&ctx->base.ev_cond);
 }
 
-void efps_tcp_listener_closing(efps_tp_listener_t *listener)
+void efps__tcp_listener_closing(efps_tp_listener_t *listener)
 {
     tcp_ctx_t *ctx = TCP_CTX(listener->ctx);
     ctx->listeners_dirty = true;
-    efps_tcp_kick_ctx(ctx);
+    efps__tcp_kick_ctx(ctx);
 }
 
-void efps_tcp_request_taken(efps_tp_conn_req_t *req)
+void efps__tcp_request_taken(efps_tp_conn_req_t *req)
 {
     tcp_ep_t *ep = TCP_REQ_EP(req);
     ep->listener = NULL;
@@ -393,8 +394,8 @@ void efps_tcp_request_taken(efps_tp_conn_req_t *req)
 }
 
 /* ---- accepting side --------------------------------------------------------- */
-efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
-                              efps_tp_ep_t **ep_p)
+efps_status_t efps__tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
+                               efps_tp_ep_t **ep_p)
 {
     tcp_ep_t *ep = TCP_REQ_EP(req);
     tcp_ctx_t *ctx = ep->ctx;
@@ -404,18 +405,18 @@ efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_
     /* Under the lock: the progress thread may be failing this request now,
      * and reads its name and queues when it does. */
     pthread_mutex_lock(&ctx->base.lock);
-    efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
+    efps__tp_ep_set_name(&ep->base, param->label, ep->addr);
     efps_status_t status = ep_alloc_queues(ep);
     if (status == EFPS_OK && ep->state != TCP_EP_REQUEST) {
         efps_error("tcp: accept %s: the peer went away before it was accepted", ep->base.name);
         status = EFPS_ERR_PEER;
     }
     if (status == EFPS_OK)
-        status = efps_tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
+        status = efps__tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
     if (status != EFPS_OK) {
         teardown_by_thread(ep);
         pthread_mutex_unlock(&ctx->base.lock);
-        efps_tcp_ep_free(ep);
+        efps__tcp_ep_free(ep);
         return status;
     }
     ep->cq_reserved = true;
@@ -425,20 +426,20 @@ efps_status_t efps_tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_
     if (param->priv_len > 0)
         memcpy(ep->local_priv, param->priv, param->priv_len);
     ep->state = TCP_EP_CONNECTED;
-    uint64_t now = efps_tp_now_ms();
+    uint64_t now = efps__tp_now_ms();
     atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
     atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
-    efps_tcp_set_heartbeat(ep);
-    efps_tcp_queue_ctrl(ep, TCP_F_ACCEPT, ep->local_priv, (uint32_t)param->priv_len,
-                        ctx->base.attr.timeout_ms);
-    efps_tcp_kick(ctx, ep, TCP_KICK_TX);
+    efps__tcp_set_heartbeat(ep);
+    efps__tcp_queue_ctrl(ep, TCP_F_ACCEPT, ep->local_priv, (uint32_t)param->priv_len,
+                         ctx->base.attr.timeout_ms);
+    efps__tcp_kick(ctx, ep, TCP_KICK_TX);
     pthread_mutex_unlock(&ctx->base.lock);
     efps_info("tcp: accepted %s", ep->base.name);
     *ep_p = &ep->base;
     return EFPS_OK;
 }
 
-void efps_tcp_reject(efps_tp_conn_req_t *req)
+void efps__tcp_reject(efps_tp_conn_req_t *req)
 {
     tcp_ep_t *ep = TCP_REQ_EP(req);
     tcp_ctx_t *ctx = ep->ctx;
@@ -447,7 +448,7 @@ void efps_tcp_reject(efps_tp_conn_req_t *req)
     teardown_by_thread(ep);
     pthread_mutex_unlock(&ctx->base.lock);
     efps_info("tcp: rejected connection from %s", ep->addr);
-    efps_tcp_ep_free(ep);
+    efps__tcp_ep_free(ep);
 }
 
 /* ---- connecting side -------------------------------------------------------- */
@@ -456,7 +457,7 @@ void efps_tcp_reject(efps_tp_conn_req_t *req)
 static efps_status_t wait_fd(int fd, short events, uint64_t deadline)
 {
     for (;;) {
-        uint64_t now = efps_tp_now_ms();
+        uint64_t now = efps__tp_now_ms();
         if (now >= deadline)
             return EFPS_ERR_TIMEOUT;
         struct pollfd p = {.fd = fd, .events = events};
@@ -515,7 +516,7 @@ static efps_status_t open_socket(const struct sockaddr *addr, socklen_t addrlen,
         efps_error("tcp: connect to %s: socket: %s", name, strerror(errno));
         return EFPS_ERR_SYSTEM;
     }
-    efps_tcp_sock_setup(fd, timeout_ms);
+    efps__tcp_sock_setup(fd, timeout_ms);
     efps_status_t status = EFPS_OK;
     if (connect(fd, addr, addrlen) != 0) {
         if (errno != EINPROGRESS) {
@@ -582,15 +583,15 @@ static efps_status_t handshake(tcp_ep_t *ep, const efps_tp_conn_param_t *param, 
     return EFPS_OK;
 }
 
-efps_status_t efps_tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr, socklen_t addrlen,
-                               const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p)
+efps_status_t efps__tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr, socklen_t addrlen,
+                                const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p)
 {
     tcp_ctx_t *ctx = TCP_CTX(base);
     efps_tp_conn_param_t none = {0};
     if (param == NULL)
         param = &none;
     uint32_t timeout = param->timeout_ms > 0 ? (uint32_t)param->timeout_ms : base->attr.timeout_ms;
-    uint64_t deadline = efps_tp_now_ms() + timeout;
+    uint64_t deadline = efps__tp_now_ms() + timeout;
     efps_status_t status = EFPS_ERR_NOMEM;
 
     tcp_ep_t *ep = ep_alloc(ctx, -1, addr);
@@ -598,7 +599,7 @@ efps_status_t efps_tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr,
         efps_error("tcp: connect: out of memory");
         return EFPS_ERR_NOMEM;
     }
-    efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
+    efps__tp_ep_set_name(&ep->base, param->label, ep->addr);
     ep->base.context = param->context;
     status = ep_alloc_queues(ep);
     if (status != EFPS_OK)
@@ -611,21 +612,21 @@ efps_status_t efps_tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr,
         goto err_close;
 
     ep->state = TCP_EP_CONNECTED;
-    uint64_t now = efps_tp_now_ms();
+    uint64_t now = efps__tp_now_ms();
     atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
     atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
     pthread_mutex_lock(&ctx->base.lock);
-    status = efps_tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
+    status = efps__tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
     if (status == EFPS_OK && epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ep->fd, &ev) != 0) {
         efps_error("tcp: connect to %s: epoll_ctl: %s", ep->base.name, strerror(errno));
-        efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
+        efps__tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
         status = EFPS_ERR_SYSTEM;
     }
     if (status == EFPS_OK) {
         ep->cq_reserved = true;
         ep->events = EPOLLIN;
-        efps_tcp_set_heartbeat(ep);
+        efps__tcp_set_heartbeat(ep);
         ep_link(ctx, ep);
     }
     pthread_mutex_unlock(&ctx->base.lock);
@@ -638,6 +639,6 @@ efps_status_t efps_tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr,
 err_close:
     close(ep->fd);
 err_free:
-    efps_tcp_ep_free(ep);
+    efps__tcp_ep_free(ep);
     return status;
 }

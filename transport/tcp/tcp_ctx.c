@@ -17,7 +17,7 @@ static efps_status_t tcp_probe(const efps_tp_attr_t *attr)
 }
 
 /* ---- helpers (lock held) -------------------------------------------------- */
-void efps_tcp_kick_ctx(tcp_ctx_t *ctx)
+void efps__tcp_kick_ctx(tcp_ctx_t *ctx)
 {
     if (ctx->kicked)
         return;
@@ -27,17 +27,17 @@ void efps_tcp_kick_ctx(tcp_ctx_t *ctx)
     (void)rc; /* EAGAIN only if the counter is huge: it is readable anyway */
 }
 
-void efps_tcp_kick(tcp_ctx_t *ctx, tcp_ep_t *ep, unsigned what)
+void efps__tcp_kick(tcp_ctx_t *ctx, tcp_ep_t *ep, unsigned what)
 {
     if (ep->kick == 0) {
         ep->kick_next = ctx->kicks;
         ctx->kicks = ep;
     }
     ep->kick |= what;
-    efps_tcp_kick_ctx(ctx);
+    efps__tcp_kick_ctx(ctx);
 }
 
-void efps_tcp_set_events(tcp_ep_t *ep, uint32_t events)
+void efps__tcp_set_events(tcp_ep_t *ep, uint32_t events)
 {
     if (ep->fd < 0 || ep->events == events)
         return;
@@ -48,7 +48,7 @@ void efps_tcp_set_events(tcp_ep_t *ep, uint32_t events)
         efps_error("tcp: %s: epoll_ctl: %s", ep->base.name, strerror(errno));
 }
 
-void efps_tcp_set_heartbeat(tcp_ep_t *ep)
+void efps__tcp_set_heartbeat(tcp_ep_t *ep)
 {
     tcp_ctx_t *ctx = ep->ctx;
     uint32_t t = ctx->base.attr.timeout_ms, peer = ep->peer_timeout_ms;
@@ -68,29 +68,29 @@ static void run_kicks(tcp_ctx_t *ctx)
     pthread_mutex_lock(&ctx->base.lock);
     ctx->kicked = false;
     if (ctx->listeners_dirty)
-        efps_tcp_close_listeners(ctx);
+        efps__tcp_close_listeners(ctx);
     if (ctx->regions_dead)
-        efps_tcp_reap_dead_regions(ctx);
+        efps__tcp_reap_dead_regions(ctx);
     for (int budget = 4096; ctx->kicks != NULL && budget > 0; budget--) {
         tcp_ep_t *ep = ctx->kicks;
         ctx->kicks = ep->kick_next;
         unsigned what = ep->kick;
         ep->kick = 0;
         if (what & TCP_KICK_DESTROY) {
-            efps_tcp_ep_teardown(ep); /* the owner frees ep once we unlock */
+            efps__tcp_ep_teardown(ep); /* the owner frees ep once we unlock */
             continue;
         }
-        if ((what & TCP_KICK_RX) && efps_tcp_rx_can_resume(ep)) {
+        if ((what & TCP_KICK_RX) && efps__tcp_rx_can_resume(ep)) {
             ep->rx_blocked = false;
-            atomic_store_explicit(&ep->last_rx_ms, efps_tp_now_ms(), memory_order_relaxed);
-            efps_tcp_set_events(ep, ep->events | EPOLLIN);
+            atomic_store_explicit(&ep->last_rx_ms, efps__tp_now_ms(), memory_order_relaxed);
+            efps__tcp_set_events(ep, ep->events | EPOLLIN);
             pthread_mutex_unlock(&ctx->base.lock);
-            efps_tcp_rx_progress(ep);
+            efps__tcp_rx_progress(ep);
             pthread_mutex_lock(&ctx->base.lock);
         }
         if (what & TCP_KICK_TX) {
             pthread_mutex_unlock(&ctx->base.lock);
-            efps_tcp_tx_progress(ep);
+            efps__tcp_tx_progress(ep);
             pthread_mutex_lock(&ctx->base.lock);
         }
     }
@@ -101,8 +101,8 @@ static void check_ep_timers(tcp_ep_t *ep, uint64_t now)
 {
     uint32_t timeout = ep->ctx->base.attr.timeout_ms;
     if (ep->state == TCP_EP_HANDSHAKE && now >= ep->deadline_ms) {
-        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                         "no complete connection request within %u ms", timeout);
+        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                          "no complete connection request within %u ms", timeout);
         return;
     }
     if (ep->state != TCP_EP_CONNECTED)
@@ -112,26 +112,26 @@ static void check_ep_timers(tcp_ep_t *ep, uint64_t now)
     /* A receiver that is not reading (no credit) hears nothing by its own
      * choice; its clock restarts when it reads again. */
     if (!ep->rx_blocked && now > last_rx && now - last_rx >= timeout) {
-        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                         "peer silent for %llu ms (timeout %u ms)",
-                         (unsigned long long)(now - last_rx), timeout);
+        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                          "peer silent for %llu ms (timeout %u ms)",
+                          (unsigned long long)(now - last_rx), timeout);
         return;
     }
     if (ep->tx_count == 0 && now > last_tx && now - last_tx >= ep->hb_ms) {
-        efps_tcp_queue_ctrl(ep, TCP_F_PING, NULL, 0, 0);
+        efps__tcp_queue_ctrl(ep, TCP_F_PING, NULL, 0, 0);
         atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
-        efps_tcp_kick(ep->ctx, ep, TCP_KICK_TX);
+        efps__tcp_kick(ep->ctx, ep, TCP_KICK_TX);
     }
 }
 
 static void run_timers(tcp_ctx_t *ctx, uint64_t *next_check_p)
 {
-    uint64_t now = efps_tp_now_ms();
+    uint64_t now = efps__tp_now_ms();
     if (now < *next_check_p)
         return;
     pthread_mutex_lock(&ctx->base.lock);
     *next_check_p = now + ctx->tick_ms;
-    efps_tcp_resume_listeners(ctx);
+    efps__tcp_resume_listeners(ctx);
     for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
         next = ep->next; /* a failing internal endpoint leaves the list */
         check_ep_timers(ep, now);
@@ -147,7 +147,7 @@ static void free_zombies(tcp_ctx_t *ctx)
     pthread_mutex_unlock(&ctx->base.lock);
     while (z != NULL) {
         tcp_ep_t *next = z->zombie_next;
-        efps_tcp_ep_free(z);
+        efps__tcp_ep_free(z);
         z = next;
     }
 }
@@ -160,16 +160,16 @@ static void handle_event(tcp_ctx_t *ctx, const struct epoll_event *ev)
         ssize_t rc = read(ctx->evfd, &count, sizeof(count));
         (void)rc;
     } else if (kind == TCP_POLL_LISTENER) {
-        efps_tcp_accept_sockets(
+        efps__tcp_accept_sockets(
             (tcp_listener_t *)((char *)ev->data.ptr - offsetof(tcp_listener_t, poll_kind)));
     } else {
         tcp_ep_t *ep = (tcp_ep_t *)((char *)ev->data.ptr - offsetof(tcp_ep_t, poll_kind));
         if (ev->events & (EPOLLIN | EPOLLERR | EPOLLHUP))
-            efps_tcp_rx_progress(ep);
+            efps__tcp_rx_progress(ep);
         if (ev->events & (EPOLLERR | EPOLLHUP))
-            efps_tcp_rx_hangup(ep);
+            efps__tcp_rx_hangup(ep);
         if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-            efps_tcp_tx_progress(ep);
+            efps__tcp_tx_progress(ep);
     }
 }
 
@@ -208,11 +208,11 @@ static efps_status_t tcp_open(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_p)
         efps_error("tcp: open: out of memory");
         return EFPS_ERR_NOMEM;
     }
-    ctx->base.ops = &efps_tcp_ops;
+    ctx->base.ops = &efps__tcp_ops;
     ctx->base.attr = *attr;
     ctx->tick_ms = attr->timeout_ms / 8 > 0 ? attr->timeout_ms / 8 : 1;
     ctx->evfd_kind = TCP_POLL_EVENTFD;
-    if (efps_tp_base_init(&ctx->base) != EFPS_OK) {
+    if (efps__tp_base_init(&ctx->base) != EFPS_OK) {
         efps_error("tcp: open: cannot create a mutex");
         goto err_free;
     }
@@ -244,7 +244,7 @@ err_evfd:
 err_epoll:
     close(ctx->epfd);
 err_sync:
-    efps_tp_base_destroy(&ctx->base);
+    efps__tp_base_destroy(&ctx->base);
 err_free:
     free(ctx);
     return status;
@@ -255,7 +255,7 @@ static void tcp_close(efps_tp_ctx_t *base)
     tcp_ctx_t *ctx = TCP_CTX(base);
     pthread_mutex_lock(&ctx->base.lock);
     ctx->stop = true;
-    efps_tcp_kick_ctx(ctx);
+    efps__tcp_kick_ctx(ctx);
     pthread_mutex_unlock(&ctx->base.lock);
     pthread_join(ctx->thread, NULL);
 
@@ -265,8 +265,8 @@ static void tcp_close(efps_tp_ctx_t *base)
         tcp_ep_t *ep = ctx->eps;
         if (ep->state == TCP_EP_CONNECTED || ep->state == TCP_EP_DOWN)
             efps_debug("tcp: close: endpoint %s was still open", ep->base.name);
-        efps_tcp_ep_teardown(ep); /* unlinks it */
-        efps_tcp_ep_free(ep);
+        efps__tcp_ep_teardown(ep); /* unlinks it */
+        efps__tcp_ep_free(ep);
     }
     free_zombies(ctx);
     while (ctx->listeners != NULL) {
@@ -280,7 +280,7 @@ static void tcp_close(efps_tp_ctx_t *base)
     free(ctx->regions);
     close(ctx->evfd);
     close(ctx->epfd);
-    efps_tp_base_destroy(&ctx->base);
+    efps__tp_base_destroy(&ctx->base);
     free(ctx);
 }
 
@@ -289,24 +289,24 @@ static bool tcp_ep_live(const efps_tp_ep_t *ep)
     return TCP_EP(ep)->state == TCP_EP_CONNECTED;
 }
 
-const struct efps_transport_ops efps_tcp_ops = {
+const struct efps_transport_ops efps__tcp_ops = {
     .name = "tcp",
     .id = EFPS_TP_ID_TCP,
     .probe = tcp_probe,
     .open = tcp_open,
     .close = tcp_close,
-    .mem_reg = efps_tcp_mem_reg,
-    .mem_dereg = efps_tcp_mem_dereg,
-    .listen = efps_tcp_listen,
-    .accept = efps_tcp_accept,
-    .reject = efps_tcp_reject,
-    .connect = efps_tcp_connect,
-    .ep_destroy = efps_tcp_ep_destroy,
-    .ep_status = efps_tcp_ep_status,
-    .write_imm = efps_tcp_write_imm,
-    .msg_send = efps_tcp_msg_send,
-    .rx_credit = efps_tcp_rx_credit,
+    .mem_reg = efps__tcp_mem_reg,
+    .mem_dereg = efps__tcp_mem_dereg,
+    .listen = efps__tcp_listen,
+    .accept = efps__tcp_accept,
+    .reject = efps__tcp_reject,
+    .connect = efps__tcp_connect,
+    .ep_destroy = efps__tcp_ep_destroy,
+    .ep_status = efps__tcp_ep_status,
+    .write_imm = efps__tcp_write_imm,
+    .msg_send = efps__tcp_msg_send,
+    .rx_credit = efps__tcp_rx_credit,
     .ep_live = tcp_ep_live,
-    .request_taken = efps_tcp_request_taken,
-    .listener_closing = efps_tcp_listener_closing,
+    .request_taken = efps__tcp_request_taken,
+    .listener_closing = efps__tcp_listener_closing,
 };

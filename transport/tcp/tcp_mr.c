@@ -47,8 +47,8 @@ static efps_status_t take_slot(tcp_ctx_t *ctx, uint32_t *index_p)
     return EFPS_OK;
 }
 
-efps_status_t efps_tcp_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length, unsigned access,
-                               efps_tp_mr_t **mr_p)
+efps_status_t efps__tcp_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length, unsigned access,
+                                efps_tp_mr_t **mr_p)
 {
     tcp_ctx_t *ctx = TCP_CTX(base);
     uint32_t index;
@@ -89,7 +89,7 @@ err_free:
     return status;
 }
 
-efps_status_t efps_tcp_mem_dereg(efps_tp_mr_t *base)
+efps_status_t efps__tcp_mem_dereg(efps_tp_mr_t *base)
 {
     tcp_mr_t *mr = (tcp_mr_t *)base;
     tcp_ctx_t *ctx = TCP_CTX(base->ctx);
@@ -106,9 +106,9 @@ efps_status_t efps_tcp_mem_dereg(efps_tp_mr_t *base)
          * and lets go of the region; wait for it. */
         mr->dead = true;
         ctx->regions_dead = true;
-        efps_tcp_kick_ctx(ctx);
+        efps__tcp_kick_ctx(ctx);
         while (mr->rx_busy > 0)
-            efps_tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
+            efps__tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
     }
     pthread_mutex_unlock(&ctx->base.lock);
     efps_debug("tcp: deregistered region %u", mr->id);
@@ -116,19 +116,19 @@ efps_status_t efps_tcp_mem_dereg(efps_tp_mr_t *base)
     return EFPS_OK;
 }
 
-tcp_mr_t *efps_tcp_region(tcp_ctx_t *ctx, uint32_t id)
+tcp_mr_t *efps__tcp_region(tcp_ctx_t *ctx, uint32_t id)
 {
     return (id >= 1 && id <= ctx->n_regions) ? ctx->regions[id - 1] : NULL;
 }
 
-void efps_tcp_reap_dead_regions(tcp_ctx_t *ctx)
+void efps__tcp_reap_dead_regions(tcp_ctx_t *ctx)
 {
     ctx->regions_dead = false;
     for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
         next = ep->next;
         if (ep->rx_region != NULL && ep->rx_region->dead)
-            efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_STATE,
-                             "region %u was deregistered while a write into it was arriving",
-                             ep->rx_region->id);
+            efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_STATE,
+                              "region %u was deregistered while a write into it was arriving",
+                              ep->rx_region->id);
     }
 }

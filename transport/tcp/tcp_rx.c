@@ -37,23 +37,23 @@ static const char *state_name(tcp_ep_state_t state)
 
 /* Fails the connection for a protocol violation; evaluates to false. */
 #define violation(ep, ...)                                                                         \
-    (efps_tcp_ep_fail((ep), EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__), false)
+    (efps__tcp_ep_fail((ep), EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__), false)
 
 /* Lock held: stops reading until the application gives credit back. */
 static bool block(tcp_ep_t *ep)
 {
     ep->rx_blocked = true;
-    efps_tcp_set_events(ep, ep->events & ~EPOLLIN);
+    efps__tcp_set_events(ep, ep->events & ~EPOLLIN);
     return false;
 }
 
-bool efps_tcp_rx_can_resume(const tcp_ep_t *ep)
+bool efps__tcp_rx_can_resume(const tcp_ep_t *ep)
 {
     if (!ep->rx_blocked || ep->fd < 0)
         return false;
     if (ep->rx_hdr.type == TCP_F_WRITE)
         return ep->base.rq_used < ep->ctx->base.attr.rq_depth;
-    return !efps_tp_msgq_full(&ep->base.msgs);
+    return !efps__tp_msgq_full(&ep->base.msgs);
 }
 
 /* Lock held. Checks a WRITE header against the region table and aims the
@@ -61,7 +61,7 @@ bool efps_tcp_rx_can_resume(const tcp_ep_t *ep)
 static bool start_write(tcp_ep_t *ep)
 {
     const tcp_hdr_t *h = &ep->rx_hdr;
-    tcp_mr_t *mr = efps_tcp_region(ep->ctx, h->region);
+    tcp_mr_t *mr = efps__tcp_region(ep->ctx, h->region);
     if (mr == NULL)
         return violation(ep, "write to region %u, which does not exist", h->region);
     if (mr->secret != h->secret)
@@ -103,7 +103,7 @@ static bool finish_frame(tcp_ep_t *ep)
                              .ep = &ep->base,
                              .imm = h->imm,
                              .length = h->length};
-        efps_tp_push_cqe(&ctx->base, &cqe);
+        efps__tp_push_cqe(&ctx->base, &cqe);
         ep->rx_region->rx_busy--;
         if (ep->rx_region->dead)
             pthread_cond_broadcast(&ctx->base.ev_cond);
@@ -111,20 +111,20 @@ static bool finish_frame(tcp_ep_t *ep)
         break;
     }
     case TCP_F_MSG:
-        efps_tp_msgq_arrived(&ep->base, h->length);
+        efps__tp_msgq_arrived(&ep->base, h->length);
         break;
     case TCP_F_CONNECT: {
         tcp_listener_t *l = ep->listener;
         ep->req.priv_len = (uint8_t)h->length;
         ep->peer_timeout_ms = h->imm;
         ep->state = TCP_EP_QUEUED;
-        efps_tp_listen_queue(&l->base, &ep->req);
+        efps__tp_listen_queue(&l->base, &ep->req);
         efps_debug("tcp: connection request from %s (%u bytes of private data)", ep->addr,
                    h->length);
         break;
     }
     case TCP_F_BYE:
-        efps_tcp_ep_fail(ep, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
+        efps__tcp_ep_fail(ep, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
         return false;
     default: /* PING: it arrived, that was all it had to say */
         break;
@@ -164,9 +164,9 @@ static bool start_frame(tcp_ep_t *ep)
     case TCP_F_MSG:
         if (h->length == 0 || h->length > EFPS_TP_MSG_MAX)
             return violation(ep, "message of %u bytes (1..%d allowed)", h->length, EFPS_TP_MSG_MAX);
-        if (efps_tp_msgq_full(&ep->base.msgs))
+        if (efps__tp_msgq_full(&ep->base.msgs))
             return block(ep);
-        ep->rx_dst = efps_tp_msgq_tail(&ep->base.msgs);
+        ep->rx_dst = efps__tp_msgq_tail(&ep->base.msgs);
         break;
     case TCP_F_CONNECT:
         if (h->length > EFPS_TP_PRIV_MAX)
@@ -192,23 +192,23 @@ static void on_eof(tcp_ep_t *ep)
 {
     bool internal = ep->state == TCP_EP_HANDSHAKE || ep->state == TCP_EP_QUEUED;
     if (ep->rx_state == TCP_RX_PAYLOAD)
-        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
-                         "closed in the middle of a %s frame (%zu of %zu payload bytes)",
-                         frame_name(ep->rx_hdr.type), ep->rx_got, ep->rx_want);
+        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                          "closed in the middle of a %s frame (%zu of %zu payload bytes)",
+                          frame_name(ep->rx_hdr.type), ep->rx_got, ep->rx_want);
     else if (ep->rx_hdr_got > 0)
-        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, internal ? EFPS_ERR_PROTO : EFPS_ERR_PEER,
-                         "truncated frame header (%zu of %d bytes), then closed", ep->rx_hdr_got,
-                         TCP_HDR_LEN);
+        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, internal ? EFPS_ERR_PROTO : EFPS_ERR_PEER,
+                          "truncated frame header (%zu of %d bytes), then closed", ep->rx_hdr_got,
+                          TCP_HDR_LEN);
     else if (internal && ep->rx_total == 0)
-        efps_tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_PEER, "closed without sending anything");
+        efps__tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_PEER, "closed without sending anything");
     else if (internal || ep->state == TCP_EP_REQUEST)
-        efps_tcp_ep_fail(ep, EFPS_LOG_WARN, EFPS_ERR_PEER, "closed before it was accepted");
+        efps__tcp_ep_fail(ep, EFPS_LOG_WARN, EFPS_ERR_PEER, "closed before it was accepted");
     else
-        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
-                         "the peer closed the connection without saying goodbye");
+        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                          "the peer closed the connection without saying goodbye");
 }
 
-void efps_tcp_rx_progress(tcp_ep_t *ep)
+void efps__tcp_rx_progress(tcp_ep_t *ep)
 {
     tcp_ctx_t *ctx = ep->ctx;
     /* A bounded number of reads per event, so one busy peer cannot starve
@@ -243,12 +243,12 @@ void efps_tcp_rx_progress(tcp_ep_t *ep)
             if (got == 0)
                 on_eof(ep);
             else
-                efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "receive failed: %s",
-                                 strerror(err));
+                efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "receive failed: %s",
+                                  strerror(err));
             pthread_mutex_unlock(&ctx->base.lock);
             return;
         }
-        atomic_store_explicit(&ep->last_rx_ms, efps_tp_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&ep->last_rx_ms, efps__tp_now_ms(), memory_order_relaxed);
         ep->rx_total += (uint64_t)got;
         size_t left = (size_t)got;
         if (ep->rx_state == TCP_RX_PAYLOAD) {
@@ -269,7 +269,7 @@ void efps_tcp_rx_progress(tcp_ep_t *ep)
     }
 }
 
-void efps_tcp_rx_hangup(tcp_ep_t *ep)
+void efps__tcp_rx_hangup(tcp_ep_t *ep)
 {
     tcp_ctx_t *ctx = ep->ctx;
     pthread_mutex_lock(&ctx->base.lock);
@@ -277,16 +277,16 @@ void efps_tcp_rx_hangup(tcp_ep_t *ep)
         int err = 0;
         socklen_t len = sizeof(err);
         getsockopt(ep->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection lost: %s",
-                         err ? strerror(err) : "hang-up");
+        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection lost: %s",
+                          err ? strerror(err) : "hang-up");
     }
     pthread_mutex_unlock(&ctx->base.lock);
 }
 
-void efps_tcp_rx_credit(efps_tp_ep_t *base, bool message)
+void efps__tcp_rx_credit(efps_tp_ep_t *base, bool message)
 {
     (void)message; /* either may be what the blocked receive waits for */
     tcp_ep_t *ep = TCP_EP(base);
     if (ep->rx_blocked)
-        efps_tcp_kick(ep->ctx, ep, TCP_KICK_RX);
+        efps__tcp_kick(ep->ctx, ep, TCP_KICK_RX);
 }

@@ -37,17 +37,17 @@ static void queue_frame(tcp_ep_t *ep, tcp_frame_t type, const void *payload, uin
     ep->tx_count++;
 }
 
-void efps_tcp_queue_ctrl(tcp_ep_t *ep, tcp_frame_t type, const void *payload, uint32_t len,
-                         uint32_t imm)
+void efps__tcp_queue_ctrl(tcp_ep_t *ep, tcp_frame_t type, const void *payload, uint32_t len,
+                          uint32_t imm)
 {
     queue_frame(ep, type, payload, len, TCP_TX_CTRL);
     tcp_tx_t *t = &ep->txq[(ep->tx_head + ep->tx_count - 1) % ep->tx_cap];
     tcp_put(t->hdr + 12, imm, 4); /* the header's imm field */
 }
 
-efps_status_t efps_tcp_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_t local_offset,
-                                 size_t length, const efps_tp_rkey_t *remote,
-                                 uint64_t remote_offset, uint32_t imm, uint64_t user_context)
+efps_status_t efps__tcp_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_t local_offset,
+                                  size_t length, const efps_tp_rkey_t *remote,
+                                  uint64_t remote_offset, uint32_t imm, uint64_t user_context)
 {
     tcp_ep_t *ep = TCP_EP(base);
     tcp_ctx_t *ctx = ep->ctx;
@@ -74,12 +74,12 @@ efps_status_t efps_tcp_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_t
     t->mr->tx_refs++;
     ep->tx_count++;
     ep->base.sq_used++;
-    efps_tcp_kick(ctx, ep, TCP_KICK_TX);
+    efps__tcp_kick(ctx, ep, TCP_KICK_TX);
     pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
 
-efps_status_t efps_tcp_msg_send(efps_tp_ep_t *base, const void *buf, size_t len)
+efps_status_t efps__tcp_msg_send(efps_tp_ep_t *base, const void *buf, size_t len)
 {
     tcp_ep_t *ep = TCP_EP(base);
     tcp_ctx_t *ctx = ep->ctx;
@@ -97,7 +97,7 @@ efps_status_t efps_tcp_msg_send(efps_tp_ep_t *base, const void *buf, size_t len)
     ep->msg_tx_seq++;
     ep->msg_tx_inflight++;
     queue_frame(ep, TCP_F_MSG, slot, (uint32_t)len, TCP_TX_MSG);
-    efps_tcp_kick(ctx, ep, TCP_KICK_TX);
+    efps__tcp_kick(ctx, ep, TCP_KICK_TX);
     pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
@@ -113,7 +113,7 @@ static void finish_head(tcp_ep_t *ep, efps_status_t status)
                              .context = t->context,
                              .length = t->len};
         t->mr->tx_refs--;
-        efps_tp_push_cqe(&ep->ctx->base, &cqe);
+        efps__tp_push_cqe(&ep->ctx->base, &cqe);
     } else if (t->kind == TCP_TX_MSG) {
         ep->msg_tx_inflight--;
     }
@@ -121,7 +121,7 @@ static void finish_head(tcp_ep_t *ep, efps_status_t status)
     ep->tx_count--;
 }
 
-void efps_tcp_tx_flush(tcp_ep_t *ep)
+void efps__tcp_tx_flush(tcp_ep_t *ep)
 {
     while (ep->tx_count > 0)
         finish_head(ep, EFPS_ERR_PEER);
@@ -166,7 +166,7 @@ static int gather(const tcp_ep_t *ep, struct iovec *iov, size_t *total_p)
     return n;
 }
 
-void efps_tcp_tx_progress(tcp_ep_t *ep)
+void efps__tcp_tx_progress(tcp_ep_t *ep)
 {
     tcp_ctx_t *ctx = ep->ctx;
     struct iovec iov[TX_IOV];
@@ -191,10 +191,10 @@ void efps_tcp_tx_progress(tcp_ep_t *ep)
             break;
         }
         if (sent < 0) {
-            efps_tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "send failed: %s", strerror(err));
+            efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "send failed: %s", strerror(err));
             break;
         }
-        atomic_store_explicit(&ep->last_tx_ms, efps_tp_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&ep->last_tx_ms, efps__tp_now_ms(), memory_order_relaxed);
         account_sent(ep, (size_t)sent);
         more = ep->tx_count > 0;
         if ((size_t)sent < total)
@@ -202,6 +202,6 @@ void efps_tcp_tx_progress(tcp_ep_t *ep)
     }
     /* Ask for EPOLLOUT only while something waits to be sent. */
     if (ep->fd >= 0)
-        efps_tcp_set_events(ep, more ? (ep->events | EPOLLOUT) : (ep->events & ~EPOLLOUT));
+        efps__tcp_set_events(ep, more ? (ep->events | EPOLLOUT) : (ep->events & ~EPOLLOUT));
     pthread_mutex_unlock(&ctx->base.lock);
 }

@@ -218,124 +218,125 @@ struct verbs_ctx {
 /* ---- verbs_err.c: one place for verbs' error conventions ------------------ */
 /* errno of a call that returned ret: positive errno (ibv_post_*, ibv_modify_*,
  * ibv_dereg_mr...), -1 with errno (rdma_*), or a negative errno. */
-int efps_verbs_errno(int ret);
+int efps__verbs_errno(int ret);
 /* errno of a call that returned NULL (0 read as ENOMEM: nothing said why). */
-int efps_verbs_ptr_errno(void);
-efps_status_t efps_verbs_errno_status(int err);
+int efps__verbs_ptr_errno(void);
+efps_status_t efps__verbs_errno_status(int err);
 /* The status a failed work completion stands for. */
-efps_status_t efps_verbs_wc_status(enum ibv_wc_status status);
+efps_status_t efps__verbs_wc_status(enum ibv_wc_status status);
 /* "connection refused (nothing listens there)" etc. for a REJECTED event. */
-const char *efps_verbs_reject_reason(int status);
+const char *efps__verbs_reject_reason(int status);
 
 /* ---- verbs_dev.c ------------------------------------------------------------ */
-efps_status_t efps_verbs_probe(const efps_tp_attr_t *attr);
+efps_status_t efps__verbs_probe(const efps_tp_attr_t *attr);
 /* Picks the device (attr->device or the first with an active port), its port
  * and GID setting, and the progress thread's cpuset. */
-efps_status_t efps_verbs_pick_device(verbs_ctx_t *ctx, const efps_tp_attr_t *attr);
+efps_status_t efps__verbs_pick_device(verbs_ctx_t *ctx, const efps_tp_attr_t *attr);
 /* Checks that id (bound or resolved) is on our device and GID; logs what
  * rdma_cm chose. what names the connection for messages. */
-efps_status_t efps_verbs_check_id(verbs_ctx_t *ctx, struct rdma_cm_id *id, const char *what);
+efps_status_t efps__verbs_check_id(verbs_ctx_t *ctx, struct rdma_cm_id *id, const char *what);
 /* Progress thread: pins itself where ctx->cpuset says. */
-void efps_verbs_pin_thread(verbs_ctx_t *ctx);
-void efps_verbs_free_placement(verbs_ctx_t *ctx);
+void efps__verbs_pin_thread(verbs_ctx_t *ctx);
+void efps__verbs_free_placement(verbs_ctx_t *ctx);
 
 /* ---- verbs_ctx.c (lock held unless said) ----------------------------------- */
-void efps_verbs_kick(verbs_ctx_t *ctx);
+void efps__verbs_kick(verbs_ctx_t *ctx);
 /* Heartbeat period: a quarter of the shorter of both sides' timeouts. */
-void efps_verbs_set_heartbeat(verbs_ep_t *ep);
+void efps__verbs_set_heartbeat(verbs_ep_t *ep);
 /* The CQ can take `more` more entries (negative: fewer are needed). */
-efps_status_t efps_verbs_cq_reserve(verbs_ctx_t *ctx, int more);
+efps_status_t efps__verbs_cq_reserve(verbs_ctx_t *ctx, int more);
 /* The ep whose queue pair has this number, or NULL. */
-verbs_ep_t *efps_verbs_ep_by_qp(verbs_ctx_t *ctx, uint32_t qp_num);
-void efps_verbs_hash_add(verbs_ctx_t *ctx, verbs_ep_t *ep);
-void efps_verbs_hash_del(verbs_ctx_t *ctx, verbs_ep_t *ep);
+verbs_ep_t *efps__verbs_ep_by_qp(verbs_ctx_t *ctx, uint32_t qp_num);
+void efps__verbs_hash_add(verbs_ctx_t *ctx, verbs_ep_t *ep);
+void efps__verbs_hash_del(verbs_ctx_t *ctx, verbs_ep_t *ep);
 /* Progress thread: polls the CQ once and handles what it found (takes the
  * locks itself). Returns how many completions. */
-int efps_verbs_progress_cq(verbs_ctx_t *ctx);
+int efps__verbs_progress_cq(verbs_ctx_t *ctx);
 
 /* ---- verbs_mr.c ------------------------------------------------------------- */
-efps_status_t efps_verbs_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
-                                 efps_tp_mr_t **mr_p);
-efps_status_t efps_verbs_mem_dereg(efps_tp_mr_t *mr);
+efps_status_t efps__verbs_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
+                                  efps_tp_mr_t **mr_p);
+efps_status_t efps__verbs_mem_dereg(efps_tp_mr_t *mr);
 
 /* ---- verbs_rx.c ------------------------------------------------------------- */
 /* Adds (or with a negative n removes) an endpoint's share of SRQ buffers. */
-efps_status_t efps_verbs_rx_reserve(verbs_ctx_t *ctx, int n);
+efps_status_t efps__verbs_rx_reserve(verbs_ctx_t *ctx, int n);
 /* Posts receive buffers up to the target. */
-void efps_verbs_rx_refill(verbs_ctx_t *ctx);
+void efps__verbs_rx_refill(verbs_ctx_t *ctx);
 /* A receive completion (lock held); its buffer goes back to the pool. */
-void efps_verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc);
-void efps_verbs_rx_free(verbs_ctx_t *ctx);
+void efps__verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc);
+void efps__verbs_rx_free(verbs_ctx_t *ctx);
 
 /* ---- verbs_tx.c (lock held) ------------------------------------------------- */
-efps_status_t efps_verbs_write_imm(efps_tp_ep_t *ep, efps_tp_mr_t *local, size_t local_offset,
-                                   size_t length, const efps_tp_rkey_t *remote,
-                                   uint64_t remote_offset, uint32_t imm, uint64_t user_context);
-efps_status_t efps_verbs_msg_send(efps_tp_ep_t *ep, const void *buf, size_t len);
+efps_status_t efps__verbs_write_imm(efps_tp_ep_t *ep, efps_tp_mr_t *local, size_t local_offset,
+                                    size_t length, const efps_tp_rkey_t *remote,
+                                    uint64_t remote_offset, uint32_t imm, uint64_t user_context);
+efps_status_t efps__verbs_msg_send(efps_tp_ep_t *ep, const void *buf, size_t len);
 /* Posts what the pending queue's head has credit and room for, in order. */
-void efps_verbs_tx_progress(verbs_ep_t *ep);
+void efps__verbs_tx_progress(verbs_ep_t *ep);
 /* Returns owed credit (or, with ping, sends a heartbeat) if no CREDIT is in flight. */
-void efps_verbs_send_credit(verbs_ep_t *ep, bool ping);
-efps_status_t efps_verbs_send_hello(verbs_ep_t *ep);
-efps_status_t efps_verbs_send_bye(verbs_ep_t *ep);
+void efps__verbs_send_credit(verbs_ep_t *ep, bool ping);
+efps_status_t efps__verbs_send_hello(verbs_ep_t *ep);
+efps_status_t efps__verbs_send_bye(verbs_ep_t *ep);
 /* A send completion of ep. */
-void efps_verbs_tx_complete(verbs_ep_t *ep, const struct ibv_wc *wc);
+void efps__verbs_tx_complete(verbs_ep_t *ep, const struct ibv_wc *wc);
 /* Completes every queued (not posted) operation with EFPS_ERR_PEER. */
-void efps_verbs_tx_flush_pending(verbs_ep_t *ep, bool report);
+void efps__verbs_tx_flush_pending(verbs_ep_t *ep, bool report);
 /* Forgets posted sends whose flush never came (reports their writes). */
-void efps_verbs_tx_abandon_posted(verbs_ep_t *ep, bool report);
+void efps__verbs_tx_abandon_posted(verbs_ep_t *ep, bool report);
 /* The endpoint's queues for sending and receiving messages. */
-efps_status_t efps_verbs_ep_alloc_queues(verbs_ep_t *ep);
-void efps_verbs_ep_free_queues(verbs_ep_t *ep);
+efps_status_t efps__verbs_ep_alloc_queues(verbs_ep_t *ep);
+void efps__verbs_ep_free_queues(verbs_ep_t *ep);
 
 /* ---- verbs_conn.c ----------------------------------------------------------- */
-void efps_verbs_ep_free(verbs_ep_t *ep);
+void efps__verbs_ep_free(verbs_ep_t *ep);
 /* Lock held: off ctx->eps. */
-void efps_verbs_ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep);
+void efps__verbs_ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep);
 /* Lock held: gives back the CQ, SRQ and completion-ring shares of its QP. */
-void efps_verbs_ep_release(verbs_ep_t *ep);
+void efps__verbs_ep_release(verbs_ep_t *ep);
 /* Progress thread, lock held: a CONNECT_REQUEST for a new id on listener l. */
-void efps_verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
-                           const uint8_t *priv, size_t plen);
-efps_status_t efps_verbs_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
-                                efps_tp_listener_t **listener_p);
+void efps__verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
+                            const uint8_t *priv, size_t plen);
+efps_status_t efps__verbs_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
+                                 efps_tp_listener_t **listener_p);
 /* ops->request_taken, ops->listener_closing (lock held). */
-void efps_verbs_request_taken(efps_tp_conn_req_t *req);
-void efps_verbs_listener_closing(efps_tp_listener_t *listener);
-efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
-                                efps_tp_ep_t **ep_p);
-void efps_verbs_reject(efps_tp_conn_req_t *req);
-efps_status_t efps_verbs_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
-                                 const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p);
-void efps_verbs_ep_destroy(efps_tp_ep_t *ep);
-efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *ep);
+void efps__verbs_request_taken(efps_tp_conn_req_t *req);
+void efps__verbs_listener_closing(efps_tp_listener_t *listener);
+efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
+                                 efps_tp_ep_t **ep_p);
+void efps__verbs_reject(efps_tp_conn_req_t *req);
+efps_status_t efps__verbs_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr,
+                                  socklen_t addrlen, const efps_tp_conn_param_t *param,
+                                  efps_tp_ep_t **ep_p);
+void efps__verbs_ep_destroy(efps_tp_ep_t *ep);
+efps_status_t efps__verbs_ep_status(const efps_tp_ep_t *ep);
 /* ---- verbs_close.c ---------------------------------------------------------- */
 /* Refuses a request with our marker (the connector reads "rejected by the peer"). */
-void efps_verbs_reject_id(struct rdma_cm_id *id);
+void efps__verbs_reject_id(struct rdma_cm_id *id);
 /* Lock held: polls the CQ dry and handles what it held. */
-void efps_verbs_drain_cq(verbs_ctx_t *ctx);
+void efps__verbs_drain_cq(verbs_ctx_t *ctx);
 /* Lock held: rdma_disconnect once (the QP goes to error, the peer is told). */
-void efps_verbs_disconnect(verbs_ep_t *ep);
+void efps__verbs_disconnect(verbs_ep_t *ep);
 /* Lock held: hands ep to the progress thread for teardown and waits. */
-void efps_verbs_teardown_by_thread(verbs_ep_t *ep);
+void efps__verbs_teardown_by_thread(verbs_ep_t *ep);
 /* Progress thread, no lock held: reads and handles every waiting cm event. */
-void efps_verbs_cm_events(verbs_ctx_t *ctx);
+void efps__verbs_cm_events(verbs_ctx_t *ctx);
 /* Progress thread, lock held: destroys, rejects and closes what the
  * application asked for, and moves closing endpoints along. */
-void efps_verbs_run_teardowns(verbs_ctx_t *ctx);
+void efps__verbs_run_teardowns(verbs_ctx_t *ctx);
 /* Progress thread, lock held: deadlines of requests, establishment. */
-void efps_verbs_check_timers(verbs_ctx_t *ctx, uint64_t now);
+void efps__verbs_check_timers(verbs_ctx_t *ctx, uint64_t now);
 /* Lock held: the endpoint is down. Logs "<name>: <why>; connection closed"
  * at level, disconnects, flushes its writes with EFPS_ERR_PEER and reports
  * one DISCONNECT (after the flushed writes). */
-void efps_verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
-                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+void efps__verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Lock held: every posted send of a failed endpoint is accounted for: the
  * DISCONNECT it owes can go out. */
-void efps_verbs_ep_flushed(verbs_ep_t *ep);
+void efps__verbs_ep_flushed(verbs_ep_t *ep);
 /* close(): frees whatever the application left (thread stopped). */
-void efps_verbs_conn_free_all(verbs_ctx_t *ctx);
+void efps__verbs_conn_free_all(verbs_ctx_t *ctx);
 
-extern const struct efps_transport_ops efps_verbs_ops;
+extern const struct efps_transport_ops efps__verbs_ops;
 
 #endif

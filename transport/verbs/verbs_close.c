@@ -16,17 +16,17 @@
 #include <string.h>
 
 /* ---- failure ------------------------------------------------------------------ */
-void efps_verbs_ep_flushed(verbs_ep_t *ep)
+void efps__verbs_ep_flushed(verbs_ep_t *ep)
 {
     if (!ep->disc_pending)
         return;
     ep->disc_pending = false;
     efps_tp_cqe_t cqe = {
         .type = EFPS_TP_CQE_DISCONNECT, .status = ep->disc_status, .ep = &ep->base};
-    efps_tp_push_cqe(&ep->ctx->base, &cqe);
+    efps__tp_push_cqe(&ep->ctx->base, &cqe);
 }
 
-void efps_verbs_disconnect(verbs_ep_t *ep)
+void efps__verbs_disconnect(verbs_ep_t *ep)
 {
     if (ep->qp == NULL || ep->disconnected)
         return;
@@ -34,11 +34,12 @@ void efps_verbs_disconnect(verbs_ep_t *ep)
     /* Moves the QP to error (posted sends flush) and tells the peer. Fails
      * harmlessly when the peer disconnected first. */
     if (rdma_disconnect(ep->id) != 0)
-        efps_debug("verbs: %s: rdma_disconnect: %s", ep->base.name, strerror(efps_verbs_errno(-1)));
+        efps_debug("verbs: %s: rdma_disconnect: %s", ep->base.name,
+                   strerror(efps__verbs_errno(-1)));
 }
 
-void efps_verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
-                        const char *fmt, ...)
+void efps__verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
+                         const char *fmt, ...)
 {
     verbs_ctx_t *ctx = ep->ctx;
     if (ep->state == VEP_DOWN)
@@ -59,19 +60,19 @@ void efps_verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t st
     ep->state = VEP_DOWN;
     ep->down_status = status == EFPS_OK ? EFPS_ERR_PEER : status;
     if (connected) {
-        efps_verbs_disconnect(ep);
-        efps_verbs_tx_flush_pending(ep, true);
+        efps__verbs_disconnect(ep);
+        efps__verbs_tx_flush_pending(ep, true);
         ep->disc_status = status;
         ep->disc_pending = true;
-        ep->deadline_ms = efps_tp_now_ms() + 1000; /* flushes come at once; else we stop waiting */
+        ep->deadline_ms = efps__tp_now_ms() + 1000; /* flushes come at once; else we stop waiting */
         if (ep->done_seq == ep->post_seq)
-            efps_verbs_ep_flushed(ep);
+            efps__verbs_ep_flushed(ep);
     }
     pthread_cond_broadcast(&ctx->base.ev_cond); /* msg_recv, accept and connect waiters */
 }
 
 /* ---- teardown (progress thread, lock held) ------------------------------------------ */
-void efps_verbs_reject_id(struct rdma_cm_id *id)
+void efps__verbs_reject_id(struct rdma_cm_id *id)
 {
     uint8_t blob[VERBS_REJ_LEN] = {0};
     verbs_put(blob, VERBS_WIRE_MAGIC, 4);
@@ -80,7 +81,7 @@ void efps_verbs_reject_id(struct rdma_cm_id *id)
 }
 
 /* Polls the CQ dry (lock held): every completion of a QP in error is in. */
-void efps_verbs_drain_cq(verbs_ctx_t *ctx)
+void efps__verbs_drain_cq(verbs_ctx_t *ctx)
 {
     struct ibv_wc wc[32];
     int n;
@@ -90,53 +91,53 @@ void efps_verbs_drain_cq(verbs_ctx_t *ctx)
         pthread_mutex_unlock(&ctx->cq_lock);
         for (int i = 0; i < n; i++) {
             if (wc[i].wr_id & VERBS_WR_RECV) {
-                efps_verbs_rx_complete(ctx, &wc[i]);
+                efps__verbs_rx_complete(ctx, &wc[i]);
             } else {
-                verbs_ep_t *ep = efps_verbs_ep_by_qp(ctx, wc[i].qp_num);
+                verbs_ep_t *ep = efps__verbs_ep_by_qp(ctx, wc[i].qp_num);
                 if (ep != NULL)
-                    efps_verbs_tx_complete(ep, &wc[i]);
+                    efps__verbs_tx_complete(ep, &wc[i]);
             }
         }
     } while (n > 0);
-    efps_verbs_rx_refill(ctx);
+    efps__verbs_rx_refill(ctx);
 }
 
 static void finish_teardown(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
     if (ep->qp != NULL)
-        efps_verbs_drain_cq(ctx);
-    efps_verbs_tx_abandon_posted(ep, false);
-    efps_verbs_hash_del(ctx, ep);
+        efps__verbs_drain_cq(ctx);
+    efps__verbs_tx_abandon_posted(ep, false);
+    efps__verbs_hash_del(ctx, ep);
     if (ep->qp != NULL)
         rdma_destroy_qp(ep->id);
     ep->qp = NULL;
     if (ep->id != NULL)
         rdma_destroy_id(ep->id);
     ep->id = NULL;
-    efps_verbs_ep_release(ep);
-    efps_tp_cq_purge(&ctx->base.cq, &ep->base);
+    efps__verbs_ep_release(ep);
+    efps__tp_cq_purge(&ctx->base.cq, &ep->base);
     if (ep->listener != NULL)
-        efps_tp_listen_unqueue(&ep->listener->base, &ep->req);
+        efps__tp_listen_unqueue(&ep->listener->base, &ep->req);
     ep->listener = NULL;
-    efps_verbs_ep_unlink(ctx, ep);
+    efps__verbs_ep_unlink(ctx, ep);
     ep->destroy_done = true;
     pthread_cond_broadcast(&ctx->base.ev_cond);
     if (ep->internal)
-        efps_verbs_ep_free(ep);
+        efps__verbs_ep_free(ep);
 }
 
 /* One step of closing ep; true once it is gone. */
 static bool teardown_step(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
-    uint64_t now = efps_tp_now_ms();
+    uint64_t now = efps__tp_now_ms();
     if (ep->closing == VCLOSE_NONE) {
         uint32_t wait = ctx->base.attr.timeout_ms < 1000 ? ctx->base.attr.timeout_ms : 1000;
         ep->deadline_ms = now;
         /* A peer that reads BYE knows the close was meant, not a crash. */
         if (ep->state == VEP_CONNECTED && ep->established && ep->pend_count == 0 &&
-            efps_verbs_send_bye(ep) == EFPS_OK)
+            efps__verbs_send_bye(ep) == EFPS_OK)
             ep->deadline_ms = now + wait;
         ep->closing = VCLOSE_BYE;
     }
@@ -144,10 +145,10 @@ static bool teardown_step(verbs_ep_t *ep)
         if (!ep->bye_done && ep->state == VEP_CONNECTED && now < ep->deadline_ms)
             return false;
         if (ep->rejecting && ep->qp == NULL && ep->id != NULL)
-            efps_verbs_reject_id(ep->id);
+            efps__verbs_reject_id(ep->id);
         else
-            efps_verbs_disconnect(ep);
-        efps_verbs_tx_flush_pending(ep, false);
+            efps__verbs_disconnect(ep);
+        efps__verbs_tx_flush_pending(ep, false);
         ep->closing = VCLOSE_FLUSH;
         ep->deadline_ms = now + 1000;
     }
@@ -168,7 +169,7 @@ static void close_listeners(verbs_ctx_t *ctx)
         }
         rdma_destroy_id(l->id);
         /* Requests never handed out are refused; handed-out ones live on. */
-        for (efps_tp_conn_req_t *req; (req = efps_tp_listen_pop(&l->base)) != NULL;) {
+        for (efps_tp_conn_req_t *req; (req = efps__tp_listen_pop(&l->base)) != NULL;) {
             verbs_ep_t *ep = VERBS_REQ_EP(req);
             ep->listener = NULL;
             ep->rejecting = ep->want_destroy = ep->internal = true;
@@ -180,7 +181,7 @@ static void close_listeners(verbs_ctx_t *ctx)
     pthread_cond_broadcast(&ctx->base.ev_cond);
 }
 
-void efps_verbs_run_teardowns(verbs_ctx_t *ctx)
+void efps__verbs_run_teardowns(verbs_ctx_t *ctx)
 {
     if (ctx->listeners_dirty)
         close_listeners(ctx);
@@ -194,28 +195,28 @@ void efps_verbs_run_teardowns(verbs_ctx_t *ctx)
 }
 
 /* Lock held: hands ep to the progress thread for teardown and waits. */
-void efps_verbs_teardown_by_thread(verbs_ep_t *ep)
+void efps__verbs_teardown_by_thread(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
     ep->want_destroy = true;
     ctx->teardown_dirty = true;
-    efps_verbs_kick(ctx);
+    efps__verbs_kick(ctx);
     while (!ep->destroy_done)
-        efps_tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
+        efps__tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
 }
 
-void efps_verbs_ep_destroy(efps_tp_ep_t *base)
+void efps__verbs_ep_destroy(efps_tp_ep_t *base)
 {
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
     pthread_mutex_lock(&ctx->base.lock);
-    efps_verbs_teardown_by_thread(ep);
+    efps__verbs_teardown_by_thread(ep);
     pthread_mutex_unlock(&ctx->base.lock);
     efps_debug("verbs: endpoint %s destroyed", base->name);
-    efps_verbs_ep_free(ep);
+    efps__verbs_ep_free(ep);
 }
 
-efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *base)
+efps_status_t efps__verbs_ep_status(const efps_tp_ep_t *base)
 {
     verbs_ep_t *ep = VERBS_EP(base);
     pthread_mutex_lock(&ep->ctx->base.lock);
@@ -226,24 +227,24 @@ efps_status_t efps_verbs_ep_status(const efps_tp_ep_t *base)
     return status;
 }
 
-void efps_verbs_conn_free_all(verbs_ctx_t *ctx)
+void efps__verbs_conn_free_all(verbs_ctx_t *ctx)
 {
     while (ctx->eps != NULL) {
         verbs_ep_t *ep = ctx->eps;
         if (ep->state == VEP_CONNECTED || ep->state == VEP_DOWN)
             efps_debug("verbs: close: endpoint %s was still open", ep->base.name);
-        efps_verbs_hash_del(ctx, ep);
+        efps__verbs_hash_del(ctx, ep);
         if (ep->qp != NULL)
             rdma_destroy_qp(ep->id);
         if (ep->id != NULL)
             rdma_destroy_id(ep->id); /* tells a connected peer */
         ep->qp = NULL;
         ep->id = NULL;
-        efps_verbs_tx_abandon_posted(ep, false);
-        efps_verbs_tx_flush_pending(ep, false);
-        efps_verbs_ep_release(ep);
-        efps_verbs_ep_unlink(ctx, ep);
-        efps_verbs_ep_free(ep);
+        efps__verbs_tx_abandon_posted(ep, false);
+        efps__verbs_tx_flush_pending(ep, false);
+        efps__verbs_ep_release(ep);
+        efps__verbs_ep_unlink(ctx, ep);
+        efps__verbs_ep_free(ep);
     }
     while (ctx->listeners != NULL) {
         verbs_listener_t *l = ctx->listeners;
@@ -258,15 +259,15 @@ static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uin
                      size_t plen)
 {
     if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) {
-        efps_verbs_on_request(ctx, ev->listen_id->context, ev->id, priv, plen);
+        efps__verbs_on_request(ctx, ev->listen_id->context, ev->id, priv, plen);
         return;
     }
     if (ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL) {
         for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
             next = ep->next;
             if (ep->state != VEP_CONNECTING)
-                efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TRANSPORT,
-                                   "RDMA device %s was removed", ctx->dev_name);
+                efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TRANSPORT,
+                                    "RDMA device %s was removed", ctx->dev_name);
         }
         return;
     }
@@ -280,23 +281,23 @@ static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uin
     case RDMA_CM_EVENT_ESTABLISHED:
         if (ep->state == VEP_CONNECTED && !ep->established) {
             ep->established = true;
-            efps_verbs_tx_progress(ep);
-            efps_verbs_send_credit(ep, false);
+            efps__verbs_tx_progress(ep);
+            efps__verbs_send_credit(ep, false);
         }
         break;
     case RDMA_CM_EVENT_DISCONNECTED:
         /* The peer's BYE (if it sent one) completed before its disconnect
          * request left: take it first, so a clean close reads as one. */
-        efps_verbs_drain_cq(ctx);
-        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
-                           "the peer disconnected without saying goodbye");
+        efps__verbs_drain_cq(ctx);
+        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                            "the peer disconnected without saying goodbye");
         ep->disconnected = true;
         break;
     case RDMA_CM_EVENT_CONNECT_ERROR:
     case RDMA_CM_EVENT_UNREACHABLE:
     case RDMA_CM_EVENT_REJECTED:
-        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection setup failed: %s (%d)",
-                           rdma_event_str(ev->event), ev->status);
+        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection setup failed: %s (%d)",
+                            rdma_event_str(ev->event), ev->status);
         break;
     default: /* TIMEWAIT_EXIT, ADDR_CHANGE...: nothing to do */
         efps_debug("verbs: %s: %s", ep->base.name, rdma_event_str(ev->event));
@@ -304,7 +305,7 @@ static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uin
     }
 }
 
-void efps_verbs_cm_events(verbs_ctx_t *ctx)
+void efps__verbs_cm_events(verbs_ctx_t *ctx)
 {
     struct rdma_cm_event *ev;
     for (int i = 0; i < 64 && rdma_get_cm_event(ctx->cm, &ev) == 0; i++) {

@@ -32,15 +32,15 @@ static verbs_ep_t *ep_alloc(verbs_ctx_t *ctx, const struct sockaddr *peer)
     ep->base.ctx = &ctx->base;
     ep->req.ctx = &ctx->base;
     ep->ctx = ctx;
-    efps_tp_format_addr(peer, ep->addr, sizeof(ep->addr));
+    efps__tp_format_addr(peer, ep->addr, sizeof(ep->addr));
     memcpy(ep->req.peer, ep->addr, sizeof(ep->req.peer));
-    efps_tp_ep_set_name(&ep->base, NULL, ep->addr);
+    efps__tp_ep_set_name(&ep->base, NULL, ep->addr);
     return ep;
 }
 
-void efps_verbs_ep_free(verbs_ep_t *ep)
+void efps__verbs_ep_free(verbs_ep_t *ep)
 {
-    efps_verbs_ep_free_queues(ep);
+    efps__verbs_ep_free_queues(ep);
     free(ep);
 }
 
@@ -53,7 +53,7 @@ static void ep_link(verbs_ctx_t *ctx, verbs_ep_t *ep)
     ctx->eps = ep;
 }
 
-void efps_verbs_ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep)
+void efps__verbs_ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep)
 {
     if (ep->prev != NULL)
         ep->prev->next = ep->next;
@@ -70,14 +70,14 @@ static size_t cq_share(const verbs_ctx_t *ctx)
 }
 
 /* Gives back what ep_create_qp reserved. */
-void efps_verbs_ep_release(verbs_ep_t *ep)
+void efps__verbs_ep_release(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
     if (!ep->reserved)
         return;
-    efps_verbs_rx_reserve(ctx, -(int)ep->rx_window);
-    efps_verbs_cq_reserve(ctx, -(int)(ep->sq_cap + ep->rx_window));
-    efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
+    efps__verbs_rx_reserve(ctx, -(int)ep->rx_window);
+    efps__verbs_cq_reserve(ctx, -(int)(ep->sq_cap + ep->rx_window));
+    efps__tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
     ep->reserved = false;
 }
 
@@ -86,21 +86,21 @@ void efps_verbs_ep_release(verbs_ep_t *ep)
 static efps_status_t ep_create_qp(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
-    efps_status_t status = efps_verbs_ep_alloc_queues(ep);
+    efps_status_t status = efps__verbs_ep_alloc_queues(ep);
     if (status != EFPS_OK)
         return status;
-    status = efps_tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
+    status = efps__tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
     if (status != EFPS_OK)
         return status;
-    status = efps_verbs_cq_reserve(ctx, (int)(ep->sq_cap + ep->rx_window));
+    status = efps__verbs_cq_reserve(ctx, (int)(ep->sq_cap + ep->rx_window));
     if (status != EFPS_OK) {
-        efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
+        efps__tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
         return status;
     }
-    status = efps_verbs_rx_reserve(ctx, (int)ep->rx_window);
+    status = efps__verbs_rx_reserve(ctx, (int)ep->rx_window);
     if (status != EFPS_OK) {
-        efps_verbs_cq_reserve(ctx, -(int)(ep->sq_cap + ep->rx_window));
-        efps_tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
+        efps__verbs_cq_reserve(ctx, -(int)(ep->sq_cap + ep->rx_window));
+        efps__tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
         return status;
     }
     ep->reserved = true;
@@ -111,27 +111,28 @@ static efps_status_t ep_create_qp(verbs_ep_t *ep)
                                   .cap = {.max_send_wr = ep->sq_cap, .max_send_sge = 1},
                                   .qp_type = IBV_QPT_RC};
     if (rdma_create_qp(ep->id, ctx->pd, &qa) != 0) {
-        int err = efps_verbs_errno(-1);
+        int err = efps__verbs_errno(-1);
         efps_error("verbs: %s: create a queue pair (%u sends) on %s: %s%s", ep->base.name,
                    ep->sq_cap, ctx->dev_name, strerror(err),
                    ep->passive ? " (the connection request is stale: did the peer give up?)" : "");
-        efps_verbs_ep_release(ep);
-        return efps_verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NOMEM : EFPS_ERR_TRANSPORT;
+        efps__verbs_ep_release(ep);
+        return efps__verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NOMEM
+                                                               : EFPS_ERR_TRANSPORT;
     }
     ep->qp = ep->id->qp;
     ep->qp_num = ep->qp->qp_num;
-    efps_verbs_hash_add(ctx, ep);
+    efps__verbs_hash_add(ctx, ep);
     return EFPS_OK;
 }
 
 /* ---- listening -------------------------------------------------------------- */
-efps_status_t efps_verbs_listen(efps_tp_ctx_t *base, const struct sockaddr *addr, socklen_t addrlen,
-                                efps_tp_listener_t **listener_p)
+efps_status_t efps__verbs_listen(efps_tp_ctx_t *base, const struct sockaddr *addr,
+                                 socklen_t addrlen, efps_tp_listener_t **listener_p)
 {
     verbs_ctx_t *ctx = VERBS_CTX(base);
     char text[EFPS_TP_ADDR_MAX], what[EFPS_TP_ADDR_MAX + 16];
     (void)addrlen;
-    efps_tp_format_addr(addr, text, sizeof(text));
+    efps__tp_format_addr(addr, text, sizeof(text));
     snprintf(what, sizeof(what), "listen on %s", text);
     verbs_listener_t *l = calloc(1, sizeof(*l));
     if (l == NULL) {
@@ -146,7 +147,7 @@ efps_status_t efps_verbs_listen(efps_tp_ctx_t *base, const struct sockaddr *addr
     call = "rdma_bind_addr";
     if (rdma_bind_addr(l->id, (struct sockaddr *)addr) != 0)
         goto err_errno;
-    if ((status = efps_verbs_check_id(ctx, l->id, what)) != EFPS_OK)
+    if ((status = efps__verbs_check_id(ctx, l->id, what)) != EFPS_OK)
         goto err_destroy;
     call = "rdma_listen";
     if (rdma_listen(l->id, 128) != 0)
@@ -162,12 +163,12 @@ efps_status_t efps_verbs_listen(efps_tp_ctx_t *base, const struct sockaddr *addr
     return EFPS_OK;
 
 err_errno : {
-    int err = efps_verbs_errno(-1);
+    int err = efps__verbs_errno(-1);
     efps_error("verbs: %s: %s: %s%s", what, call, strerror(err),
                err == EADDRNOTAVAIL || err == ENODEV
                    ? " (is it the IP address of an RDMA device's interface?)"
                    : "");
-    status = err == EADDRINUSE ? EFPS_ERR_SYSTEM : efps_verbs_errno_status(err);
+    status = err == EADDRINUSE ? EFPS_ERR_SYSTEM : efps__verbs_errno_status(err);
     if (status == EFPS_ERR_TRANSPORT)
         status = EFPS_ERR_SYSTEM;
 }
@@ -178,14 +179,14 @@ err_destroy:
     return status;
 }
 
-void efps_verbs_listener_closing(efps_tp_listener_t *listener)
+void efps__verbs_listener_closing(efps_tp_listener_t *listener)
 {
     verbs_ctx_t *ctx = VERBS_CTX(listener->ctx);
     ctx->listeners_dirty = true;
-    efps_verbs_kick(ctx);
+    efps__verbs_kick(ctx);
 }
 
-void efps_verbs_request_taken(efps_tp_conn_req_t *req)
+void efps__verbs_request_taken(efps_tp_conn_req_t *req)
 {
     verbs_ep_t *ep = VERBS_REQ_EP(req);
     ep->listener = NULL;
@@ -193,13 +194,13 @@ void efps_verbs_request_taken(efps_tp_conn_req_t *req)
 }
 
 /* Progress thread, lock held: a CONNECT_REQUEST on listener l for a new id. */
-void efps_verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
-                           const uint8_t *priv, size_t plen)
+void efps__verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm_id *id,
+                            const uint8_t *priv, size_t plen)
 {
     verbs_ep_t *ep = l->base.destroying ? NULL : ep_alloc(ctx, rdma_get_peer_addr(id));
     char what[EFPS_TP_ADDR_MAX + 32];
     if (ep == NULL) {
-        efps_verbs_reject_id(id);
+        efps__verbs_reject_id(id);
         rdma_destroy_id(id);
         return;
     }
@@ -207,34 +208,34 @@ void efps_verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_cm
     id->context = ep;
     ep->id = id;
     ep->passive = true;
-    if (efps_verbs_check_id(ctx, id, what) != EFPS_OK) {
-        efps_verbs_reject_id(id);
+    if (efps__verbs_check_id(ctx, id, what) != EFPS_OK) {
+        efps__verbs_reject_id(id);
         rdma_destroy_id(id);
-        efps_verbs_ep_free(ep);
+        efps__verbs_ep_free(ep);
         return;
     }
     if (plen < VERBS_REQ_HDR || priv[0] != VERBS_WIRE_MARKER || priv[1] != VERBS_WIRE_VERSION ||
         priv[2] > EFPS_TP_PRIV_MAX) {
         efps_warn("verbs: %s refused: not an efps verbs connection request (header %02x %02x %02x)",
                   what, plen > 0 ? priv[0] : 0, plen > 1 ? priv[1] : 0, plen > 2 ? priv[2] : 0);
-        efps_verbs_reject_id(id);
+        efps__verbs_reject_id(id);
         rdma_destroy_id(id);
-        efps_verbs_ep_free(ep);
+        efps__verbs_ep_free(ep);
         return;
     }
     memcpy(ep->req.priv, priv + VERBS_REQ_HDR, priv[2]);
     ep->req.priv_len = priv[2];
     ep->state = VEP_QUEUED;
     ep->listener = l;
-    ep->deadline_ms = efps_tp_now_ms() + ctx->base.attr.timeout_ms;
+    ep->deadline_ms = efps__tp_now_ms() + ctx->base.attr.timeout_ms;
     ep_link(ctx, ep);
-    efps_tp_listen_queue(&l->base, &ep->req);
+    efps__tp_listen_queue(&l->base, &ep->req);
     efps_debug("verbs: port %u: %s (%u bytes of private data)", l->base.port, what, priv[2]);
 }
 
 /* ---- accepting side --------------------------------------------------------------- */
-efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
-                                efps_tp_ep_t **ep_p)
+efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
+                                 efps_tp_ep_t **ep_p)
 {
     verbs_ep_t *ep = VERBS_REQ_EP(req);
     verbs_ctx_t *ctx = ep->ctx;
@@ -242,7 +243,7 @@ efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_para
     if (param == NULL)
         param = &none;
     pthread_mutex_lock(&ctx->base.lock);
-    efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
+    efps__tp_ep_set_name(&ep->base, param->label, ep->addr);
     efps_status_t status = EFPS_OK;
     if (ep->state != VEP_REQUEST) {
         efps_error("verbs: accept %s: the peer went away before it was accepted", ep->base.name);
@@ -271,16 +272,16 @@ efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_para
          * can only be handled once we are done here. Sends wait for
          * ESTABLISHED (or the HELLO): until then its QP may not receive. */
         ep->state = VEP_CONNECTED;
-        uint64_t now = efps_tp_now_ms();
+        uint64_t now = efps__tp_now_ms();
         ep->last_rx_ms = ep->last_tx_ms = now;
         ep->deadline_ms = now + ctx->base.attr.timeout_ms;
-        efps_verbs_set_heartbeat(ep);
+        efps__verbs_set_heartbeat(ep);
         struct rdma_conn_param cp = {.private_data = rep,
                                      .private_data_len = (uint8_t)(VERBS_REP_HDR + param->priv_len),
                                      .retry_count = 7,
                                      .rnr_retry_count = 7};
         if (rdma_accept(ep->id, &cp) != 0) {
-            int err = efps_verbs_errno(-1);
+            int err = efps__verbs_errno(-1);
             efps_error("verbs: accept %s: rdma_accept: %s", ep->base.name, strerror(err));
             ep->state = VEP_DOWN;
             ep->down_status = status = EFPS_ERR_PEER;
@@ -288,9 +289,9 @@ efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_para
     }
     if (status != EFPS_OK) {
         ep->rejecting = ep->qp == NULL;
-        efps_verbs_teardown_by_thread(ep);
+        efps__verbs_teardown_by_thread(ep);
         pthread_mutex_unlock(&ctx->base.lock);
-        efps_verbs_ep_free(ep);
+        efps__verbs_ep_free(ep);
         return status;
     }
     pthread_mutex_unlock(&ctx->base.lock);
@@ -299,16 +300,16 @@ efps_status_t efps_verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_para
     return EFPS_OK;
 }
 
-void efps_verbs_reject(efps_tp_conn_req_t *req)
+void efps__verbs_reject(efps_tp_conn_req_t *req)
 {
     verbs_ep_t *ep = VERBS_REQ_EP(req);
     verbs_ctx_t *ctx = ep->ctx;
     pthread_mutex_lock(&ctx->base.lock);
     ep->rejecting = true;
-    efps_verbs_teardown_by_thread(ep);
+    efps__verbs_teardown_by_thread(ep);
     pthread_mutex_unlock(&ctx->base.lock);
     efps_info("verbs: rejected connection from %s", ep->addr);
-    efps_verbs_ep_free(ep);
+    efps__verbs_ep_free(ep);
 }
 
 /* ---- connecting side (the caller's thread) --------------------------------------- */
@@ -318,7 +319,7 @@ static efps_status_t next_event(struct rdma_event_channel *ch, uint64_t deadline
                                 struct rdma_cm_event *copy, uint8_t *priv, size_t *plen)
 {
     for (;;) {
-        uint64_t now = efps_tp_now_ms();
+        uint64_t now = efps__tp_now_ms();
         if (now >= deadline)
             return EFPS_ERR_TIMEOUT;
         struct pollfd p = {.fd = ch->fd, .events = POLLIN};
@@ -354,7 +355,7 @@ static efps_status_t setup_failed(verbs_ep_t *ep, const struct rdma_cm_event *ev
             efps_error("verbs: connect to %s: rejected by the peer", ep->base.name);
         } else {
             efps_error("verbs: connect to %s: %s (reject reason %d)", ep->base.name,
-                       efps_verbs_reject_reason(ev->status), ev->status);
+                       efps__verbs_reject_reason(ev->status), ev->status);
         }
         return EFPS_ERR_PEER;
     case RDMA_CM_EVENT_UNREACHABLE:
@@ -379,7 +380,7 @@ static efps_status_t step(verbs_ep_t *ep, struct rdma_event_channel *ch, int rc,
                           uint8_t *priv, size_t *plen)
 {
     if (rc != 0) {
-        int err = efps_verbs_errno(-1);
+        int err = efps__verbs_errno(-1);
         efps_error("verbs: connect to %s: %s: %s%s", ep->base.name, call, strerror(err),
                    err == ENODEV || err == EADDRNOTAVAIL
                        ? " (use the IP address of an RDMA device's interface; 127.0.0.1 has "
@@ -395,7 +396,7 @@ static efps_status_t step(verbs_ep_t *ep, struct rdma_event_channel *ch, int rc,
                    call);
     else if (status != EFPS_OK)
         efps_error("verbs: connect to %s: rdma_get_cm_event: %s", ep->base.name,
-                   strerror(efps_verbs_errno(-1)));
+                   strerror(efps__verbs_errno(-1)));
     else if (ev.event != want)
         status = setup_failed(ep, &ev, priv, *plen, call);
     return status;
@@ -427,15 +428,15 @@ static efps_status_t go_live(verbs_ep_t *ep, struct rdma_event_channel *ch)
     verbs_ctx_t *ctx = ep->ctx;
     if (ep->state != VEP_CONNECTING) /* the acceptor already broke the protocol */
         return ep->down_status;
-    uint64_t now = efps_tp_now_ms();
+    uint64_t now = efps__tp_now_ms();
     ep->state = VEP_CONNECTED;
     ep->established = true;
     ep->last_rx_ms = ep->last_tx_ms = now;
-    efps_verbs_set_heartbeat(ep);
-    efps_status_t status = efps_verbs_send_hello(ep);
+    efps__verbs_set_heartbeat(ep);
+    efps_status_t status = efps__verbs_send_hello(ep);
     if (status == EFPS_OK && rdma_migrate_id(ep->id, ctx->cm) != 0) {
         efps_error("verbs: connect to %s: rdma_migrate_id: %s", ep->base.name,
-                   strerror(efps_verbs_errno(-1)));
+                   strerror(efps__verbs_errno(-1)));
         status = EFPS_ERR_SYSTEM;
     }
     if (status != EFPS_OK) {
@@ -443,13 +444,13 @@ static efps_status_t go_live(verbs_ep_t *ep, struct rdma_event_channel *ch)
         return status;
     }
     (void)ch;
-    efps_verbs_tx_progress(ep);
+    efps__verbs_tx_progress(ep);
     return EFPS_OK;
 }
 
-efps_status_t efps_verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *addr,
-                                 socklen_t addrlen, const efps_tp_conn_param_t *param,
-                                 efps_tp_ep_t **ep_p)
+efps_status_t efps__verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *addr,
+                                  socklen_t addrlen, const efps_tp_conn_param_t *param,
+                                  efps_tp_ep_t **ep_p)
 {
     verbs_ctx_t *ctx = VERBS_CTX(base);
     efps_tp_conn_param_t none = {0};
@@ -457,7 +458,7 @@ efps_status_t efps_verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *add
     if (param == NULL)
         param = &none;
     uint32_t timeout = param->timeout_ms > 0 ? (uint32_t)param->timeout_ms : base->attr.timeout_ms;
-    uint64_t deadline = efps_tp_now_ms() + timeout;
+    uint64_t deadline = efps__tp_now_ms() + timeout;
     uint8_t priv[VERBS_CM_REP_PRIV], req[VERBS_CM_REQ_PRIV] = {0};
     size_t plen = 0;
     efps_status_t status = EFPS_ERR_NOMEM;
@@ -468,13 +469,13 @@ efps_status_t efps_verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *add
         efps_error("verbs: connect: out of memory");
         return EFPS_ERR_NOMEM;
     }
-    efps_tp_ep_set_name(&ep->base, param->label, ep->addr);
+    efps__tp_ep_set_name(&ep->base, param->label, ep->addr);
     ep->base.context = param->context;
     ep->state = VEP_CONNECTING;
     ch = rdma_create_event_channel();
     if (ch == NULL || rdma_create_id(ch, &ep->id, ep, RDMA_PS_TCP) != 0) {
         efps_error("verbs: connect to %s: cannot create an rdma_cm id: %s", ep->base.name,
-                   strerror(efps_verbs_errno(-1)));
+                   strerror(efps__verbs_errno(-1)));
         status = EFPS_ERR_SYSTEM;
         goto err;
     }
@@ -482,12 +483,12 @@ efps_status_t efps_verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *add
     status = step(ep, ch, rdma_resolve_addr(ep->id, NULL, (struct sockaddr *)addr, ms),
                   "rdma_resolve_addr", RDMA_CM_EVENT_ADDR_RESOLVED, deadline, timeout, priv, &plen);
     if (status == EFPS_OK)
-        status = efps_verbs_check_id(ctx, ep->id, ep->base.name);
+        status = efps__verbs_check_id(ctx, ep->id, ep->base.name);
     if (status == EFPS_OK)
         status = step(ep, ch, rdma_resolve_route(ep->id, ms), "rdma_resolve_route",
                       RDMA_CM_EVENT_ROUTE_RESOLVED, deadline, timeout, priv, &plen);
     if (status == EFPS_OK)
-        status = efps_verbs_check_id(ctx, ep->id, ep->base.name);
+        status = efps__verbs_check_id(ctx, ep->id, ep->base.name);
     if (status != EFPS_OK)
         goto err;
     pthread_mutex_lock(&ctx->base.lock);
@@ -526,22 +527,22 @@ err:
     /* Not live yet: nothing but this thread and the CQ know the endpoint. */
     pthread_mutex_lock(&ctx->base.lock);
     if (ep->qp != NULL) {
-        efps_verbs_disconnect(ep);
-        efps_verbs_drain_cq(ctx);
+        efps__verbs_disconnect(ep);
+        efps__verbs_drain_cq(ctx);
     }
-    efps_verbs_tx_abandon_posted(ep, false);
-    efps_tp_cq_purge(&ctx->base.cq, &ep->base); /* a failed HELLO may have reported */
-    efps_verbs_hash_del(ctx, ep);
+    efps__verbs_tx_abandon_posted(ep, false);
+    efps__tp_cq_purge(&ctx->base.cq, &ep->base); /* a failed HELLO may have reported */
+    efps__verbs_hash_del(ctx, ep);
     if (ep->next != NULL || ep->prev != NULL || ctx->eps == ep)
-        efps_verbs_ep_unlink(ctx, ep);
+        efps__verbs_ep_unlink(ctx, ep);
     if (ep->qp != NULL)
         rdma_destroy_qp(ep->id);
-    efps_verbs_ep_release(ep);
+    efps__verbs_ep_release(ep);
     pthread_mutex_unlock(&ctx->base.lock);
     if (ep->id != NULL)
         rdma_destroy_id(ep->id);
     if (ch != NULL)
         rdma_destroy_event_channel(ch);
-    efps_verbs_ep_free(ep);
+    efps__verbs_ep_free(ep);
     return status;
 }

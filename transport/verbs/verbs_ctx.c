@@ -20,7 +20,7 @@
 #define VERBS_SPIN_PEEK 16
 
 /* ---- helpers (lock held) -------------------------------------------------- */
-void efps_verbs_kick(verbs_ctx_t *ctx)
+void efps__verbs_kick(verbs_ctx_t *ctx)
 {
     if (ctx->kicked)
         return;
@@ -30,7 +30,7 @@ void efps_verbs_kick(verbs_ctx_t *ctx)
     (void)rc; /* EAGAIN only with a huge counter: readable anyway */
 }
 
-void efps_verbs_set_heartbeat(verbs_ep_t *ep)
+void efps__verbs_set_heartbeat(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
     uint32_t t = ctx->base.attr.timeout_ms, peer = ep->peer_timeout_ms;
@@ -39,11 +39,11 @@ void efps_verbs_set_heartbeat(verbs_ep_t *ep)
     ep->hb_ms = t / 4 > 0 ? t / 4 : 1;
     if (ep->hb_ms / 2 < ctx->tick_ms) {
         ctx->tick_ms = ep->hb_ms / 2 > 0 ? ep->hb_ms / 2 : 1;
-        efps_verbs_kick(ctx); /* the thread may be asleep for the old tick */
+        efps__verbs_kick(ctx); /* the thread may be asleep for the old tick */
     }
 }
 
-efps_status_t efps_verbs_cq_reserve(verbs_ctx_t *ctx, int more)
+efps_status_t efps__verbs_cq_reserve(verbs_ctx_t *ctx, int more)
 {
     int need = ctx->cq_need + more;
     if (need > ctx->cq_cap) {
@@ -60,10 +60,10 @@ efps_status_t efps_verbs_cq_reserve(verbs_ctx_t *ctx, int more)
         int rc = ibv_resize_cq(ctx->hw_cq, cap);
         pthread_mutex_unlock(&ctx->cq_lock);
         if (rc != 0) {
-            int err = efps_verbs_errno(rc);
+            int err = efps__verbs_errno(rc);
             efps_error("verbs: %s: resize the completion queue to %d entries: %s", ctx->dev_name,
                        cap, strerror(err));
-            return efps_verbs_errno_status(err);
+            return efps__verbs_errno_status(err);
         }
         ctx->cq_cap = ctx->hw_cq->cqe;
     }
@@ -71,7 +71,7 @@ efps_status_t efps_verbs_cq_reserve(verbs_ctx_t *ctx, int more)
     return EFPS_OK;
 }
 
-verbs_ep_t *efps_verbs_ep_by_qp(verbs_ctx_t *ctx, uint32_t qp_num)
+verbs_ep_t *efps__verbs_ep_by_qp(verbs_ctx_t *ctx, uint32_t qp_num)
 {
     verbs_ep_t *ep = ctx->qp_hash[qp_num % VERBS_QP_HASH];
     while (ep != NULL && ep->qp_num != qp_num)
@@ -79,7 +79,7 @@ verbs_ep_t *efps_verbs_ep_by_qp(verbs_ctx_t *ctx, uint32_t qp_num)
     return ep;
 }
 
-void efps_verbs_hash_add(verbs_ctx_t *ctx, verbs_ep_t *ep)
+void efps__verbs_hash_add(verbs_ctx_t *ctx, verbs_ep_t *ep)
 {
     verbs_ep_t **head = &ctx->qp_hash[ep->qp_num % VERBS_QP_HASH];
     ep->hnext = *head;
@@ -87,7 +87,7 @@ void efps_verbs_hash_add(verbs_ctx_t *ctx, verbs_ep_t *ep)
     ep->hashed = true;
 }
 
-void efps_verbs_hash_del(verbs_ctx_t *ctx, verbs_ep_t *ep)
+void efps__verbs_hash_del(verbs_ctx_t *ctx, verbs_ep_t *ep)
 {
     if (!ep->hashed)
         return;
@@ -102,7 +102,7 @@ void efps_verbs_hash_del(verbs_ctx_t *ctx, verbs_ep_t *ep)
 }
 
 /* ---- the progress thread ------------------------------------------------ */
-int efps_verbs_progress_cq(verbs_ctx_t *ctx)
+int efps__verbs_progress_cq(verbs_ctx_t *ctx)
 {
     struct ibv_wc wc[32];
     pthread_mutex_lock(&ctx->cq_lock);
@@ -118,14 +118,14 @@ int efps_verbs_progress_cq(verbs_ctx_t *ctx)
     for (int i = 0; i < n; i++) {
         /* A failed completion's opcode is undefined: wr_id says which queue. */
         if (wc[i].wr_id & VERBS_WR_RECV) {
-            efps_verbs_rx_complete(ctx, &wc[i]);
+            efps__verbs_rx_complete(ctx, &wc[i]);
             continue;
         }
-        verbs_ep_t *ep = efps_verbs_ep_by_qp(ctx, wc[i].qp_num);
+        verbs_ep_t *ep = efps__verbs_ep_by_qp(ctx, wc[i].qp_num);
         if (ep != NULL)
-            efps_verbs_tx_complete(ep, &wc[i]);
+            efps__verbs_tx_complete(ep, &wc[i]);
     }
-    efps_verbs_rx_refill(ctx);
+    efps__verbs_rx_refill(ctx);
     pthread_mutex_unlock(&ctx->base.lock);
     return n;
 }
@@ -135,29 +135,29 @@ static void check_ep(verbs_ep_t *ep, uint64_t now)
     uint32_t timeout = ep->ctx->base.attr.timeout_ms;
     if (ep->state == VEP_DOWN && ep->disc_pending && now >= ep->deadline_ms) {
         /* The device never flushed them: account for them ourselves. */
-        efps_verbs_tx_abandon_posted(ep, true);
-        efps_verbs_ep_flushed(ep);
+        efps__verbs_tx_abandon_posted(ep, true);
+        efps__verbs_ep_flushed(ep);
         return;
     }
     if (ep->state != VEP_CONNECTED || ep->closing != VCLOSE_NONE)
         return;
     if (!ep->established) {
         if (now >= ep->deadline_ms)
-            efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                               "connection not established within %u ms", timeout);
+            efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                                "connection not established within %u ms", timeout);
         return;
     }
     if (now > ep->last_rx_ms && now - ep->last_rx_ms >= timeout) {
-        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                           "peer silent for %llu ms (timeout %u ms)",
-                           (unsigned long long)(now - ep->last_rx_ms), timeout);
+        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                            "peer silent for %llu ms (timeout %u ms)",
+                            (unsigned long long)(now - ep->last_rx_ms), timeout);
         return;
     }
     if (now > ep->last_tx_ms && now - ep->last_tx_ms >= ep->hb_ms)
-        efps_verbs_send_credit(ep, true);
+        efps__verbs_send_credit(ep, true);
 }
 
-void efps_verbs_check_timers(verbs_ctx_t *ctx, uint64_t now)
+void efps__verbs_check_timers(verbs_ctx_t *ctx, uint64_t now)
 {
     for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
         next = ep->next;
@@ -219,28 +219,28 @@ static void *progress_main(void *arg)
     uint64_t next_timer = 0, spin_until = 0;
     unsigned turn = 0;
     bool cm = true;
-    efps_verbs_pin_thread(ctx);
+    efps__verbs_pin_thread(ctx);
     for (;;) {
         pthread_mutex_lock(&ctx->base.lock);
         bool stop = ctx->stop, work = ctx->kicked || ctx->teardown_dirty || ctx->listeners_dirty;
         ctx->kicked = false;
         if (work && !stop)
-            efps_verbs_run_teardowns(ctx);
+            efps__verbs_run_teardowns(ctx);
         bool closing = ctx->teardown_dirty;
         uint32_t tick = ctx->tick_ms;
         pthread_mutex_unlock(&ctx->base.lock);
         if (stop)
             break;
-        int n = efps_verbs_progress_cq(ctx);
+        int n = efps__verbs_progress_cq(ctx);
         if (cm)
-            efps_verbs_cm_events(ctx);
+            efps__verbs_cm_events(ctx);
         cm = false;
-        uint64_t now = efps_tp_now_ms();
+        uint64_t now = efps__tp_now_ms();
         if (next_timer > now + tick) /* a new endpoint needs a shorter tick */
             next_timer = now + tick;
         if (now >= next_timer) {
             pthread_mutex_lock(&ctx->base.lock);
-            efps_verbs_check_timers(ctx, now);
+            efps__verbs_check_timers(ctx, now);
             next_timer = now + ctx->tick_ms;
             pthread_mutex_unlock(&ctx->base.lock);
             cm = true;
@@ -258,7 +258,7 @@ static void *progress_main(void *arg)
         pthread_mutex_lock(&ctx->cq_lock);
         ibv_req_notify_cq(ctx->hw_cq, 0);
         pthread_mutex_unlock(&ctx->cq_lock);
-        if (efps_verbs_progress_cq(ctx) > 0) {
+        if (efps__verbs_progress_cq(ctx) > 0) {
             spin_until = now_ns() + VERBS_SPIN_NS;
             continue;
         }
@@ -271,7 +271,7 @@ static void *progress_main(void *arg)
 /* ---- open / close ----------------------------------------------------------- */
 static efps_status_t init_sync(verbs_ctx_t *ctx)
 {
-    if (efps_tp_base_init(&ctx->base) != EFPS_OK || pthread_mutex_init(&ctx->cq_lock, NULL) != 0)
+    if (efps__tp_base_init(&ctx->base) != EFPS_OK || pthread_mutex_init(&ctx->cq_lock, NULL) != 0)
         return EFPS_ERR_SYSTEM;
     return EFPS_OK;
 }
@@ -279,7 +279,7 @@ static efps_status_t init_sync(verbs_ctx_t *ctx)
 static void destroy_sync(verbs_ctx_t *ctx)
 {
     pthread_mutex_destroy(&ctx->cq_lock);
-    efps_tp_base_destroy(&ctx->base);
+    efps__tp_base_destroy(&ctx->base);
 }
 
 static bool set_nonblock(int fd)
@@ -321,9 +321,9 @@ static efps_status_t create_queues(verbs_ctx_t *ctx)
         goto err;
     return EFPS_OK;
 err:
-    err = efps_verbs_ptr_errno();
+    err = efps__verbs_ptr_errno();
     efps_error("verbs: open %s: %s: %s", ctx->dev_name, what, strerror(err));
-    return efps_verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NOMEM : EFPS_ERR_TRANSPORT;
+    return efps__verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NOMEM : EFPS_ERR_TRANSPORT;
 }
 
 static void destroy_queues(verbs_ctx_t *ctx)
@@ -332,7 +332,7 @@ static void destroy_queues(verbs_ctx_t *ctx)
         rdma_destroy_event_channel(ctx->cm);
     if (ctx->srq != NULL)
         ibv_destroy_srq(ctx->srq);
-    efps_verbs_rx_free(ctx);
+    efps__verbs_rx_free(ctx);
     if (ctx->hw_cq != NULL) {
         ibv_ack_cq_events(ctx->hw_cq, ctx->cq_events);
         ibv_destroy_cq(ctx->hw_cq);
@@ -369,7 +369,7 @@ static void verbs_free(verbs_ctx_t *ctx)
         close(ctx->evfd);
     if (ctx->epfd >= 0)
         close(ctx->epfd);
-    efps_verbs_free_placement(ctx);
+    efps__verbs_free_placement(ctx);
     destroy_sync(ctx);
     free(ctx);
 }
@@ -381,7 +381,7 @@ static efps_status_t verbs_open(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_
         efps_error("verbs: open: out of memory");
         return EFPS_ERR_NOMEM;
     }
-    ctx->base.ops = &efps_verbs_ops;
+    ctx->base.ops = &efps__verbs_ops;
     ctx->base.attr = *attr;
     ctx->tick_ms = attr->timeout_ms / 8 > 0 ? attr->timeout_ms / 8 : 1;
     ctx->epfd = ctx->evfd = -1;
@@ -390,7 +390,7 @@ static efps_status_t verbs_open(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_
         free(ctx);
         return EFPS_ERR_SYSTEM;
     }
-    efps_status_t status = efps_verbs_pick_device(ctx, attr);
+    efps_status_t status = efps__verbs_pick_device(ctx, attr);
     if (status == EFPS_OK)
         status = check_limits(ctx, attr);
     if (status == EFPS_OK)
@@ -427,11 +427,11 @@ static void verbs_close(efps_tp_ctx_t *base)
     verbs_ctx_t *ctx = VERBS_CTX(base);
     pthread_mutex_lock(&ctx->base.lock);
     ctx->stop = true;
-    efps_verbs_kick(ctx);
+    efps__verbs_kick(ctx);
     pthread_mutex_unlock(&ctx->base.lock);
     pthread_join(ctx->thread, NULL);
     /* Alone now: free whatever the application left open. */
-    efps_verbs_conn_free_all(ctx);
+    efps__verbs_conn_free_all(ctx);
     while (ctx->mrs != NULL) {
         verbs_mr_t *mr = ctx->mrs;
         ctx->mrs = mr->next;
@@ -451,7 +451,7 @@ static void verbs_rx_credit(efps_tp_ep_t *base, bool message)
         ep->owed_msgs++;
     else
         ep->owed_writes++;
-    efps_verbs_send_credit(ep, false);
+    efps__verbs_send_credit(ep, false);
 }
 
 static bool verbs_ep_live(const efps_tp_ep_t *ep)
@@ -459,24 +459,24 @@ static bool verbs_ep_live(const efps_tp_ep_t *ep)
     return VERBS_EP(ep)->state == VEP_CONNECTED;
 }
 
-const struct efps_transport_ops efps_verbs_ops = {
+const struct efps_transport_ops efps__verbs_ops = {
     .name = "verbs",
     .id = EFPS_TP_ID_VERBS,
-    .probe = efps_verbs_probe,
+    .probe = efps__verbs_probe,
     .open = verbs_open,
     .close = verbs_close,
-    .mem_reg = efps_verbs_mem_reg,
-    .mem_dereg = efps_verbs_mem_dereg,
-    .listen = efps_verbs_listen,
-    .accept = efps_verbs_accept,
-    .reject = efps_verbs_reject,
-    .connect = efps_verbs_connect,
-    .ep_destroy = efps_verbs_ep_destroy,
-    .ep_status = efps_verbs_ep_status,
-    .write_imm = efps_verbs_write_imm,
-    .msg_send = efps_verbs_msg_send,
+    .mem_reg = efps__verbs_mem_reg,
+    .mem_dereg = efps__verbs_mem_dereg,
+    .listen = efps__verbs_listen,
+    .accept = efps__verbs_accept,
+    .reject = efps__verbs_reject,
+    .connect = efps__verbs_connect,
+    .ep_destroy = efps__verbs_ep_destroy,
+    .ep_status = efps__verbs_ep_status,
+    .write_imm = efps__verbs_write_imm,
+    .msg_send = efps__verbs_msg_send,
     .rx_credit = verbs_rx_credit,
     .ep_live = verbs_ep_live,
-    .request_taken = efps_verbs_request_taken,
-    .listener_closing = efps_verbs_listener_closing,
+    .request_taken = efps__verbs_request_taken,
+    .listener_closing = efps__verbs_listener_closing,
 };

@@ -3,7 +3,7 @@
  *
  * Device: EFPS_IB_DEV (attr->device) or the first device with an active
  * port. rdma_cm picks the device from the IP address of each connection, so
- * every cm id is checked against ours (efps_verbs_check_id): an address on
+ * every cm id is checked against ours (efps__verbs_check_id): an address on
  * another device is an error that says which device it is on.
  * GID: rdma_cm derives it from the address too (RoCE v2 by default, the
  * kernel's default_roce_mode). EFPS_IB_GID, when set, must be the index that
@@ -40,7 +40,7 @@ static uint8_t active_port(struct ibv_context *verbs, struct ibv_device_attr *at
     return 0;
 }
 
-efps_status_t efps_verbs_probe(const efps_tp_attr_t *attr)
+efps_status_t efps__verbs_probe(const efps_tp_attr_t *attr)
 {
     int n = 0;
     efps_status_t status = EFPS_ERR_UNSUPPORTED;
@@ -148,7 +148,7 @@ static efps_status_t pick_placement(verbs_ctx_t *ctx)
     return EFPS_OK;
 }
 
-void efps_verbs_pin_thread(verbs_ctx_t *ctx)
+void efps__verbs_pin_thread(verbs_ctx_t *ctx)
 {
     if (ctx->cpuset == NULL)
         return;
@@ -157,7 +157,7 @@ void efps_verbs_pin_thread(verbs_ctx_t *ctx)
         efps_warn("verbs: cannot pin the progress thread: %s", strerror(errno));
 }
 
-void efps_verbs_free_placement(verbs_ctx_t *ctx)
+void efps__verbs_free_placement(verbs_ctx_t *ctx)
 {
     if (ctx->cpuset != NULL)
         hwloc_bitmap_free((hwloc_cpuset_t)ctx->cpuset);
@@ -166,11 +166,11 @@ void efps_verbs_free_placement(verbs_ctx_t *ctx)
     ctx->cpuset = ctx->topology = NULL;
 }
 
-efps_status_t efps_verbs_pick_device(verbs_ctx_t *ctx, const efps_tp_attr_t *attr)
+efps_status_t efps__verbs_pick_device(verbs_ctx_t *ctx, const efps_tp_attr_t *attr)
 {
     /* librdmacm prints to stderr when there is no device at all: ask
      * libibverbs first, quietly. */
-    if (efps_verbs_probe(attr) != EFPS_OK) {
+    if (efps__verbs_probe(attr) != EFPS_OK) {
         if (attr->device != NULL)
             efps_error("transport verbs: no RDMA device '%s' with an active port (EFPS_IB_DEV; "
                        "ibv_devinfo lists the devices)",
@@ -245,7 +245,7 @@ static bool find_gid(verbs_ctx_t *ctx, uint8_t port, const union ibv_gid *gid,
     return found;
 }
 
-efps_status_t efps_verbs_check_id(verbs_ctx_t *ctx, struct rdma_cm_id *id, const char *what)
+efps_status_t efps__verbs_check_id(verbs_ctx_t *ctx, struct rdma_cm_id *id, const char *what)
 {
     if (id->verbs == NULL)
         return EFPS_OK; /* a wildcard listener: each request is checked */

@@ -6,7 +6,7 @@
 
 #include <errno.h>
 
-int efps_verbs_errno(int ret)
+int efps__verbs_errno(int ret)
 {
     if (ret > 0)
         return ret; /* ibv_post_send, ibv_modify_qp, ibv_dereg_mr... */
@@ -15,12 +15,12 @@ int efps_verbs_errno(int ret)
     return ret < 0 ? -ret : 0;           /* a negative errno */
 }
 
-int efps_verbs_ptr_errno(void)
+int efps__verbs_ptr_errno(void)
 {
     return errno != 0 ? errno : ENOMEM;
 }
 
-efps_status_t efps_verbs_errno_status(int err)
+efps_status_t efps__verbs_errno_status(int err)
 {
     switch (err) {
     case 0:
@@ -52,7 +52,7 @@ efps_status_t efps_verbs_errno_status(int err)
     }
 }
 
-efps_status_t efps_verbs_wc_status(enum ibv_wc_status status)
+efps_status_t efps__verbs_wc_status(enum ibv_wc_status status)
 {
     switch (status) {
     case IBV_WC_SUCCESS:
@@ -77,7 +77,7 @@ efps_status_t efps_verbs_wc_status(enum ibv_wc_status status)
 }
 
 /* IB CM reject reasons that rdma_cm reports in a REJECTED event's status. */
-const char *efps_verbs_reject_reason(int status)
+const char *efps__verbs_reject_reason(int status)
 {
     switch (status) {
     case 8: /* IB_CM_REJ_INVALID_SERVICE_ID */

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-efps_status_t efps_verbs_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length, unsigned access,
-                                 efps_tp_mr_t **mr_p)
+efps_status_t efps__verbs_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length, unsigned access,
+                                  efps_tp_mr_t **mr_p)
 {
     verbs_ctx_t *ctx = VERBS_CTX(base);
     verbs_mr_t *mr = calloc(1, sizeof(*mr));
@@ -24,12 +24,12 @@ efps_status_t efps_verbs_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length,
                     : 0;
     mr->mr = ibv_reg_mr(ctx->pd, addr, length, flags);
     if (mr->mr == NULL) {
-        int err = efps_verbs_ptr_errno();
+        int err = efps__verbs_ptr_errno();
         efps_error("verbs: ibv_reg_mr of %p, %zu bytes on %s: %s%s", addr, length, ctx->dev_name,
                    strerror(err),
                    err == ENOMEM || err == EFAULT ? " (locked-memory limit? ulimit -l)" : "");
         free(mr);
-        return err == ENOMEM ? EFPS_ERR_NOMEM : efps_verbs_errno_status(err);
+        return err == ENOMEM ? EFPS_ERR_NOMEM : efps__verbs_errno_status(err);
     }
     mr->base = (efps_tp_mr_t){
         .ctx = base,
@@ -54,7 +54,7 @@ efps_status_t efps_verbs_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length,
     return EFPS_OK;
 }
 
-efps_status_t efps_verbs_mem_dereg(efps_tp_mr_t *base)
+efps_status_t efps__verbs_mem_dereg(efps_tp_mr_t *base)
 {
     verbs_mr_t *mr = (verbs_mr_t *)base;
     verbs_ctx_t *ctx = VERBS_CTX(base->ctx);
@@ -79,9 +79,9 @@ efps_status_t efps_verbs_mem_dereg(efps_tp_mr_t *base)
     int rc = ibv_dereg_mr(mr->mr);
     efps_status_t status = EFPS_OK;
     if (rc != 0) { /* the region is gone from our list either way */
-        int err = efps_verbs_errno(rc);
+        int err = efps__verbs_errno(rc);
         efps_error("verbs: ibv_dereg_mr of %p: %s", base->addr, strerror(err));
-        status = efps_verbs_errno_status(err);
+        status = efps__verbs_errno_status(err);
     } else {
         efps_debug("verbs: deregistered %p", base->addr);
     }

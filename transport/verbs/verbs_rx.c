@@ -35,10 +35,10 @@ static efps_status_t add_slab(verbs_ctx_t *ctx)
     struct ibv_mr *mr =
         ibv_reg_mr(ctx->pd, mem, (size_t)VERBS_SLAB * VERBS_RX_BUF, IBV_ACCESS_LOCAL_WRITE);
     if (mr == NULL) {
-        int err = efps_verbs_ptr_errno();
+        int err = efps__verbs_ptr_errno();
         efps_error("verbs: %s: register receive buffers: %s", ctx->dev_name, strerror(err));
         efps_aligned_free(mem);
-        return efps_verbs_errno_status(err);
+        return efps__verbs_errno_status(err);
     }
     ctx->slabs[ctx->n_slabs] = (verbs_slab_t){.mem = mem, .mr = mr};
     for (uint32_t i = 0; i < VERBS_SLAB; i++)
@@ -62,16 +62,16 @@ static efps_status_t grow_srq(verbs_ctx_t *ctx, uint32_t want)
     struct ibv_srq_attr attr = {.max_wr = cap};
     int rc = ibv_modify_srq(ctx->srq, &attr, IBV_SRQ_MAX_WR);
     if (rc != 0) {
-        int err = efps_verbs_errno(rc);
+        int err = efps__verbs_errno(rc);
         efps_error("verbs: %s: grow the shared receive queue to %u: %s", ctx->dev_name, cap,
                    strerror(err));
-        return efps_verbs_errno_status(err);
+        return efps__verbs_errno_status(err);
     }
     ctx->srq_cap = cap;
     return EFPS_OK;
 }
 
-efps_status_t efps_verbs_rx_reserve(verbs_ctx_t *ctx, int n)
+efps_status_t efps__verbs_rx_reserve(verbs_ctx_t *ctx, int n)
 {
     if (n < 0) {
         /* Buffers above the target are simply not posted again. */
@@ -85,11 +85,11 @@ efps_status_t efps_verbs_rx_reserve(verbs_ctx_t *ctx, int n)
     if (status != EFPS_OK)
         return status;
     ctx->rx_target = want;
-    efps_verbs_rx_refill(ctx);
+    efps__verbs_rx_refill(ctx);
     return EFPS_OK;
 }
 
-void efps_verbs_rx_refill(verbs_ctx_t *ctx)
+void efps__verbs_rx_refill(verbs_ctx_t *ctx)
 {
     struct ibv_recv_wr wrs[32];
     struct ibv_sge sges[32];
@@ -114,7 +114,7 @@ void efps_verbs_rx_refill(verbs_ctx_t *ctx)
             for (int i = posted; i < k; i++)
                 ctx->rx_free[ctx->n_free++] = (uint32_t)(wrs[i].wr_id & ~VERBS_WR_RECV);
             efps_error("verbs: %s: ibv_post_srq_recv: %s", ctx->dev_name,
-                       strerror(efps_verbs_errno(rc)));
+                       strerror(efps__verbs_errno(rc)));
         }
         ctx->rx_posted += (uint32_t)posted;
         if (rc != 0)
@@ -122,7 +122,7 @@ void efps_verbs_rx_refill(verbs_ctx_t *ctx)
     }
 }
 
-void efps_verbs_rx_free(verbs_ctx_t *ctx)
+void efps__verbs_rx_free(verbs_ctx_t *ctx)
 {
     for (uint32_t i = 0; i < ctx->n_slabs; i++) {
         ibv_dereg_mr(ctx->slabs[i].mr);
@@ -138,7 +138,7 @@ void efps_verbs_rx_free(verbs_ctx_t *ctx)
 /* ---- what arrived ------------------------------------------------------------ */
 
 /* Fails the endpoint for a protocol violation. */
-#define violation(ep, ...) efps_verbs_ep_fail((ep), EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__)
+#define violation(ep, ...) efps__verbs_ep_fail((ep), EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__)
 
 static void on_write(verbs_ep_t *ep, uint32_t imm, uint32_t len)
 {
@@ -159,7 +159,7 @@ static void on_write(verbs_ep_t *ep, uint32_t imm, uint32_t len)
     ep->base.rq_used++;
     efps_tp_cqe_t cqe = {
         .type = EFPS_TP_CQE_RECV, .status = EFPS_OK, .ep = &ep->base, .imm = imm, .length = len};
-    efps_tp_push_cqe(&ep->ctx->base, &cqe);
+    efps__tp_push_cqe(&ep->ctx->base, &cqe);
 }
 
 static void on_hello(verbs_ep_t *ep, const uint8_t *p, uint32_t len)
@@ -181,8 +181,8 @@ static void on_hello(verbs_ep_t *ep, const uint8_t *p, uint32_t len)
     /* The connector sends HELLO once its queue pair is ready to send, hence
      * to receive: ours may send now even if ESTABLISHED is still on its way. */
     ep->established = true;
-    efps_verbs_set_heartbeat(ep);
-    efps_verbs_tx_progress(ep);
+    efps__verbs_set_heartbeat(ep);
+    efps__verbs_tx_progress(ep);
 }
 
 static void on_msg_chunk(verbs_ep_t *ep, uint32_t imm, const uint8_t *p, uint32_t len)
@@ -193,7 +193,7 @@ static void on_msg_chunk(verbs_ep_t *ep, uint32_t imm, const uint8_t *p, uint32_
         return;
     }
     if (ep->msg_rx_got == 0) {
-        if (efps_tp_msgq_full(&ep->base.msgs)) {
+        if (efps__tp_msgq_full(&ep->base.msgs)) {
             violation(ep, "sent more than %d messages beyond its credit", EFPS_TP_MSG_DEPTH);
             return;
         }
@@ -204,12 +204,12 @@ static void on_msg_chunk(verbs_ep_t *ep, uint32_t imm, const uint8_t *p, uint32_
                   ep->msg_rx_total, ep->msg_rx_got);
         return;
     }
-    memcpy(efps_tp_msgq_tail(&ep->base.msgs) + ep->msg_rx_got, p, len);
+    memcpy(efps__tp_msgq_tail(&ep->base.msgs) + ep->msg_rx_got, p, len);
     ep->msg_rx_got += len;
     if (ep->msg_rx_got < total)
         return;
     ep->msg_rx_got = 0;
-    efps_tp_msgq_arrived(&ep->base, total);
+    efps__tp_msgq_arrived(&ep->base, total);
 }
 
 static void on_credit(verbs_ep_t *ep, uint32_t imm)
@@ -222,7 +222,7 @@ static void on_credit(verbs_ep_t *ep, uint32_t imm)
     ep->wr_credits += w;
     ep->msg_credits += m;
     if (w > 0 || m > 0)
-        efps_verbs_tx_progress(ep);
+        efps__verbs_tx_progress(ep);
 }
 
 /* The length of the next write, longer than one work request carries. Its
@@ -237,7 +237,7 @@ static void on_len(verbs_ep_t *ep, const uint8_t *p, uint32_t len)
     }
     ep->next_write_len = total;
     ep->owed_writes++;
-    efps_verbs_send_credit(ep, false);
+    efps__verbs_send_credit(ep, false);
 }
 
 /* A SEND of the peer: the transport's control messages and message chunks. */
@@ -262,7 +262,7 @@ static void on_send(verbs_ep_t *ep, const struct ibv_wc *wc, const uint8_t *p)
             on_credit(ep, imm);
         break;
     case VERBS_T_BYE:
-        efps_verbs_ep_fail(ep, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
+        efps__verbs_ep_fail(ep, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
         break;
     case VERBS_T_LEN:
         on_len(ep, p, wc->byte_len);
@@ -273,21 +273,21 @@ static void on_send(verbs_ep_t *ep, const struct ibv_wc *wc, const uint8_t *p)
     }
 }
 
-void efps_verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc)
+void efps__verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc)
 {
     uint32_t idx = (uint32_t)(wc->wr_id & ~VERBS_WR_RECV);
-    verbs_ep_t *ep = efps_verbs_ep_by_qp(ctx, wc->qp_num);
+    verbs_ep_t *ep = efps__verbs_ep_by_qp(ctx, wc->qp_num);
     ctx->rx_posted--;
     /* CONNECTING too: the acceptor may send the moment it is established,
      * before connect() in the application's thread has finished. */
     if (ep != NULL && (ep->state == VEP_CONNECTED || ep->state == VEP_CONNECTING) &&
         ep->closing == VCLOSE_NONE) {
         if (wc->status != IBV_WC_SUCCESS) {
-            efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, efps_verbs_wc_status(wc->status),
-                               "receive failed: %s (vendor error 0x%x)",
-                               ibv_wc_status_str(wc->status), wc->vendor_err);
+            efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, efps__verbs_wc_status(wc->status),
+                                "receive failed: %s (vendor error 0x%x)",
+                                ibv_wc_status_str(wc->status), wc->vendor_err);
         } else {
-            ep->last_rx_ms = efps_tp_now_ms();
+            ep->last_rx_ms = efps__tp_now_ms();
             if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM)
                 on_write(ep, ntohl(wc->imm_data), wc->byte_len);
             else if (wc->opcode == IBV_WC_RECV)

@@ -15,7 +15,7 @@
 #include <string.h>
 
 /* ---- endpoint queues ------------------------------------------------------ */
-efps_status_t efps_verbs_ep_alloc_queues(verbs_ep_t *ep)
+efps_status_t efps__verbs_ep_alloc_queues(verbs_ep_t *ep)
 {
     const efps_tp_attr_t *attr = &ep->ctx->base.attr;
     /* Room for the pieces of long writes besides one request per write. */
@@ -28,26 +28,26 @@ efps_status_t efps_verbs_ep_alloc_queues(verbs_ep_t *ep)
     ep->pend = calloc(ep->pend_cap, sizeof(*ep->pend));
     ep->posted = calloc(ep->sq_cap, sizeof(*ep->posted));
     ep->txbuf = efps_aligned_calloc(txbytes);
-    efps_status_t rx = efps_tp_msgq_alloc(&ep->base.msgs);
+    efps_status_t rx = efps__tp_msgq_alloc(&ep->base.msgs);
     if (ep->pend == NULL || ep->posted == NULL || ep->txbuf == NULL || rx != EFPS_OK) {
         efps_error("verbs: %s: out of memory for the endpoint's queues", ep->base.name);
         return EFPS_ERR_NOMEM;
     }
     ep->txbuf_mr = ibv_reg_mr(ep->ctx->pd, ep->txbuf, txbytes, 0);
     if (ep->txbuf_mr == NULL) {
-        int err = efps_verbs_ptr_errno();
+        int err = efps__verbs_ptr_errno();
         efps_error("verbs: %s: register the message buffers: %s", ep->base.name, strerror(err));
-        return efps_verbs_errno_status(err);
+        return efps__verbs_errno_status(err);
     }
     return EFPS_OK;
 }
 
-void efps_verbs_ep_free_queues(verbs_ep_t *ep)
+void efps__verbs_ep_free_queues(verbs_ep_t *ep)
 {
     if (ep->txbuf_mr != NULL)
         ibv_dereg_mr(ep->txbuf_mr);
     efps_aligned_free(ep->txbuf);
-    efps_tp_msgq_free(&ep->base.msgs);
+    efps__tp_msgq_free(&ep->base.msgs);
     free(ep->posted);
     free(ep->pend);
     ep->txbuf_mr = NULL;
@@ -78,16 +78,16 @@ static bool post(verbs_ep_t *ep, struct ibv_send_wr *wr, const verbs_posted_t *w
     wr->next = NULL;
     int rc = ibv_post_send(ep->qp, wr, &bad);
     if (rc != 0) {
-        int err = efps_verbs_errno(rc);
-        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR,
-                           efps_verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NO_RESOURCE
-                                                                          : EFPS_ERR_TRANSPORT,
-                           "ibv_post_send: %s", strerror(err));
+        int err = efps__verbs_errno(rc);
+        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR,
+                            efps__verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NO_RESOURCE
+                                                                            : EFPS_ERR_TRANSPORT,
+                            "ibv_post_send: %s", strerror(err));
         return false;
     }
     ep->posted[ep->post_seq % ep->sq_cap] = *what;
     ep->post_seq++;
-    ep->last_tx_ms = efps_tp_now_ms();
+    ep->last_tx_ms = efps__tp_now_ms();
     return true;
 }
 
@@ -175,7 +175,7 @@ static bool post_msg(verbs_ep_t *ep, const verbs_op_t *op)
     return true;
 }
 
-void efps_verbs_tx_progress(verbs_ep_t *ep)
+void efps__verbs_tx_progress(verbs_ep_t *ep)
 {
     while (ep->pend_count > 0 && can_send(ep)) {
         verbs_op_t *op = &ep->pend[ep->pend_head];
@@ -202,7 +202,7 @@ static bool post_ctrl(verbs_ep_t *ep, verbs_tx_kind_t kind, uint32_t imm, uint32
     return post(ep, &wr, &what);
 }
 
-void efps_verbs_send_credit(verbs_ep_t *ep, bool ping)
+void efps__verbs_send_credit(verbs_ep_t *ep, bool ping)
 {
     /* Write credit goes back in batches of a quarter of the window: a
      * writer can only be starved while three quarters of its window wait
@@ -223,7 +223,7 @@ void efps_verbs_send_credit(verbs_ep_t *ep, bool ping)
     ep->credit_inflight = true;
 }
 
-efps_status_t efps_verbs_send_hello(verbs_ep_t *ep)
+efps_status_t efps__verbs_send_hello(verbs_ep_t *ep)
 {
     uint8_t *p = ep->txbuf + (size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX;
     memset(p, 0, VERBS_HELLO_LEN);
@@ -235,7 +235,7 @@ efps_status_t efps_verbs_send_hello(verbs_ep_t *ep)
                                                                                     : EFPS_ERR_PEER;
 }
 
-efps_status_t efps_verbs_send_bye(verbs_ep_t *ep)
+efps_status_t efps__verbs_send_bye(verbs_ep_t *ep)
 {
     return post_ctrl(ep, VTX_BYE, verbs_imm_type(VERBS_T_BYE), 0) ? EFPS_OK : EFPS_ERR_PEER;
 }
@@ -253,7 +253,7 @@ static void finish_posted(verbs_ep_t *ep, const verbs_posted_t *p, efps_status_t
                              .context = p->context,
                              .length = p->len};
         p->mr->tx_refs--;
-        efps_tp_push_cqe(&ep->ctx->base, &cqe);
+        efps__tp_push_cqe(&ep->ctx->base, &cqe);
         break;
     }
     case VTX_MSG:
@@ -292,7 +292,7 @@ static const char *kind_name(verbs_tx_kind_t kind)
     return "send";
 }
 
-void efps_verbs_tx_complete(verbs_ep_t *ep, const struct ibv_wc *wc)
+void efps__verbs_tx_complete(verbs_ep_t *ep, const struct ibv_wc *wc)
 {
     if (ep->done_seq == ep->post_seq || wc->wr_id != ep->done_seq) {
         efps_debug("verbs: %s: completion of send %llu, expected %llu: ignored", ep->base.name,
@@ -301,23 +301,23 @@ void efps_verbs_tx_complete(verbs_ep_t *ep, const struct ibv_wc *wc)
     }
     verbs_posted_t p = ep->posted[ep->done_seq % ep->sq_cap];
     ep->done_seq++;
-    efps_status_t status = efps_verbs_wc_status(wc->status);
+    efps_status_t status = efps__verbs_wc_status(wc->status);
     finish_posted(ep, &p, status);
     if (status != EFPS_OK && ep->state == VEP_CONNECTED && ep->closing == VCLOSE_NONE)
-        efps_verbs_ep_fail(ep, EFPS_LOG_ERROR, status, "%s failed: %s (vendor error 0x%x)",
-                           kind_name((verbs_tx_kind_t)p.kind), ibv_wc_status_str(wc->status),
-                           wc->vendor_err);
+        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, status, "%s failed: %s (vendor error 0x%x)",
+                            kind_name((verbs_tx_kind_t)p.kind), ibv_wc_status_str(wc->status),
+                            wc->vendor_err);
     if (ep->state == VEP_DOWN || ep->closing != VCLOSE_NONE) {
         if (ep->done_seq == ep->post_seq)
-            efps_verbs_ep_flushed(ep);
+            efps__verbs_ep_flushed(ep);
         return; /* failing or closing: nothing new goes out */
     }
     if (p.kind == VTX_CREDIT)
-        efps_verbs_send_credit(ep, false); /* what was returned meanwhile */
-    efps_verbs_tx_progress(ep);            /* room in the send queue */
+        efps__verbs_send_credit(ep, false); /* what was returned meanwhile */
+    efps__verbs_tx_progress(ep);            /* room in the send queue */
 }
 
-void efps_verbs_tx_flush_pending(verbs_ep_t *ep, bool report)
+void efps__verbs_tx_flush_pending(verbs_ep_t *ep, bool report)
 {
     while (ep->pend_count > 0) {
         const verbs_op_t *op = &ep->pend[ep->pend_head];
@@ -329,7 +329,7 @@ void efps_verbs_tx_flush_pending(verbs_ep_t *ep, bool report)
                                  .context = op->context,
                                  .length = op->len};
             if (report)
-                efps_tp_push_cqe(&ep->ctx->base, &cqe);
+                efps__tp_push_cqe(&ep->ctx->base, &cqe);
         } else {
             ep->msg_tx_inflight--;
         }
@@ -338,7 +338,7 @@ void efps_verbs_tx_flush_pending(verbs_ep_t *ep, bool report)
     }
 }
 
-void efps_verbs_tx_abandon_posted(verbs_ep_t *ep, bool report)
+void efps__verbs_tx_abandon_posted(verbs_ep_t *ep, bool report)
 {
     while (ep->done_seq != ep->post_seq) {
         verbs_posted_t p = ep->posted[ep->done_seq % ep->sq_cap];
@@ -352,9 +352,9 @@ void efps_verbs_tx_abandon_posted(verbs_ep_t *ep, bool report)
 }
 
 /* ---- the application's calls -------------------------------------------------- */
-efps_status_t efps_verbs_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_t local_offset,
-                                   size_t length, const efps_tp_rkey_t *remote,
-                                   uint64_t remote_offset, uint32_t imm, uint64_t user_context)
+efps_status_t efps__verbs_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_t local_offset,
+                                    size_t length, const efps_tp_rkey_t *remote,
+                                    uint64_t remote_offset, uint32_t imm, uint64_t user_context)
 {
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
@@ -379,12 +379,12 @@ efps_status_t efps_verbs_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size
     op->mr->tx_refs++;
     ep->pend_count++;
     ep->base.sq_used++;
-    efps_verbs_tx_progress(ep);
+    efps__verbs_tx_progress(ep);
     pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
 
-efps_status_t efps_verbs_msg_send(efps_tp_ep_t *base, const void *buf, size_t len)
+efps_status_t efps__verbs_msg_send(efps_tp_ep_t *base, const void *buf, size_t len)
 {
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
@@ -405,7 +405,7 @@ efps_status_t efps_verbs_msg_send(efps_tp_ep_t *base, const void *buf, size_t le
     ep->pend[(ep->pend_head + ep->pend_count) % ep->pend_cap] =
         (verbs_op_t){.kind = VTX_MSG, .len = (uint32_t)len, .slot = slot};
     ep->pend_count++;
-    efps_verbs_tx_progress(ep);
+    efps__verbs_tx_progress(ep);
     pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
