@@ -179,8 +179,10 @@ static int bench(nn_model_t *m, const options_t *o)
 static int train(nn_model_t *m, const options_t *o)
 {
     nn_dataset_t tr, te;
-    if (nn_dataset_load_dir(o->data, true, &tr) != EFPS_OK ||
-        nn_dataset_load_dir(o->data, false, &te) != EFPS_OK)
+    const nn_model_config_t *mc = nn_model_config(m);
+    const nn_data_spec_t spec = {.rows = mc->input.h, .cols = mc->input.w, .classes = mc->classes};
+    if (nn_dataset_load_dir(o->data, true, &spec, &tr) != EFPS_OK ||
+        nn_dataset_load_dir(o->data, false, &spec, &te) != EFPS_OK)
         return 1;
     size_t ntrain = o->train_subset && o->train_subset < tr.count ? o->train_subset : tr.count;
     size_t ntest = o->test_subset && o->test_subset < te.count ? o->test_subset : te.count;

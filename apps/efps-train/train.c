@@ -32,9 +32,13 @@ typedef struct {
 static int load_data(worker_t *w)
 {
     const train_opts_t *o = w->o;
-    if (nn_dataset_load_dir(o->data, true, &w->train) != EFPS_OK)
+    /* both sets are checked against the model: a label past its classes or
+     * an image of another size would be read out of bounds */
+    const nn_model_config_t *mc = nn_model_config(w->model);
+    const nn_data_spec_t spec = {.rows = mc->input.h, .cols = mc->input.w, .classes = mc->classes};
+    if (nn_dataset_load_dir(o->data, true, &spec, &w->train) != EFPS_OK)
         return -1;
-    if (w->rank == 0 && nn_dataset_load_dir(o->data, false, &w->test) != EFPS_OK)
+    if (w->rank == 0 && nn_dataset_load_dir(o->data, false, &spec, &w->test) != EFPS_OK)
         return -1;
     w->ntrain =
         o->train_subset && o->train_subset < w->train.count ? o->train_subset : w->train.count;
@@ -230,7 +234,7 @@ int train_worker(const train_opts_t *o)
     report_t rep = {0};
     report_row_t row = {.epochs = o->epochs, .test_acc = -1.0};
     efps_ps_t *ps = NULL;
-    if (load_data(&w) != 0 || build_model(&w) != 0 || build_schedule(&w) != 0)
+    if (build_model(&w) != 0 || load_data(&w) != 0 || build_schedule(&w) != 0)
         goto out_free;
     row.steps_per_epoch = w.sampler.batches_per_epoch;
     if (w.rank == 0) {

@@ -37,9 +37,9 @@ static int remove_tmpdir(void **state)
 
 static const char *tmp_path(const char *name)
 {
-    static char path[4][512];
+    static char path[32][512];
     static int next;
-    char *p = path[next++ % 4];
+    char *p = path[next++ % 32];
     snprintf(p, sizeof(path[0]), "%s/%s", tmpdir, name);
     return p;
 }
@@ -80,38 +80,57 @@ static size_t make_idx(uint8_t *buf, int ndims, const uint32_t *dims, size_t fil
     return off;
 }
 
-/* Runs nn_idx_read with stderr captured; returns the status, the message in msg. */
-static efps_status_t read_capturing(const char *path, nn_idx_t *idx, char *msg, size_t cap)
+/* stderr goes to a file between capture_begin and capture_end, which
+ * returns what was written there in msg. */
+static int capture_begin(void)
 {
-    const char *log = tmp_path("stderr.txt");
     fflush(stderr);
     int saved = dup(STDERR_FILENO);
-    int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    int fd = open(tmp_path("stderr.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     assert_true(saved >= 0 && fd >= 0);
     dup2(fd, STDERR_FILENO);
     close(fd);
-    efps_status_t status = nn_idx_read(path, idx);
+    return saved;
+}
+
+static void capture_end(int saved, char *msg, size_t cap)
+{
+    fflush(stderr);
     dup2(saved, STDERR_FILENO);
     close(saved);
-    FILE *f = fopen(log, "r");
+    FILE *f = fopen(tmp_path("stderr.txt"), "r");
     assert_non_null(f);
     size_t got = fread(msg, 1, cap - 1, f);
     msg[got] = '\0';
     fclose(f);
+}
+
+/* Runs nn_idx_read with stderr captured; returns the status, the message in msg. */
+static efps_status_t read_capturing(const char *path, nn_idx_t *idx, char *msg, size_t cap)
+{
+    int saved = capture_begin();
+    efps_status_t status = nn_idx_read(path, idx);
+    capture_end(saved, msg, cap);
     return status;
 }
 
 /* Fails with want, and the one logged line names the file. */
+static void assert_logged(efps_status_t got, efps_status_t want, const char *msg, const char *file,
+                          const char *words)
+{
+    if (got != want || strstr(msg, file) == NULL || strstr(msg, words) == NULL)
+        print_message("%s: got %s, logged: %s\n", file, efps_status_name(got), msg);
+    assert_int_equal(got, want);
+    assert_non_null(strstr(msg, file));
+    assert_non_null(strstr(msg, words));
+}
+
 static void expect_error(const char *path, efps_status_t want, const char *words)
 {
     nn_idx_t idx = {0};
     char msg[2048];
     efps_status_t got = read_capturing(path, &idx, msg, sizeof(msg));
-    if (got != want || strstr(msg, path) == NULL || strstr(msg, words) == NULL)
-        print_message("%s: got %s, logged: %s\n", path, efps_status_name(got), msg);
-    assert_int_equal(got, want);
-    assert_non_null(strstr(msg, path));
-    assert_non_null(strstr(msg, words));
+    assert_logged(got, want, msg, path, words);
     assert_null(idx.data);
 }
 
@@ -121,7 +140,7 @@ static void test_fashion_mnist_test_set(void **state)
 {
     (void)state;
     nn_dataset_t ds;
-    assert_int_equal(nn_dataset_load_dir(NN_FASHION_MNIST_DIR, false, &ds), EFPS_OK);
+    assert_int_equal(nn_dataset_load_dir(NN_FASHION_MNIST_DIR, false, NULL, &ds), EFPS_OK);
     assert_int_equal(ds.count, 10000);
     assert_int_equal(ds.rows, 28);
     assert_int_equal(ds.cols, 28);
@@ -207,8 +226,10 @@ static void test_idx_truncated(void **state)
     size_t len = make_idx(buf, 3, dims, 100);
     write_gz(tmp_path("short.idx.gz"), buf, len);
     expect_error(tmp_path("short.idx.gz"), EFPS_ERR_CORRUPT, "truncated");
+    /* a plain file is measured before anything is allocated or read */
     write_plain(tmp_path("short.idx"), buf, len);
-    expect_error(tmp_path("short.idx"), EFPS_ERR_CORRUPT, "truncated");
+    expect_error(tmp_path("short.idx"), EFPS_ERR_CORRUPT,
+                 "declares 160 bytes of data but the file has 100");
     /* cut inside the header */
     write_plain(tmp_path("header.idx"), buf, 9);
     expect_error(tmp_path("header.idx"), EFPS_ERR_CORRUPT, "header");
@@ -274,7 +295,7 @@ static void test_idx_bad_dims(void **state)
     write_gz(img, buf, make_idx(buf, 3, img_dims, 30));
     write_gz(lab, buf, make_idx(buf, 1, lab5, 5));
     nn_dataset_t ds;
-    assert_int_equal(nn_dataset_load(img, lab, &ds), EFPS_OK);
+    assert_int_equal(nn_dataset_load(img, lab, NULL, &ds), EFPS_OK);
     assert_int_equal(ds.count, 5);
     assert_int_equal(ds.rows, 2);
     assert_int_equal(ds.cols, 3);
@@ -282,11 +303,95 @@ static void test_idx_bad_dims(void **state)
 
     const char *lab_short = tmp_path("lab4.idx");
     write_plain(lab_short, buf, make_idx(buf, 1, lab4, 4));
-    assert_int_equal(nn_dataset_load(img, lab_short, &ds), EFPS_ERR_CORRUPT);
+    assert_int_equal(nn_dataset_load(img, lab_short, NULL, &ds), EFPS_ERR_CORRUPT);
     const char *flat_img = tmp_path("flat.idx");
     write_plain(flat_img, buf, make_idx(buf, 2, flat, 30));
-    assert_int_equal(nn_dataset_load(flat_img, lab, &ds), EFPS_ERR_CORRUPT);
-    assert_int_equal(nn_dataset_load(img, img, &ds), EFPS_ERR_CORRUPT);
+    assert_int_equal(nn_dataset_load(flat_img, lab, NULL, &ds), EFPS_ERR_CORRUPT);
+    assert_int_equal(nn_dataset_load(img, img, NULL, &ds), EFPS_ERR_CORRUPT);
+}
+
+/* A header may declare anything: it is checked against the file's size
+ * before the data is allocated (a 16-byte file used to ask for 3.4 TB). */
+static void test_idx_declared_size(void **state)
+{
+    (void)state;
+    uint8_t buf[256];
+    uint32_t dims[3] = {60000, 65535, 880}; /* 3.46e12 bytes */
+    size_t len = make_idx(buf, 3, dims, 0);
+    assert_int_equal(len, 16);
+    write_plain(tmp_path("big.idx"), buf, len);
+    expect_error(tmp_path("big.idx"), EFPS_ERR_CORRUPT,
+                 "declares 3460248000000 bytes of data but the file has 0");
+    /* gzip: no more than deflate's 1032:1 of the file's size */
+    write_gz(tmp_path("big.idx.gz"), buf, len);
+    expect_error(tmp_path("big.idx.gz"), EFPS_ERR_CORRUPT, "declares 3460248000000 bytes");
+    /* a label file that claims a billion labels and holds 4 */
+    uint32_t labels[1] = {1000000000};
+    len = make_idx(buf, 1, labels, 4);
+    write_plain(tmp_path("labels.idx"), buf, len);
+    expect_error(tmp_path("labels.idx"), EFPS_ERR_CORRUPT,
+                 "declares 1000000000 bytes of data but the file has 4");
+    /* a directory is no IDX file */
+    expect_error(tmpdir, EFPS_ERR_IO, "not a regular file");
+}
+
+/* Loads images/labels with spec, expecting EFPS_ERR_CORRUPT and a message
+ * naming the file and the words. */
+static void expect_load_error(const char *img, const char *lab, const nn_data_spec_t *spec,
+                              const char *file, const char *words)
+{
+    nn_dataset_t ds = {0};
+    char msg[2048];
+    int saved = capture_begin();
+    efps_status_t got = nn_dataset_load(img, lab, spec, &ds);
+    capture_end(saved, msg, sizeof(msg));
+    assert_logged(got, EFPS_ERR_CORRUPT, msg, file, words);
+    assert_null(ds.pixels);
+}
+
+/* The training set is checked against the model as the test set is: image
+ * size, labels below the number of classes, as many labels as images. */
+static void test_dataset_spec(void **state)
+{
+    (void)state;
+    static uint8_t buf[16 + 6 * 40 * 40];
+    const nn_data_spec_t fashion = {.rows = 28, .cols = 28, .classes = 10};
+    uint32_t ok_dims[3] = {6, 28, 28}, lab6[1] = {6}, lab5[1] = {5};
+    const char *img = tmp_path("img28.idx"), *lab = tmp_path("lab6.idx");
+    write_plain(img, buf, make_idx(buf, 3, ok_dims, 6 * 784));
+    uint8_t labels[6] = {0, 9, 3, 5, 9, 1};
+    size_t len = make_idx(buf, 1, lab6, 0);
+    memcpy(buf + len, labels, sizeof(labels));
+    write_plain(lab, buf, len + sizeof(labels));
+    nn_dataset_t ds;
+    assert_int_equal(nn_dataset_load(img, lab, &fashion, &ds), EFPS_OK);
+    assert_int_equal(ds.classes, 10);
+    nn_dataset_free(&ds);
+
+    /* a label of 10 for a 10-class model: file, index and value */
+    labels[3] = 10;
+    memcpy(buf + len, labels, sizeof(labels));
+    const char *lab_bad = tmp_path("lab10.idx.gz");
+    write_gz(lab_bad, buf, len + sizeof(labels));
+    expect_load_error(img, lab_bad, &fashion, lab_bad, "label 3 is 10");
+    labels[3] = 255;
+    memcpy(buf + len, labels, sizeof(labels));
+    write_gz(lab_bad, buf, len + sizeof(labels));
+    expect_load_error(img, lab_bad, &fashion, lab_bad, "label 3 is 255");
+
+    /* 2x2 and 40x40 images for a 28x28 model */
+    uint32_t small[3] = {6, 2, 2}, large[3] = {6, 40, 40};
+    const char *img2 = tmp_path("img2.idx"), *img40 = tmp_path("img40.idx.gz");
+    write_plain(img2, buf, make_idx(buf, 3, small, 6 * 4));
+    expect_load_error(img2, lab, &fashion, img2,
+                      "images are 2 x 2 pixels, the model takes 28 x 28");
+    write_gz(img40, buf, make_idx(buf, 3, large, 6 * 1600));
+    expect_load_error(img40, lab, &fashion, img40, "images are 40 x 40 pixels");
+
+    /* 6 images, 5 labels */
+    const char *lab_short = tmp_path("lab5.idx");
+    write_plain(lab_short, buf, make_idx(buf, 1, lab5, 5));
+    expect_load_error(img, lab_short, &fashion, lab_short, "holds 6 images but");
 }
 
 static void test_idx_missing_file(void **state)
@@ -294,7 +399,7 @@ static void test_idx_missing_file(void **state)
     (void)state;
     expect_error(tmp_path("does-not-exist.idx"), EFPS_ERR_IO, "cannot open");
     nn_dataset_t ds;
-    assert_int_equal(nn_dataset_load_dir(tmpdir, true, &ds), EFPS_ERR_IO);
+    assert_int_equal(nn_dataset_load_dir(tmpdir, true, NULL, &ds), EFPS_ERR_IO);
 }
 
 /* ---- PRNG ---------------------------------------------------------------- */
@@ -424,6 +529,7 @@ int main(void)
         cmocka_unit_test(test_fashion_mnist_test_set), cmocka_unit_test(test_idx_roundtrip),
         cmocka_unit_test(test_idx_bad_magic),          cmocka_unit_test(test_idx_truncated),
         cmocka_unit_test(test_idx_bad_gzip),           cmocka_unit_test(test_idx_bad_dims),
+        cmocka_unit_test(test_idx_declared_size),      cmocka_unit_test(test_dataset_spec),
         cmocka_unit_test(test_idx_missing_file),       cmocka_unit_test(test_rng),
         cmocka_unit_test(test_sampler_shards),         cmocka_unit_test(test_sampler_epochs),
     };

@@ -820,8 +820,8 @@ static void test_mlp_learns_fashion_mnist(void **state)
 {
     (void)state;
     nn_dataset_t tr, te;
-    assert_int_equal(nn_dataset_load_dir(NN_FASHION_MNIST_DIR, true, &tr), EFPS_OK);
-    assert_int_equal(nn_dataset_load_dir(NN_FASHION_MNIST_DIR, false, &te), EFPS_OK);
+    assert_int_equal(nn_dataset_load_dir(NN_FASHION_MNIST_DIR, true, NULL, &tr), EFPS_OK);
+    assert_int_equal(nn_dataset_load_dir(NN_FASHION_MNIST_DIR, false, NULL, &te), EFPS_OK);
     nn_model_config_t cfg;
     assert_int_equal(nn_model_config_named("mlp", &cfg), EFPS_OK);
     nn_model_t *m;
@@ -863,7 +863,7 @@ static void test_resnet_fits_small_batch(void **state)
 {
     (void)state;
     nn_dataset_t te;
-    assert_int_equal(nn_dataset_load_dir(NN_FASHION_MNIST_DIR, false, &te), EFPS_OK);
+    assert_int_equal(nn_dataset_load_dir(NN_FASHION_MNIST_DIR, false, NULL, &te), EFPS_OK);
     nn_model_config_t cfg;
     assert_int_equal(nn_model_config_named("resnet8", &cfg), EFPS_OK);
     cfg.max_batch = 32;

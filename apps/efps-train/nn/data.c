@@ -41,7 +41,29 @@ static efps_status_t check_shapes(const char *images_path, const nn_idx_t *img,
     return EFPS_OK;
 }
 
-efps_status_t nn_dataset_load(const char *images_path, const char *labels_path, nn_dataset_t *ds_p)
+/* A model reads rows x cols pixels per image and indexes its outputs by
+ * label: anything else reads past the data or past the logits. */
+static efps_status_t check_spec(const char *images_path, const nn_idx_t *img,
+                                const char *labels_path, const nn_idx_t *lab,
+                                const nn_data_spec_t *spec)
+{
+    if (img->dims[1] != (uint32_t)spec->rows || img->dims[2] != (uint32_t)spec->cols) {
+        efps_error("%s: images are %u x %u pixels, the model takes %d x %d", images_path,
+                   img->dims[1], img->dims[2], spec->rows, spec->cols);
+        return EFPS_ERR_CORRUPT;
+    }
+    for (size_t i = 0; i < lab->size; i++) {
+        if (lab->data[i] >= spec->classes) {
+            efps_error("%s: label %zu is %u, the model has %d classes (0 to %d)", labels_path, i,
+                       lab->data[i], spec->classes, spec->classes - 1);
+            return EFPS_ERR_CORRUPT;
+        }
+    }
+    return EFPS_OK;
+}
+
+efps_status_t nn_dataset_load(const char *images_path, const char *labels_path,
+                              const nn_data_spec_t *spec, nn_dataset_t *ds_p)
 {
     nn_idx_t img, lab;
     efps_status_t status = nn_idx_read(images_path, &img);
@@ -51,6 +73,8 @@ efps_status_t nn_dataset_load(const char *images_path, const char *labels_path, 
     if (status != EFPS_OK)
         goto err_free_images;
     status = check_shapes(images_path, &img, labels_path, &lab);
+    if (status == EFPS_OK && spec != NULL)
+        status = check_spec(images_path, &img, labels_path, &lab, spec);
     if (status != EFPS_OK)
         goto err_free_labels;
 
@@ -75,7 +99,8 @@ err_free_images:
     return status;
 }
 
-efps_status_t nn_dataset_load_dir(const char *dir, bool train, nn_dataset_t *ds_p)
+efps_status_t nn_dataset_load_dir(const char *dir, bool train, const nn_data_spec_t *spec,
+                                  nn_dataset_t *ds_p)
 {
     const char *prefix = train ? "train" : "t10k";
     char images[4096], labels[4096];
@@ -85,7 +110,7 @@ efps_status_t nn_dataset_load_dir(const char *dir, bool train, nn_dataset_t *ds_
         efps_error("data directory name too long: %s", dir);
         return EFPS_ERR_INVALID;
     }
-    return nn_dataset_load(images, labels, ds_p);
+    return nn_dataset_load(images, labels, spec, ds_p);
 }
 
 void nn_dataset_free(nn_dataset_t *ds)

@@ -28,14 +28,26 @@ typedef struct {
     uint8_t *labels; /* count */
 } nn_dataset_t;
 
+/* What a model expects of its data: rows x cols images (one channel), and
+ * labels below classes. */
+typedef struct {
+    int rows, cols;
+    int classes;
+} nn_data_spec_t;
+
 /* Loads an image file (3 dimensions: count, rows, cols) and a label file
  * (1 dimension: count), gzipped or not. Besides nn_idx_read's errors:
  * EFPS_ERR_CORRUPT when the dimensions are not those, or the counts differ
- * (the message names both files). */
-efps_status_t nn_dataset_load(const char *images_path, const char *labels_path, nn_dataset_t *ds_p);
+ * (the message names both files), or, given a spec, when the images are not
+ * spec->rows x spec->cols (naming the file and both sizes) or a label is not
+ * below spec->classes (naming the file, the index and the value). spec may
+ * be NULL: any image size and label then. */
+efps_status_t nn_dataset_load(const char *images_path, const char *labels_path,
+                              const nn_data_spec_t *spec, nn_dataset_t *ds_p);
 /* Loads <dir>/train-{images-idx3,labels-idx1}-ubyte.gz (train) or the t10k
- * files (test), the names Fashion-MNIST and MNIST use. */
-efps_status_t nn_dataset_load_dir(const char *dir, bool train, nn_dataset_t *ds_p);
+ * files (test), the names Fashion-MNIST and MNIST use; spec as above. */
+efps_status_t nn_dataset_load_dir(const char *dir, bool train, const nn_data_spec_t *spec,
+                                  nn_dataset_t *ds_p);
 void nn_dataset_free(nn_dataset_t *ds);
 
 /* Examples idx[0..n) as floats x[n][rows*cols] = (pixel/255 - mean) / std

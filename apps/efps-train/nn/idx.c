@@ -3,11 +3,17 @@
 #include "idx.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define IDX_TYPE_UBYTE 0x08
+/* Deflate's best case is 1032:1 (258-byte matches at about 2 bits each):
+ * a gzip file of M bytes cannot inflate to more than this many times M. */
+#define GZIP_MAX_RATIO 1032
 
 /* zlib's message for the last error, without the "<path>: " it prepends. */
 static const char *zmsg(gzFile gz, const char *path, int *zerr_p)
@@ -83,6 +89,30 @@ static efps_status_t read_header(gzFile gz, const char *path, nn_idx_t *idx)
     return EFPS_OK;
 }
 
+/* The header is trusted only as far as the file can back it: the data it
+ * declares must fit in what remains of a plain file, or in what a gzip file
+ * of this size can inflate to, before anything is allocated for it. */
+static efps_status_t check_size(gzFile gz, const char *path, const nn_idx_t *idx, off_t file_size)
+{
+    const size_t header = 4 + 4 * (size_t)idx->ndims;
+    const size_t have = (size_t)file_size; /* st_size of a regular file is >= 0 */
+    if (gzdirect(gz)) {
+        const size_t data = have > header ? have - header : 0;
+        if (idx->size <= data)
+            return EFPS_OK; /* longer: check_end names that */
+        efps_error("%s: the header declares %zu bytes of data but the file has %zu after its "
+                   "%zu-byte header",
+                   path, idx->size, data, header);
+        return EFPS_ERR_CORRUPT;
+    }
+    if (idx->size / GZIP_MAX_RATIO < have)
+        return EFPS_OK;
+    efps_error("%s: the header declares %zu bytes of data but the file has %zu (gzip, which "
+               "inflates at most %dx)",
+               path, idx->size, have, GZIP_MAX_RATIO);
+    return EFPS_ERR_CORRUPT;
+}
+
 /* The header says how long the data is: anything after it is a sign that
  * the file is not what its header claims. */
 static efps_status_t check_end(gzFile gz, const char *path)
@@ -105,13 +135,28 @@ efps_status_t nn_idx_read(const char *path, nn_idx_t *idx_p)
     nn_idx_t idx = {0};
     efps_status_t status;
 
-    errno = 0; /* gzopen leaves errno at 0 when only its own allocation failed */
-    gzFile gz = gzopen(path, "rb");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        efps_error("%s: cannot open: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return EFPS_ERR_IO;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        efps_error("%s: cannot open: not a regular file", path);
+        close(fd);
+        return EFPS_ERR_IO;
+    }
+    gzFile gz = gzdopen(fd, "rb"); /* owns fd from here, on success */
     if (gz == NULL) {
-        efps_error("%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
-        return errno ? EFPS_ERR_IO : EFPS_ERR_NOMEM;
+        efps_error("%s: cannot open: out of memory", path);
+        close(fd);
+        return EFPS_ERR_NOMEM;
     }
     status = read_header(gz, path, &idx);
+    if (status == EFPS_OK)
+        status = check_size(gz, path, &idx, st.st_size);
     if (status != EFPS_OK)
         goto err_close;
     idx.data = malloc(idx.size);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# efps-train integration tests. usage: train_test.sh help|bad-flags|local|wire|bad-data|killed
+# efps-train integration tests.
+# usage: train_test.sh help|bad-flags|local|wire|bad-data|bad-train-set|killed
 set -euo pipefail
 : "${BUILD:?BUILD must point at the build directory}"
 TRAIN=$BUILD/apps/efps-train/efps-train
@@ -150,6 +151,50 @@ test_bad_data() {
   ! pgrep -f -- "$marker" > /dev/null || fail "processes left behind: $(pgrep -af -- "$marker")"
 }
 
+# byte V...: the bytes of value V; idx FILE NDIMS DIM... < data: a gzipped IDX ubyte file.
+byte() { for v in "$@"; do printf "\\x$(printf %02x "$v")"; done; }
+idx() {
+  local file=$1 n=$2; shift 2
+  { byte 0 0 8 "$n"
+    for d in "$@"; do byte $((d >> 24 & 255)) $((d >> 16 & 255)) $((d >> 8 & 255)) $((d & 255)); done
+    cat; } | gzip -c > "$file"
+}
+
+# A training set the model cannot take (DIR holds the real test set): a
+# nonzero exit, and the message on stderr (which names the file).
+expect_bad_set() {
+  local dir=$1 want=$2 rc=0
+  EFPS_SECRET=bad-data-test timeout 60 "$TRAIN" --model mlp --workers 1 --servers 1 --data "$dir" \
+    --train-subset 256 --test-subset 100 --epochs 1 --batch 32 > "$TMP/out" 2> "$TMP/err" || rc=$?
+  [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || fail "training set in $dir: exited $rc (124: it hung)"
+  grep -qF -- "$want" "$TMP/err" || fail "training set in $dir: no '$want' in: $(cat "$TMP/err")"
+}
+
+# Item 6 of issue 10: the training set is checked as the test set is.
+test_bad_train_set() {
+  local real=/usr/share/datasets/fashion-mnist n=256
+  for case in label10 small large count; do
+    mkdir -p "$TMP/$case"
+    ln -s "$real/t10k-images-idx3-ubyte.gz" "$real/t10k-labels-idx1-ubyte.gz" "$TMP/$case/"
+  done
+  # 256 labels, all below 10 but the one at index 77
+  { head -c 77 /dev/zero; byte 10; head -c $((n - 78)) /dev/zero; } |
+    idx "$TMP/label10/train-labels-idx1-ubyte.gz" 1 $n
+  head -c $((n * 784)) /dev/urandom | idx "$TMP/label10/train-images-idx3-ubyte.gz" 3 $n 28 28
+  expect_bad_set "$TMP/label10" "$TMP/label10/train-labels-idx1-ubyte.gz: label 77 is 10, the model has 10 classes"
+  # 2x2 and 40x40 images for a 28x28 model
+  for case in small:2 large:40; do
+    local d=$TMP/${case%:*} px=${case#*:}
+    head -c $n /dev/zero | idx "$d/train-labels-idx1-ubyte.gz" 1 $n
+    head -c $((n * px * px)) /dev/urandom | idx "$d/train-images-idx3-ubyte.gz" 3 $n "$px" "$px"
+    expect_bad_set "$d" "$d/train-images-idx3-ubyte.gz: images are $px x $px pixels, the model takes 28 x 28"
+  done
+  # one label fewer than images
+  head -c $((n - 1)) /dev/zero | idx "$TMP/count/train-labels-idx1-ubyte.gz" 1 $((n - 1))
+  head -c $((n * 784)) /dev/urandom | idx "$TMP/count/train-images-idx3-ubyte.gz" 3 $n 28 28
+  expect_bad_set "$TMP/count" "holds $n images but $TMP/count/train-labels-idx1-ubyte.gz holds $((n - 1)) labels"
+}
+
 # A worker killed mid-run: the launcher names it, stops the rest, exits 1.
 test_killed() {
   local rc=0 marker=$TMP/killed.csv
@@ -178,7 +223,8 @@ case ${1:-} in
   local) test_local ;;
   wire) test_wire ;;
   bad-data) test_bad_data ;;
+  bad-train-set) test_bad_train_set ;;
   killed) test_killed ;;
-  *) echo "usage: $0 help|bad-flags|local|wire|bad-data|killed"; exit 2 ;;
+  *) echo "usage: $0 help|bad-flags|local|wire|bad-data|bad-train-set|killed"; exit 2 ;;
 esac
 echo "OK: ${1}"
