@@ -125,9 +125,20 @@ efps_status_t efps_tp_mem_dereg(efps_tp_mr_t *mr)
     return mr != NULL ? mr->ctx->ops->mem_dereg(mr) : EFPS_OK;
 }
 
-const efps_tp_rkey_t *efps_tp_mr_rkey(const efps_tp_mr_t *mr)
+efps_status_t efps_tp_mem_expose(efps_tp_ep_t *ep, efps_tp_mr_t *mr, efps_tp_rkey_t *rkey_p)
 {
-    return &mr->rkey;
+    const char *why = NULL;
+    if (ep == NULL || mr == NULL || rkey_p == NULL)
+        return EFPS_ERR_INVALID;
+    if (mr->ctx != ep->ctx)
+        why = "the region belongs to another transport context";
+    else if (!(mr->access & EFPS_TP_ACCESS_REMOTE_WRITE))
+        why = "the region was not registered for remote write";
+    if (why != NULL) {
+        efps_error("expose region %p (%zu bytes) to %s: %s", mr->addr, mr->length, ep->name, why);
+        return EFPS_ERR_INVALID;
+    }
+    return ep->ctx->ops->mem_expose(ep, mr, rkey_p);
 }
 
 void *efps_tp_mr_addr(const efps_tp_mr_t *mr)

@@ -52,7 +52,6 @@ struct efps_tp_mr {
     void *addr;
     size_t length;
     unsigned access;
-    efps_tp_rkey_t rkey;
 };
 
 struct efps_tp_ep {
@@ -98,6 +97,8 @@ struct efps_transport_ops {
     efps_status_t (*mem_reg)(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
                              efps_tp_mr_t **mr_p);
     efps_status_t (*mem_dereg)(efps_tp_mr_t *mr);
+    /* mr grants remote write and belongs to ep's context. */
+    efps_status_t (*mem_expose)(efps_tp_ep_t *ep, efps_tp_mr_t *mr, efps_tp_rkey_t *rkey_p);
     efps_status_t (*listen)(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                             efps_tp_listener_t **listener_p);
     efps_status_t (*accept)(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,

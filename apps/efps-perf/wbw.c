@@ -65,8 +65,11 @@ static int receiver(const wbw_opts_t *o, int port_wr, wbw_side_t *r)
         efps_tp_accept(req, NULL, &ep) != EFPS_OK ||
         efps_tp_mem_reg(ctx, dst, o->size, EFPS_TP_ACCESS_REMOTE_WRITE, &mr) != EFPS_OK)
         goto out;
+    efps_tp_rkey_t rkey;
     uint8_t key[EFPS_TP_RKEY_PACKED];
-    efps_tp_rkey_pack(efps_tp_mr_rkey(mr), key);
+    if (efps_tp_mem_expose(ep, mr, &rkey) != EFPS_OK)
+        goto out;
+    efps_tp_rkey_pack(&rkey, key);
     if (efps_tp_msg_send(ep, key, sizeof(key)) != EFPS_OK)
         goto out;
     double t0 = 0;

@@ -5,7 +5,9 @@
  * onto it call for call:
  *
  *   efps_tp_open          ibv_open_device + ibv_alloc_pd + CQ + progress thread
- *   efps_tp_mem_reg       ibv_reg_mr         (efps_tp_rkey_t ~ {addr, length, rkey})
+ *   efps_tp_mem_reg       ibv_reg_mr
+ *   efps_tp_mem_expose    ibv_alloc_mw(TYPE_2) + IBV_WR_BIND_MW on the endpoint's QP
+ *                         (efps_tp_rkey_t ~ {addr, length, rkey of the window})
  *   efps_tp_listen        rdma_listen
  *   efps_tp_get_request   RDMA_CM_EVENT_CONNECT_REQUEST (with its private data)
  *   efps_tp_accept/reject rdma_accept / rdma_reject (accept carries private data)
@@ -21,7 +23,8 @@
  * blob of its own or refuse. Anything longer or multi-round (version, layout,
  * HMAC challenge-response, exchange of region keys) goes over small control
  * messages (efps_tp_msg_send / efps_tp_msg_recv) on the connected endpoint:
- * a peer can target a region only with its key (efps_tp_rkey_t), and a key is
+ * a peer can target a region only with its key (efps_tp_rkey_t), a key is
+ * made for one endpoint (efps_tp_mem_expose) and works only on it, and it is
  * only worth anything once the application has sent it, i.e. after its own
  * handshake has authenticated the peer.
  *
@@ -110,11 +113,13 @@ EFPS_API void efps_tp_query(const efps_tp_ctx_t *ctx, efps_tp_attr_t *attr_p);
 /* ---- memory registration -------------------------------------------------- */
 #define EFPS_TP_ACCESS_REMOTE_WRITE 1u /* peers may write into the region */
 
-/* What a peer needs to target a region: compact, plain data; send it with
- * efps_tp_rkey_pack. Opaque apart from length: a writer names a position by
- * its offset from the start of the region. On verbs, base is the region's
- * address and key its rkey; on tcp, key is a region id and base a random
- * 64-bit secret that the receiver checks, so regions cannot be guessed. */
+/* What a peer needs to target a region through one connection: compact,
+ * plain data; send it with efps_tp_rkey_pack. Opaque apart from length: a
+ * writer names a position by its offset from the start of the region. On
+ * verbs, base is the region's address and key the rkey of a type-2 memory
+ * window bound to the endpoint's queue pair; on tcp, key is a region id and
+ * base a random 64-bit secret of this endpoint's exposure, which the receiver
+ * checks together with the endpoint the write arrives on. */
 typedef struct {
     uint64_t base;
     uint64_t length; /* bytes */
@@ -126,18 +131,37 @@ typedef struct {
 #define EFPS_TP_RKEY_PACKED 24 /* bytes of a packed rkey (little-endian) */
 
 /* Registers [addr, addr + length) (length > 0). The region is always usable
- * as the source of writes; access adds what peers may do with it. The caller
- * keeps ownership of the memory and must keep it valid until dereg.
- * Errors: EFPS_ERR_INVALID, EFPS_ERR_NOMEM, EFPS_ERR_TRANSPORT. */
+ * as the source of writes; access says what peers may do with it once it is
+ * exposed to them (efps_tp_mem_expose): registering alone gives no peer any
+ * way in. The caller keeps ownership of the memory and must keep it valid
+ * until dereg. Errors: EFPS_ERR_INVALID, EFPS_ERR_NOMEM, EFPS_ERR_TRANSPORT. */
 EFPS_API efps_status_t efps_tp_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length,
                                        unsigned access, efps_tp_mr_t **mr_p);
-/* Deregisters. A write that is landing in the region right now fails its
- * endpoint (the region vanished under it). EFPS_ERR_STATE if writes posted
- * from the region have not completed yet (the region stays registered).
- * NULL is a no-op returning EFPS_OK. */
+/* Deregisters; every key exposed for it stops working. A write that is
+ * landing in the region right now fails its endpoint (the region vanished
+ * under it). EFPS_ERR_STATE if writes posted from the region have not
+ * completed yet (the region stays registered). NULL is a no-op returning
+ * EFPS_OK. */
 EFPS_API efps_status_t efps_tp_mem_dereg(efps_tp_mr_t *mr);
-/* The key to give to the peers that may target this region. */
-EFPS_API const efps_tp_rkey_t *efps_tp_mr_rkey(const efps_tp_mr_t *mr);
+/* Makes the key with which the peer of ep may write into mr (registered with
+ * EFPS_TP_ACCESS_REMOTE_WRITE, on ep's context), and writes it to *rkey_p.
+ * The key is bound to ep: a write that arrives on any other connection with
+ * it is refused by the transport (tcp: the receiver checks the key against
+ * the endpoint the write arrives on; verbs: a type-2 memory window bound to
+ * ep's queue pair, so the adapter refuses any other QP). Such a write fails
+ * only the connection it came on: its writer sees EFPS_ERR_PEER, this side
+ * logs the intruder's address and reports a DISCONNECT (EFPS_ERR_PROTO on
+ * tcp) for that endpoint; ep and every other endpoint go on. Call it after
+ * the peer is authenticated, then send the key (efps_tp_rkey_pack). Exposing
+ * the same region to the same endpoint again returns the same key. The key
+ * is good until ep is destroyed or mr deregistered. ep must be connected;
+ * on verbs this waits (up to the context's timeout_ms) for the bind.
+ * Errors: EFPS_ERR_INVALID (no remote write access, another context),
+ * EFPS_ERR_PEER (ep is down), EFPS_ERR_TIMEOUT, EFPS_ERR_NOMEM,
+ * EFPS_ERR_UNSUPPORTED (verbs: the device has no type-2 memory windows),
+ * EFPS_ERR_TRANSPORT. */
+EFPS_API efps_status_t efps_tp_mem_expose(efps_tp_ep_t *ep, efps_tp_mr_t *mr,
+                                          efps_tp_rkey_t *rkey_p);
 EFPS_API void *efps_tp_mr_addr(const efps_tp_mr_t *mr);
 EFPS_API size_t efps_tp_mr_length(const efps_tp_mr_t *mr);
 

@@ -202,9 +202,12 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
         efps_tp_mem_reg(sv->tp, w->slots, sv->slot_bytes, EFPS_TP_ACCESS_REMOTE_WRITE, &w->slot_mr);
     if (st != EFPS_OK)
         return st;
+    efps_tp_rkey_t rkey; /* good on this worker's connection only */
+    if ((st = efps_tp_mem_expose(w->ep, w->slot_mr, &rkey)) != EFPS_OK)
+        return st;
     uint8_t msg[4 + EFPS_TP_RKEY_PACKED];
     ps_put32(msg, PS_MSG_READY);
-    efps_tp_rkey_pack(efps_tp_mr_rkey(w->slot_mr), msg + 4);
+    efps_tp_rkey_pack(&rkey, msg + 4);
     w->state = W_READY;
     return efps_tp_msg_send(w->ep, msg, sizeof(msg));
 }

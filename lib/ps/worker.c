@@ -282,8 +282,12 @@ static efps_status_t send_layout(efps_ps_t *ps, server_link_t *s)
     ps_put64(msg + 8, l->optim.block);
     ps_put64(msg + 16, l->partition_bytes);
     ps_put64(msg + 24, l->nkeys);
-    efps_tp_rkey_pack(efps_tp_mr_rkey(ps->pull_mr), msg + 32);
-    efps_status_t st = efps_tp_msg_send(s->ep, msg, 32 + EFPS_TP_RKEY_PACKED);
+    efps_tp_rkey_t rkey; /* good on this server's connection only */
+    efps_status_t st = efps_tp_mem_expose(s->ep, ps->pull_mr, &rkey);
+    if (st != EFPS_OK)
+        return st;
+    efps_tp_rkey_pack(&rkey, msg + 32);
+    st = efps_tp_msg_send(s->ep, msg, 32 + EFPS_TP_RKEY_PACKED);
     for (size_t i = 0; st == EFPS_OK && i < l->nkeys; i += PS_KEYS_PER_MSG) {
         size_t cnt = l->nkeys - i < PS_KEYS_PER_MSG ? l->nkeys - i : PS_KEYS_PER_MSG;
         ps_put32(msg, PS_MSG_KEYS);

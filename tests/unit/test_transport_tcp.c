@@ -63,34 +63,38 @@ static void test_open_names(void **state)
 static void test_rkey_pack(void **state)
 {
     (void)state;
-    efps_tp_ctx_t *ctx = tpc_open(0, 0, 0);
+    pair_t p;
+    pair_open(&p, 0, 0, 0);
     static uint8_t buf[1000];
     efps_tp_mr_t *mr = NULL;
-    assert_int_equal(efps_tp_mem_reg(ctx, buf, sizeof(buf), EFPS_TP_ACCESS_REMOTE_WRITE, &mr),
+    assert_int_equal(efps_tp_mem_reg(p.srv, buf, sizeof(buf), EFPS_TP_ACCESS_REMOTE_WRITE, &mr),
                      EFPS_OK);
-    const efps_tp_rkey_t *k = efps_tp_mr_rkey(mr);
-    assert_int_equal(k->length, sizeof(buf));
-    assert_int_equal(k->access, EFPS_TP_ACCESS_REMOTE_WRITE);
-    assert_true(k->base != 0); /* the random secret */
+    efps_tp_rkey_t k = tpc_expose(p.sep, mr);
+    assert_true(k.base != 0); /* the random secret */
     uint8_t packed[EFPS_TP_RKEY_PACKED];
-    efps_tp_rkey_pack(k, packed);
+    efps_tp_rkey_pack(&k, packed);
     assert_int_equal(packed[8], sizeof(buf) & 0xff); /* little-endian length */
     efps_tp_rkey_t back;
     assert_int_equal(efps_tp_rkey_unpack(packed, &back), EFPS_OK);
-    assert_memory_equal(&back, k, sizeof(back));
+    assert_memory_equal(&back, &k, sizeof(back));
     packed[20] = 77; /* no such transport */
     assert_int_equal(efps_tp_rkey_unpack(packed, &back), EFPS_ERR_CORRUPT);
 
     /* A second region gets another id and another secret. */
-    efps_tp_mr_t *mr2 = NULL;
-    assert_int_equal(efps_tp_mem_reg(ctx, buf, 10, 0, &mr2), EFPS_OK);
-    assert_int_not_equal(efps_tp_mr_rkey(mr2)->key, k->key);
-    assert_true(efps_tp_mr_rkey(mr2)->base != k->base);
-    assert_int_equal(efps_tp_mem_reg(ctx, buf, 0, 0, &mr2), EFPS_ERR_INVALID);
-    assert_int_equal(efps_tp_mem_reg(ctx, NULL, 10, 0, &mr2), EFPS_ERR_INVALID);
-    assert_int_equal(efps_tp_mem_reg(ctx, buf, 10, 8, &mr2), EFPS_ERR_INVALID);
+    efps_tp_mr_t *mr2 = NULL, *ro = NULL;
+    assert_int_equal(efps_tp_mem_reg(p.srv, buf, 10, EFPS_TP_ACCESS_REMOTE_WRITE, &mr2), EFPS_OK);
+    efps_tp_rkey_t k2 = tpc_expose(p.sep, mr2);
+    assert_int_not_equal(k2.key, k.key);
+    assert_true(k2.base != k.base);
+    /* Nothing to expose without remote write, nor to another context's endpoint. */
+    assert_int_equal(efps_tp_mem_expose(p.cep, mr2, &back), EFPS_ERR_INVALID);
+    assert_int_equal(efps_tp_mem_reg(p.srv, buf, 10, 0, &ro), EFPS_OK);
+    assert_int_equal(efps_tp_mem_expose(p.sep, ro, &back), EFPS_ERR_INVALID);
+    assert_int_equal(efps_tp_mem_reg(p.srv, buf, 0, 0, &mr2), EFPS_ERR_INVALID);
+    assert_int_equal(efps_tp_mem_reg(p.srv, NULL, 10, 0, &mr2), EFPS_ERR_INVALID);
+    assert_int_equal(efps_tp_mem_reg(p.srv, buf, 10, 8, &mr2), EFPS_ERR_INVALID);
     assert_int_equal(efps_tp_mem_dereg(mr), EFPS_OK);
-    efps_tp_close(ctx); /* frees mr2 */
+    pair_close(&p); /* closing the server context frees mr2 and ro */
 }
 
 static void test_bad_addresses(void **state)
@@ -181,7 +185,8 @@ static void assert_serves_good_client(efps_tp_ctx_t *srv, efps_tp_listener_t *l,
     fill(src, sizeof(src), 9);
     efps_tp_mr_t *smr;
     assert_int_equal(efps_tp_mem_reg(cli, src, sizeof(src), 0, &smr), EFPS_OK);
-    write_and_wait(&p, smr, 0, sizeof(src), efps_tp_mr_rkey(dmr), 0, 77);
+    efps_tp_rkey_t rk = tpc_expose(p.sep, dmr);
+    write_and_wait(&p, smr, 0, sizeof(src), &rk, 0, 77);
     assert_memory_equal(efps_tp_mr_addr(dmr), src, sizeof(src));
     memset(efps_tp_mr_addr(dmr), 0, efps_tp_mr_length(dmr));
     efps_tp_ep_destroy(p.cep);
@@ -255,8 +260,8 @@ static void test_garbage_and_truncation(void **state)
     close(fd);
     fd = raw_connect(port);
     h = tcp_hdr_make(TCP_F_WRITE, 4);
-    h.region = efps_tp_mr_rkey(dmr)->key;
-    h.secret = efps_tp_mr_rkey(dmr)->base;
+    h.region = 1; /* dmr: refused before any key is looked at */
+    h.secret = 1;
     raw_send_hdr(fd, &h);
     raw_send(fd, "abcd", 4);
     bool closed2 = raw_closed(fd, 5000);
@@ -287,8 +292,6 @@ static void test_bad_write_headers(void **state)
     assert_int_equal(efps_tp_mem_reg(srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
                      EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(srv, ro, sizeof(ro), 0, &romr), EFPS_OK);
-    const efps_tp_rkey_t *k = efps_tp_mr_rkey(dmr), *rok = efps_tp_mr_rkey(romr);
-
     enum { TO_RW, TO_RO, AS_IS }; /* whose id and secret a WRITE carries */
     struct {
         const char *what, *expect;
@@ -307,7 +310,14 @@ static void test_bad_write_headers(void **state)
          "outside region",
          TO_RW,
          {.type = TCP_F_WRITE, .length = 16, .offset = UINT64_MAX - 7}},
-        {"huge length", "outside region", TO_RW, {.type = TCP_F_WRITE, .length = UINT32_MAX}},
+        {"huge length",
+         "write of 4294967295 bytes",
+         TO_RW,
+         {.type = TCP_F_WRITE, .length = UINT32_MAX}},
+        {"length past the end, within the write limit",
+         "outside region",
+         TO_RW,
+         {.type = TCP_F_WRITE, .length = 1u << 30}},
         {"unknown region",
          "does not exist",
          AS_IS,
@@ -337,20 +347,21 @@ static void test_bad_write_headers(void **state)
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         tcp_hdr_t h = cases[i].h;
+        efps_tp_ep_t *sep;
+        int fd = raw_client(l, &sep);
+        efps_tp_rkey_t k = tpc_expose(sep, dmr);
         if (h.magic == 0)
             h.magic = TCP_WIRE_MAGIC;
         if (h.version == 0)
             h.version = TCP_WIRE_VERSION;
         if (cases[i].target != AS_IS) {
-            const efps_tp_rkey_t *t = cases[i].target == TO_RW ? k : rok;
-            h.region = t->key;
-            h.secret = t->base;
+            /* romr cannot be exposed: it is this context's second region. */
+            h.region = cases[i].target == TO_RW ? k.key : 2;
+            h.secret = k.base;
         } else if (h.type == TCP_F_WRITE && h.region == 0) {
-            h.region = k->key;
-            h.secret = k->base + 1;
+            h.region = k.key;
+            h.secret = k.base + 1;
         }
-        efps_tp_ep_t *sep;
-        int fd = raw_client(l, &sep);
         capture_start();
         raw_send_hdr(fd, &h);
         uint8_t payload[64];
@@ -389,18 +400,19 @@ static void test_forged_keys(void **state)
         assert_int_equal(
             efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
         assert_int_equal(efps_tp_mem_reg(p.srv, ro, sizeof(ro), 0, &romr), EFPS_OK);
-        /* Honest use of a read-only key is refused before anything is sent. */
-        assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, efps_tp_mr_rkey(romr), 0, 0, 0),
-                         EFPS_ERR_INVALID);
-        assert_int_equal(efps_tp_write_imm(p.cep, smr, 60, 8, efps_tp_mr_rkey(dmr), 0, 0, 0),
+        efps_tp_rkey_t good = tpc_expose(p.sep, dmr), k = good;
+        /* A key without write access is refused before anything is sent. */
+        k.access = 0;
+        assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, &k, 0, 0, 0), EFPS_ERR_INVALID);
+        assert_int_equal(efps_tp_write_imm(p.cep, smr, 60, 8, &good, 0, 0, 0),
                          EFPS_ERR_INVALID); /* local range outside its region */
-        efps_tp_rkey_t k = *efps_tp_mr_rkey(forge == 2 ? romr : dmr);
+        k = good;
         if (forge == 0)
             k.base ^= 1; /* a guessed secret */
         else if (forge == 1)
             k.length = 1 << 20; /* a key claiming a larger region */
         else
-            k.access = EFPS_TP_ACCESS_REMOTE_WRITE; /* a key claiming write access */
+            k.key = 2; /* romr (the second region), claiming write access */
         capture_start();
         assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, &k, forge == 1 ? 4096 : 0, 0, 0),
                          EFPS_OK);
@@ -432,7 +444,8 @@ static void test_dereg_in_use(void **state)
     efps_tp_mr_t *smr, *dmr;
     assert_int_equal(efps_tp_mem_reg(p.cli, src, big, 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(p.srv, dst, big, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
-    const efps_tp_rkey_t *k = efps_tp_mr_rkey(dmr);
+    efps_tp_rkey_t key = tpc_expose(p.sep, dmr);
+    const efps_tp_rkey_t *k = &key;
     assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, k, 0, 1, 1), EFPS_OK);
     assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, big, k, 0, 2, 2), EFPS_OK);
     sleep_ms(300);
@@ -454,9 +467,10 @@ static void test_dereg_in_use(void **state)
     assert_int_equal(efps_tp_mem_reg(srv, dst, big, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
     efps_tp_ep_t *sep;
     int fd = raw_client(l, &sep);
+    key = tpc_expose(sep, dmr);
     tcp_hdr_t h = tcp_hdr_make(TCP_F_WRITE, 1 << 20);
-    h.region = efps_tp_mr_rkey(dmr)->key;
-    h.secret = efps_tp_mr_rkey(dmr)->base;
+    h.region = key.key;
+    h.secret = key.base;
     raw_send_hdr(fd, &h);
     raw_send(fd, src, 1000); /* and then nothing more */
     sleep_ms(200);
@@ -493,10 +507,11 @@ static void test_reset_while_throttled(void **state)
                      EFPS_OK);
     efps_tp_ep_t *sep;
     int fd = raw_client(l, &sep);
+    efps_tp_rkey_t k = tpc_expose(sep, dmr);
     for (uint32_t i = 1; i <= 2; i++) {
         tcp_hdr_t h = tcp_hdr_make(TCP_F_WRITE, 8);
-        h.region = efps_tp_mr_rkey(dmr)->key;
-        h.secret = efps_tp_mr_rkey(dmr)->base;
+        h.region = k.key;
+        h.secret = k.base;
         h.imm = i;
         raw_send_hdr(fd, &h);
         raw_send(fd, "12345678", 8);
@@ -663,6 +678,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dereg_in_use),
         cmocka_unit_test(test_reset_while_throttled),
         cmocka_unit_test(tpc_test_close_with_everything_open),
+        cmocka_unit_test(tpc_test_key_bound_to_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

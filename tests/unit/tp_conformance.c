@@ -120,6 +120,17 @@ void pair_close(pair_t *p)
     efps_tp_close(p->srv);
 }
 
+efps_tp_rkey_t tpc_expose(efps_tp_ep_t *ep, efps_tp_mr_t *mr)
+{
+    efps_tp_rkey_t k, again;
+    assert_int_equal(efps_tp_mem_expose(ep, mr, &k), EFPS_OK);
+    assert_int_equal(k.length, efps_tp_mr_length(mr));
+    assert_int_equal(k.access, EFPS_TP_ACCESS_REMOTE_WRITE);
+    assert_int_equal(efps_tp_mem_expose(ep, mr, &again), EFPS_OK); /* the same key again */
+    assert_memory_equal(&again, &k, sizeof(k));
+    return k;
+}
+
 int poll_n(efps_tp_ctx_t *ctx, efps_tp_cqe_t *out, int want, int timeout_ms)
 {
     int got = 0;
@@ -223,11 +234,12 @@ void tpc_test_write_sizes(void **state)
     assert_int_equal(efps_tp_mem_reg(p.cli, src, max, 0, &smr), EFPS_OK);
     assert_int_equal(
         efps_tp_mem_reg(p.srv, dst, max + 2 * slack, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
+    efps_tp_rkey_t rk = tpc_expose(p.sep, dmr);
     for (size_t i = 0; i < tpc->n_write_sizes; i++) {
         size_t len = tpc->write_sizes[i], soff = len == max ? 0 : 3, doff = slack + 1;
         memset(dst, 0xA5, max + 2 * slack);
         uint64_t t0 = now_ms();
-        write_and_wait(&p, smr, soff, len, efps_tp_mr_rkey(dmr), doff, (uint32_t)(0xC0DE0000 + i));
+        write_and_wait(&p, smr, soff, len, &rk, doff, (uint32_t)(0xC0DE0000 + i));
         uint64_t dt = now_ms() - t0;
         assert_memory_equal(dst + doff, src + soff, len);
         /* Not a byte more: the bytes around the target are untouched. */
@@ -238,10 +250,9 @@ void tpc_test_write_sizes(void **state)
                    (unsigned long long)dt);
     }
     /* The very end of the region is writable, one byte further is not. */
-    write_and_wait(&p, smr, 0, 100, efps_tp_mr_rkey(dmr), max + 2 * slack - 100, 5);
-    assert_int_equal(
-        efps_tp_write_imm(p.cep, smr, 0, 101, efps_tp_mr_rkey(dmr), max + 2 * slack - 100, 5, 0),
-        EFPS_ERR_INVALID);
+    write_and_wait(&p, smr, 0, 100, &rk, max + 2 * slack - 100, 5);
+    assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 101, &rk, max + 2 * slack - 100, 5, 0),
+                     EFPS_ERR_INVALID);
     assert_int_equal(efps_tp_mem_dereg(smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_dereg(dmr), EFPS_OK);
     pair_close(&p);
@@ -266,6 +277,7 @@ void tpc_test_ordering(void **state)
     assert_int_equal(
         efps_tp_mem_reg(p.srv, dst, (size_t)n_writes * CHUNK, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
         EFPS_OK);
+    efps_tp_rkey_t rk = tpc_expose(p.sep, dmr);
     int posted = 0, sent_done = 0, received = 0, retries = 0;
     efps_tp_cqe_t cqes[64];
     uint64_t end = now_ms() + 120000;
@@ -275,7 +287,7 @@ void tpc_test_ordering(void **state)
             /* Odd sizes, so frames straddle socket reads everywhere. */
             size_t len = CHUNK - (size_t)(posted % 7);
             efps_status_t s =
-                efps_tp_write_imm(p.cep, smr, (size_t)posted * CHUNK, len, efps_tp_mr_rkey(dmr),
+                efps_tp_write_imm(p.cep, smr, (size_t)posted * CHUNK, len, &rk,
                                   (uint64_t)posted * CHUNK, (uint32_t)posted, (uint64_t)posted);
             if (s == EFPS_ERR_NO_RESOURCE) {
                 retries++;
@@ -321,7 +333,8 @@ void tpc_test_send_queue_full(void **state)
     assert_int_equal(efps_tp_mem_reg(p.cli, src, sizeof(src), 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
                      EFPS_OK);
-    const efps_tp_rkey_t *rk = efps_tp_mr_rkey(dmr);
+    efps_tp_rkey_t key = tpc_expose(p.sep, dmr);
+    const efps_tp_rkey_t *rk = &key;
     for (int i = 0; i < 4; i++)
         assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, rk, 0, (uint32_t)i, (uint64_t)i),
                          EFPS_OK);
@@ -359,9 +372,10 @@ void tpc_test_receive_backpressure(void **state)
     assert_int_equal(efps_tp_mem_reg(p.cli, src, sizeof(src), 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
                      EFPS_OK);
+    efps_tp_rkey_t rk = tpc_expose(p.sep, dmr);
     for (int i = 0; i < N; i++)
-        assert_int_equal(efps_tp_write_imm(p.cep, smr, (size_t)i * 16, 16, efps_tp_mr_rkey(dmr),
-                                           (uint64_t)i * 16, (uint32_t)i, (uint64_t)i),
+        assert_int_equal(efps_tp_write_imm(p.cep, smr, (size_t)i * 16, 16, &rk, (uint64_t)i * 16,
+                                           (uint32_t)i, (uint64_t)i),
                          EFPS_OK);
     efps_tp_cqe_t c[N];
     int out =
@@ -424,11 +438,13 @@ void tpc_test_many_endpoints(void **state)
     efps_tp_mr_t *smr, *dmr;
     assert_int_equal(efps_tp_mem_reg(cli, src, bytes, 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(srv, dst, bytes, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
+    efps_tp_rkey_t rk[TPC_MAX_EPS]; /* one region, a key per connection */
+    for (int i = 0; i < m; i++)
+        rk[i] = tpc_expose(sep[i], dmr);
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < m; i++)
-            assert_int_equal(efps_tp_write_imm(cep[i], smr, (size_t)i * SLOT, SLOT,
-                                               efps_tp_mr_rkey(dmr), (uint64_t)i * SLOT,
-                                               (uint32_t)(round * 1000 + i), 0),
+            assert_int_equal(efps_tp_write_imm(cep[i], smr, (size_t)i * SLOT, SLOT, &rk[i],
+                                               (uint64_t)i * SLOT, (uint32_t)(round * 1000 + i), 0),
                              EFPS_OK);
         efps_tp_cqe_t c[TPC_MAX_EPS];
         assert_int_equal(poll_n(cli, c, m, 20000), m);
@@ -594,8 +610,8 @@ void tpc_test_private_data_and_messages(void **state)
     assert_int_equal(efps_tp_mem_reg(cli, src, sizeof(src), 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
                      EFPS_OK);
-    assert_int_equal(efps_tp_write_imm(cep, smr, 0, sizeof(src), efps_tp_mr_rkey(dmr), 0, 99, 0),
-                     EFPS_OK);
+    efps_tp_rkey_t rk = tpc_expose(sep, dmr);
+    assert_int_equal(efps_tp_write_imm(cep, smr, 0, sizeof(src), &rk, 0, 99, 0), EFPS_OK);
     assert_int_equal(efps_tp_msg_send(cep, "after the write", 16), EFPS_OK);
     assert_int_equal(efps_tp_msg_recv(sep, buf, sizeof(buf), &len, 10000), EFPS_OK);
     int n = 0;
@@ -706,7 +722,10 @@ void tpc_child_main(int port_rd, int ready_wr)
         efps_tp_mem_reg(ctx, buf, tpc->child_region, EFPS_TP_ACCESS_REMOTE_WRITE, &mr) != EFPS_OK)
         _exit(5);
     uint8_t key[EFPS_TP_RKEY_PACKED];
-    efps_tp_rkey_pack(efps_tp_mr_rkey(mr), key);
+    efps_tp_rkey_t rk;
+    if (efps_tp_mem_expose(ep, mr, &rk) != EFPS_OK)
+        _exit(6);
+    efps_tp_rkey_pack(&rk, key);
     if (efps_tp_msg_send(ep, key, sizeof(key)) != EFPS_OK)
         _exit(6);
     char ok = 1;
@@ -862,10 +881,9 @@ void tpc_test_close_with_everything_open(void **state)
     assert_int_equal(efps_tp_mem_reg(p.cli, buf, sizeof(buf), 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
                      EFPS_OK);
+    efps_tp_rkey_t rk = tpc_expose(p.sep, dmr);
     for (int i = 0; i < 10; i++)
-        assert_int_equal(
-            efps_tp_write_imm(p.cep, smr, 0, 100, efps_tp_mr_rkey(dmr), 0, (uint32_t)i, 0),
-            EFPS_OK);
+        assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 100, &rk, 0, (uint32_t)i, 0), EFPS_OK);
     assert_int_equal(efps_tp_msg_send(p.cep, "left behind", 12), EFPS_OK);
     if (tpc->open_extras != NULL)
         tpc->open_extras(p.listener);
@@ -881,4 +899,66 @@ void tpc_test_close_with_everything_open(void **state)
     efps_tp_close(p.srv); /* endpoint, listener, region */
     if (tpc->close_extras != NULL)
         tpc->close_extras();
+}
+
+/* A key works only on the connection it was exposed to: the same key used
+ * on a second connection of the same peer host is refused by the transport
+ * (not a byte lands), that connection alone is dropped and the log names
+ * it, and the owning connection keeps working. */
+void tpc_test_key_bound_to_connection(void **state)
+{
+    (void)state;
+    efps_tp_ctx_t *srv = tpc_open(0, 0, 0), *cli = tpc_open(0, 0, 0);
+    char addr[64];
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
+    connector_t c;
+    efps_tp_ep_t *sep[2], *cep[2];
+    const char *labels[2] = {"owner", "intruder"};
+    for (int i = 0; i < 2; i++) {
+        connector_start(&c, cli, addr, NULL);
+        sep[i] = accept_one(l, labels[i], NULL);
+        assert_int_equal(connector_join(&c), EFPS_OK);
+        cep[i] = c.ep;
+    }
+    static uint8_t src[2][256], dst[512];
+    fill(src[0], sizeof(src[0]), 21);
+    memset(src[1], 0xEE, sizeof(src[1]));
+    memset(dst, 0, sizeof(dst));
+    efps_tp_mr_t *smr, *dmr;
+    assert_int_equal(efps_tp_mem_reg(cli, src, sizeof(src), 0, &smr), EFPS_OK);
+    assert_int_equal(efps_tp_mem_reg(srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
+                     EFPS_OK);
+    efps_tp_rkey_t owner_key = tpc_expose(sep[0], dmr);
+    pair_t owner = {.srv = srv, .cli = cli, .sep = sep[0], .cep = cep[0]};
+    write_and_wait(&owner, smr, 0, 128, &owner_key, 0, 1);
+
+    /* The intruder has the owner's key (it travels in clear) and uses it. */
+    capture_start();
+    assert_int_equal(efps_tp_write_imm(cep[1], smr, 256, 256, &owner_key, 256, 2, 2), EFPS_OK);
+    efps_tp_cqe_t dc = wait_disconnect(cli, cep[1], tpc->io_ms, NULL);
+    efps_tp_cqe_t ds = wait_disconnect(srv, sep[1], tpc->io_ms, NULL);
+    char *log = capture_stop();
+    assert_int_not_equal(dc.status, EFPS_OK);
+    assert_int_not_equal(ds.status, EFPS_OK);
+    char name[80];
+    snprintf(name, sizeof(name), "intruder (%s:", tpc->host);
+    assert_non_null(strstr(log, name));
+    for (size_t i = 128; i < sizeof(dst); i++)
+        assert_int_equal(dst[i], 0); /* not a byte of the intruder's */
+
+    /* The owner goes on as if nothing happened. */
+    assert_int_equal(efps_tp_ep_status(sep[0]), EFPS_OK);
+    assert_int_equal(efps_tp_ep_status(cep[0]), EFPS_OK);
+    write_and_wait(&owner, smr, 128, 128, &owner_key, 128, 3);
+    assert_memory_equal(dst, src[0], 256);
+
+    efps_tp_ep_destroy(cep[1]);
+    efps_tp_ep_destroy(sep[1]);
+    efps_tp_ep_destroy(cep[0]);
+    efps_tp_ep_destroy(sep[0]);
+    assert_int_equal(efps_tp_mem_dereg(smr), EFPS_OK);
+    assert_int_equal(efps_tp_mem_dereg(dmr), EFPS_OK);
+    efps_tp_listener_destroy(l);
+    efps_tp_close(cli);
+    efps_tp_close(srv);
 }

@@ -96,6 +96,9 @@ efps_tp_ep_t *accept_one(efps_tp_listener_t *l, const char *label, void *context
 void pair_open(pair_t *p, uint32_t sq, uint32_t rq, uint32_t timeout_ms);
 void pair_close(pair_t *p);
 
+/* The key with which ep's peer may write into mr (asserted to work). */
+efps_tp_rkey_t tpc_expose(efps_tp_ep_t *ep, efps_tp_mr_t *mr);
+
 /* Polls until want completions are collected or timeout_ms passes. */
 int poll_n(efps_tp_ctx_t *ctx, efps_tp_cqe_t *out, int want, int timeout_ms);
 efps_tp_cqe_t poll_one(efps_tp_ctx_t *ctx, int timeout_ms);
@@ -126,5 +129,6 @@ void tpc_test_reject_and_timeouts(void **state);
 void tpc_test_peer_killed(void **state);
 void tpc_test_peer_frozen(void **state);
 void tpc_test_close_with_everything_open(void **state);
+void tpc_test_key_bound_to_connection(void **state);
 
 #endif

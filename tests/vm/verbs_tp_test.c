@@ -53,26 +53,25 @@ static void test_open_and_regions(void **state)
     assert_null(ctx);
     assert_non_null(strstr(log, "no_such_dev9"));
 
-    ctx = tpc_open(0, 0, 0);
+    pair_t p;
+    pair_open(&p, 0, 0, 0);
     static uint8_t buf[10000];
     efps_tp_mr_t *mr = NULL, *src = NULL;
-    assert_int_equal(efps_tp_mem_reg(ctx, buf, sizeof(buf), EFPS_TP_ACCESS_REMOTE_WRITE, &mr),
+    assert_int_equal(efps_tp_mem_reg(p.srv, buf, sizeof(buf), EFPS_TP_ACCESS_REMOTE_WRITE, &mr),
                      EFPS_OK);
-    const efps_tp_rkey_t *k = efps_tp_mr_rkey(mr);
-    assert_int_equal(k->transport, 2);
-    assert_int_equal(k->base, (uint64_t)(uintptr_t)buf);
-    assert_int_equal(k->length, sizeof(buf));
-    assert_int_equal(k->access, EFPS_TP_ACCESS_REMOTE_WRITE);
+    efps_tp_rkey_t k = tpc_expose(p.sep, mr);
+    assert_int_equal(k.transport, 2);
+    assert_int_equal(k.base, (uint64_t)(uintptr_t)buf);
     uint8_t packed[EFPS_TP_RKEY_PACKED];
     efps_tp_rkey_t back;
-    efps_tp_rkey_pack(k, packed);
+    efps_tp_rkey_pack(&k, packed);
     assert_int_equal(efps_tp_rkey_unpack(packed, &back), EFPS_OK);
-    assert_memory_equal(&back, k, sizeof(back));
-    /* A source-only region: registered with no access flags at all. */
-    assert_int_equal(efps_tp_mem_reg(ctx, buf, 100, 0, &src), EFPS_OK);
-    assert_int_equal(efps_tp_mr_rkey(src)->access, 0);
+    assert_memory_equal(&back, &k, sizeof(back));
+    /* A source-only region: registered with no access flags, nothing to expose. */
+    assert_int_equal(efps_tp_mem_reg(p.srv, buf, 100, 0, &src), EFPS_OK);
+    assert_int_equal(efps_tp_mem_expose(p.sep, src, &back), EFPS_ERR_INVALID);
     assert_int_equal(efps_tp_mem_dereg(src), EFPS_OK);
-    efps_tp_close(ctx); /* frees mr */
+    pair_close(&p); /* frees mr */
 }
 
 /* Runs open("verbs") with one variable set (or unset), the old value restored. */
@@ -163,9 +162,9 @@ static void test_split_writes_window_one(void **state)
     efps_tp_mr_t *smr, *dmr;
     assert_int_equal(efps_tp_mem_reg(p.cli, src, len, 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(p.srv, dst, len, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
+    efps_tp_rkey_t rk = tpc_expose(p.sep, dmr);
     for (uint32_t i = 0; i < 3; i++)
-        assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, len, efps_tp_mr_rkey(dmr), 0, 40 + i, i),
-                         EFPS_OK);
+        assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, len, &rk, 0, 40 + i, i), EFPS_OK);
     efps_tp_cqe_t c[3];
     for (uint32_t i = 0; i < 3; i++) {
         c[i] = poll_one(p.srv, 60000);
@@ -204,7 +203,8 @@ static void test_wildcard_listen(void **state)
     assert_int_equal(efps_tp_mem_reg(p.cli, src, sizeof(src), 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
                      EFPS_OK);
-    write_and_wait(&p, smr, 0, sizeof(src), efps_tp_mr_rkey(dmr), 0, 3);
+    efps_tp_rkey_t rk = tpc_expose(p.sep, dmr);
+    write_and_wait(&p, smr, 0, sizeof(src), &rk, 0, 3);
     assert_memory_equal(dst, src, sizeof(src));
     efps_tp_mem_dereg(smr);
     efps_tp_mem_dereg(dmr);
@@ -282,7 +282,7 @@ static void test_forged_rkey(void **state)
     assert_int_equal(efps_tp_mem_reg(p.cli, src, sizeof(src), 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
                      EFPS_OK);
-    efps_tp_rkey_t forged = *efps_tp_mr_rkey(dmr);
+    efps_tp_rkey_t forged = tpc_expose(p.sep, dmr);
     forged.key ^= 0x5a5a00;
     capture_start();
     assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 64, &forged, 0, 1, 77), EFPS_OK);
@@ -315,7 +315,8 @@ static void test_dereg_in_use(void **state)
     assert_int_equal(efps_tp_mem_reg(p.cli, src, sizeof(src), 0, &smr), EFPS_OK);
     assert_int_equal(efps_tp_mem_reg(p.srv, dst, sizeof(dst), EFPS_TP_ACCESS_REMOTE_WRITE, &dmr),
                      EFPS_OK);
-    const efps_tp_rkey_t *rk = efps_tp_mr_rkey(dmr);
+    efps_tp_rkey_t key = tpc_expose(p.sep, dmr);
+    const efps_tp_rkey_t *rk = &key;
     /* Window 1: the second write waits for the receiver to poll the first. */
     assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, rk, 0, 1, 1), EFPS_OK);
     assert_int_equal(efps_tp_write_imm(p.cep, smr, 8, 8, rk, 8, 2, 2), EFPS_OK);
@@ -390,6 +391,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_forged_rkey),
         cmocka_unit_test(test_dereg_in_use),
         cmocka_unit_test(tpc_test_close_with_everything_open),
+        cmocka_unit_test(tpc_test_key_bound_to_connection),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* The tcp transport's insides, shared by its files:
  *   tcp_ctx.c   context, progress thread, kicks, timers
- *   tcp_mr.c    region table (ids, secrets, access), reg / dereg
+ *   tcp_hdr.c   the frame header decoded and checked on its own
+ *   tcp_mr.c    region table (ids, access), reg / dereg, per-endpoint keys
  *   tcp_conn.c  listen / accept / connect / destroy, endpoint failure
  *   tcp_tx.c    write_imm, msg_send, sending queued frames
  *   tcp_rx.c    the receive state machine, header validation, receive credit
@@ -26,13 +27,22 @@ typedef struct tcp_ctx tcp_ctx_t;
 /* What an epoll event's data.ptr points at (the first member of each). */
 typedef enum { TCP_POLL_EVENTFD, TCP_POLL_LISTENER, TCP_POLL_EP } tcp_poll_kind_t;
 
+/* One endpoint's key to a region (efps_tp_mem_expose): a write into the
+ * region is taken only with a secret of one of these, and only from the
+ * endpoint that secret was made for. */
+typedef struct tcp_expo {
+    struct tcp_ep *ep;
+    uint64_t secret; /* random; rkey.base */
+    struct tcp_expo *next;
+} tcp_expo_t;
+
 typedef struct {
     efps_tp_mr_t base;
-    uint32_t id;      /* index + 1 in ctx->regions; rkey.key */
-    uint64_t secret;  /* random; rkey.base */
-    unsigned rx_busy; /* writes landing in it right now */
-    unsigned tx_refs; /* writes posted from it, not yet handed to the kernel */
-    bool dead;        /* deregistered while a write was landing */
+    uint32_t id;       /* index + 1 in ctx->regions; rkey.key */
+    tcp_expo_t *expos; /* the keys handed out for it, one per endpoint */
+    unsigned rx_busy;  /* writes landing in it right now */
+    unsigned tx_refs;  /* writes posted from it, not yet handed to the kernel */
+    bool dead;         /* deregistered while a write was landing */
 } tcp_mr_t;
 
 typedef enum { TCP_TX_WRITE, TCP_TX_MSG, TCP_TX_CTRL } tcp_tx_kind_t;
@@ -151,8 +161,13 @@ void efps__tcp_set_heartbeat(tcp_ep_t *ep);
 efps_status_t efps__tcp_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
                                 efps_tp_mr_t **mr_p);
 efps_status_t efps__tcp_mem_dereg(efps_tp_mr_t *mr);
+efps_status_t efps__tcp_mem_expose(efps_tp_ep_t *ep, efps_tp_mr_t *mr, efps_tp_rkey_t *rkey_p);
 /* Lock held: the region that id names, or NULL. */
 tcp_mr_t *efps__tcp_region(tcp_ctx_t *ctx, uint32_t id);
+/* Lock held: the key of mr with this secret, or NULL. */
+const tcp_expo_t *efps__tcp_expo_find(const tcp_mr_t *mr, uint64_t secret);
+/* Lock held: every key handed out for ep stops working (its teardown). */
+void efps__tcp_unexpose_ep(tcp_ctx_t *ctx, const struct tcp_ep *ep);
 /* Progress thread, lock held: fails endpoints writing into dead regions. */
 void efps__tcp_reap_dead_regions(tcp_ctx_t *ctx);
 

@@ -195,6 +195,7 @@ void efps__tcp_ep_teardown(tcp_ep_t *ep)
             t->mr->tx_refs--;
     }
     ep->tx_count = 0;
+    efps__tcp_unexpose_ep(ctx, ep);
     efps__tp_cq_purge(&ctx->base.cq, &ep->base);
     if (ep->cq_reserved) {
         efps__tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));

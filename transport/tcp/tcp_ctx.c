@@ -276,7 +276,7 @@ static void tcp_close(efps_tp_ctx_t *base)
         free(l);
     }
     for (uint32_t i = 0; i < ctx->n_regions; i++)
-        free(ctx->regions[i]);
+        free(ctx->regions[i]); /* no keys left: every endpoint's teardown took its own */
     free(ctx->regions);
     close(ctx->evfd);
     close(ctx->epfd);
@@ -297,6 +297,7 @@ const struct efps_transport_ops efps__tcp_ops = {
     .close = tcp_close,
     .mem_reg = efps__tcp_mem_reg,
     .mem_dereg = efps__tcp_mem_dereg,
+    .mem_expose = efps__tcp_mem_expose,
     .listen = efps__tcp_listen,
     .accept = efps__tcp_accept,
     .reject = efps__tcp_reject,

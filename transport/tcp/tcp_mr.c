@@ -1,7 +1,9 @@
 /* Registered regions of the tcp transport. A region is named on the wire by
- * its id and a random 64-bit secret: the receiver accepts a write only when
- * both match a live region that grants remote write, so a peer can reach
- * exactly the regions whose keys it was given. */
+ * its id and a random 64-bit secret, one secret per endpoint the region was
+ * exposed to: the receiver accepts a write only when both match a live
+ * region that grants remote write and the secret was made for the endpoint
+ * the write arrives on, so a peer can reach exactly the regions whose keys
+ * it was given, and only over its own connection. */
 #include "transport/tcp/tcp.h"
 
 #include <stdlib.h>
@@ -13,7 +15,7 @@ static efps_status_t random_secret(uint64_t *secret_p)
     uint64_t s = 0;
     while (s == 0) { /* 0 is what an unused header field holds */
         if (getrandom(&s, sizeof(s), 0) != (ssize_t)sizeof(s)) {
-            efps_error("tcp: register memory: getrandom failed");
+            efps_error("tcp: expose memory: getrandom failed");
             return EFPS_ERR_SYSTEM;
         }
     }
@@ -57,36 +59,98 @@ efps_status_t efps__tcp_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length, 
         efps_error("tcp: register memory: out of memory");
         return EFPS_ERR_NOMEM;
     }
-    efps_status_t status = random_secret(&mr->secret);
-    if (status != EFPS_OK)
-        goto err_free;
+    mr->base = (efps_tp_mr_t){.ctx = base, .addr = addr, .length = length, .access = access};
     pthread_mutex_lock(&ctx->base.lock);
-    status = take_slot(ctx, &index);
-    if (status == EFPS_OK)
+    efps_status_t status = take_slot(ctx, &index);
+    if (status == EFPS_OK) {
+        mr->id = index + 1;
         ctx->regions[index] = mr;
+    }
     pthread_mutex_unlock(&ctx->base.lock);
-    if (status != EFPS_OK)
-        goto err_free;
-    mr->id = index + 1;
-    mr->base = (efps_tp_mr_t){
-        .ctx = base,
-        .addr = addr,
-        .length = length,
-        .access = access,
-        .rkey = {.base = mr->secret,
-                 .length = length,
-                 .key = mr->id,
-                 .transport = EFPS_TP_ID_TCP,
-                 .access = (uint16_t)access},
-    };
+    if (status != EFPS_OK) {
+        free(mr);
+        return status;
+    }
     efps_debug("tcp: registered region %u: %p, %zu bytes, access 0x%x", mr->id, addr, length,
                access);
     *mr_p = &mr->base;
     return EFPS_OK;
+}
 
-err_free:
-    free(mr);
+static void free_expos(tcp_mr_t *mr)
+{
+    while (mr->expos != NULL) {
+        tcp_expo_t *x = mr->expos;
+        mr->expos = x->next;
+        free(x);
+    }
+}
+
+efps_status_t efps__tcp_mem_expose(efps_tp_ep_t *base, efps_tp_mr_t *region, efps_tp_rkey_t *rkey_p)
+{
+    tcp_ep_t *ep = TCP_EP(base);
+    tcp_mr_t *mr = (tcp_mr_t *)region;
+    tcp_ctx_t *ctx = ep->ctx;
+    uint64_t secret;
+    efps_status_t status = random_secret(&secret);
+    tcp_expo_t *x = calloc(1, sizeof(*x));
+    if (status == EFPS_OK && x == NULL) {
+        efps_error("tcp: expose region %u to %s: out of memory", mr->id, base->name);
+        status = EFPS_ERR_NOMEM;
+    }
+    pthread_mutex_lock(&ctx->base.lock);
+    if (status == EFPS_OK && ep->state != TCP_EP_CONNECTED) {
+        efps_error("tcp: expose region %u to %s: the connection is down", mr->id, base->name);
+        status = EFPS_ERR_PEER;
+    }
+    const tcp_expo_t *have = NULL;
+    for (const tcp_expo_t *e = mr->expos; e != NULL && status == EFPS_OK; e = e->next)
+        if (e->ep == ep)
+            have = e;
+    if (status == EFPS_OK && have == NULL) {
+        /* Another endpoint's key with the same secret would take its writes. */
+        while (efps__tcp_expo_find(mr, secret) != NULL && status == EFPS_OK)
+            status = random_secret(&secret);
+        *x = (tcp_expo_t){.ep = ep, .secret = secret, .next = mr->expos};
+        mr->expos = x;
+        have = x;
+        x = NULL;
+    }
+    if (status == EFPS_OK)
+        *rkey_p = (efps_tp_rkey_t){.base = have->secret,
+                                   .length = mr->base.length,
+                                   .key = mr->id,
+                                   .transport = EFPS_TP_ID_TCP,
+                                   .access = (uint16_t)mr->base.access};
+    pthread_mutex_unlock(&ctx->base.lock);
+    free(x);
+    if (status == EFPS_OK)
+        efps_debug("tcp: region %u exposed to %s", mr->id, base->name);
     return status;
+}
+
+const tcp_expo_t *efps__tcp_expo_find(const tcp_mr_t *mr, uint64_t secret)
+{
+    for (const tcp_expo_t *x = mr->expos; x != NULL; x = x->next)
+        if (x->secret == secret)
+            return x;
+    return NULL;
+}
+
+void efps__tcp_unexpose_ep(tcp_ctx_t *ctx, const tcp_ep_t *ep)
+{
+    for (uint32_t i = 0; i < ctx->n_regions; i++) {
+        tcp_mr_t *mr = ctx->regions[i];
+        for (tcp_expo_t **pp = mr != NULL ? &mr->expos : NULL; pp != NULL && *pp != NULL;) {
+            tcp_expo_t *x = *pp;
+            if (x->ep == ep) {
+                *pp = x->next;
+                free(x);
+            } else {
+                pp = &x->next;
+            }
+        }
+    }
 }
 
 efps_status_t efps__tcp_mem_dereg(efps_tp_mr_t *base)
@@ -110,6 +174,7 @@ efps_status_t efps__tcp_mem_dereg(efps_tp_mr_t *base)
         while (mr->rx_busy > 0)
             efps__tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
     }
+    free_expos(mr);
     pthread_mutex_unlock(&ctx->base.lock);
     efps_debug("tcp: deregistered region %u", mr->id);
     free(mr);

@@ -12,29 +12,6 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
-static const char *frame_name(uint8_t type)
-{
-    static const char *const names[] = {"?",     "CONNECT", "ACCEPT", "REJECT",
-                                        "WRITE", "MSG",     "PING",   "BYE"};
-    return type < sizeof(names) / sizeof(names[0]) ? names[type] : "unknown";
-}
-
-static const char *state_name(tcp_ep_state_t state)
-{
-    switch (state) {
-    case TCP_EP_HANDSHAKE:
-        return "before the connection request";
-    case TCP_EP_QUEUED:
-    case TCP_EP_REQUEST:
-        return "before the connection was accepted";
-    case TCP_EP_CONNECTED:
-        return "on an open connection";
-    case TCP_EP_DOWN:
-        break;
-    }
-    return "on a closed connection";
-}
-
 /* Fails the connection for a protocol violation; evaluates to false. */
 #define violation(ep, ...)                                                                         \
     (efps__tcp_ep_fail((ep), EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__), false)
@@ -56,18 +33,23 @@ bool efps__tcp_rx_can_resume(const tcp_ep_t *ep)
     return !efps__tp_msgq_full(&ep->base.msgs);
 }
 
-/* Lock held. Checks a WRITE header against the region table and aims the
- * payload at the region. false: the endpoint failed or must wait. */
+/* Lock held. Checks a WRITE header against the region table and the keys
+ * this endpoint was given, and aims the payload at the region. false: the
+ * endpoint failed or must wait. */
 static bool start_write(tcp_ep_t *ep)
 {
     const tcp_hdr_t *h = &ep->rx_hdr;
     tcp_mr_t *mr = efps__tcp_region(ep->ctx, h->region);
     if (mr == NULL)
         return violation(ep, "write to region %u, which does not exist", h->region);
-    if (mr->secret != h->secret)
-        return violation(ep, "write to region %u with a wrong key", h->region);
     if (!(mr->base.access & EFPS_TP_ACCESS_REMOTE_WRITE))
         return violation(ep, "write to region %u, which does not allow remote writes", h->region);
+    const tcp_expo_t *x = efps__tcp_expo_find(mr, h->secret);
+    if (x == NULL)
+        return violation(ep, "write to region %u with a wrong key", h->region);
+    if (x->ep != ep)
+        return violation(ep, "write to region %u with the key of another connection (%s)",
+                         h->region, x->ep->base.name);
     uint64_t size = mr->base.length;
     if (h->offset > size || h->length > size - h->offset)
         return violation(ep, "write of %u bytes at offset %llu is outside region %u (%llu bytes)",
@@ -81,13 +63,6 @@ static bool start_write(tcp_ep_t *ep)
     ep->rx_dst = (uint8_t *)mr->base.addr + h->offset;
     ep->rx_want = h->length;
     return true;
-}
-
-static bool fields_unused(const tcp_hdr_t *h)
-{
-    /* CONNECT announces the connector's timeout in imm. */
-    return (h->imm == 0 || h->type == TCP_F_CONNECT) && h->region == 0 && h->secret == 0 &&
-           h->offset == 0;
 }
 
 /* Lock held: the frame's payload is all here (or it had none). */
@@ -132,29 +107,22 @@ static bool finish_frame(tcp_ep_t *ep)
     return true;
 }
 
+static tcp_phase_t phase_of(tcp_ep_state_t state)
+{
+    return state == TCP_EP_HANDSHAKE   ? TCP_PHASE_HANDSHAKE
+           : state == TCP_EP_CONNECTED ? TCP_PHASE_OPEN
+                                       : TCP_PHASE_CLOSED;
+}
+
 /* Lock held: a whole header has arrived. Validates it and decides where its
  * payload goes. false: the endpoint failed, or waits for credit. */
 static bool start_frame(tcp_ep_t *ep)
 {
+    char why[160];
     tcp_hdr_t *h = &ep->rx_hdr;
-    tcp_hdr_decode(ep->rx_hdr_buf, h);
-    if (h->magic != TCP_WIRE_MAGIC)
-        return violation(ep, "bad magic 0x%08x in a frame header (not an efps tcp peer?)",
-                         h->magic);
-    if (h->version != TCP_WIRE_VERSION)
-        return violation(ep, "wire version %u, this side speaks %u", h->version, TCP_WIRE_VERSION);
-    bool allowed =
-        ep->state == TCP_EP_HANDSHAKE
-            ? h->type == TCP_F_CONNECT
-            : ep->state == TCP_EP_CONNECTED && (h->type == TCP_F_WRITE || h->type == TCP_F_MSG ||
-                                                h->type == TCP_F_PING || h->type == TCP_F_BYE);
-    if (!allowed)
-        return violation(ep, "unexpected %s frame (type %u) %s", frame_name(h->type), h->type,
-                         state_name(ep->state));
-    if (h->flags != 0 || h->reserved != 0 || (h->type != TCP_F_WRITE && !fields_unused(h)))
-        return violation(ep, "%s frame with reserved or unused header fields set",
-                         frame_name(h->type));
-
+    if (efps__tcp_hdr_check(ep->rx_hdr_buf, TCP_HDR_LEN, phase_of(ep->state), h, why,
+                            sizeof(why)) != EFPS_OK)
+        return violation(ep, "%s", why);
     ep->rx_want = h->length;
     switch ((tcp_frame_t)h->type) {
     case TCP_F_WRITE:
@@ -162,21 +130,14 @@ static bool start_frame(tcp_ep_t *ep)
             return false;
         break;
     case TCP_F_MSG:
-        if (h->length == 0 || h->length > EFPS_TP_MSG_MAX)
-            return violation(ep, "message of %u bytes (1..%d allowed)", h->length, EFPS_TP_MSG_MAX);
         if (efps__tp_msgq_full(&ep->base.msgs))
             return block(ep);
         ep->rx_dst = efps__tp_msgq_tail(&ep->base.msgs);
         break;
     case TCP_F_CONNECT:
-        if (h->length > EFPS_TP_PRIV_MAX)
-            return violation(ep, "connection request with %u bytes of private data (at most %d)",
-                             h->length, EFPS_TP_PRIV_MAX);
         ep->rx_dst = ep->req.priv;
         break;
     default: /* PING, BYE */
-        if (h->length != 0)
-            return violation(ep, "%s frame with a %u-byte payload", frame_name(h->type), h->length);
         break;
     }
     ep->rx_hdr_got = 0; /* the header is used: the next one starts afresh */
@@ -194,7 +155,7 @@ static void on_eof(tcp_ep_t *ep)
     if (ep->rx_state == TCP_RX_PAYLOAD)
         efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
                           "closed in the middle of a %s frame (%zu of %zu payload bytes)",
-                          frame_name(ep->rx_hdr.type), ep->rx_got, ep->rx_want);
+                          efps__tcp_frame_name(ep->rx_hdr.type), ep->rx_got, ep->rx_want);
     else if (ep->rx_hdr_got > 0)
         efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, internal ? EFPS_ERR_PROTO : EFPS_ERR_PEER,
                           "truncated frame header (%zu of %d bytes), then closed", ep->rx_hdr_got,

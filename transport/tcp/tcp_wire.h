@@ -25,6 +25,9 @@
 #ifndef EFPS_TCP_WIRE_H
 #define EFPS_TCP_WIRE_H
 
+#include "efps/transport.h"
+
+#include <stddef.h>
 #include <stdint.h>
 
 #define TCP_WIRE_MAGIC   0x54504645u
@@ -105,5 +108,26 @@ static inline tcp_hdr_t tcp_hdr_make(tcp_frame_t type, uint32_t length)
                    .length = length};
     return h;
 }
+
+/* Which frames a connection may receive now. */
+typedef enum {
+    TCP_PHASE_HANDSHAKE, /* accepted, before the connection request: CONNECT only */
+    TCP_PHASE_OPEN,      /* an open connection: WRITE, MSG, PING, BYE */
+    TCP_PHASE_CLOSED,    /* nothing */
+} tcp_phase_t;
+
+/* Decodes one frame header and checks everything it can say on its own
+ * (tcp_hdr.c): length of the buffer, magic, version, a frame type allowed in
+ * phase, flags and reserved fields zero, fields the type does not use zero,
+ * and the payload length the type allows (CONNECT at most EFPS_TP_PRIV_MAX,
+ * MSG 1..EFPS_TP_MSG_MAX, WRITE at most EFPS_TP_WRITE_MAX, PING and BYE 0).
+ * A WRITE's region, secret and offset are checked by the receiver against its
+ * region table and the connection (tcp_rx.c). Pure: no I/O, no allocation,
+ * no logging, so a fuzzer can call it on any bytes. EFPS_OK fills *hdr_p;
+ * EFPS_ERR_PROTO writes why (if why is not NULL) into why[why_cap]. */
+efps_status_t efps__tcp_hdr_check(const uint8_t *buf, size_t len, tcp_phase_t phase,
+                                  tcp_hdr_t *hdr_p, char *why, size_t why_cap);
+/* "CONNECT", "WRITE"..., "unknown". */
+const char *efps__tcp_frame_name(uint8_t type);
 
 #endif

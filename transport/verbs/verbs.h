@@ -257,6 +257,7 @@ int efps__verbs_progress_cq(verbs_ctx_t *ctx);
 efps_status_t efps__verbs_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length, unsigned access,
                                   efps_tp_mr_t **mr_p);
 efps_status_t efps__verbs_mem_dereg(efps_tp_mr_t *mr);
+efps_status_t efps__verbs_mem_expose(efps_tp_ep_t *ep, efps_tp_mr_t *mr, efps_tp_rkey_t *rkey_p);
 
 /* ---- verbs_rx.c ------------------------------------------------------------- */
 /* Adds (or with a negative n removes) an endpoint's share of SRQ buffers. */

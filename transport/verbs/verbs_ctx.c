@@ -467,6 +467,7 @@ const struct efps_transport_ops efps__verbs_ops = {
     .close = verbs_close,
     .mem_reg = efps__verbs_mem_reg,
     .mem_dereg = efps__verbs_mem_dereg,
+    .mem_expose = efps__verbs_mem_expose,
     .listen = efps__verbs_listen,
     .accept = efps__verbs_accept,
     .reject = efps__verbs_reject,

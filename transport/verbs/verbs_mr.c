@@ -31,17 +31,7 @@ efps_status_t efps__verbs_mem_reg(efps_tp_ctx_t *base, void *addr, size_t length
         free(mr);
         return err == ENOMEM ? EFPS_ERR_NOMEM : efps__verbs_errno_status(err);
     }
-    mr->base = (efps_tp_mr_t){
-        .ctx = base,
-        .addr = addr,
-        .length = length,
-        .access = access,
-        .rkey = {.base = (uint64_t)(uintptr_t)addr,
-                 .length = length,
-                 .key = mr->mr->rkey,
-                 .transport = EFPS_TP_ID_VERBS,
-                 .access = (uint16_t)access},
-    };
+    mr->base = (efps_tp_mr_t){.ctx = base, .addr = addr, .length = length, .access = access};
     pthread_mutex_lock(&ctx->base.lock);
     mr->next = ctx->mrs;
     if (ctx->mrs != NULL)
@@ -87,4 +77,16 @@ efps_status_t efps__verbs_mem_dereg(efps_tp_mr_t *base)
     }
     free(mr);
     return status;
+}
+
+efps_status_t efps__verbs_mem_expose(efps_tp_ep_t *ep, efps_tp_mr_t *base, efps_tp_rkey_t *rkey_p)
+{
+    verbs_mr_t *mr = (verbs_mr_t *)base;
+    (void)ep;
+    *rkey_p = (efps_tp_rkey_t){.base = (uint64_t)(uintptr_t)base->addr,
+                               .length = base->length,
+                               .key = mr->mr->rkey,
+                               .transport = EFPS_TP_ID_VERBS,
+                               .access = (uint16_t)base->access};
+    return EFPS_OK;
 }
