@@ -9,6 +9,7 @@ PACKAGES=(
   libhwloc-dev libopenblas-dev libcmocka-dev libbenchmark-dev libssl-dev zlib1g-dev
   openmpi-bin libopenmpi-dev gnuplot-nox dataset-fashion-mnist
   qemu-system-x86 busybox-static kmod cpio iproute2
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

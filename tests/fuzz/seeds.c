@@ -1,0 +1,146 @@
+/* Writes the seed corpora of the fuzz targets from files the library itself
+ * makes: fuzz_seeds DIR writes DIR/idx/ and DIR/ckpt/ (the config seeds are
+ * plain text, kept as they are). Each file starts with the target's mode
+ * byte (see each fuzz_<name>.c). */
+#include "efps/optim.h"
+#include "nn/idx.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static const char *dir;
+
+static void put(const char *sub, const char *name, uint8_t mode, const void *a, size_t alen,
+                const void *b, size_t blen)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", dir, sub);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/%s/%s", dir, sub, name);
+    FILE *f = fopen(path, "wb");
+    if (f == NULL || fwrite(&mode, 1, 1, f) != 1 || fwrite(a, 1, alen, f) != alen ||
+        (blen > 0 && fwrite(b, 1, blen, f) != blen) || fclose(f) != 0) {
+        perror(path);
+        exit(1);
+    }
+}
+
+/* An IDX ubyte file of ndims dims in buf; returns its length. */
+static size_t make_idx(uint8_t *buf, int ndims, const uint32_t *dims)
+{
+    size_t off = 0, n = 1;
+    buf[off++] = 0;
+    buf[off++] = 0;
+    buf[off++] = 0x08;
+    buf[off++] = (uint8_t)ndims;
+    for (int i = 0; i < ndims; i++) {
+        for (int s = 24; s >= 0; s -= 8)
+            buf[off++] = (uint8_t)(dims[i] >> s);
+        n *= dims[i];
+    }
+    for (size_t i = 0; i < n; i++)
+        buf[off++] = (uint8_t)(ndims == 1 ? i % 10 : i * 37 % 251);
+    return off;
+}
+
+static size_t gz(uint8_t *out, size_t cap, const uint8_t *in, size_t len)
+{
+    z_stream z = {0};
+    if (deflateInit2(&z, 9, Z_DEFLATED, 16 + 15, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+        exit(1);
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)len;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    if (deflate(&z, Z_FINISH) != Z_STREAM_END)
+        exit(1);
+    deflateEnd(&z);
+    return z.total_out;
+}
+
+static void idx_seeds(void)
+{
+    static uint8_t img[16 + 3 * 784], lab[8 + 3], img_gz[4096], lab_gz[256], pair[8192];
+    const uint32_t img_dims[3] = {3, 28, 28}, lab_dims[1] = {3};
+    size_t ilen = make_idx(img, 3, img_dims), llen = make_idx(lab, 1, lab_dims);
+    size_t igz = gz(img_gz, sizeof(img_gz), img, ilen), lgz = gz(lab_gz, sizeof(lab_gz), lab, llen);
+    put("idx", "images", 0, img, ilen, NULL, 0);
+    put("idx", "labels.gz", 0, lab_gz, lgz, NULL, 0);
+    put("idx", "images.gz", 0, img_gz, igz, NULL, 0);
+    /* pairs: two bytes of split, the image file, the label file */
+    pair[0] = (uint8_t)ilen;
+    pair[1] = (uint8_t)(ilen >> 8);
+    memcpy(pair + 2, img, ilen);
+    put("idx", "pair", 1, pair, 2 + ilen, lab, llen);
+    pair[0] = (uint8_t)igz;
+    pair[1] = (uint8_t)(igz >> 8);
+    memcpy(pair + 2, img_gz, igz);
+    put("idx", "pair.gz", 1, pair, 2 + igz, lab_gz, lgz);
+}
+
+/* Saves with save(obj, path), then writes it raw (mode) and as a bare
+ * payload (mode | 4, which fuzz_ckpt wraps in a container again). */
+static void ckpt_seed(const char *name, uint8_t mode, efps_status_t st)
+{
+    char path[4096], raw[4200];
+    snprintf(path, sizeof(path), "%s/tmp.ckpt", dir);
+    if (st != EFPS_OK) {
+        fprintf(stderr, "fuzz_seeds: cannot save %s\n", name);
+        exit(1);
+    }
+    FILE *f = fopen(path, "rb");
+    static uint8_t buf[1 << 20];
+    size_t len = f != NULL ? fread(buf, 1, sizeof(buf), f) : 0;
+    if (f == NULL || len < 28 || len == sizeof(buf))
+        exit(1);
+    fclose(f);
+    unlink(path);
+    put("ckpt", name, mode, buf, len, NULL, 0);
+    snprintf(raw, sizeof(raw), "%s.payload", name);
+    put("ckpt", raw, mode | 4, buf + 24, len - 28, NULL, 0);
+}
+
+static void ckpt_seeds(void)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/tmp.ckpt", dir);
+    const efps_optim_config_t bs = {.compressor = EFPS_COMP_BLOCKSIGN,
+                                    .block = 4,
+                                    .momentum = 0.9f,
+                                    .nesterov = 1,
+                                    .weight_decay = 1e-4f};
+    efps_worker_opt_t *w = efps_worker_opt_create(&bs, 10);
+    ckpt_seed("worker", 0, efps_worker_opt_save(w, path));
+    efps_worker_opt_destroy(w);
+    efps_server_opt_t *s = efps_server_opt_create(&bs, 10, 3);
+    ckpt_seed("server", 1, efps_server_opt_save(s, path));
+    efps_server_opt_destroy(s);
+    /* a simulation two steps in: non-zero state everywhere */
+    efps_sim_problem_t *p;
+    if (efps_sim_problem_lsq_create(6, 32, 4, 0.1f, 7, &p) != EFPS_OK)
+        exit(1);
+    float x0[6];
+    efps_sim_problem_init(p, x0);
+    efps_sim_t *sim = efps_sim_create(&bs, 6, 2, x0, efps_sim_problem_grad, p, 11);
+    if (sim == NULL || efps_sim_step(sim, 0.1f) != EFPS_OK || efps_sim_step(sim, 0.1f) != EFPS_OK)
+        exit(1);
+    ckpt_seed("sim", 2, efps_sim_save(sim, path));
+    efps_sim_destroy(sim);
+    efps_sim_problem_destroy(p);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2) {
+        fprintf(stderr, "usage: fuzz_seeds DIR\n");
+        return 2;
+    }
+    dir = argv[1];
+    idx_seeds();
+    ckpt_seeds();
+    return 0;
+}
