@@ -1,9 +1,10 @@
 /* Writes the seed corpora of the fuzz targets from files the library itself
- * makes: fuzz_seeds DIR writes DIR/idx/ and DIR/ckpt/ (the config seeds are
- * plain text, kept as they are). Each file starts with the target's mode
+ * makes: fuzz_seeds DIR writes DIR/idx/, DIR/ckpt/ and DIR/tcp/ (the config
+ * seeds are plain text, kept as they are). Each file starts with the target's mode
  * byte (see each fuzz_<name>.c). */
 #include "efps/optim.h"
 #include "nn/idx.h"
+#include "transport/tcp/tcp_wire.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,6 +134,42 @@ static void ckpt_seeds(void)
     efps_sim_problem_destroy(p);
 }
 
+/* Appends a frame (header, then len payload bytes) to buf at *off. */
+static void frame(uint8_t *buf, size_t *off, tcp_hdr_t h)
+{
+    tcp_hdr_encode(&h, buf + *off);
+    *off += TCP_HDR_LEN;
+    for (uint32_t i = 0; i < h.length; i++)
+        buf[(*off)++] = (uint8_t)(i * 13 + 1);
+}
+
+static void tcp_seeds(void)
+{
+    static uint8_t buf[4096];
+    size_t off = 0;
+    /* a connection as an acceptor reads it: CONNECT with private data and a
+     * timeout, a MSG, a WRITE, a PING, a BYE */
+    tcp_hdr_t connect = tcp_hdr_make(TCP_F_CONNECT, 40);
+    connect.imm = 30000;
+    frame(buf, &off, connect);
+    frame(buf, &off, tcp_hdr_make(TCP_F_MSG, 100));
+    tcp_hdr_t write = tcp_hdr_make(TCP_F_WRITE, 64);
+    write.imm = 7;
+    write.region = 3;
+    write.secret = 0x0123456789abcdefull;
+    write.offset = 128;
+    frame(buf, &off, write);
+    frame(buf, &off, tcp_hdr_make(TCP_F_PING, 0));
+    frame(buf, &off, tcp_hdr_make(TCP_F_BYE, 0));
+    put("tcp", "session", 0, buf, off, NULL, 0);
+    /* an open connection: writes and messages */
+    off = 0;
+    frame(buf, &off, write);
+    frame(buf, &off, tcp_hdr_make(TCP_F_MSG, 1));
+    frame(buf, &off, tcp_hdr_make(TCP_F_MSG, 300));
+    put("tcp", "open", 1, buf, off, NULL, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -142,5 +179,6 @@ int main(int argc, char **argv)
     dir = argv[1];
     idx_seeds();
     ckpt_seeds();
+    tcp_seeds();
     return 0;
 }
