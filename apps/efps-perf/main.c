@@ -78,8 +78,9 @@ static void worker(const opts_t *o, int rank, int fd)
     cfg.num_workers = o->workers;
     const size_t n = o->size / 4;
     float *g = efps_aligned_alloc(o->size), *x = efps_aligned_calloc(o->size);
-    efps_ps_t *ps = efps_ps_init(&cfg);
-    if (ps == NULL || g == NULL || x == NULL || efps_ps_declare(ps, 1, n) != EFPS_OK)
+    efps_ps_t *ps = NULL;
+    if (efps_ps_init(&cfg, &ps) != EFPS_OK || g == NULL || x == NULL ||
+        efps_ps_declare(ps, 1, n) != EFPS_OK)
         goto out;
     for (size_t i = 0; i < n; i++)
         g[i] = (float)((i * 2654435761u) % 2001) * 1e-3f - 1.0f;

@@ -1,9 +1,11 @@
 /* efps-server: one parameter server process. Run S of them (EFPS_SERVERS
  * lists them all); each serves the parts of the model placed on it until
- * every worker has finished, then exits 0. A failed peer makes it exit 1. */
+ * every worker has finished, then exits 0. A failed peer makes it exit 1, as
+ * does SIGINT or SIGTERM (after closing everything cleanly). */
 #include "efps/ps.h"
 
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,44 @@ static void usage(FILE *f)
         "  -P, --port-file PATH    write the port listened on to PATH (with --bind :0)\n"
         "  -v, --verbose           log at info level                          EFPS_LOG\n"
         "  -h, --help              this text\n");
+}
+
+/* The server the signal handlers stop (efps_server_stop is async-signal-safe),
+ * and whether a signal came before it existed. */
+static efps_server_t *volatile running;
+static volatile sig_atomic_t signalled;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    signalled = 1;
+    efps_server_stop(running);
+}
+
+/* SIGINT/SIGTERM end the run cleanly: connections closed, memory freed,
+ * the port released, exit status 1 (the workers did not finish). The
+ * handlers are in place before the server is created, so a signal during
+ * the start-up is not lost. */
+static int serve(const efps_ps_config_t *cfg)
+{
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    efps_server_t *srv;
+    if (efps_server_create(cfg, &srv) != EFPS_OK)
+        return 1;
+    running = srv;
+    if (signalled)
+        efps_server_stop(srv);
+    efps_status_t st = efps_server_run(srv);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    running = NULL;
+    efps_server_destroy(srv);
+    if (st == EFPS_ERR_STOPPED)
+        fprintf(stderr, "efps-server: stopped by a signal before the workers finished\n");
+    return st == EFPS_OK ? 0 : 1;
 }
 
 static int read_secret(const char *path, char *buf, size_t cap)
@@ -152,5 +192,5 @@ int main(int argc, char **argv)
     }
     if (port_file != NULL)
         setenv("EFPS_PORT_FILE", port_file, 1);
-    return efps_server_main(&cfg);
+    return serve(&cfg);
 }

@@ -407,9 +407,10 @@ static efps_sim_t *make_sim(const args_t *a, efps_sim_problem_t *p)
     if (x0 == NULL)
         return NULL;
     efps_sim_problem_init(p, x0);
-    sim = efps_sim_create(&a->opt, n, a->workers, x0, efps_sim_problem_grad, p, a->seed);
+    efps_status_t st =
+        efps_sim_create(&a->opt, n, a->workers, x0, efps_sim_problem_grad, p, a->seed, &sim);
     free(x0);
-    if (sim == NULL)
+    if (st != EFPS_OK)
         fprintf(stderr, "efps-sim: cannot create the simulation (see the log above)\n");
     return sim;
 }

@@ -243,7 +243,7 @@ int train_worker(const train_opts_t *o)
                         (uint64_t)o->epochs * w.sampler.batches_per_epoch) != 0)
             goto out_free;
     }
-    if ((ps = efps_ps_init(&w.cfg)) == NULL)
+    if (efps_ps_init(&w.cfg, &ps) != EFPS_OK)
         goto out_report;
     efps_status_t st = train_loop(&w, ps, &rep, &row);
     efps_status_t fin = efps_ps_finalize(ps);

@@ -30,7 +30,8 @@ extern "C" {
     X(ERR_NO_RESOURCE, -12, "no resource available now, make progress and retry")                  \
     X(ERR_TRANSPORT, -13, "transport error")                                                       \
     X(ERR_STATE, -14, "call not valid in the current state")                                       \
-    X(ERR_SYSTEM, -15, "system call failed")
+    X(ERR_SYSTEM, -15, "system call failed")                                                       \
+    X(ERR_STOPPED, -16, "stopped on request before the work was done")
 
 typedef enum {
 #define EFPS_STATUS_ENUM(name, value, msg) EFPS_##name = value,

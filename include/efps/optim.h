@@ -66,9 +66,11 @@ EFPS_API size_t efps_encoded_size(const efps_optim_config_t *cfg, size_t n);
 typedef struct efps_worker_opt efps_worker_opt_t;
 
 /* A worker's state for one tensor of n > 0 elements: momentum, error (blocksign),
- * weight-decay momentum (wd > 0), all zero; previous lr 0. NULL (logged) on a
- * bad config or out of memory. */
-EFPS_API efps_worker_opt_t *efps_worker_opt_create(const efps_optim_config_t *cfg, size_t n);
+ * weight-decay momentum (wd > 0), all zero; previous lr 0, into *w_p.
+ * EFPS_ERR_INVALID (logged) on a bad config or size, EFPS_ERR_NOMEM; *w_p is
+ * set only on success (as by every creator of efps). */
+EFPS_API efps_status_t efps_worker_opt_create(const efps_optim_config_t *cfg, size_t n,
+                                              efps_worker_opt_t **w_p);
 EFPS_API void efps_worker_opt_destroy(efps_worker_opt_t *w);
 
 /* Steps 1-5: grad (n floats) -> encoded push message (efps_encoded_size bytes,
@@ -97,11 +99,11 @@ EFPS_API size_t efps_worker_opt_size(const efps_worker_opt_t *w);
 typedef struct efps_server_opt efps_server_opt_t;
 
 /* The server's state for one tensor of n > 0 elements and 1 <= num_workers <=
- * EFPS_OPTIM_MAX_WORKERS workers: server error (blocksign, zero), previous lr 0.
- * NULL (logged) on bad arguments or out of memory. */
+ * EFPS_OPTIM_MAX_WORKERS workers: server error (blocksign, zero), previous lr 0,
+ * into *s_p. EFPS_ERR_INVALID (logged) on bad arguments, EFPS_ERR_NOMEM. */
 #define EFPS_OPTIM_MAX_WORKERS 65536
-EFPS_API efps_server_opt_t *efps_server_opt_create(const efps_optim_config_t *cfg, size_t n,
-                                                   int num_workers);
+EFPS_API efps_status_t efps_server_opt_create(const efps_optim_config_t *cfg, size_t n,
+                                              int num_workers, efps_server_opt_t **s_p);
 EFPS_API void efps_server_opt_destroy(efps_server_opt_t *s);
 
 /* Steps 6-7: pushes[0..num_workers-1], the workers' encoded messages in rank
@@ -187,11 +189,11 @@ typedef efps_status_t (*efps_sim_grad_fn)(int worker, uint64_t step, uint64_t se
 
 typedef struct efps_sim efps_sim_t;
 
-/* x0 (n floats) is copied into every worker. NULL (logged) on bad arguments or
- * out of memory. */
-EFPS_API efps_sim_t *efps_sim_create(const efps_optim_config_t *cfg, size_t n, int num_workers,
-                                     const float *x0, efps_sim_grad_fn grad, void *user,
-                                     uint64_t seed);
+/* x0 (n floats) is copied into every worker; the simulation into *sim_p.
+ * EFPS_ERR_INVALID (logged) on bad arguments, EFPS_ERR_NOMEM. */
+EFPS_API efps_status_t efps_sim_create(const efps_optim_config_t *cfg, size_t n, int num_workers,
+                                       const float *x0, efps_sim_grad_fn grad, void *user,
+                                       uint64_t seed, efps_sim_t **sim_p);
 EFPS_API void efps_sim_destroy(efps_sim_t *sim);
 /* One iteration with step size lr (> 0) for all workers. Any error (from the
  * callback, a non-finite value, ...) is returned, and since some workers may

@@ -3,14 +3,20 @@
  *
  * A training program, on every worker:
  *
- *   efps_ps_t *ps = efps_ps_init(&cfg);           // connects, authenticates
+ *   efps_ps_t *ps;
+ *   efps_ps_init(&cfg, &ps);                      // connects, authenticates
  *   for each tensor: efps_ps_declare(ps, key, n); // same keys, same order everywhere
  *   for each step t, lr = eta_t:
  *       backward, last layer first: efps_ps_push(ps, key, grad, lr);   // returns at once
  *       before each layer's forward: efps_ps_pull(ps, key, x);         // waits, applies
  *   efps_ps_finalize(ps);
  *
- * and on every server, efps_server_main(&cfg) (what efps-server runs).
+ * and on every server (what efps-server does):
+ *
+ *   efps_server_t *srv;
+ *   efps_server_create(&cfg, &srv);   // listens
+ *   efps_server_run(srv);             // until every worker is done, or stopped
+ *   efps_server_destroy(srv);
  *
  * Keys larger than partition_bytes of fp32 are split into parts; parts are
  * spread over servers by size (each to the least loaded one, in declaration
@@ -69,16 +75,17 @@ typedef struct {
 EFPS_API void efps_ps_config_init(efps_ps_config_t *cfg);
 
 /* The configuration with every unset field resolved, as efps_ps_init and
- * efps_server_main see it. Strings point into the environment or static
+ * efps_server_create see it. Strings point into the environment or static
  * storage. EFPS_ERR_INVALID (logged, naming the variable) when a value is
  * malformed or a required one is missing. */
 EFPS_API efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg, efps_ps_config_t *out_p);
 
 typedef struct efps_ps efps_ps_t;
 
-/* A worker: connects to every server and authenticates. NULL (logged) on
- * any failure. cfg may be NULL: everything from the environment. */
-EFPS_API efps_ps_t *efps_ps_init(const efps_ps_config_t *cfg);
+/* A worker: connects to every server and authenticates, into *ps_p (set only
+ * on success). Any failure is returned (and logged, naming the server).
+ * cfg may be NULL: everything from the environment. */
+EFPS_API efps_status_t efps_ps_init(const efps_ps_config_t *cfg, efps_ps_t **ps_p);
 /* Declares tensor `key` of n > 0 fp32 elements. All declares come before the
  * first push; every worker declares the same keys with the same sizes in the
  * same order (the servers check it). EFPS_ERR_INVALID for a duplicate key,
@@ -106,8 +113,28 @@ EFPS_API void efps_ps_traffic(const efps_ps_t *ps, uint64_t *wire_bytes_p, uint6
 EFPS_API int efps_ps_rank(const efps_ps_t *ps);
 EFPS_API int efps_ps_num_workers(const efps_ps_t *ps);
 
-/* A server: listens, serves until every worker has finalized (returns 0) or
- * a peer fails (returns 1, after logging which). */
+/* ---- a server ------------------------------------------------------------ */
+typedef struct efps_server efps_server_t;
+
+/* Resolves cfg (may be NULL, as for efps_ps_init; the role must be server),
+ * opens the transport and listens, into *srv_p (set only on success). The
+ * port is known from here on (efps_server_port), and written to the port
+ * file if one is configured. */
+EFPS_API efps_status_t efps_server_create(const efps_ps_config_t *cfg, efps_server_t **srv_p);
+/* Serves in the calling thread. Returns EFPS_OK once every worker has
+ * finalized; the error when a peer fails (logged, naming it) or the workers
+ * do not join in time; EFPS_ERR_STOPPED (within a few ms) after
+ * efps_server_stop. Runs once per object: again is EFPS_ERR_STATE. */
+EFPS_API efps_status_t efps_server_run(efps_server_t *srv);
+/* Makes efps_server_run return. From any thread or a signal handler
+ * (async-signal-safe), before or during run. */
+EFPS_API void efps_server_stop(efps_server_t *srv);
+/* After run has returned (or without run). NULL is a no-op. */
+EFPS_API void efps_server_destroy(efps_server_t *srv);
+/* The port listened on (the one picked for port 0); 0 for NULL. */
+EFPS_API uint16_t efps_server_port(const efps_server_t *srv);
+/* create + run + destroy, as a process exit status: 0 when every worker
+ * finished, 1 otherwise (the reason logged). */
 EFPS_API int efps_server_main(const efps_ps_config_t *cfg);
 
 #ifdef __cplusplus

@@ -66,9 +66,10 @@ efps_status_t efps__worker_opt_get(efps_ckpt_in_t *in, efps_worker_opt_t **w_p)
     if (!efps__ckpt_in_ok(in) || n == 0 || n > SIZE_MAX / 8 / arrays ||
         !efps__ckpt_in_has(in, n * arrays, 4) || !prev_lr_ok(prev_lr, steps))
         return EFPS_ERR_CORRUPT;
-    efps_worker_opt_t *w = efps_worker_opt_create(&cfg, (size_t)n);
-    if (w == NULL)
-        return EFPS_ERR_NOMEM;
+    efps_worker_opt_t *w;
+    efps_status_t st = efps_worker_opt_create(&cfg, (size_t)n, &w);
+    if (st != EFPS_OK)
+        return st == EFPS_ERR_NOMEM ? st : EFPS_ERR_CORRUPT;
     w->steps = steps;
     w->prev_lr = prev_lr;
     efps__ckpt_get_f32s(in, w->m, w->n);
@@ -110,9 +111,10 @@ efps_status_t efps__server_opt_get(efps_ckpt_in_t *in, efps_server_opt_t **s_p)
         workers > EFPS_OPTIM_MAX_WORKERS || !efps__ckpt_in_has(in, n * arrays, 4) ||
         !prev_lr_ok(prev_lr, steps))
         return EFPS_ERR_CORRUPT;
-    efps_server_opt_t *s = efps_server_opt_create(&cfg, (size_t)n, (int)workers);
-    if (s == NULL)
-        return EFPS_ERR_NOMEM;
+    efps_server_opt_t *s;
+    efps_status_t st = efps_server_opt_create(&cfg, (size_t)n, (int)workers, &s);
+    if (st != EFPS_OK)
+        return st == EFPS_ERR_NOMEM ? st : EFPS_ERR_CORRUPT;
     s->steps = steps;
     s->prev_lr = prev_lr;
     if (s->err != NULL)

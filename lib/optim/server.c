@@ -18,23 +18,25 @@ void efps_server_opt_destroy(efps_server_opt_t *s)
     free(s);
 }
 
-efps_server_opt_t *efps_server_opt_create(const efps_optim_config_t *cfg, size_t n, int num_workers)
+efps_status_t efps_server_opt_create(const efps_optim_config_t *cfg, size_t n, int num_workers,
+                                     efps_server_opt_t **s_p)
 {
-    if (efps_optim_config_check(cfg) != EFPS_OK)
-        return NULL;
-    if (n == 0 || n > SIZE_MAX / 8) {
-        efps_error("server optimizer: tensor size %zu is not valid", n);
-        return NULL;
+    efps_status_t st = efps_optim_config_check(cfg);
+    if (st != EFPS_OK)
+        return st;
+    if (n == 0 || n > SIZE_MAX / 8 || s_p == NULL) {
+        efps_error("server optimizer: tensor size %zu (or the out-pointer) is not valid", n);
+        return EFPS_ERR_INVALID;
     }
     if (num_workers < 1 || num_workers > EFPS_OPTIM_MAX_WORKERS) {
         efps_error("server optimizer: %d workers is not in [1, %d]", num_workers,
                    EFPS_OPTIM_MAX_WORKERS);
-        return NULL;
+        return EFPS_ERR_INVALID;
     }
     efps_server_opt_t *s = calloc(1, sizeof(*s));
     if (s == NULL) {
         efps_error("server optimizer: out of memory");
-        return NULL;
+        return EFPS_ERR_NOMEM;
     }
     s->cfg = *cfg;
     s->n = n;
@@ -45,10 +47,11 @@ efps_server_opt_t *efps_server_opt_create(const efps_optim_config_t *cfg, size_t
         if (s->err == NULL || s->err_next == NULL) {
             efps_error("server optimizer: out of memory for a tensor of %zu elements", n);
             efps_server_opt_destroy(s);
-            return NULL;
+            return EFPS_ERR_NOMEM;
         }
     }
-    return s;
+    *s_p = s;
+    return EFPS_OK;
 }
 
 /* none: out = fl(fl(sum in rank order) / M). Worker by worker over the whole

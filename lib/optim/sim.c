@@ -100,33 +100,33 @@ static int args_ok(const efps_optim_config_t *cfg, size_t n, int workers, efps_s
     return 1;
 }
 
-efps_sim_t *efps_sim_create(const efps_optim_config_t *cfg, size_t n, int num_workers,
-                            const float *x0, efps_sim_grad_fn grad, void *user, uint64_t seed)
+efps_status_t efps_sim_create(const efps_optim_config_t *cfg, size_t n, int num_workers,
+                              const float *x0, efps_sim_grad_fn grad, void *user, uint64_t seed,
+                              efps_sim_t **sim_p)
 {
     if (!args_ok(cfg, n, num_workers, grad))
-        return NULL;
-    if (x0 == NULL) {
-        efps_error("simulation: no initial parameters");
-        return NULL;
+        return EFPS_ERR_INVALID;
+    if (x0 == NULL || sim_p == NULL) {
+        efps_error("simulation: no initial parameters (or no out-pointer)");
+        return EFPS_ERR_INVALID;
     }
     efps_sim_t *sim = alloc_shell(cfg, n, num_workers);
     if (sim == NULL)
-        return NULL;
+        return EFPS_ERR_NOMEM;
     sim->grad = grad;
     sim->user = user;
     sim->seed = seed;
-    sim->server = efps_server_opt_create(cfg, n, num_workers);
-    int ok = sim->server != NULL;
-    for (int k = 0; ok && k < num_workers; k++) {
+    efps_status_t st = efps_server_opt_create(cfg, n, num_workers, &sim->server);
+    for (int k = 0; st == EFPS_OK && k < num_workers; k++) {
         memcpy(sim->x[k], x0, n * sizeof(float));
-        sim->w[k] = efps_worker_opt_create(cfg, n);
-        ok = sim->w[k] != NULL;
+        st = efps_worker_opt_create(cfg, n, &sim->w[k]);
     }
-    if (!ok) {
+    if (st != EFPS_OK) {
         efps_sim_destroy(sim);
-        return NULL;
+        return st;
     }
-    return sim;
+    *sim_p = sim;
+    return EFPS_OK;
 }
 
 static efps_status_t run_step(efps_sim_t *sim, float lr)

@@ -34,18 +34,20 @@ static float *zeros_if(int want, size_t n, int *ok)
     return v;
 }
 
-efps_worker_opt_t *efps_worker_opt_create(const efps_optim_config_t *cfg, size_t n)
+efps_status_t efps_worker_opt_create(const efps_optim_config_t *cfg, size_t n,
+                                     efps_worker_opt_t **w_p)
 {
-    if (efps_optim_config_check(cfg) != EFPS_OK)
-        return NULL;
-    if (n == 0 || n > SIZE_MAX / 8) {
-        efps_error("worker optimizer: tensor size %zu is not valid", n);
-        return NULL;
+    efps_status_t st = efps_optim_config_check(cfg);
+    if (st != EFPS_OK)
+        return st;
+    if (n == 0 || n > SIZE_MAX / 8 || w_p == NULL) {
+        efps_error("worker optimizer: tensor size %zu (or the out-pointer) is not valid", n);
+        return EFPS_ERR_INVALID;
     }
     efps_worker_opt_t *w = calloc(1, sizeof(*w));
     if (w == NULL) {
         efps_error("worker optimizer: out of memory");
-        return NULL;
+        return EFPS_ERR_NOMEM;
     }
     w->cfg = *cfg;
     w->n = n;
@@ -63,9 +65,10 @@ efps_worker_opt_t *efps_worker_opt_create(const efps_optim_config_t *cfg, size_t
     if (!ok) {
         efps_error("worker optimizer: out of memory for a tensor of %zu elements", n);
         efps_worker_opt_destroy(w);
-        return NULL;
+        return EFPS_ERR_NOMEM;
     }
-    return w;
+    *w_p = w;
+    return EFPS_OK;
 }
 
 /* Steps 2-3 into m_next and u: returns u, or NULL when a value is not

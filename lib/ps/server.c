@@ -1,4 +1,4 @@
-/* The server side of the parameter server: efps_server_main.
+/* The server side of the parameter server: efps_server_create/run/stop/destroy.
  *
  * One loop, one thread: accept and authenticate workers, take their layouts,
  * and for every part reduce as soon as all M pushes are in (in rank order, so
@@ -8,6 +8,7 @@
 #include "ps_int.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,10 @@ typedef struct {
     size_t *sending;     /* parts with a broadcast in progress */
     size_t nsending;
     int done, gone;
+    /* Set by efps_server_stop (any thread, a signal handler): lock-free, so
+     * the store is async-signal-safe; the loop looks at it on every turn,
+     * and an idle turn waits at most 1 ms in the poll. */
+    atomic_bool stop;
 } server_t;
 
 static int64_t now_ms(void)
@@ -164,9 +169,9 @@ static efps_status_t adopt_layout(server_t *sv, ps_layout_t *l)
         sv->slot_off[p] = sv->slot_bytes;
         sv->slot_bytes += part->stride;
         const efps_optim_config_t ko = ps_key_optim(&sv->layout, &sv->layout.keys[part->key_index]);
-        sv->parts[p].opt = efps_server_opt_create(&ko, part->n, sv->M);
-        if (sv->parts[p].opt == NULL)
-            return EFPS_ERR_NOMEM;
+        efps_status_t st = efps_server_opt_create(&ko, part->n, sv->M, &sv->parts[p].opt);
+        if (st != EFPS_OK)
+            return st;
     }
     sv->bcast_bytes = sv->slot_bytes;
     sv->bcast = efps_aligned_calloc(2 * sv->bcast_bytes);
@@ -525,6 +530,10 @@ static efps_status_t serve(server_t *sv)
 {
     int64_t last = now_ms();
     while (!finished(sv)) {
+        if (atomic_load_explicit(&sv->stop, memory_order_relaxed)) {
+            efps_info("server %d: stopped on request", sv->cfg.rank);
+            return EFPS_ERR_STOPPED;
+        }
         bool any = false;
         efps_status_t st = turn(sv, &any);
         if (st != EFPS_OK)
@@ -593,44 +602,111 @@ static void server_free(server_t *sv)
     ps_layout_free(&sv->layout);
 }
 
+/* ---- the public object ----------------------------------------------------------------- */
+
+/* efps_server_stop's store must be async-signal-safe: it is if lock-free. */
+_Static_assert(ATOMIC_BOOL_LOCK_FREE == 2, "efps_server_stop needs a lock-free atomic_bool");
+
+struct efps_server {
+    server_t sv;
+    bool ran;
+};
+
+static efps_status_t server_open(server_t *sv)
+{
+    efps_status_t st;
+    sv->M = sv->cfg.num_workers;
+    sv->nservers = ps_count_servers(sv->cfg.servers);
+    efps_compressor_parse(sv->cfg.compressor, &sv->optim.compressor);
+    sv->optim.block = (size_t)sv->cfg.block;
+    if (*sv->cfg.secret == '\0')
+        efps_warn("server %d: EFPS_SECRET is not set: any process that reaches %s can join",
+                  sv->cfg.rank, sv->cfg.bind);
+    efps_tp_attr_t attr = {.timeout_ms = (uint32_t)sv->cfg.timeout_ms};
+    sv->by_rank = calloc((size_t)sv->M, sizeof(*sv->by_rank));
+    sv->inputs = calloc((size_t)sv->M, sizeof(*sv->inputs));
+    if (sv->by_rank == NULL || sv->inputs == NULL)
+        st = EFPS_ERR_NOMEM;
+    else if ((st = efps_tp_open(sv->cfg.transport, &attr, &sv->tp)) == EFPS_OK)
+        st = efps_tp_listen(sv->tp, sv->cfg.bind, &sv->listener);
+    if (st != EFPS_OK) {
+        efps_error("server %d: cannot listen on %s: %s", sv->cfg.rank, sv->cfg.bind,
+                   efps_strerror(st));
+        return st;
+    }
+    efps_info("server %d: listening on %s (%s) for %d workers", sv->cfg.rank, sv->cfg.bind,
+              efps_tp_name(sv->tp), sv->M);
+    return write_port_file(sv);
+}
+
+efps_status_t efps_server_create(const efps_ps_config_t *cfg, efps_server_t **srv_p)
+{
+    if (srv_p == NULL)
+        return EFPS_ERR_INVALID;
+    efps_server_t *srv = calloc(1, sizeof(*srv));
+    if (srv == NULL)
+        return EFPS_ERR_NOMEM;
+    server_t *sv = &srv->sv;
+    atomic_init(&sv->stop, false);
+    efps_status_t st = efps_ps_config_resolve(cfg, &sv->cfg);
+    if (st == EFPS_OK && sv->cfg.role != EFPS_ROLE_SERVER) {
+        efps_error("efps_server_create: this process is configured as a worker (EFPS_ROLE)");
+        st = EFPS_ERR_INVALID;
+    }
+    if (st == EFPS_OK)
+        st = server_open(sv);
+    if (st != EFPS_OK) {
+        efps_server_destroy(srv);
+        return st;
+    }
+    *srv_p = srv;
+    return EFPS_OK;
+}
+
+uint16_t efps_server_port(const efps_server_t *srv)
+{
+    return srv == NULL ? 0 : efps_tp_listener_port(srv->sv.listener);
+}
+
+efps_status_t efps_server_run(efps_server_t *srv)
+{
+    if (srv == NULL)
+        return EFPS_ERR_INVALID;
+    if (srv->ran)
+        return EFPS_ERR_STATE;
+    srv->ran = true;
+    server_t *sv = &srv->sv;
+    efps_status_t st = serve(sv);
+    if (st == EFPS_OK)
+        efps_info("server %d: all %d workers finished", sv->cfg.rank, sv->M);
+    else if (st != EFPS_ERR_STOPPED) {
+        efps_error("server %d: stopping: %s", sv->cfg.rank, efps_strerror(st));
+        linger(sv, 1000);
+    }
+    return st;
+}
+
+void efps_server_stop(efps_server_t *srv)
+{
+    if (srv != NULL)
+        atomic_store_explicit(&srv->sv.stop, true, memory_order_relaxed);
+}
+
+void efps_server_destroy(efps_server_t *srv)
+{
+    if (srv == NULL)
+        return;
+    server_free(&srv->sv);
+    free(srv);
+}
+
 int efps_server_main(const efps_ps_config_t *cfg)
 {
-    server_t sv = {0};
-    efps_status_t st = efps_ps_config_resolve(cfg, &sv.cfg);
+    efps_server_t *srv;
+    efps_status_t st = efps_server_create(cfg, &srv);
     if (st != EFPS_OK)
         return 1;
-    if (sv.cfg.role != EFPS_ROLE_SERVER) {
-        efps_error("efps_server_main: this process is configured as a worker (EFPS_ROLE)");
-        return 1;
-    }
-    sv.M = sv.cfg.num_workers;
-    sv.nservers = ps_count_servers(sv.cfg.servers);
-    efps_compressor_parse(sv.cfg.compressor, &sv.optim.compressor);
-    sv.optim.block = (size_t)sv.cfg.block;
-    if (*sv.cfg.secret == '\0')
-        efps_warn("server %d: EFPS_SECRET is not set: any process that reaches %s can join",
-                  sv.cfg.rank, sv.cfg.bind);
-    efps_tp_attr_t attr = {.timeout_ms = (uint32_t)sv.cfg.timeout_ms};
-    sv.by_rank = calloc((size_t)sv.M, sizeof(*sv.by_rank));
-    sv.inputs = calloc((size_t)sv.M, sizeof(*sv.inputs));
-    if (sv.by_rank == NULL || sv.inputs == NULL ||
-        (st = efps_tp_open(sv.cfg.transport, &attr, &sv.tp)) != EFPS_OK ||
-        (st = efps_tp_listen(sv.tp, sv.cfg.bind, &sv.listener)) != EFPS_OK) {
-        efps_error("server %d: cannot listen on %s: %s", sv.cfg.rank, sv.cfg.bind,
-                   efps_strerror(st));
-        server_free(&sv);
-        return 1;
-    }
-    efps_info("server %d: listening on %s (%s) for %d workers", sv.cfg.rank, sv.cfg.bind,
-              efps_tp_name(sv.tp), sv.M);
-    st = write_port_file(&sv);
-    if (st == EFPS_OK)
-        st = serve(&sv);
-    if (st != EFPS_OK) {
-        efps_error("server %d: stopping: %s", sv.cfg.rank, efps_strerror(st));
-        linger(&sv, 1000);
-    } else
-        efps_info("server %d: all %d workers finished", sv.cfg.rank, sv.M);
-    server_free(&sv);
+    st = efps_server_run(srv);
+    efps_server_destroy(srv);
     return st == EFPS_OK ? 0 : 1;
 }

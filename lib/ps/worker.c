@@ -140,15 +140,19 @@ static efps_status_t connect_server(efps_ps_t *ps, int i)
     return EFPS_OK;
 }
 
-efps_ps_t *efps_ps_init(const efps_ps_config_t *cfg)
+efps_status_t efps_ps_init(const efps_ps_config_t *cfg, efps_ps_t **ps_p)
 {
+    if (ps_p == NULL)
+        return EFPS_ERR_INVALID;
     efps_ps_t *ps = calloc(1, sizeof(*ps));
     if (ps == NULL)
-        return NULL;
-    if (efps_ps_config_resolve(cfg, &ps->cfg) != EFPS_OK)
+        return EFPS_ERR_NOMEM;
+    efps_status_t st = efps_ps_config_resolve(cfg, &ps->cfg);
+    if (st != EFPS_OK)
         goto err_free;
     if (ps->cfg.role != EFPS_ROLE_WORKER) {
-        efps_error("efps_ps_init is for workers; servers run efps_server_main");
+        efps_error("efps_ps_init is for workers; servers run efps_server_create/run");
+        st = EFPS_ERR_INVALID;
         goto err_free;
     }
     efps_compressor_parse(ps->cfg.compressor, &ps->optim.compressor);
@@ -156,18 +160,22 @@ efps_ps_t *efps_ps_init(const efps_ps_config_t *cfg)
     ps->optim.momentum = ps->cfg.momentum;
     ps->optim.nesterov = ps->cfg.nesterov;
     ps->optim.weight_decay = ps->cfg.weight_decay;
-    if (efps_optim_config_check(&ps->optim) != EFPS_OK)
+    if ((st = efps_optim_config_check(&ps->optim)) != EFPS_OK)
         goto err_free;
     ps->nservers = ps_count_servers(ps->cfg.servers);
     ps_layout_init(&ps->layout, &ps->optim, ps->cfg.partition_bytes, ps->nservers);
     ps->srv = calloc((size_t)ps->nservers, sizeof(*ps->srv));
     efps_tp_attr_t attr = {.timeout_ms = (uint32_t)ps->cfg.timeout_ms};
-    if (ps->srv == NULL || efps_tp_open(ps->cfg.transport, &attr, &ps->tp) != EFPS_OK)
+    if (ps->srv == NULL)
+        st = EFPS_ERR_NOMEM;
+    else
+        st = efps_tp_open(ps->cfg.transport, &attr, &ps->tp);
+    for (int i = 0; st == EFPS_OK && i < ps->nservers; i++)
+        st = connect_server(ps, i);
+    if (st != EFPS_OK)
         goto err_close;
-    for (int i = 0; i < ps->nservers; i++)
-        if (connect_server(ps, i) != EFPS_OK)
-            goto err_close;
-    return ps;
+    *ps_p = ps;
+    return EFPS_OK;
 
 err_close:
     efps_tp_close(ps->tp);
@@ -175,7 +183,7 @@ err_close:
     ps_layout_free(&ps->layout);
 err_free:
     free(ps);
-    return NULL;
+    return st;
 }
 
 efps_status_t efps_ps_declare(efps_ps_t *ps, uint32_t key, size_t n)
@@ -319,9 +327,9 @@ static efps_status_t alloc_parts(efps_ps_t *ps)
         ps->arena_bytes += l->parts[p].stride;
         s->slot_bytes += l->parts[p].stride;
         const efps_optim_config_t ko = ps_key_optim(l, &l->keys[l->parts[p].key_index]);
-        ps->st[p].opt = efps_worker_opt_create(&ko, l->parts[p].n);
-        if (ps->st[p].opt == NULL)
-            return EFPS_ERR_NOMEM;
+        efps_status_t st = efps_worker_opt_create(&ko, l->parts[p].n, &ps->st[p].opt);
+        if (st != EFPS_OK)
+            return st;
     }
     ps->push_arena = efps_aligned_calloc(ps->arena_bytes);
     ps->pull_arena = efps_aligned_calloc(ps->arena_bytes);

@@ -112,12 +112,12 @@ static void group_init(group_t *gr, const efps_optim_config_t *cfg, size_t n, in
     gr->M = M;
     const size_t enc = efps_encoded_size(cfg, n);
     for (int i = 0; i < M; i++) {
-        gr->w[i] = efps_worker_opt_create(cfg, n);
+        assert_int_equal(efps_worker_opt_create(cfg, n, &gr->w[i]), EFPS_OK);
         assert_non_null(gr->w[i]);
         gr->push[i] = efps_aligned_alloc(enc);
         gr->x[i] = calloc(n, sizeof(float));
     }
-    gr->s = efps_server_opt_create(cfg, n, M);
+    assert_int_equal(efps_server_opt_create(cfg, n, M, &gr->s), EFPS_OK);
     assert_non_null(gr->s);
     gr->update = efps_aligned_alloc(enc);
     gr->g = malloc(n * sizeof(float));
@@ -226,8 +226,12 @@ static void test_sim_resume_bit_identical(void **state)
                                          .momentum = 0.9f,
                                          .nesterov = 1,
                                          .weight_decay = 1e-4f};
-        efps_sim_t *whole = efps_sim_create(&cfg, n, 4, x0, efps_sim_problem_grad, p, 77);
-        efps_sim_t *part = efps_sim_create(&cfg, n, 4, x0, efps_sim_problem_grad, p, 77);
+        efps_sim_t *whole = NULL;
+        assert_int_equal(efps_sim_create(&cfg, n, 4, x0, efps_sim_problem_grad, p, 77, &whole),
+                         EFPS_OK);
+        efps_sim_t *part = NULL;
+        assert_int_equal(efps_sim_create(&cfg, n, 4, x0, efps_sim_problem_grad, p, 77, &part),
+                         EFPS_OK);
         assert_non_null(whole);
         assert_non_null(part);
         for (uint64_t t = 0; t < 40; t++)
@@ -393,7 +397,8 @@ static void test_wrong_kind_and_io(void **state)
     assert_int_equal(efps_worker_opt_load(path_of("worker"), NULL), EFPS_ERR_INVALID);
 
     const efps_optim_config_t cfg = {.compressor = EFPS_COMP_NONE};
-    efps_worker_opt_t *fresh = efps_worker_opt_create(&cfg, 10);
+    efps_worker_opt_t *fresh = NULL;
+    assert_int_equal(efps_worker_opt_create(&cfg, 10, &fresh), EFPS_OK);
     assert_int_equal(efps_worker_opt_save(fresh, "/nonexistent-dir/efps/ckpt"), EFPS_ERR_IO);
     assert_int_equal(efps_worker_opt_save(fresh, ""), EFPS_ERR_INVALID);
     efps_worker_opt_destroy(fresh);
@@ -405,7 +410,8 @@ static void test_atomic_replace(void **state)
     (void)state;
     small_worker_file(path_of("replace"));
     const efps_optim_config_t cfg = {.compressor = EFPS_COMP_SIGN, .momentum = 0.5f};
-    efps_worker_opt_t *w = efps_worker_opt_create(&cfg, 1000);
+    efps_worker_opt_t *w = NULL;
+    assert_int_equal(efps_worker_opt_create(&cfg, 1000, &w), EFPS_OK);
     assert_int_equal(efps_worker_opt_save(w, path_of("replace")), EFPS_OK);
     efps_worker_opt_destroy(w);
     w = NULL;
@@ -433,7 +439,8 @@ static void test_broken_sim_not_saved(void **state)
     (void)state;
     const efps_optim_config_t cfg = {.compressor = EFPS_COMP_BLOCKSIGN, .momentum = 0.9f};
     const float x0[4] = {0};
-    efps_sim_t *sim = efps_sim_create(&cfg, 4, 2, x0, failing_grad, NULL, 1);
+    efps_sim_t *sim = NULL;
+    assert_int_equal(efps_sim_create(&cfg, 4, 2, x0, failing_grad, NULL, 1, &sim), EFPS_OK);
     assert_int_equal(efps_sim_step(sim, 0.1f), EFPS_OK);
     assert_int_equal(efps_sim_step(sim, 0.1f), EFPS_OK);
     assert_int_equal(efps_sim_save(sim, path_of("before")), EFPS_OK);

@@ -155,14 +155,15 @@ static float *run_case(const case_t *c)
     for (size_t j = 0; j < n; j++)
         x0[j] = normal(&seed);
     for (int i = 0; i < M; i++) {
-        w[i] = efps_worker_opt_create(&c->cfg, n);
+        assert_int_equal(efps_worker_opt_create(&c->cfg, n, &w[i]), EFPS_OK);
         assert_non_null(w[i]);
         push[i] = efps_aligned_alloc(enc);
         x[i] = malloc(n * sizeof(float));
         g[i] = malloc(n * sizeof(float));
         memcpy(x[i], x0, n * sizeof(float));
     }
-    efps_server_opt_t *s = efps_server_opt_create(&c->cfg, n, M);
+    efps_server_opt_t *s = NULL;
+    assert_int_equal(efps_server_opt_create(&c->cfg, n, M, &s), EFPS_OK);
     assert_non_null(s);
     void *update = efps_aligned_alloc(enc);
     ref_t *ref = ref_create(&c->cfg, n, M, x0);
@@ -288,10 +289,11 @@ static void test_parameter_unit_equivalence(void **state)
     efps_worker_opt_t *w[M];
     void *push[M];
     for (int i = 0; i < M; i++) {
-        w[i] = efps_worker_opt_create(&cfg, N);
+        assert_int_equal(efps_worker_opt_create(&cfg, N, &w[i]), EFPS_OK);
         push[i] = efps_aligned_alloc(enc);
     }
-    efps_server_opt_t *s = efps_server_opt_create(&cfg, N, M);
+    efps_server_opt_t *s = NULL;
+    assert_int_equal(efps_server_opt_create(&cfg, N, M, &s), EFPS_OK);
     void *update = efps_aligned_alloc(enc);
     uint64_t seed = 99;
     for (int t = 0; t < T; t++) {
@@ -397,10 +399,14 @@ static void test_nonfinite_gradient_keeps_state(void **state)
                                              .nesterov = nest,
                                              .weight_decay = 1e-3f};
             const size_t enc = efps_encoded_size(&cfg, N);
-            efps_worker_opt_t *a = efps_worker_opt_create(&cfg, N);
-            efps_worker_opt_t *b = efps_worker_opt_create(&cfg, N);
-            efps_server_opt_t *sa = efps_server_opt_create(&cfg, N, 1);
-            efps_server_opt_t *sb = efps_server_opt_create(&cfg, N, 1);
+            efps_worker_opt_t *a = NULL;
+            assert_int_equal(efps_worker_opt_create(&cfg, N, &a), EFPS_OK);
+            efps_worker_opt_t *b = NULL;
+            assert_int_equal(efps_worker_opt_create(&cfg, N, &b), EFPS_OK);
+            efps_server_opt_t *sa = NULL;
+            assert_int_equal(efps_server_opt_create(&cfg, N, 1, &sa), EFPS_OK);
+            efps_server_opt_t *sb = NULL;
+            assert_int_equal(efps_server_opt_create(&cfg, N, 1, &sb), EFPS_OK);
             void *pa = efps_aligned_alloc(enc), *pb = efps_aligned_alloc(enc);
             void *ua = efps_aligned_alloc(enc), *ub = efps_aligned_alloc(enc);
             float g[N], xa[N] = {0}, xb[N] = {0};
@@ -447,10 +453,14 @@ static void test_momentum_overflow_is_nonfinite(void **state)
     enum { N = 40 };
     const efps_optim_config_t cfg = {.compressor = EFPS_COMP_NONE, .momentum = 0.9f};
     const size_t enc = efps_encoded_size(&cfg, N);
-    efps_worker_opt_t *w = efps_worker_opt_create(&cfg, N);
-    efps_worker_opt_t *twin = efps_worker_opt_create(&cfg, N);
-    efps_server_opt_t *s = efps_server_opt_create(&cfg, N, 1);
-    efps_server_opt_t *s2 = efps_server_opt_create(&cfg, N, 1);
+    efps_worker_opt_t *w = NULL;
+    assert_int_equal(efps_worker_opt_create(&cfg, N, &w), EFPS_OK);
+    efps_worker_opt_t *twin = NULL;
+    assert_int_equal(efps_worker_opt_create(&cfg, N, &twin), EFPS_OK);
+    efps_server_opt_t *s = NULL;
+    assert_int_equal(efps_server_opt_create(&cfg, N, 1, &s), EFPS_OK);
+    efps_server_opt_t *s2 = NULL;
+    assert_int_equal(efps_server_opt_create(&cfg, N, 1, &s2), EFPS_OK);
     void *push = efps_aligned_alloc(enc), *update = efps_aligned_alloc(enc);
     float g[N] = {0}, x[N] = {0}, x2[N] = {0};
     g[5] = FLT_MAX; /* m[5] = FLT_MAX: finite */
@@ -496,13 +506,14 @@ static void test_server_nonfinite_keeps_state(void **state)
         const efps_optim_config_t cfg = {
             .compressor = (efps_compressor_t)comp, .block = 10, .momentum = 0.9f};
         const size_t enc = efps_encoded_size(&cfg, N);
-        efps_server_opt_t *s = efps_server_opt_create(&cfg, N, M);
+        efps_server_opt_t *s = NULL;
+        assert_int_equal(efps_server_opt_create(&cfg, N, M, &s), EFPS_OK);
         efps_worker_opt_t *w[M];
         void *push[M], *update = efps_aligned_alloc(enc);
         float g[N], x[N] = {0};
         uint64_t seed = 3;
         for (int i = 0; i < M; i++) {
-            w[i] = efps_worker_opt_create(&cfg, N);
+            assert_int_equal(efps_worker_opt_create(&cfg, N, &w[i]), EFPS_OK);
             push[i] = efps_aligned_alloc(enc);
         }
         for (int t = 0; t < 2; t++) {
@@ -551,8 +562,10 @@ static void test_apply_rejects_nonfinite_update(void **state)
                                              .momentum = 0.9f,
                                              .weight_decay = wd ? 0.1f : 0.0f};
             const size_t enc = efps_encoded_size(&cfg, N);
-            efps_worker_opt_t *w = efps_worker_opt_create(&cfg, N);
-            efps_server_opt_t *s = efps_server_opt_create(&cfg, N, 1);
+            efps_worker_opt_t *w = NULL;
+            assert_int_equal(efps_worker_opt_create(&cfg, N, &w), EFPS_OK);
+            efps_server_opt_t *s = NULL;
+            assert_int_equal(efps_server_opt_create(&cfg, N, 1, &s), EFPS_OK);
             void *push = efps_aligned_alloc(enc), *update = efps_aligned_alloc(enc);
             float g[N], x[N], x_before[N];
             for (size_t j = 0; j < N; j++) {
@@ -589,8 +602,10 @@ static void test_call_order_and_arguments(void **state)
     enum { N = 50 };
     const efps_optim_config_t cfg = {.compressor = EFPS_COMP_BLOCKSIGN, .momentum = 0.9f};
     const size_t enc = efps_encoded_size(&cfg, N);
-    efps_worker_opt_t *w = efps_worker_opt_create(&cfg, N);
-    efps_server_opt_t *s = efps_server_opt_create(&cfg, N, 1);
+    efps_worker_opt_t *w = NULL;
+    assert_int_equal(efps_worker_opt_create(&cfg, N, &w), EFPS_OK);
+    efps_server_opt_t *s = NULL;
+    assert_int_equal(efps_server_opt_create(&cfg, N, 1, &s), EFPS_OK);
     void *push = efps_aligned_alloc(enc + 64), *update = efps_aligned_alloc(enc);
     float g[N], x[N] = {0};
     for (size_t j = 0; j < N; j++)
@@ -648,15 +663,22 @@ static void test_config_checks(void **state)
     bad[4].nesterov = 2;
     bad[5].weight_decay = -1e-4f;
     bad[6].weight_decay = INFINITY;
+    /* A failed create reports why and leaves the out-pointer alone. */
+    efps_worker_opt_t *w = NULL;
+    efps_server_opt_t *s = NULL;
     for (int k = 0; k < 7; k++) {
         assert_int_equal(efps_optim_config_check(&bad[k]), EFPS_ERR_INVALID);
-        assert_null(efps_worker_opt_create(&bad[k], 10));
-        assert_null(efps_server_opt_create(&bad[k], 10, 2));
+        assert_int_equal(efps_worker_opt_create(&bad[k], 10, &w), EFPS_ERR_INVALID);
+        assert_int_equal(efps_server_opt_create(&bad[k], 10, 2, &s), EFPS_ERR_INVALID);
     }
-    assert_null(efps_worker_opt_create(&good, 0));
-    assert_null(efps_server_opt_create(&good, 0, 2));
-    assert_null(efps_server_opt_create(&good, 10, 0));
-    assert_null(efps_server_opt_create(&good, 10, EFPS_OPTIM_MAX_WORKERS + 1));
+    assert_int_equal(efps_worker_opt_create(&good, 0, &w), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_opt_create(&good, 0, 2, &s), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_opt_create(&good, 10, 0, &s), EFPS_ERR_INVALID);
+    assert_int_equal(efps_server_opt_create(&good, 10, EFPS_OPTIM_MAX_WORKERS + 1, &s),
+                     EFPS_ERR_INVALID);
+    assert_int_equal(efps_worker_opt_create(&good, 10, NULL), EFPS_ERR_INVALID);
+    assert_null(w);
+    assert_null(s);
 }
 
 static void test_encoded_sizes(void **state)

@@ -53,7 +53,8 @@ static void test_matches_transcription(void **state)
                                          .momentum = 0.9f,
                                          .nesterov = k / 3,
                                          .weight_decay = k / 3 ? 1e-3f : 0.0f};
-        efps_sim_t *sim = efps_sim_create(&cfg, n, M, x0, noisy_grad, &n, seed);
+        efps_sim_t *sim = NULL;
+        assert_int_equal(efps_sim_create(&cfg, n, M, x0, noisy_grad, &n, seed, &sim), EFPS_OK);
         assert_non_null(sim);
         assert_int_equal(efps_sim_push_bytes(sim), efps_encoded_size(&cfg, n));
         ref_t *ref = ref_create(&cfg, n, M, x0);
@@ -110,9 +111,12 @@ static void test_callback_order_and_determinism(void **state)
     const float x0[100] = {0};
     order_t o1 = {.n = 100, .sim_seed = 5, .workers = 4}, o2 = o1, o3 = o1;
     o3.sim_seed = 6;
-    efps_sim_t *a = efps_sim_create(&cfg, 100, 4, x0, checking_grad, &o1, 5);
-    efps_sim_t *b = efps_sim_create(&cfg, 100, 4, x0, checking_grad, &o2, 5);
-    efps_sim_t *c = efps_sim_create(&cfg, 100, 4, x0, checking_grad, &o3, 6);
+    efps_sim_t *a = NULL;
+    assert_int_equal(efps_sim_create(&cfg, 100, 4, x0, checking_grad, &o1, 5, &a), EFPS_OK);
+    efps_sim_t *b = NULL;
+    assert_int_equal(efps_sim_create(&cfg, 100, 4, x0, checking_grad, &o2, 5, &b), EFPS_OK);
+    efps_sim_t *c = NULL;
+    assert_int_equal(efps_sim_create(&cfg, 100, 4, x0, checking_grad, &o3, 6, &c), EFPS_OK);
     for (int t = 0; t < 15; t++) {
         assert_int_equal(efps_sim_step(a, 0.1f), EFPS_OK);
         assert_int_equal(efps_sim_step(b, 0.1f), EFPS_OK);
@@ -159,12 +163,16 @@ static void test_errors(void **state)
     const efps_optim_config_t cfg = {.compressor = EFPS_COMP_NONE, .momentum = 0.9f};
     const efps_optim_config_t bad = {.compressor = EFPS_COMP_NONE, .momentum = 2.0f};
     const float x0[8] = {0};
-    assert_null(efps_sim_create(&bad, 8, 2, x0, nan_grad, NULL, 1));
-    assert_null(efps_sim_create(&cfg, 0, 2, x0, nan_grad, NULL, 1));
-    assert_null(efps_sim_create(&cfg, 8, 0, x0, nan_grad, NULL, 1));
-    assert_null(efps_sim_create(&cfg, 8, 2, NULL, nan_grad, NULL, 1));
-    assert_null(efps_sim_create(&cfg, 8, 2, x0, NULL, NULL, 1));
-    efps_sim_t *sim = efps_sim_create(&cfg, 8, 2, x0, nan_grad, NULL, 1);
+    efps_sim_t *unmade = NULL;
+    assert_int_equal(efps_sim_create(&bad, 8, 2, x0, nan_grad, NULL, 1, &unmade), EFPS_ERR_INVALID);
+    assert_int_equal(efps_sim_create(&cfg, 0, 2, x0, nan_grad, NULL, 1, &unmade), EFPS_ERR_INVALID);
+    assert_int_equal(efps_sim_create(&cfg, 8, 0, x0, nan_grad, NULL, 1, &unmade), EFPS_ERR_INVALID);
+    assert_int_equal(efps_sim_create(&cfg, 8, 2, NULL, nan_grad, NULL, 1, &unmade),
+                     EFPS_ERR_INVALID);
+    assert_int_equal(efps_sim_create(&cfg, 8, 2, x0, NULL, NULL, 1, &unmade), EFPS_ERR_INVALID);
+    assert_null(unmade);
+    efps_sim_t *sim = NULL;
+    assert_int_equal(efps_sim_create(&cfg, 8, 2, x0, nan_grad, NULL, 1, &sim), EFPS_OK);
     assert_non_null(sim);
     assert_null(efps_sim_x(sim, -1));
     assert_null(efps_sim_x(sim, 2));
@@ -203,7 +211,8 @@ static double train(efps_sim_problem_t *p, const problem_case_t *pc, efps_compre
         .compressor = comp, .block = 0, .momentum = 0.9f, .nesterov = 1};
     const efps_lr_schedule_t sched = {
         .kind = EFPS_LR_COSINE, .base_lr = lr, .total_steps = pc->steps};
-    efps_sim_t *sim = efps_sim_create(&cfg, n, M, x0, efps_sim_problem_grad, p, 42);
+    efps_sim_t *sim = NULL;
+    assert_int_equal(efps_sim_create(&cfg, n, M, x0, efps_sim_problem_grad, p, 42, &sim), EFPS_OK);
     assert_non_null(sim);
     for (uint64_t t = 0; t < pc->steps; t++)
         assert_int_equal(efps_sim_step(sim, efps_lr_at(&sched, t)), EFPS_OK);

@@ -57,10 +57,11 @@ static int run_sim(const opts_t *o, efps_sim_problem_t *prob)
         return 2;
     float *x0 = malloc(o->dim * sizeof(float));
     efps_sim_problem_init(prob, x0);
-    efps_sim_t *sim =
-        efps_sim_create(&cfg, o->dim, o->workers, x0, efps_sim_problem_grad, prob, o->seed);
+    efps_sim_t *sim;
+    efps_status_t st =
+        efps_sim_create(&cfg, o->dim, o->workers, x0, efps_sim_problem_grad, prob, o->seed, &sim);
     free(x0);
-    if (sim == NULL)
+    if (st != EFPS_OK)
         return 1;
     for (int t = 0; t < o->steps; t++)
         if (efps_sim_step(sim, lr_at(o, t)) != EFPS_OK)
@@ -74,8 +75,8 @@ static int run_sim(const opts_t *o, efps_sim_problem_t *prob)
 
 static int run_worker(const opts_t *o, efps_sim_problem_t *prob)
 {
-    efps_ps_t *ps = efps_ps_init(&o->ps);
-    if (ps == NULL)
+    efps_ps_t *ps;
+    if (efps_ps_init(&o->ps, &ps) != EFPS_OK)
         return 1;
     const int rank = efps_ps_rank(ps);
     float *x = malloc(o->dim * sizeof(float)), *g = malloc(o->dim * sizeof(float));
