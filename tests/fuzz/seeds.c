@@ -114,10 +114,14 @@ static void ckpt_seeds(void)
                                     .momentum = 0.9f,
                                     .nesterov = 1,
                                     .weight_decay = 1e-4f};
-    efps_worker_opt_t *w = efps_worker_opt_create(&bs, 10);
+    efps_worker_opt_t *w;
+    efps_server_opt_t *s;
+    efps_sim_t *sim;
+    if (efps_worker_opt_create(&bs, 10, &w) != EFPS_OK ||
+        efps_server_opt_create(&bs, 10, 3, &s) != EFPS_OK)
+        exit(1);
     ckpt_seed("worker", 0, efps_worker_opt_save(w, path));
     efps_worker_opt_destroy(w);
-    efps_server_opt_t *s = efps_server_opt_create(&bs, 10, 3);
     ckpt_seed("server", 1, efps_server_opt_save(s, path));
     efps_server_opt_destroy(s);
     /* a simulation two steps in: non-zero state everywhere */
@@ -126,8 +130,8 @@ static void ckpt_seeds(void)
         exit(1);
     float x0[6];
     efps_sim_problem_init(p, x0);
-    efps_sim_t *sim = efps_sim_create(&bs, 6, 2, x0, efps_sim_problem_grad, p, 11);
-    if (sim == NULL || efps_sim_step(sim, 0.1f) != EFPS_OK || efps_sim_step(sim, 0.1f) != EFPS_OK)
+    if (efps_sim_create(&bs, 6, 2, x0, efps_sim_problem_grad, p, 11, &sim) != EFPS_OK ||
+        efps_sim_step(sim, 0.1f) != EFPS_OK || efps_sim_step(sim, 0.1f) != EFPS_OK)
         exit(1);
     ckpt_seed("sim", 2, efps_sim_save(sim, path));
     efps_sim_destroy(sim);
