@@ -8,6 +8,7 @@ PACKAGES=(
   libibverbs-dev librdmacm-dev rdma-core ibverbs-providers ibverbs-utils rdmacm-utils perftest
   libhwloc-dev libopenblas-dev libcmocka-dev libbenchmark-dev libssl-dev zlib1g-dev
   openmpi-bin libopenmpi-dev gnuplot-nox dataset-fashion-mnist
+  python3-torch python3-torchvision python3-pytest
   qemu-system-x86 busybox-static kmod cpio iproute2
   clang-14 libclang-rt-14-dev
 )

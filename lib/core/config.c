@@ -26,6 +26,8 @@ static const efps_config_var_t vars[] = {
     {"EFPS_PORT_FILE", "",
      "server: write the port it listens on to this file (useful with port 0)"},
     {"EFPS_CPU_AFFINITY", "auto", "pin the progress thread: auto|none|<core>"},
+    {"EFPS_LIBRARY", "",
+     "python binding: path of the libefps.so to load (else build tree, prefix)"},
     {NULL, NULL, NULL},
 };
 
