@@ -38,7 +38,7 @@ def job_env(extra=None):
     return env
 
 
-def run_efps(out, cfg, workers=2, servers=1, timeout=120, env=None):
+def run_efps(out, cfg, workers=2, servers=1, timeout=240, env=None):
     """worker.py under python3 -m efps.run; returns the CompletedProcess."""
     cfg = dict(cfg, out=str(out))
     cmd = [PY, "-m", "efps.run", "--workers", str(workers), "--servers", str(servers),
@@ -50,7 +50,7 @@ def run_efps(out, cfg, workers=2, servers=1, timeout=120, env=None):
     return p
 
 
-def run_ddp(out, cfg, workers=2, timeout=120):
+def run_ddp(out, cfg, workers=2, timeout=240):
     """ddp_reference.py in `workers` processes over gloo on loopback."""
     import socket
     with socket.socket() as s:

@@ -190,7 +190,7 @@ def test_one_worker_trains_and_finalizes(server):
     opt.finalize()
     assert all(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
     assert opt.stats()["steps"] == 3
-    assert server.proc.wait(timeout=10) == 0
+    assert server.proc.wait(timeout=30) == 0
 
 
 def test_wrong_secret_is_a_clear_error(server):
@@ -222,7 +222,7 @@ def test_undeclared_parameter_names_it(tmp_path):
     """Rank 1 has a parameter rank 0 lacks: the servers refuse its layout and
     the exception names the parameter."""
     p = run_efps(tmp_path, dict(compressor="none", extra_param_on=1, steps=3),
-                 env={"EFPS_TIMEOUT_MS": "4000"}, timeout=60)
+                 env={"EFPS_TIMEOUT_MS": "4000"})
     assert p.returncode != 0
     excs = [read_exc(tmp_path, r) for r in range(2)]
     assert all(e is not None for e in excs), p.stderr[-3000:]
@@ -234,7 +234,7 @@ def test_killed_worker_every_rank_raises(tmp_path):
     """Worker 2 of 3 is SIGKILLed at step 3: workers 0 and 1 raise efps.Error
     within the timeout, and efps.run names worker 2 as the first failure."""
     p = run_efps(tmp_path, dict(compressor="blocksign", die_at=3, die_rank=2, steps=40),
-                 workers=3, env={"EFPS_TIMEOUT_MS": "3000"}, timeout=60)
+                 workers=3, env={"EFPS_TIMEOUT_MS": "3000"})
     assert p.returncode == 1
     assert "worker 2" in p.stderr and "SIGKILL" in p.stderr, p.stderr[-3000:]
     died = float(open(os.path.join(str(tmp_path), "died.2.txt")).read())
@@ -251,7 +251,7 @@ def test_nan_gradient_in_a_job(tmp_path):
     when libefps has efps_ps_skip, else a FloatingPointError on rank 1 and an
     efps.Error on rank 0; nothing hangs."""
     p = run_efps(tmp_path, dict(compressor="blocksign", nan_at=2, nan_rank=1, steps=5),
-                 env={"EFPS_TIMEOUT_MS": "3000"}, timeout=60)
+                 env={"EFPS_TIMEOUT_MS": "3000"})
     if _lib.ps_skip is not None:
         assert_ok(p)
         assert "non-finite gradient" in p.stderr
