@@ -8,6 +8,7 @@
 #     -r RUNS     stop each target after RUNS executions instead (measuring:
 #                 -r 1000000); the time limit then only caps a stuck run
 #     TARGET      idx, ckpt, config, ... (default: every tests/fuzz/fuzz_*.c)
+#   FUZZ_BUILD=DIR builds in DIR instead of build-fuzz.
 #
 # A finding (crash, sanitizer report, leak, timeout, out-of-memory) is copied
 # to tests/fuzz/regressions/<target>/ (commit it: every ctest run replays it
@@ -17,13 +18,14 @@
 # and time per target.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+build=${FUZZ_BUILD:-$root/build-fuzz}
 seconds=${FUZZ_SECONDS:-20}
 runs=-1
 while getopts "t:r:h" opt; do
   case $opt in
     t) seconds=$OPTARG ;;
     r) runs=$OPTARG ;;
-    *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
   esac
 done
 shift $((OPTIND - 1))
@@ -45,9 +47,9 @@ cc=$(command -v clang-14 || command -v clang || true)
 cxx=$(command -v clang++-14 || command -v clang++ || true)
 [ -n "$cc" ] && [ -n "$cxx" ] || { echo "fuzz.sh: clang is needed (scripts/setup.sh installs clang-14)" >&2; exit 2; }
 # Only the fuzz targets: the rest of the tree is built and tested with gcc.
-CC=$cc CXX=$cxx cmake -S "$root" -B "$root/build-fuzz" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+CC=$cc CXX=$cxx cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DEFPS_FUZZ=ON > /dev/null
-nice cmake --build "$root/build-fuzz" --target "${targets[@]/#/fuzz_}"
+nice cmake --build "$build" --target "${targets[@]/#/fuzz_}"
 
 work=$(mktemp -d /tmp/efps-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -58,7 +60,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=()
 summary=()
 for t in "${targets[@]}"; do
-  exe=$root/build-fuzz/tests/fuzz/fuzz_$t
+  exe=$build/tests/fuzz/fuzz_$t
   corpus=$work/$t
   mkdir -p "$corpus" "$work/found-$t"
   for d in corpus regressions; do

@@ -1,8 +1,9 @@
 /* Writes the seed corpora of the fuzz targets from files the library itself
- * makes: fuzz_seeds DIR writes DIR/idx/, DIR/ckpt/ and DIR/tcp/ (the config
- * seeds are plain text, kept as they are). Each file starts with the target's mode
+ * makes: fuzz_seeds DIR writes DIR/idx/, DIR/ckpt/, DIR/tcp/ and DIR/ps/ (the
+ * config seeds are plain text, kept as they are). Each file starts with the target's mode
  * byte (see each fuzz_<name>.c). */
 #include "efps/optim.h"
+#include "lib/ps/ps_int.h"
 #include "nn/idx.h"
 #include "transport/tcp/tcp_wire.h"
 
@@ -174,6 +175,68 @@ static void tcp_seeds(void)
     put("tcp", "open", 1, buf, off, NULL, 0);
 }
 
+/* Appends a length-prefixed message (as fuzz_ps reads them). */
+static void ps_msg(uint8_t *buf, size_t *off, const uint8_t *m, size_t len)
+{
+    buf[(*off)++] = (uint8_t)len;
+    buf[(*off)++] = (uint8_t)(len >> 8);
+    memcpy(buf + *off, m, len);
+    *off += len;
+}
+
+/* A LAYOUT as a worker sends it (worker.c send_layout), then its keys in
+ * KEYS messages of at most PS_KEYS_PER_MSG: key k has k * 37 + 5 elements. */
+static size_t ps_layout_seed(uint8_t *buf, uint32_t comp, uint64_t block, uint64_t part_bytes,
+                             uint32_t nkeys)
+{
+    static uint8_t m[EFPS_TP_MSG_MAX];
+    size_t off = 0;
+    ps_put32(m, PS_MSG_LAYOUT);
+    ps_put32(m + 4, comp);
+    ps_put64(m + 8, block);
+    ps_put64(m + 16, part_bytes);
+    ps_put64(m + 24, nkeys);
+    const efps_tp_rkey_t rkey = {.base = 0x1234567890abcdefull,
+                                 .length = 1 << 20,
+                                 .key = 2,
+                                 .transport = 1,
+                                 .access = EFPS_TP_ACCESS_REMOTE_WRITE};
+    efps_tp_rkey_pack(&rkey, m + 32);
+    ps_msg(buf, &off, m, 32 + EFPS_TP_RKEY_PACKED);
+    for (uint32_t i = 0; i < nkeys; i += PS_KEYS_PER_MSG) {
+        uint32_t cnt = nkeys - i < PS_KEYS_PER_MSG ? nkeys - i : PS_KEYS_PER_MSG;
+        ps_put32(m, PS_MSG_KEYS);
+        ps_put32(m + 4, cnt);
+        for (uint32_t k = 0; k < cnt; k++) {
+            uint8_t *e = m + 8 + PS_KEY_WIRE * k;
+            ps_put32(e, i + k);
+            ps_put64(e + 4, (uint64_t)(i + k) * 37 + 5);
+            ps_put64(e + 12, block);
+        }
+        ps_msg(buf, &off, m, 8 + PS_KEY_WIRE * cnt);
+    }
+    return off;
+}
+
+static void ps_seeds(void)
+{
+    static uint8_t buf[16384];
+    ps_hello_t hello = {
+        .magic = PS_MAGIC, .version = PS_PROTO_VERSION, .role = 1, .rank = 2, .num_workers = 4};
+    for (int i = 0; i < PS_NONCE; i++)
+        hello.nonce[i] = (uint8_t)(i * 29 + 3);
+    put("ps", "hello", 0, &hello, sizeof(hello), NULL, 0);
+    uint8_t auth[4 + PS_MAC];
+    ps_put32(auth, PS_MSG_AUTH);
+    for (int i = 0; i < PS_MAC; i++)
+        auth[4 + i] = (uint8_t)(i * 7 + 1);
+    put("ps", "auth", 1, auth, sizeof(auth), NULL, 0);
+    /* 1 server, blocksign blocks of 4, 3 keys; 3 servers, sign, 130 keys */
+    put("ps", "layout", 2, buf, ps_layout_seed(buf, EFPS_COMP_BLOCKSIGN, 4, 256, 3), NULL, 0);
+    put("ps", "layout130", 2 | 2 << 2, buf, ps_layout_seed(buf, EFPS_COMP_SIGN, 0, 4096, 130), NULL,
+        0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
@@ -184,5 +247,6 @@ int main(int argc, char **argv)
     idx_seeds();
     ckpt_seeds();
     tcp_seeds();
+    ps_seeds();
     return 0;
 }
