@@ -135,6 +135,18 @@ EFPS_API efps_status_t efps_worker_opt_save(const efps_worker_opt_t *w, const ch
 EFPS_API efps_status_t efps_worker_opt_load(const char *path, efps_worker_opt_t **w_p);
 EFPS_API efps_status_t efps_server_opt_save(const efps_server_opt_t *s, const char *path);
 EFPS_API efps_status_t efps_server_opt_load(const char *path, efps_server_opt_t **s_p);
+/* Many objects in one file: every part of a parameter-server worker, or every
+ * part a server holds (efps_ps_save). Loading replaces the `count` objects of
+ * the array in place (the old ones destroyed) only when the file holds exactly
+ * `count` records, each of the same size and configuration as the object it
+ * replaces: EFPS_ERR_MISMATCH otherwise, and the array is untouched on any
+ * error. Saving a worker part between an encode and its apply is EFPS_ERR_STATE. */
+EFPS_API efps_status_t efps_worker_opts_save(efps_worker_opt_t *const *w, size_t count,
+                                             const char *path);
+EFPS_API efps_status_t efps_worker_opts_load(const char *path, efps_worker_opt_t **w, size_t count);
+EFPS_API efps_status_t efps_server_opts_save(efps_server_opt_t *const *s, size_t count,
+                                             const char *path);
+EFPS_API efps_status_t efps_server_opts_load(const char *path, efps_server_opt_t **s, size_t count);
 
 /* ---- learning-rate schedules ---------------------------------------------- */
 

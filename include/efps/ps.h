@@ -107,6 +107,18 @@ EFPS_API efps_status_t efps_ps_pull(efps_ps_t *ps, uint32_t key, float *x);
  * Returns the first error the worker saw, or EFPS_OK. NULL is a no-op. */
 EFPS_API efps_status_t efps_ps_finalize(efps_ps_t *ps);
 
+/* Checkpoints (lib/ps/ckpt.c). Save, on every worker between two steps
+ * (every pull done): the worker writes its optimizer state to
+ * <path>.worker<rank>, and rank 0 asks every server to write its own to
+ * <path>.server<s>. Load, on every worker before its first push, after the
+ * same declares as the saved run: the worker's state from its file, and every
+ * server loads its file before this worker may push; a run resumed so goes on
+ * bit-identically. EFPS_ERR_STATE at another time, EFPS_ERR_MISMATCH for a
+ * checkpoint of another layout or configuration, the file errors of
+ * efps_worker_opt_load (also for a server's file, reported with its name). */
+EFPS_API efps_status_t efps_ps_save(efps_ps_t *ps, const char *path);
+EFPS_API efps_status_t efps_ps_load(efps_ps_t *ps, const char *path);
+
 /* Bytes this worker has put on the wire (pushes, headers included) and the
  * fp32 bytes those pushes stand for. */
 EFPS_API void efps_ps_traffic(const efps_ps_t *ps, uint64_t *wire_bytes_p, uint64_t *fp32_bytes_p);

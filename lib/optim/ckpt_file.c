@@ -288,11 +288,12 @@ static efps_status_t check_container(const char *path, const uint8_t *buf, size_
                    EFPS_CKPT_VERSION);
         return EFPS_ERR_UNSUPPORTED;
     }
-    static const char *const kinds[] = {"?", "worker", "server", "simulation"};
+    static const char *const kinds[] = {"?",          "worker",        "server",
+                                        "simulation", "set of worker", "set of server"};
     const uint32_t have = rd32(buf + 12);
     if (have != kind) {
         efps_error("checkpoint %s: holds a %s state, not a %s one", path,
-                   have <= EFPS_CKPT_SIM ? kinds[have] : "unknown", kinds[kind]);
+                   have <= EFPS_CKPT_SERVER_SET ? kinds[have] : "unknown", kinds[kind]);
         return EFPS_ERR_MISMATCH;
     }
     return EFPS_OK;

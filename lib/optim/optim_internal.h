@@ -83,7 +83,13 @@ static inline int efps__ckpt_in_ok(const efps_ckpt_in_t *in)
     return !in->short_read;
 }
 
-enum { EFPS_CKPT_WORKER = 1, EFPS_CKPT_SERVER = 2, EFPS_CKPT_SIM = 3 };
+enum {
+    EFPS_CKPT_WORKER = 1,
+    EFPS_CKPT_SERVER = 2,
+    EFPS_CKPT_SIM = 3,
+    EFPS_CKPT_WORKER_SET = 4, /* ckpt_set.c: every part of a parameter-server worker */
+    EFPS_CKPT_SERVER_SET = 5, /* ckpt_set.c: every part a server holds */
+};
 
 typedef void (*efps__ckpt_put_fn)(efps_ckpt_out_t *o, const void *obj);
 /* Writes header + payload (put(o, obj)) + CRC to a temporary file, flushes

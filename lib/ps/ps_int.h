@@ -66,6 +66,10 @@ enum {
     PS_MSG_READY = 4,  /* server: the worker's slot rkey */
     PS_MSG_REFUSE = 5, /* either: a NUL-terminated reason, then the sender closes */
     PS_MSG_BYE = 6,    /* worker: finished */
+    /* ckpt.c; numbered apart so other new messages need not renumber */
+    PS_MSG_SAVE = 16,      /* worker rank 0: NUL-terminated path; between steps */
+    PS_MSG_LOAD = 17,      /* every worker: NUL-terminated path; before its first push */
+    PS_MSG_CKPT_DONE = 18, /* server: i32 status, NUL-terminated message */
 };
 #define PS_KEYS_PER_MSG 128
 #define PS_KEY_WIRE     20 /* bytes of one key in a KEYS message */
@@ -136,5 +140,23 @@ static inline uint32_t ps_imm(uint32_t part, uint64_t step)
 {
     return (part << 1) | (uint32_t)(step & 1);
 }
+
+/* ---- checkpoints (ckpt.c), over worker.c's state ------------------------------ */
+/* EFPS_OK when the worker may checkpoint: no error, every pull done; with
+ * start, the layout is sent first if it was not (efps_ps_load). */
+efps_status_t efps__ps_between_steps(efps_ps_t *ps, bool start);
+bool efps__ps_pushed_any(const efps_ps_t *ps);
+size_t efps__ps_nparts(const efps_ps_t *ps);
+efps_worker_opt_t **efps__ps_part_opt(efps_ps_t *ps, size_t part);
+int efps__ps_nservers(const efps_ps_t *ps);
+/* Sends msg to server s and waits (timeout_ms) for its control message of
+ * type reply_type. */
+efps_status_t efps__ps_ask(efps_ps_t *ps, int s, const uint8_t *msg, size_t len,
+                           uint32_t reply_type, uint8_t *reply, size_t cap, size_t *len_p);
+/* A server's answer to PS_MSG_SAVE / PS_MSG_LOAD m (len bytes) over its parts
+ * opts[count] (replaced on a load); the reply (PS_MSG_CKPT_DONE) into reply. */
+efps_status_t efps__ps_server_ckpt(int server, uint32_t type, const uint8_t *m, size_t len,
+                                   efps_server_opt_t **opts, size_t count, uint8_t *reply,
+                                   size_t cap, size_t *reply_len_p);
 
 #endif

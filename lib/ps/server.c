@@ -265,6 +265,28 @@ static efps_status_t on_keys(server_t *sv, worker_t *w, const uint8_t *m, size_t
 
 /* ---- control messages ---------------------------------------------------------------- */
 
+/* A checkpoint request (ckpt.c) over this server's parts. A failed save or
+ * load is answered with its status, not fatal: the worker decides. */
+static efps_status_t on_ckpt(server_t *sv, worker_t *w, uint32_t type, const uint8_t *m, size_t len)
+{
+    efps_server_opt_t **opts = calloc(sv->layout.nparts + 1, sizeof(*opts));
+    if (opts == NULL)
+        return EFPS_ERR_NOMEM;
+    size_t n = 0;
+    for (size_t p = 0; p < sv->layout.nparts; p++)
+        if (sv->parts[p].mine)
+            opts[n++] = sv->parts[p].opt;
+    uint8_t reply[256];
+    size_t rlen = 0;
+    if (efps__ps_server_ckpt(sv->cfg.rank, type, m, len, opts, n, reply, sizeof(reply), &rlen) ==
+        EFPS_OK)
+        for (size_t p = 0, k = 0; p < sv->layout.nparts; p++)
+            if (sv->parts[p].mine)
+                sv->parts[p].opt = opts[k++]; /* a load replaced them */
+    free(opts);
+    return efps_tp_msg_send(w->ep, reply, rlen);
+}
+
 static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
 {
     const uint32_t type = len >= 4 ? ps_get32(m) : 0;
@@ -284,6 +306,8 @@ static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t 
         return on_layout(sv, w, m, len);
     if (w->state == W_LAYOUT && type == PS_MSG_KEYS)
         return on_keys(sv, w, m, len);
+    if (w->state == W_READY && (type == PS_MSG_SAVE || type == PS_MSG_LOAD))
+        return on_ckpt(sv, w, type, m, len);
     if (w->state == W_READY && type == PS_MSG_BYE) {
         w->state = W_DONE;
         sv->done++;

@@ -551,3 +551,55 @@ int efps_ps_num_workers(const efps_ps_t *ps)
 {
     return ps->cfg.num_workers;
 }
+
+/* ---- for ckpt.c ------------------------------------------------------------------ */
+
+efps_status_t efps__ps_between_steps(efps_ps_t *ps, bool start_now)
+{
+    if (ps->failed != EFPS_OK)
+        return ps->failed;
+    efps_status_t st = ps->started || !start_now ? EFPS_OK : start(ps);
+    if (st == EFPS_OK && !ps->started) {
+        efps_error("worker %d: checkpoint before the first step", ps->cfg.rank);
+        st = EFPS_ERR_STATE;
+    }
+    for (size_t p = 0; st == EFPS_OK && p < ps->layout.nparts; p++)
+        if (ps->st[p].applied != ps->st[p].pushed) {
+            efps_error("worker %d: checkpoint between a push and its pull (part %zu)", ps->cfg.rank,
+                       p);
+            st = EFPS_ERR_STATE;
+        }
+    return st;
+}
+
+bool efps__ps_pushed_any(const efps_ps_t *ps)
+{
+    for (size_t p = 0; p < ps->layout.nparts; p++)
+        if (ps->st[p].pushed > 0)
+            return true;
+    return false;
+}
+
+size_t efps__ps_nparts(const efps_ps_t *ps)
+{
+    return ps->layout.nparts;
+}
+
+efps_worker_opt_t **efps__ps_part_opt(efps_ps_t *ps, size_t part)
+{
+    return &ps->st[part].opt;
+}
+
+int efps__ps_nservers(const efps_ps_t *ps)
+{
+    return ps->nservers;
+}
+
+efps_status_t efps__ps_ask(efps_ps_t *ps, int s, const uint8_t *msg, size_t len,
+                           uint32_t reply_type, uint8_t *reply, size_t cap, size_t *len_p)
+{
+    efps_status_t st = efps_tp_msg_send(ps->srv[s].ep, msg, len);
+    if (st == EFPS_OK)
+        st = expect_msg(ps, &ps->srv[s], reply_type, reply, cap, len_p);
+    return st == EFPS_OK ? st : fail(ps, st);
+}

@@ -261,3 +261,33 @@ def test_nan_gradient_in_a_job(tmp_path):
         assert p.returncode != 0
         assert read_exc(tmp_path, 1).startswith("FloatingPointError: efps: non-finite gradient")
         assert read_exc(tmp_path, 0).startswith("Error:")
+
+
+def test_resume_is_bit_identical(tmp_path):
+    """A run that saves at step 5 and goes on to step 10, and a new job (new
+    servers) that loads that checkpoint and runs steps 5..9, end with the same
+    bits: worker and server error feedback, momentum, weight-decay momentum,
+    lr schedule (which changes at step 5) and parameters all restored."""
+    cfg = dict(compressor="blocksign", block=64, lr=0.05, wd=1e-3, scheduler="multistep",
+               steps=10)
+    ck = str(tmp_path / "ck")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert_ok(run_efps(tmp_path / "a", dict(cfg, save_at=5, save=ck), servers=2))
+    files = sorted(os.listdir(str(tmp_path)))
+    assert {"ck.worker0", "ck.worker1", "ck.server0", "ck.server1", "ck.rank0.pt"} <= set(files)
+    assert_ok(run_efps(tmp_path / "b", dict(cfg, load=ck), servers=2))
+    for r in range(2):
+        a, b = load(tmp_path / "a", "final", r), load(tmp_path / "b", "final", r)
+        for n in a:
+            assert torch.equal(a[n], b[n]), "rank %d %s: resumed run differs" % (r, n)
+
+
+def test_load_of_another_layout_is_a_clear_error(tmp_path):
+    ck = str(tmp_path / "ck")
+    assert_ok(run_efps(tmp_path, dict(compressor="blocksign", steps=2, save_at=2, save=ck),
+                       workers=1))
+    p = run_efps(tmp_path, dict(compressor="blocksign", block=64, steps=2, load=ck), workers=1)
+    assert p.returncode != 0
+    assert "another size or optimizer configuration" in read_exc(tmp_path, 0), \
+        read_exc(tmp_path, 0)

@@ -10,5 +10,6 @@
 """
 from .optimizer import DistributedOptimizer  # noqa: F401
 from .broadcast import average_buffers, broadcast_parameters  # noqa: F401
+from .checkpoint import load, save  # noqa: F401
 
-__all__ = ["DistributedOptimizer", "broadcast_parameters", "average_buffers"]
+__all__ = ["DistributedOptimizer", "broadcast_parameters", "average_buffers", "save", "load"]
