@@ -44,6 +44,8 @@ static void usage(FILE *f)
             "  --csv PATH            per-epoch CSV, written by worker 0\n"
             "  --transport NAME      auto, tcp or verbs                          (EFPS_TRANSPORT)\n"
             "  --dump-params PATH    each worker writes its final parameters to PATH.<rank>\n"
+            "  --step-csv PATH       each worker writes one row per step to PATH.<rank>:\n"
+            "                        start, duration, time in push and pull, bytes\n"
             "  -h, --help            this text\n");
 }
 
@@ -164,6 +166,9 @@ static int set_opt(int c, const char *opt, const char *text, train_opts_t *o)
     case 'P':
         o->dump_params = text;
         return 0;
+    case 'C':
+        o->step_csv = text;
+        return 0;
     case 'N':
         o->nesterov = true;
         return 0;
@@ -220,6 +225,7 @@ int train_parse(int argc, char **argv, train_opts_t *o)
         {"csv", 1, 0, 'o'},
         {"transport", 1, 0, 'r'},
         {"dump-params", 1, 0, 'P'},
+        {"step-csv", 1, 0, 'C'},
         {"help", 0, 0, 'h'},
         {"as-worker", 0, 0, 'X'}, /* internal: a worker started by the local launch */
         {0, 0, 0, 0}};

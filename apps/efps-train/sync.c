@@ -36,6 +36,7 @@ struct sync {
     size_t gblock;     /* the group's blocksign block */
     float *gx, *ggrad; /* the group's parameters and gradients, contiguous */
     float lr;
+    double push_s, pull_s; /* time inside efps_ps_push / efps_ps_pull */
 };
 
 static bool in_group(const sync_t *s, size_t i)
@@ -59,7 +60,11 @@ static efps_status_t before_forward(size_t i, void *user)
     if (!s->pending[key])
         return EFPS_OK; /* first step: nothing pushed yet; or the group is pulled */
     s->pending[key] = false;
-    return key == s->gkey ? pull_group(s) : efps_ps_pull(s->ps, (uint32_t)i, s->params[i].data);
+    const double t0 = train_now();
+    efps_status_t st =
+        key == s->gkey ? pull_group(s) : efps_ps_pull(s->ps, (uint32_t)i, s->params[i].data);
+    s->pull_s += train_now() - t0;
+    return st;
 }
 
 static efps_status_t on_grad(size_t i, const float *grad, size_t n, void *user)
@@ -74,7 +79,9 @@ static efps_status_t on_grad(size_t i, const float *grad, size_t n, void *user)
         key = s->gkey;
         grad = s->ggrad;
     }
+    const double t0 = train_now();
     efps_status_t st = efps_ps_push(s->ps, (uint32_t)key, grad, s->lr);
+    s->push_s += train_now() - t0;
     s->pending[key] = st == EFPS_OK;
     return st;
 }
@@ -178,4 +185,10 @@ efps_status_t sync_all(sync_t *s)
     for (size_t i = 0; i < s->nparams && st == EFPS_OK; i++)
         st = before_forward(i, s);
     return st;
+}
+
+void sync_times(const sync_t *s, double *push_s_p, double *pull_s_p)
+{
+    *push_s_p = s->push_s;
+    *pull_s_p = s->pull_s;
 }

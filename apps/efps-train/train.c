@@ -97,7 +97,7 @@ static void traffic(const worker_t *w, efps_ps_t *ps, report_row_t *row)
 }
 
 /* One epoch; on return every update is pulled, row has the epoch's figures. */
-static efps_status_t run_epoch(worker_t *w, efps_ps_t *ps, sync_t *s, report_t *rep,
+static efps_status_t run_epoch(worker_t *w, efps_ps_t *ps, sync_t *s, report_t *rep, steplog_t *log,
                                report_row_t *row)
 {
     const uint64_t spe = w->sampler.batches_per_epoch;
@@ -112,9 +112,13 @@ static efps_status_t run_epoch(worker_t *w, efps_ps_t *ps, sync_t *s, report_t *
         row->lr = efps_lr_at(&w->sched, row->steps_done);
         sync_set_lr(s, row->lr);
         nn_step_result_t r;
+        steplog_begin(log, s, ps);
         st = nn_model_train_step(w->model, w->x, w->labels, w->o->batch, &hooks, &r);
+        if (st == EFPS_OK && b + 1 == spe)
+            st = sync_all(s); /* the epoch's last step ends with every update pulled */
         if (st != EFPS_OK)
             break;
+        steplog_end(log, s, ps, row->epoch, b + 1);
         loss += r.loss;
         correct += (size_t)r.correct;
         row->step = b + 1;
@@ -125,8 +129,6 @@ static efps_status_t run_epoch(worker_t *w, efps_ps_t *ps, sync_t *s, report_t *
             report_progress(rep, row);
         }
     }
-    if (st == EFPS_OK)
-        st = sync_all(s);
     row->train_acc = 100.0 * (double)correct / (double)(spe * (size_t)w->o->batch);
     traffic(w, ps, row);
     return st;
@@ -147,15 +149,20 @@ static efps_status_t evaluate(worker_t *w, report_row_t *row)
 static efps_status_t train_loop(worker_t *w, efps_ps_t *ps, report_t *rep, report_row_t *row)
 {
     sync_t *s;
+    steplog_t log;
+    if (steplog_open(&log, w->o->step_csv, w->rank) != 0)
+        return EFPS_ERR_IO;
     efps_status_t st = sync_create(ps, nn_model_params(w->model), nn_model_param_count(w->model),
                                    w->o->group_below, w->block, &s);
     for (int e = 1; e <= w->o->epochs && st == EFPS_OK; e++) {
         row->epoch = e;
-        st = run_epoch(w, ps, s, rep, row);
+        st = run_epoch(w, ps, s, rep, &log, row);
         if (st == EFPS_OK && w->rank == 0 && (st = evaluate(w, row)) == EFPS_OK)
             report_epoch(rep, row);
     }
     sync_destroy(s);
+    if (steplog_close(&log) != 0 && st == EFPS_OK)
+        st = EFPS_ERR_IO;
     return st;
 }
 

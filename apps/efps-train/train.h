@@ -19,6 +19,7 @@ typedef enum {
 
 typedef struct {
     const char *model, *data, *compressor, *transport, *csv, *dump_params;
+    const char *step_csv; /* per-step timing, PATH.<rank> per worker; NULL: none */
     long block;
     size_t group_below; /* tensors of fewer elements share one key; 0: none do */
     int epochs, batch, warmup_epochs, workers, servers;
@@ -66,6 +67,28 @@ nn_hooks_t sync_hooks(sync_t *s);
 void sync_set_lr(sync_t *s, float lr);
 /* Pulls every outstanding update: the model is then the step's x. */
 efps_status_t sync_all(sync_t *s);
+/* Seconds spent so far inside efps_ps_push (encoding, waiting for the
+ * previous push of a part to leave) and efps_ps_pull (waiting for the
+ * update, applying it). */
+void sync_times(const sync_t *s, double *push_s_p, double *pull_s_p);
+
+/* ---- per-step timing, by every worker (steps.c) ---------------------------- */
+
+/* One CSV row per step: when it started, how long it took, how much of it was
+ * spent in pushes and pulls (the rest is forward/backward), the bytes pushed. */
+typedef struct {
+    FILE *f;
+    double push_s, pull_s; /* sync_times at the start of the step */
+    uint64_t wire;         /* efps_ps_traffic at the start of the step */
+    double t0;
+} steplog_t;
+
+/* Opens PATH.<rank> (path NULL: a no-op log); -1 (printed) on failure. */
+int steplog_open(steplog_t *l, const char *path, int rank);
+void steplog_begin(steplog_t *l, const sync_t *s, efps_ps_t *ps);
+void steplog_end(steplog_t *l, const sync_t *s, efps_ps_t *ps, int epoch, uint64_t step);
+/* -1 (printed) when writing failed. */
+int steplog_close(steplog_t *l);
 
 /* ---- reports, by worker 0 ------------------------------------------------ */
 

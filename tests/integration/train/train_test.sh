@@ -21,7 +21,7 @@ test_help() {
   "$TRAIN" --help > "$TMP/help.log" || fail "--help exited $?"
   for opt in --model --data --compressor --block --epochs --batch --lr --momentum --nesterov \
              --wd --schedule --warmup-epochs --seed --workers --servers --train-subset \
-             --test-subset --csv --transport --dump-params --group-below; do
+             --test-subset --csv --transport --dump-params --group-below --step-csv; do
     grep -q -- "$opt" "$TMP/help.log" || fail "--help does not mention $opt"
   done
 }
