@@ -44,8 +44,8 @@ start_s, step_s, compute_s, push_s, pull_s, push_bytes), links.csv (tx/rx
 bytes of every host link during training), tc.txt (qdisc statistics:
 drops, overlimits), worker.<rank>.log, server.<rank>.log, epochs.csv
 (worker 0), summary.csv (one row: the setting, wall time, mean step and
-its parts without each epoch's first step, and the busiest link's wire time
-per step at --rate against the measured step).
+its parts without each epoch's first and last steps, and the busiest
+link's wire time per step at --rate against the measured step).
 USAGE
 }
 
@@ -338,19 +338,24 @@ rm -f "$OUT/links.before" "$OUT/links.after"
 
 # ---- summary ------------------------------------------------------------------
 # Means over every worker's steps but each epoch's first (connection set-up,
-# no pulls yet, or waiting for worker 0's evaluation); the busiest link is the
-# host link direction that carried the most bytes over the run, per step.
+# no pulls yet, or waiting for worker 0's evaluation) and last (it also
+# pulls its own updates: two steps' pulls); compute_max_s is the
+# mean over steps of the slowest worker's compute (all wait for it); the
+# busiest link is the host link direction that carried the most bytes over
+# the run, per step.
 steps=$(( $(wc -l < "$OUT/steps.0") - 1 ))
+spe=$(sed -n 's/.* epochs of \([0-9]*\) steps.*/\1/p' "$OUT/worker.0.log")
 awk -F, -v S="$SERVERS" -v M="$WORKERS" -v R="$RATE_BPS" -v D="${DELAY:-0}" -v L="${LOSS:-0}" \
     -v C="$COMPRESSOR" -v MO="$MODEL" -v I="$IMAGES" -v B="$BATCH" -v E="$EPOCHS" \
-    -v T="$steps" -v W="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" '
+    -v T="$steps" -v SPE="$spe" -v W="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" '
   FILENAME ~ /links.csv$/ { if (FNR > 1) for (k = 2; k <= 3; k++) if ($k > big) { big = $k; host = $1 (k == 2 ? "-tx" : "-rx") }; next }
-  FNR > 1 && $2 > 1 { n++; st += $4; co += $5; pu += $6; pl += $7; by += $8 }
+  FNR > 1 && $2 > 1 && $2 < SPE { n++; st += $4; co += $5; pu += $6; pl += $7; by += $8; k = $1 "," $2; if (!(k in cm) || $5 > cm[k]) cm[k] = $5 }
   END {
-    if (n == 0) { print "cluster.sh: too few steps for a summary (need 2 per epoch)" > "/dev/stderr"; exit 1 }
+    if (n == 0) { print "cluster.sh: too few steps for a summary (need 3 per epoch)" > "/dev/stderr"; exit 1 }
     bps = big / T; wire = R > 0 ? 8 * bps / R : 0
-    print "servers,workers,rate_bps,delay,loss,compressor,model,images,batch,epochs,steps,wall_s,step_s,compute_s,push_s,pull_s,push_bytes,busiest_link,busiest_bytes_per_step,wire_step_s,step_over_wire"
-    printf "%d,%d,%d,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.6f,%.6f,%.6f,%.6f,%.0f,%s,%.0f,%.6f,%.3f\n", S, M, R, D, L, C, MO, I, B, E, T, W,
-           st / n, co / n, pu / n, pl / n, by / n, host, bps, wire, (wire > 0 ? st / n / wire : 0)
+    for (k in cm) { nk++; cmax += cm[k] }
+    print "servers,workers,rate_bps,delay,loss,compressor,model,images,batch,epochs,steps,wall_s,step_s,compute_s,push_s,pull_s,push_bytes,busiest_link,busiest_bytes_per_step,wire_step_s,step_over_wire,compute_max_s"
+    printf "%d,%d,%d,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.6f,%.6f,%.6f,%.6f,%.0f,%s,%.0f,%.6f,%.3f,%.6f\n", S, M, R, D, L, C, MO, I, B, E, T, W,
+           st / n, co / n, pu / n, pl / n, by / n, host, bps, wire, (wire > 0 ? st / n / wire : 0), cmax / nk
   }' "$OUT/links.csv" "$OUT"/steps.* > "$OUT/summary.csv"
 awk -F, 'NR == 2 { printf "cluster.sh: %s, %d workers, %d servers, %s: %d steps in %.1f s; per step %.3f s = compute %.3f + push %.3f + pull %.3f; busiest link %s %.0f B/step = %.3f s on the wire (step / wire %.2f)\n", $6, $2, $1, ($3 > 0 ? $3 / 1e6 " Mb/s" : "unshaped"), $11, $12, $13, $14, $15, $16, $18, $19, $20, $21 }' "$OUT/summary.csv"
