@@ -30,6 +30,8 @@ Runs efps-server and efps-train on an emulated cluster of shaped links.
   --test-images N    test images worker 0 evaluates on              (100)
   --batch N          images per worker and step                     (64)
   --epochs N                                                        (1)
+  --partition-bytes N  largest tensor part (EFPS_PARTITION_BYTES)   (library's)
+  --queue MS         tbf queue of each link direction, in ms at --rate (100)
   --bulk SECONDS     before training, time a bulk TCP transfer of about
                      SECONDS at --rate each way between worker 0 and server 0
                      (bulk.csv): checks that the links are really shaped
@@ -54,7 +56,7 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 root=$(cd "$(dirname "$0")/../.." && pwd)
 SERVERS=1 WORKERS=2 RATE=none DELAY="" LOSS="" COMPRESSOR=blocksign BLOCK=2048
 MODEL=resnet8 IMAGES=1024 TEST_IMAGES=100 BATCH=64 EPOCHS=1 BULK="" TRAIN=1
-TIMEOUT=1800 BUILD=$root/build OUT="" NICE=${NICE:-10}
+TIMEOUT=1800 BUILD=$root/build OUT="" NICE=${NICE:-10} QUEUE_MS=100 PARTITION=""
 PORT=7000 BULK_PORT=9000
 
 need() { [ $# -ge 2 ] && [ -n "$2" ] || die "missing value for '$1' (see --help)"; }
@@ -64,7 +66,7 @@ while [ $# -gt 0 ]; do
     -h|--help) usage; exit 0 ;;
     --no-train) TRAIN=0; shift; continue ;;
     --servers|--workers|--rate|--delay|--loss|--compressor|--block|--model|--images|\
-    --test-images|--batch|--epochs|--bulk|--timeout|--build|--out) need "$@" ;;
+    --test-images|--batch|--epochs|--bulk|--timeout|--build|--out|--queue|--partition-bytes) need "$@" ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
   case $1 in
@@ -81,6 +83,8 @@ while [ $# -gt 0 ]; do
     --batch) int_arg "$1" "$2"; BATCH=$2 ;;
     --epochs) int_arg "$1" "$2"; EPOCHS=$2 ;;
     --bulk) int_arg "$1" "$2"; BULK=$2 ;;
+    --queue) int_arg "$1" "$2"; QUEUE_MS=$2 ;;
+    --partition-bytes) int_arg "$1" "$2" 64; PARTITION=$2 ;;
     --timeout) int_arg "$1" "$2"; TIMEOUT=$2 ;;
     --build) BUILD=$2 ;;
     --out) OUT=$2 ;;
@@ -171,8 +175,9 @@ ip -n "$SW" link add br0 type bridge
 ip -n "$SW" link set br0 up
 
 # tbf at --rate: a bucket of 10 ms of the rate (at least 4 KiB: a few frames)
-# and a queue of up to 100 ms; GSO packets larger than the bucket are
-# segmented by tbf itself.
+# and a queue of up to --queue ms; GSO packets larger than the bucket are
+# segmented by tbf itself. A short queue drops packets when M workers push to
+# one server at once (incast), as a shallow switch buffer does.
 shape() { # shape NS DEV WITH_NETEM
   local ns=$1 dev=$2 netem=$3 burst parent=root
   if [ "$netem" -eq 1 ] && [ -n "$DELAY$LOSS" ]; then
@@ -183,7 +188,7 @@ shape() { # shape NS DEV WITH_NETEM
   [ "$RATE_BPS" -gt 0 ] || return 0
   burst=$(( RATE_BPS / 800 > 4096 ? RATE_BPS / 800 : 4096 ))
   # shellcheck disable=SC2086
-  tc -n "$ns" qdisc add dev "$dev" $parent handle 10: tbf rate "$RATE_BPS"bit burst "$burst" latency 100ms
+  tc -n "$ns" qdisc add dev "$dev" $parent handle 10: tbf rate "$RATE_BPS"bit burst "$burst" latency "${QUEUE_MS}ms"
 }
 
 add_host() { # add_host NS ADDR PORT
@@ -266,6 +271,7 @@ SECRET=$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 COMMON=(EFPS_SERVERS="$LIST" EFPS_NUM_WORKERS="$WORKERS" EFPS_SECRET="$SECRET"
         EFPS_TRANSPORT=tcp EFPS_COMPRESSOR="$COMPRESSOR" EFPS_BLOCK="$BLOCK"
         EFPS_TIMEOUT_MS=$(( TIMEOUT * 1000 )))
+[ -z "$PARTITION" ] || COMMON+=(EFPS_PARTITION_BYTES="$PARTITION")
 
 # counters FILE: tx and rx bytes of every host's link, as the host sees them.
 counters() {
@@ -344,18 +350,19 @@ rm -f "$OUT/links.before" "$OUT/links.after"
 # busiest link is the host link direction that carried the most bytes over
 # the run, per step.
 steps=$(( $(wc -l < "$OUT/steps.0") - 1 ))
+drops=$(awk '/dropped/ { gsub(/,/, ""); for (i = 1; i < NF; i++) if ($i == "(dropped") d += $(i + 1) } END { print d + 0 }' "$OUT/tc.txt")
 spe=$(sed -n 's/.* epochs of \([0-9]*\) steps.*/\1/p' "$OUT/worker.0.log")
 awk -F, -v S="$SERVERS" -v M="$WORKERS" -v R="$RATE_BPS" -v D="${DELAY:-0}" -v L="${LOSS:-0}" \
     -v C="$COMPRESSOR" -v MO="$MODEL" -v I="$IMAGES" -v B="$BATCH" -v E="$EPOCHS" \
-    -v T="$steps" -v SPE="$spe" -v W="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" '
+    -v T="$steps" -v SPE="$spe" -v DROPS="$drops" -v PB="${PARTITION:-0}" -v W="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" '
   FILENAME ~ /links.csv$/ { if (FNR > 1) for (k = 2; k <= 3; k++) if ($k > big) { big = $k; host = $1 (k == 2 ? "-tx" : "-rx") }; next }
   FNR > 1 && $2 > 1 && $2 < SPE { n++; st += $4; co += $5; pu += $6; pl += $7; by += $8; k = $1 "," $2; if (!(k in cm) || $5 > cm[k]) cm[k] = $5 }
   END {
     if (n == 0) { print "cluster.sh: too few steps for a summary (need 3 per epoch)" > "/dev/stderr"; exit 1 }
     bps = big / T; wire = R > 0 ? 8 * bps / R : 0
     for (k in cm) { nk++; cmax += cm[k] }
-    print "servers,workers,rate_bps,delay,loss,compressor,model,images,batch,epochs,steps,wall_s,step_s,compute_s,push_s,pull_s,push_bytes,busiest_link,busiest_bytes_per_step,wire_step_s,step_over_wire,compute_max_s"
-    printf "%d,%d,%d,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.6f,%.6f,%.6f,%.6f,%.0f,%s,%.0f,%.6f,%.3f,%.6f\n", S, M, R, D, L, C, MO, I, B, E, T, W,
-           st / n, co / n, pu / n, pl / n, by / n, host, bps, wire, (wire > 0 ? st / n / wire : 0), cmax / nk
+    print "servers,workers,rate_bps,delay,loss,compressor,model,images,batch,epochs,steps,wall_s,step_s,compute_s,push_s,pull_s,push_bytes,busiest_link,busiest_bytes_per_step,wire_step_s,step_over_wire,compute_max_s,drops,partition_bytes"
+    printf "%d,%d,%d,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.6f,%.6f,%.6f,%.6f,%.0f,%s,%.0f,%.6f,%.3f,%.6f,%d,%d\n", S, M, R, D, L, C, MO, I, B, E, T, W,
+           st / n, co / n, pu / n, pl / n, by / n, host, bps, wire, (wire > 0 ? st / n / wire : 0), cmax / nk, DROPS, PB
   }' "$OUT/links.csv" "$OUT"/steps.* > "$OUT/summary.csv"
-awk -F, 'NR == 2 { printf "cluster.sh: %s, %d workers, %d servers, %s: %d steps in %.1f s; per step %.3f s = compute %.3f + push %.3f + pull %.3f; busiest link %s %.0f B/step = %.3f s on the wire (step / wire %.2f)\n", $6, $2, $1, ($3 > 0 ? $3 / 1e6 " Mb/s" : "unshaped"), $11, $12, $13, $14, $15, $16, $18, $19, $20, $21 }' "$OUT/summary.csv"
+awk -F, 'NR == 2 { printf "cluster.sh: %s, %d workers, %d servers, %s: %d steps in %.1f s; per step %.3f s = compute %.3f + push %.3f + pull %.3f; busiest link %s %.0f B/step = %.3f s on the wire (step / wire %.2f); %d packets dropped by the links\n", $6, $2, $1, ($3 > 0 ? $3 / 1e6 " Mb/s" : "unshaped"), $11, $12, $13, $14, $15, $16, $18, $19, $20, $21, $23 }' "$OUT/summary.csv"

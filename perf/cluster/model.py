@@ -323,7 +323,7 @@ def calib_compute(calib, model, m):
 
 
 def predict(calib, model, m, servers, rate_bps, comp, block=2048, compute=None,
-            latency=None, duplex=None, batch=64):
+            latency=None, duplex=None, batch=64, partition_bytes=4 << 20):
     tensors = model_tensors(model, batch)
     if compute is None:
         compute = calib_compute(calib, model, m)
@@ -331,7 +331,8 @@ def predict(calib, model, m, servers, rate_bps, comp, block=2048, compute=None,
         latency = calib.get("latency_s", 100e-6)
     kern = Kernels(calib)
     if comp in ("none", "sign", "blocksign"):
-        keys = make_keys(tensors, comp, block, servers=servers)
+        keys = make_keys(tensors, comp, block, servers=servers,
+                         partition_bytes=partition_bytes or 4 << 20)
         return ps_step(tensors, keys, compute, m, servers, rate_bps, latency, comp, kern,
                        duplex or calib.get("duplex", "full"))
     if comp == "ring-fp32":
@@ -366,7 +367,7 @@ def cmd_predict(a):
     r = parse_rate(a.rate)
     for comp in a.compressor.split(","):
         t = predict(calib, a.model, a.workers, a.servers, r, comp, a.block, a.compute,
-                    duplex=a.duplex)
+                    duplex=a.duplex, partition_bytes=a.partition_bytes)
         print("%-10s %s M=%d S=%d %s: %.4f s per step" % (comp, a.model, a.workers, a.servers,
                                                           a.rate, t))
 
@@ -402,6 +403,8 @@ def measured(d):
 def cmd_validate(a):
     calib = load_calib(a.calib)
     rows = []
+    if a.markdown:
+        return validate_markdown(a, calib)
     print("%-10s %2s %2s %9s %8s %8s | %9s %6s | %9s %6s | %s" % (
         "compressor", "M", "S", "rate", "measured", "slowest", "predicted", "error",
         "own comp.", "error", "run"))
@@ -410,8 +413,10 @@ def cmd_validate(a):
         m, srv, rate = int(s["workers"]), int(s["servers"]), float(s["rate_bps"])
         comp, model = s["compressor"], s["model"]
         meas, own = measured(d)
-        p1 = predict(calib, model, m, srv, rate, comp, duplex=a.duplex)
-        p2 = predict(calib, model, m, srv, rate, comp, compute=own, duplex=a.duplex)
+        pb = int(s.get("partition_bytes") or 0)
+        p1 = predict(calib, model, m, srv, rate, comp, duplex=a.duplex, partition_bytes=pb)
+        p2 = predict(calib, model, m, srv, rate, comp, compute=own, duplex=a.duplex,
+                     partition_bytes=pb)
         e1, e2 = p1 / meas - 1, p2 / meas - 1
         rows.append((e1, e2))
         print("%-10s %2d %2d %6.0f Mb %8.3f %8.3f | %9.3f %+5.0f%% | %9.3f %+5.0f%% | %s" % (
@@ -424,6 +429,27 @@ def cmd_validate(a):
             print("with %s: mean |error| %.0f%%, max %.0f%%, within 15%%: %d of %d" % (
                 what, 100 * sum(errs) / len(errs), 100 * max(errs),
                 sum(e <= 0.15 for e in errs), len(errs)))
+
+
+def validate_markdown(a, calib):
+    """The README's table: one row per run."""
+    print("| model | M | S | link | compressor | step (s) | slowest compute (s) | busiest link "
+          "on the wire (s) | step / wire | predicted (s) | error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    errs = []
+    for d in a.runs:
+        s = read_summary(d)
+        m, srv, rate = int(s["workers"]), int(s["servers"]), float(s["rate_bps"])
+        meas, own = measured(d)
+        p = predict(calib, s["model"], m, srv, rate, s["compressor"], compute=own,
+                    duplex=a.duplex, partition_bytes=int(s.get("partition_bytes") or 0))
+        wire = float(s["wire_step_s"])
+        errs.append(abs(p / meas - 1))
+        print("| %s | %d | %d | %g Mb/s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %+.0f%% |" % (
+            s["model"], m, srv, rate / 1e6, s["compressor"], meas, own, wire, meas / wire, p,
+            100 * (p / meas - 1)))
+    print("\nmean |error| %.0f%%, max %.0f%%, %d of %d within 15%%" % (
+        100 * sum(errs) / len(errs), 100 * max(errs), sum(e <= 0.15 for e in errs), len(errs)))
 
 
 def main(argv):
@@ -446,9 +472,13 @@ def main(argv):
     pr.add_argument("--compute", type=float, default=None,
                     help="compute seconds per step (default: the calibration's)")
     pr.add_argument("--duplex", choices=["full", "half"], default=None)
+    pr.add_argument("--partition-bytes", type=int, default=4 << 20,
+                    help="largest part of a tensor, fp32 bytes (EFPS_PARTITION_BYTES)")
     v = sub.add_parser("validate", help="predicted against measured runs of cluster.sh")
     v.add_argument("--calib", required=True)
     v.add_argument("--duplex", choices=["full", "half"], default=None)
+    v.add_argument("--markdown", action="store_true",
+                   help="a table of the runs with each run's own compute")
     v.add_argument("runs", nargs="+", help="cluster.sh --out directories")
     a = p.parse_args(argv)
     {"keys": cmd_keys, "predict": cmd_predict, "validate": cmd_validate}[a.cmd](a)
