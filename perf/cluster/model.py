@@ -433,9 +433,9 @@ def cmd_validate(a):
 
 def validate_markdown(a, calib):
     """The README's table: one row per run."""
-    print("| model | M | S | link | compressor | step (s) | slowest compute (s) | busiest link "
-          "on the wire (s) | step / wire | predicted (s) | error |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | M | S | link | compressor | parts | step (s) | slowest compute (s) | "
+          "busiest link on the wire (s) | step / wire | predicted (s) | error |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     errs = []
     for d in a.runs:
         s = read_summary(d)
@@ -445,9 +445,11 @@ def validate_markdown(a, calib):
                     duplex=a.duplex, partition_bytes=int(s.get("partition_bytes") or 0))
         wire = float(s["wire_step_s"])
         errs.append(abs(p / meas - 1))
-        print("| %s | %d | %d | %g Mb/s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %+.0f%% |" % (
-            s["model"], m, srv, rate / 1e6, s["compressor"], meas, own, wire, meas / wire, p,
-            100 * (p / meas - 1)))
+        pb = int(s.get("partition_bytes") or 0)
+        parts = "%d KiB" % (pb // 1024) if pb else "4 MiB"
+        print("| %s | %d | %d | %g Mb/s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %+.0f%% |" % (
+            s["model"], m, srv, rate / 1e6, s["compressor"], parts, meas, own, wire, meas / wire,
+            p, 100 * (p / meas - 1)))
     print("\nmean |error| %.0f%%, max %.0f%%, %d of %d within 15%%" % (
         100 * sum(errs) / len(errs), 100 * max(errs), sum(e <= 0.15 for e in errs), len(errs)))
 
