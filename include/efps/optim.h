@@ -94,6 +94,10 @@ EFPS_API efps_status_t efps_worker_opt_apply(efps_worker_opt_t *w, const void *u
 EFPS_API uint64_t efps_worker_opt_steps(const efps_worker_opt_t *w);
 EFPS_API size_t efps_worker_opt_size(const efps_worker_opt_t *w);
 
+/* The squared L2 norm of the worker's error-feedback residual e_i (gradient
+ * units), summed in double; 0 for the compressors without error feedback. */
+EFPS_API double efps_worker_opt_residual_sumsq(const efps_worker_opt_t *w);
+
 /* ---- server: steps 6-7 ----------------------------------------------------- */
 
 typedef struct efps_server_opt efps_server_opt_t;
@@ -115,6 +119,8 @@ EFPS_API void efps_server_opt_destroy(efps_server_opt_t *s);
 EFPS_API efps_status_t efps_server_opt_reduce(efps_server_opt_t *s, const void *const *pushes,
                                               float lr, void *update);
 EFPS_API uint64_t efps_server_opt_steps(const efps_server_opt_t *s);
+/* The squared L2 norm of the server's residual e~, as for the worker's. */
+EFPS_API double efps_server_opt_residual_sumsq(const efps_server_opt_t *s);
 
 /* ---- checkpoints ----------------------------------------------------------
  * A checkpoint file holds every piece of optimizer state (config, n, M, step

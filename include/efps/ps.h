@@ -119,6 +119,22 @@ EFPS_API efps_status_t efps_ps_finalize(efps_ps_t *ps);
 EFPS_API efps_status_t efps_ps_save(efps_ps_t *ps, const char *path);
 EFPS_API efps_status_t efps_ps_load(efps_ps_t *ps, const char *path);
 
+/* Observability of one key on this worker (lib/ps/stats.c), after its first
+ * push. Local, no communication. */
+typedef struct {
+    uint64_t pushes;        /* of this key so far */
+    uint64_t wire_bytes;    /* those pushes on the wire, headers included */
+    uint64_t fp32_bytes;    /* the fp32 bytes they stand for */
+    double worker_residual; /* ||e_i||_2 of this worker's error feedback (0 without) */
+    uint64_t blocks;        /* blocksign: scales in the last push (0: other compressors) */
+    float scale_min, scale_mean, scale_max; /* of those scales */
+} efps_ps_key_stats_t;
+EFPS_API efps_status_t efps_ps_key_stats(efps_ps_t *ps, uint32_t key, efps_ps_key_stats_t *st_p);
+/* ||e~||_2 of the servers' error feedback for keys[0..nkeys-1] into norms:
+ * one request per server (between steps, as efps_ps_save). */
+EFPS_API efps_status_t efps_ps_server_residuals(efps_ps_t *ps, const uint32_t *keys, size_t nkeys,
+                                                double *norms);
+
 /* Bytes this worker has put on the wire (pushes, headers included) and the
  * fp32 bytes those pushes stand for. */
 EFPS_API void efps_ps_traffic(const efps_ps_t *ps, uint64_t *wire_bytes_p, uint64_t *fp32_bytes_p);

@@ -70,9 +70,13 @@ enum {
     PS_MSG_SAVE = 16,      /* worker rank 0: NUL-terminated path; between steps */
     PS_MSG_LOAD = 17,      /* every worker: NUL-terminated path; before its first push */
     PS_MSG_CKPT_DONE = 18, /* server: i32 status, NUL-terminated message */
+    /* stats.c. worker: u32 first part; server: u32 count, u32 next part
+     * (UINT32_MAX: no more), count x (u32 part, f64 residual sum of squares) */
+    PS_MSG_STATS = 19,
 };
-#define PS_KEYS_PER_MSG 128
-#define PS_KEY_WIRE     20 /* bytes of one key in a KEYS message */
+#define PS_STATS_PER_MSG 300
+#define PS_KEYS_PER_MSG  128
+#define PS_KEY_WIRE      20 /* bytes of one key in a KEYS message */
 
 /* Connect-time private data. */
 typedef struct {
@@ -149,6 +153,16 @@ bool efps__ps_pushed_any(const efps_ps_t *ps);
 size_t efps__ps_nparts(const efps_ps_t *ps);
 efps_worker_opt_t **efps__ps_part_opt(efps_ps_t *ps, size_t part);
 int efps__ps_nservers(const efps_ps_t *ps);
+/* stats.c's view of a worker's part. */
+typedef struct {
+    const ps_part_t *part;
+    const ps_key_t *key;
+    const efps_worker_opt_t *opt;
+    uint64_t pushes;
+    const uint8_t *last_push; /* the encoded payload of the last push */
+} ps_part_view_t;
+const ps_layout_t *efps__ps_layout(const efps_ps_t *ps);
+void efps__ps_part_view(const efps_ps_t *ps, size_t part, ps_part_view_t *v);
 /* Sends msg to server s and waits (timeout_ms) for its control message of
  * type reply_type. */
 efps_status_t efps__ps_ask(efps_ps_t *ps, int s, const uint8_t *msg, size_t len,

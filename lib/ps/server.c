@@ -265,6 +265,27 @@ static efps_status_t on_keys(server_t *sv, worker_t *w, const uint8_t *m, size_t
 
 /* ---- control messages ---------------------------------------------------------------- */
 
+/* The residual norms of this server's parts from a given one on (stats.c). */
+static efps_status_t on_stats(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
+{
+    uint8_t reply[12 + 12 * PS_STATS_PER_MSG];
+    size_t p = len == 8 ? ps_get32(m + 4) : SIZE_MAX, count = 0;
+    for (; p < sv->layout.nparts && count < PS_STATS_PER_MSG; p++) {
+        if (!sv->parts[p].mine)
+            continue;
+        const double ss = efps_server_opt_residual_sumsq(sv->parts[p].opt);
+        uint64_t bits;
+        memcpy(&bits, &ss, sizeof(bits));
+        ps_put32(reply + 12 + 12 * count, (uint32_t)p);
+        ps_put64(reply + 16 + 12 * count, bits);
+        count++;
+    }
+    ps_put32(reply, PS_MSG_STATS);
+    ps_put32(reply + 4, (uint32_t)count);
+    ps_put32(reply + 8, p < sv->layout.nparts ? (uint32_t)p : UINT32_MAX);
+    return efps_tp_msg_send(w->ep, reply, 12 + 12 * count);
+}
+
 /* A checkpoint request (ckpt.c) over this server's parts. A failed save or
  * load is answered with its status, not fatal: the worker decides. */
 static efps_status_t on_ckpt(server_t *sv, worker_t *w, uint32_t type, const uint8_t *m, size_t len)
@@ -306,6 +327,8 @@ static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t 
         return on_layout(sv, w, m, len);
     if (w->state == W_LAYOUT && type == PS_MSG_KEYS)
         return on_keys(sv, w, m, len);
+    if (w->state == W_READY && type == PS_MSG_STATS)
+        return on_stats(sv, w, m, len);
     if (w->state == W_READY && (type == PS_MSG_SAVE || type == PS_MSG_LOAD))
         return on_ckpt(sv, w, type, m, len);
     if (w->state == W_READY && type == PS_MSG_BYE) {

@@ -603,3 +603,19 @@ efps_status_t efps__ps_ask(efps_ps_t *ps, int s, const uint8_t *msg, size_t len,
         st = expect_msg(ps, &ps->srv[s], reply_type, reply, cap, len_p);
     return st == EFPS_OK ? st : fail(ps, st);
 }
+
+/* ---- for stats.c ----------------------------------------------------------------- */
+
+const ps_layout_t *efps__ps_layout(const efps_ps_t *ps)
+{
+    return ps->started ? &ps->layout : NULL;
+}
+
+void efps__ps_part_view(const efps_ps_t *ps, size_t p, ps_part_view_t *v)
+{
+    v->part = &ps->layout.parts[p];
+    v->key = &ps->layout.keys[v->part->key_index];
+    v->opt = ps->st[p].opt;
+    v->pushes = ps->st[p].pushed;
+    v->last_push = ps->push_arena + ps->part_off[p];
+}

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import Server, read_exc, run_ddp, run_efps
+from conftest import read_exc, run_ddp, run_efps
 
 import efps  # noqa: E402  (conftest puts bindings/python on the path)
 import efps.torch  # noqa: E402
@@ -67,6 +67,10 @@ def c_path(init, grads, keys, lr, momentum, wd, compressor, block):
     optimizers and one server optimizer (encode, reduce in rank order, apply)."""
     M = len(grads)
     out = [dict() for _ in range(M)]
+    residuals = [dict() for _ in range(M + 1)]  # ||e|| per key: workers', then the server's
+    for f in ("efps_worker_opt_residual_sumsq", "efps_server_opt_residual_sumsq"):
+        getattr(_lib.lib, f).restype = ctypes.c_double
+        getattr(_lib.lib, f).argtypes = [ctypes.c_void_p]
     for k in keys:
         cfg = _lib.OptimConfig(_lib.COMPRESSORS[compressor], block if k.block is None else k.block,
                                momentum, 1, wd)
@@ -86,11 +90,13 @@ def c_path(init, grads, keys, lr, momentum, wd, compressor, block):
         for r in range(M):
             for n, off in zip(k.names, k.offsets):
                 out[r][n] = xs[r][off:off + init[n].numel()].view_as(init[n])
+            residuals[r][k.label()] = _lib.lib.efps_worker_opt_residual_sumsq(ws[r]) ** 0.5
             _lib.worker_opt_destroy(ws[r])
+        residuals[M][k.label()] = _lib.lib.efps_server_opt_residual_sumsq(srv) ** 0.5
         _lib.server_opt_destroy(srv)
         for b in bufs:
             _lib.aligned_free(b)
-    return out
+    return out, residuals
 
 
 @pytest.mark.parametrize("compressor,block,wd", [("blocksign", 0, 0.0), ("blocksign", 64, 1e-3)])
@@ -105,13 +111,22 @@ def test_blocksign_bit_identical_to_c_path(tmp_path, compressor, block, wd):
     named = [(n, torch.zeros_like(p)) for n, p in init.items()]
     keys = plan([named], 512, block)
     assert any(k.grouped for k in keys) and any(not k.grouped for k in keys)
-    want = c_path(init, grads, keys, 0.05, 0.9, wd, compressor, block)
+    want, residuals = c_path(init, grads, keys, 0.05, 0.9, wd, compressor, block)
     for r in range(2):
         got = load(tmp_path, "final", r)
         for n in init:
             assert torch.equal(got[n], want[r][n]), "rank %d %s differs from the C path" % (r, n)
-    stats = json.load(open(os.path.join(str(tmp_path), "stats.0.json")))
-    assert stats["steps"] == 10 and stats["wire_bytes"] * 8 < stats["fp32_bytes"]
+    # stats(): the residual norms are those of the C objects, the scales real.
+    for r in range(2):
+        stats = json.load(open(os.path.join(str(tmp_path), "stats.%d.json" % r)))
+        assert stats["steps"] == 10 and stats["wire_bytes"] * 8 < stats["fp32_bytes"]
+        for label, d in stats["keys"].items():
+            assert d["pushes"] == 10 and d["blocks"] > 0
+            assert 0 < d["scale_min"] <= d["scale_mean"] <= d["scale_max"]
+            assert d["worker_residual"] == pytest.approx(residuals[r][label], rel=1e-12)
+            assert d["worker_residual"] > 0
+            assert d["server_residual"] == pytest.approx(residuals[2][label], rel=1e-12)
+            assert d["server_residual"] > 0
 
 
 # ---- bad input: clear exceptions, nothing hangs ----------------------------------------------

@@ -94,7 +94,7 @@ def main():
     if grads:
         torch.save(grads, os.path.join(out, "grads.%d.pt" % rank))
     with open(os.path.join(out, "stats.%d.json" % rank), "w") as f:
-        json.dump(opt.stats(), f)
+        json.dump(opt.stats(servers=True), f)
     opt.finalize()
 
 

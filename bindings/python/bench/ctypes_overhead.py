@@ -11,7 +11,6 @@ The overhead of the binding is python - C per round trip (two calls).
 usage: /usr/bin/python3 bindings/python/bench/ctypes_overhead.py [--iters N] [--rounds R] [--bytes B]
 """
 import argparse
-import ctypes
 import os
 import secrets
 import statistics

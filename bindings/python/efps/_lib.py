@@ -120,6 +120,20 @@ class OptimConfig(ctypes.Structure):
     ]
 
 
+class KeyStats(ctypes.Structure):
+    """efps_ps_key_stats_t (include/efps/ps.h)."""
+    _fields_ = [
+        ("pushes", c_u64),
+        ("wire_bytes", c_u64),
+        ("fp32_bytes", c_u64),
+        ("worker_residual", ctypes.c_double),
+        ("blocks", c_u64),
+        ("scale_min", c_float),
+        ("scale_mean", c_float),
+        ("scale_max", c_float),
+    ]
+
+
 ROLE_WORKER = 1
 COMPRESSORS = {"none": 0, "sign": 1, "blocksign": 2}
 
@@ -155,6 +169,10 @@ ps_num_workers = _proto("efps_ps_num_workers", c_int, c_void_p)
 ps_skip = _proto("efps_ps_skip", c_int, c_void_p, c_u32, c_float, optional=True)
 ps_save = _proto("efps_ps_save", c_int, c_void_p, c_char_p, optional=True)
 ps_load = _proto("efps_ps_load", c_int, c_void_p, c_char_p, optional=True)
+ps_key_stats = _proto("efps_ps_key_stats", c_int, c_void_p, c_u32, POINTER(KeyStats),
+                      optional=True)
+ps_server_residuals = _proto("efps_ps_server_residuals", c_int, c_void_p, POINTER(c_u32), c_size,
+                             POINTER(ctypes.c_double), optional=True)
 encoded_size = _proto("efps_encoded_size", c_size, POINTER(OptimConfig), c_size)
 
 # The optimizer objects, for tests that run the C path directly.

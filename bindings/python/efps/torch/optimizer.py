@@ -18,7 +18,6 @@ Restrictions, each a clear exception: parameters and gradients are contiguous
 float32 CPU tensors (TypeError naming the parameter); one backward per step
 (no gradient accumulation across backward calls: RuntimeError); lr > 0.
 """
-import ctypes
 import math
 import os
 import warnings
@@ -347,22 +346,37 @@ class DistributedOptimizer(torch.optim.Optimizer):
         super().zero_grad(set_to_none=set_to_none)
 
     # ---- observability -------------------------------------------------------------
-    def stats(self):
-        """{'steps', 'wire_bytes', 'fp32_bytes', 'keys': {label: {...}}, 'skipped'}."""
+    def stats(self, servers=False):
+        """Per key and in total: wire bytes and the fp32 bytes they stand for,
+        this worker's error-feedback residual norm ||e_i||, the blocksign
+        scales of its last push (min/mean/max), and with servers=True the
+        servers' residual norm ||e~|| (one request per server, between steps).
+
+        {'steps', 'wire_bytes', 'fp32_bytes', 'compression', 'worker_residual',
+         'server_residual', 'skipped', 'keys': {label: {...}}}"""
         wire, fp32 = self._ps.traffic()
         keys = {}
-        for k in self._keys:
-            cfg = _lib.OptimConfig(_lib.COMPRESSORS[self.compressor],
-                                   self.block if k.block is None else k.block, 0.0, 0, 0.0)
-            keys[k.label()] = {
-                "key": k.key,
-                "elements": k.n,
-                "params": list(k.names),
-                "encoded_bytes_per_step": _lib.encoded_size(ctypes.byref(cfg), k.n),
-            }
-        return {"steps": self._steps, "wire_bytes": wire, "fp32_bytes": fp32,
-                "compression": (fp32 / wire) if wire else None, "keys": keys,
-                "skipped": dict(self._skipped)}
+        total_ss = 0.0
+        live = self._ps._ps is not None and any(k.pushed or k.pushed_step >= 0 for k in self._keys)
+        srv = None
+        if servers and live:
+            srv = self._ps.server_residuals([k.key for k in self._keys])
+        for i, k in enumerate(self._keys):
+            d = {"key": k.key, "elements": k.n, "params": list(k.names)}
+            if live:
+                d.update(self._ps.key_stats(k.key))
+                total_ss += d["worker_residual"] ** 2
+                if srv is not None:
+                    d["server_residual"] = srv[i]
+            keys[k.label()] = d
+        out = {"steps": self._steps, "wire_bytes": wire, "fp32_bytes": fp32,
+               "compression": (fp32 / wire) if wire else None, "keys": keys,
+               "skipped": dict(self._skipped)}
+        if live:
+            out["worker_residual"] = math.sqrt(total_ss)
+        if srv is not None:
+            out["server_residual"] = math.sqrt(sum(v * v for v in srv))
+        return out
 
     # ---- state -----------------------------------------------------------------------
     def state_dict(self):
