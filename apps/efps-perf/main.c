@@ -17,7 +17,10 @@
  * address, 127.0.0.1 has no RDMA route. */
 #include "perf.h"
 
+#include "cli.h"
+
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,8 +140,9 @@ static int run_size(const opts_t *o, result_t *res)
 static void header(const opts_t *o)
 {
     const char *u = o->gbits ? "Gb/s" : "MB/s";
-    printf("# efps-perf: %d worker(s) x %d server(s), transport %s, compressor %s (block %ld)\n",
-           o->workers, o->servers,
+    printf("# efps-perf: %d %s x %d %s, transport %s, compressor %s (block %ld)\n", o->workers,
+           cli_plural(o->workers, "worker", "workers"), o->servers,
+           cli_plural(o->servers, "server", "servers"),
            o->ps.transport ? o->ps.transport : efps_config_get("EFPS_TRANSPORT"), o->ps.compressor,
            o->ps.block);
     printf("# fp32 = gradient bytes pushed + update bytes pulled per second (all workers);\n"
@@ -232,6 +236,79 @@ static void header_write_bw(const opts_t *o)
            "recv BW[MB/sec]", "MsgRate[Mpps]");
 }
 
+/* The options without a number or a word. */
+static int set_flag(opts_t *o, int c, const char *text)
+{
+    switch (c) {
+    case 'a':
+        o->sweep = 1;
+        break;
+    case 'G':
+        o->gbits = 1;
+        break;
+    case 'R':
+        o->raw = 0;
+        break;
+    case 'H':
+        o->host = text;
+        break;
+    case 'W':
+        o->write_bw = 1;
+        break;
+    }
+    return 0;
+}
+
+/* One option into o; 0 or CLI_USAGE (the message printed). */
+static int set_opt(opts_t *o, int c, const char *opt, const char *text)
+{
+    static const char *const compressors[] = {"none", "sign", "blocksign", NULL};
+    static const char *const transports[] = {"auto", "tcp", "verbs", NULL};
+    long v = 0;
+    int k, rc = 0;
+    switch (c) {
+    case 's':
+        rc = cli_long(opt, text, 4, LONG_MAX, &v);
+        if (rc == 0 && v % 4 != 0)
+            return cli_bad(opt, text, "a multiple of 4 (fp32 elements)");
+        o->size = (size_t)v;
+        return rc;
+    case 'n':
+        rc = cli_long(opt, text, 1, INT_MAX, &v);
+        o->iters = (int)v;
+        return rc;
+    case 'B':
+        rc = cli_long(opt, text, 1, INT32_MAX, &v);
+        o->ps.block = v;
+        return rc;
+    case 'w':
+        rc = cli_long(opt, text, 1, 256, &v);
+        o->workers = (int)v;
+        return rc;
+    case 'S':
+        rc = cli_long(opt, text, 1, 64, &v);
+        o->servers = (int)v;
+        return rc;
+    case 'r':
+        rc = cli_long(opt, text, 1, 16, &v);
+        o->rounds = (int)v;
+        return rc;
+    case 'D':
+        rc = cli_long(opt, text, 1, 65536, &v);
+        o->tx_depth = (int)v;
+        return rc;
+    case 'c':
+        if ((rc = cli_word(opt, text, compressors, &k)) == 0)
+            o->ps.compressor = compressors[k];
+        return rc;
+    case 't':
+        if ((rc = cli_word(opt, text, transports, &k)) == 0)
+            o->ps.transport = transports[k];
+        return rc;
+    }
+    return set_flag(o, c, text);
+}
+
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {{"size", 1, 0, 's'},         {"all", 0, 0, 'a'},
@@ -253,77 +330,25 @@ int main(int argc, char **argv)
     o.ps.compressor = "none";
     o.ps.block = 2048;
     o.ps.secret = "efps-perf";
-    int c;
-    char *end;
-    while ((c = getopt_long(argc, argv, "s:an:c:B:w:S:t:r:h", lo, NULL)) != -1) {
-        long v = 0;
-        if (strchr("snBwSrD", c) != NULL) {
-            v = strtol(optarg, &end, 10);
-            if (end == optarg || *end != '\0' || v <= 0) {
-                fprintf(stderr, "efps-perf: -%c needs a positive integer, not '%s'\n", c, optarg);
-                return 2;
-            }
-        }
-        switch (c) {
-        case 's':
-            o.size = (size_t)v;
-            break;
-        case 'a':
-            o.sweep = 1;
-            break;
-        case 'n':
-            o.iters = (int)v;
-            break;
-        case 'c':
-            o.ps.compressor = optarg;
-            break;
-        case 'B':
-            o.ps.block = v;
-            break;
-        case 'w':
-            o.workers = (int)v;
-            break;
-        case 'S':
-            o.servers = (int)v;
-            break;
-        case 't':
-            o.ps.transport = optarg;
-            break;
-        case 'G':
-            o.gbits = 1;
-            break;
-        case 'R':
-            o.raw = 0;
-            break;
-        case 'r':
-            o.rounds = (int)v;
-            break;
-        case 'H':
-            o.host = optarg;
-            break;
-        case 'W':
-            o.write_bw = 1;
-            break;
-        case 'D':
-            o.tx_depth = (int)v;
-            break;
-        case 'h':
+    int c, li = -1;
+    cli_init("efps-perf");
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":s:an:c:B:w:S:t:r:h", lo, &li)) != -1) {
+        const char *opt = cli_opt_name(lo, li, c);
+        li = -1;
+        if (c == 'h') {
             usage(stdout);
             return 0;
-        default:
-            usage(stderr);
-            return 2;
         }
+        if (c == '?' || c == ':')
+            return cli_getopt_error(c, argv);
+        if (set_opt(&o, c, opt, optarg) != 0)
+            return CLI_USAGE;
     }
+    if (optind < argc)
+        return cli_unexpected(argv[optind]);
     efps_compressor_t comp;
-    if (optind < argc || efps_compressor_parse(o.ps.compressor, &comp) != EFPS_OK ||
-        o.size % 4 != 0 || o.workers > 256 || o.servers > 64 || o.rounds > 16 ||
-        o.tx_depth > 65536) {
-        fprintf(stderr, "efps-perf: bad arguments (size must be a multiple of 4, compressor "
-                        "none|sign|blocksign, at most 256 workers, 64 servers, 16 rounds)\n");
-        usage(stderr);
-        return 2;
-    }
+    efps_compressor_parse(o.ps.compressor, &comp); /* checked by set_opt */
     if (comp != EFPS_COMP_BLOCKSIGN)
         o.ps.block = 0;
     int (*run)(opts_t *) = o.write_bw ? measure_write_bw : measure;

@@ -2,10 +2,14 @@
  * lists them all); each serves the parts of the model placed on it until
  * every worker has finished, then exits 0. A failed peer makes it exit 1, as
  * does SIGINT or SIGTERM (after closing everything cleanly). */
+#include "cli.h"
 #include "efps/ps.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,7 +80,7 @@ static int read_secret(const char *path, char *buf, size_t cap)
 {
     FILE *f = fopen(path, "r");
     if (f == NULL) {
-        fprintf(stderr, "efps-server: cannot read secret file %s\n", path);
+        cli_bad("--secret-file", path, "a readable file (%s)", strerror(errno));
         return -1;
     }
     size_t n = fread(buf, 1, cap - 1, f);
@@ -87,26 +91,33 @@ static int read_secret(const char *path, char *buf, size_t cap)
     return 0;
 }
 
-static int parse_int(const char *opt, const char *text, long *v_p)
+/* The integer options: where each goes and its range. */
+static int set_int(efps_ps_config_t *cfg, int c, const char *opt, const char *text)
 {
-    char *end;
-    long v = strtol(text, &end, 10);
-    if (end == text || *end != '\0' || v < 0) {
-        fprintf(stderr, "efps-server: %s needs a non-negative integer, not '%s'\n", opt, text);
-        return -1;
+    long v;
+    int rc;
+    switch (c) {
+    case 'r':
+        rc = cli_long(opt, text, 0, 65535, &v);
+        cfg->rank = (int)v;
+        return rc;
+    case 'w':
+        rc = cli_long(opt, text, 1, 65536, &v);
+        cfg->num_workers = (int)v;
+        return rc;
+    case 'B':
+        rc = cli_long(opt, text, 0, INT32_MAX, &v);
+        cfg->block = v;
+        return rc;
+    case 'p':
+        rc = cli_long(opt, text, 64, LONG_MAX, &v);
+        cfg->partition_bytes = (size_t)v;
+        return rc;
+    default: /* 'T' */
+        rc = cli_long(opt, text, 1, INT32_MAX, &v);
+        cfg->timeout_ms = (int)v;
+        return rc;
     }
-    *v_p = v;
-    return 0;
-}
-
-/* "--workers" for 'w': error messages name the option as the user knows it. */
-static const char *option_name(const struct option *opts, int c)
-{
-    static char buf[40];
-    for (; opts->name != NULL; opts++)
-        if (opts->val == c)
-            snprintf(buf, sizeof(buf), "--%s", opts->name);
-    return buf;
 }
 
 int main(int argc, char **argv)
@@ -127,14 +138,19 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
+    static const char *const transports[] = {"auto", "tcp", "verbs", NULL};
+    static const char *const compressors[] = {"none", "sign", "blocksign", NULL};
     efps_ps_config_t cfg;
     efps_ps_config_init(&cfg);
     cfg.role = EFPS_ROLE_SERVER;
     static char secret[1024];
     const char *port_file = NULL;
-    long v;
-    int c;
-    while ((c = getopt_long(argc, argv, "s:r:w:b:t:c:B:p:T:S:P:vh", opts, NULL)) != -1) {
+    int c, li = -1, k;
+    cli_init("efps-server");
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":s:r:w:b:t:c:B:p:T:S:P:vh", opts, &li)) != -1) {
+        const char *opt = cli_opt_name(opts, li, c);
+        li = -1;
         switch (c) {
         case 's':
             cfg.servers = optarg;
@@ -143,10 +159,14 @@ int main(int argc, char **argv)
             cfg.bind = optarg;
             break;
         case 't':
-            cfg.transport = optarg;
+            if (cli_word(opt, optarg, transports, &k) != 0)
+                return CLI_USAGE;
+            cfg.transport = transports[k];
             break;
         case 'c':
-            cfg.compressor = optarg;
+            if (cli_word(opt, optarg, compressors, &k) != 0)
+                return CLI_USAGE;
+            cfg.compressor = compressors[k];
             break;
         case 'P':
             port_file = optarg;
@@ -159,7 +179,7 @@ int main(int argc, char **argv)
             return 0;
         case 'S':
             if (read_secret(optarg, secret, sizeof(secret)) != 0)
-                return 2;
+                return CLI_USAGE;
             cfg.secret = secret;
             break;
         case 'r':
@@ -167,29 +187,15 @@ int main(int argc, char **argv)
         case 'B':
         case 'p':
         case 'T':
-            if (parse_int(option_name(opts, c), optarg, &v) != 0)
-                return 2;
-            if (c == 'r')
-                cfg.rank = (int)v;
-            if (c == 'w')
-                cfg.num_workers = (int)v;
-            if (c == 'B')
-                cfg.block = v;
-            if (c == 'p')
-                cfg.partition_bytes = (size_t)v;
-            if (c == 'T')
-                cfg.timeout_ms = (int)v;
+            if (set_int(&cfg, c, opt, optarg) != 0)
+                return CLI_USAGE;
             break;
         default:
-            usage(stderr);
-            return 2;
+            return cli_getopt_error(c, argv);
         }
     }
-    if (optind < argc) {
-        fprintf(stderr, "efps-server: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
-        return 2;
-    }
+    if (optind < argc)
+        return cli_unexpected(argv[optind]);
     if (port_file != NULL)
         setenv("EFPS_PORT_FILE", port_file, 1);
     return serve(&cfg);

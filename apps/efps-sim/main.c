@@ -2,6 +2,7 @@
  * EF-SGDM optimizer of libefps on a built-in problem, deterministic for a
  * seed. Prints the full-data loss every few steps and what one worker pushes
  * per step against fp32. */
+#include "cli.h"
 #include "efps/efps.h"
 
 #include <errno.h>
@@ -65,24 +66,23 @@ static void usage(FILE *out)
 
 static int bad_value(const char *flag, const char *text, const char *want)
 {
-    fprintf(stderr, "efps-sim: --%s: '%s' is not %s\n", flag, text, want);
+    char name[64];
+    snprintf(name, sizeof(name), "--%s", flag);
+    cli_bad(name, text, "%s", want);
     return -1;
 }
 
 static int parse_u64(const char *flag, const char *text, uint64_t lo, uint64_t hi, uint64_t *v)
 {
-    char *end = NULL;
-    errno = 0;
-    const unsigned long long x = strtoull(text, &end, 10);
-    if (*text == '\0' || *text == '-' || *text == '+' || *end != '\0' || errno != 0 || x < lo ||
-        x > hi) {
-        char want[96];
-        snprintf(want, sizeof(want), "a whole number in [%llu, %llu]", (unsigned long long)lo,
+    char want[96];
+    if (cli_parse_u64(text, lo, hi, v))
+        return 0;
+    if (hi == UINT64_MAX)
+        snprintf(want, sizeof(want), "an integer of at least %llu", (unsigned long long)lo);
+    else
+        snprintf(want, sizeof(want), "an integer from %llu to %llu", (unsigned long long)lo,
                  (unsigned long long)hi);
-        return bad_value(flag, text, want);
-    }
-    *v = x;
-    return 0;
+    return bad_value(flag, text, want);
 }
 
 static int parse_size(const char *flag, const char *text, uint64_t lo, uint64_t hi, size_t *v)
@@ -98,11 +98,8 @@ static int parse_size(const char *flag, const char *text, uint64_t lo, uint64_t 
 static int parse_float(const char *flag, const char *text, float lo, float hi, int hi_open,
                        float *v)
 {
-    char *end = NULL;
-    errno = 0;
-    const float x = strtof(text, &end);
-    if (*text == '\0' || *end != '\0' || errno != 0 || !isfinite(x) || x < lo || x > hi ||
-        (hi_open && x == hi)) {
+    float x;
+    if (!cli_parse_float(text, lo, hi, &x) || (hi_open && x == hi)) {
         char want[96];
         snprintf(want, sizeof(want), "a number in [%g, %g%c", (double)lo, (double)hi,
                  hi_open ? ')' : ']');
@@ -333,23 +330,14 @@ static int parse_args(int argc, char **argv, args_t *a)
             return 1;
         }
         if (c == '?' || c == ':') {
-            /* A long option's name is in argv; a short one's letter in optopt
-             * (it may sit inside a cluster like -nq). */
-            if (c == ':')
-                fprintf(stderr, "efps-sim: missing value for option %s\n", argv[optind - 1]);
-            else if (optopt != 0)
-                fprintf(stderr, "efps-sim: unknown option -%c\n", optopt);
-            else
-                fprintf(stderr, "efps-sim: unknown option %s\n", argv[optind - 1]);
-            fprintf(stderr, "Try 'efps-sim --help'.\n");
+            cli_getopt_error(c, argv);
             return -1;
         }
         if (parse_one(c, optarg, a, &spe_set) != 0)
             return -1;
     }
     if (optind < argc) {
-        fprintf(stderr, "efps-sim: unexpected argument '%s'\nTry 'efps-sim --help'.\n",
-                argv[optind]);
+        cli_unexpected(argv[optind]);
         return -1;
     }
     if (a->stop_after == 0 || a->stop_after > a->steps)
@@ -361,7 +349,8 @@ static int parse_args(int argc, char **argv, args_t *a)
     if (a->lr.kind == EFPS_LR_COSINE)
         a->lr.total_steps = a->steps;
     if (efps_lr_schedule_check(&a->lr) != EFPS_OK) {
-        fprintf(stderr, "efps-sim: the learning-rate flags do not make a valid schedule\n");
+        fprintf(stderr, "efps-sim: the learning-rate flags do not make a valid schedule; see "
+                        "--help\n");
         return -1;
     }
     return 0;
@@ -421,8 +410,9 @@ static void print_header(const args_t *a, efps_sim_t *sim)
     const efps_optim_config_t *cfg = efps_sim_config(sim);
     const size_t n = efps_sim_size(sim), push = efps_sim_push_bytes(sim);
     const double fp32 = 4.0 * (double)n;
-    printf("# efps-sim: problem %s, %zu parameters, %d workers, compressor %s", a->problem, n,
-           efps_sim_workers(sim), efps_compressor_name(cfg->compressor));
+    printf("# efps-sim: problem %s, %zu parameters, %d %s, compressor %s", a->problem, n,
+           efps_sim_workers(sim), cli_plural(efps_sim_workers(sim), "worker", "workers"),
+           efps_compressor_name(cfg->compressor));
     if (cfg->compressor == EFPS_COMP_BLOCKSIGN)
         printf(" (block %zu)", cfg->block);
     printf(", momentum %g%s, wd %g, seed %llu\n", (double)cfg->momentum,
@@ -466,6 +456,7 @@ static int run(const args_t *a, efps_sim_t *sim, efps_sim_problem_t *p)
 int main(int argc, char **argv)
 {
     args_t a;
+    cli_init("efps-sim");
     const int parsed = parse_args(argc, argv, &a);
     if (parsed != 0)
         return parsed > 0 ? 0 : 2;

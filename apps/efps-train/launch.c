@@ -54,6 +54,29 @@ static int make_secret(void)
     return setenv("EFPS_SECRET", hex, 1);
 }
 
+/* Warns once about EFPS_* variables efps does not know (typos), here in the
+ * launcher, then drops them from the environment the servers and workers
+ * inherit, so that each does not warn again: they mean nothing to efps. */
+static void check_env_once(void)
+{
+    extern char **environ;
+    char unknown[16][64];
+    int n = 0;
+    if (efps_config_check_env() == 0)
+        return;
+    for (char **e = environ; *e != NULL && n < 16; e++) {
+        size_t len = strcspn(*e, "=");
+        if (strncmp(*e, "EFPS_", 5) != 0 || len >= sizeof(unknown[0]))
+            continue;
+        memcpy(unknown[n], *e, len);
+        unknown[n][len] = '\0';
+        if (efps_config_get(unknown[n]) == NULL)
+            n++;
+    }
+    for (int i = 0; i < n; i++)
+        unsetenv(unknown[i]);
+}
+
 static void child_setup(void)
 {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -227,6 +250,7 @@ int train_launch(const train_opts_t *o, int argc, char **argv)
     char **wargv = worker_argv(argc, argv);
     if (wargv == NULL || o->workers + o->servers > MAX_CHILDREN || make_secret() != 0)
         return 1;
+    check_env_once();
     /* Training holds every worker between steps while rank 0 evaluates:
      * give peers longer than the library's default before declaring them dead. */
     setenv("EFPS_TIMEOUT_MS", "120000", 0);

@@ -7,6 +7,7 @@
  *   nn-smoke --model resnet8 --train-subset 6000 --test-subset 2000 --epochs 2
  *   nn-smoke --bench --model resnet20 --batch 32
  */
+#include "cli.h"
 #include "nn/data.h"
 #include "nn/eval.h"
 #include "nn/model.h"
@@ -50,6 +51,57 @@ static void usage(FILE *out)
                  "       nn-smoke --bench [--model M] [--batch N] [--seconds X]\n");
 }
 
+/* One option into o, every number checked; 0 or CLI_USAGE. */
+static int set_opt(options_t *o, int c, const char *opt, const char *text)
+{
+    long v = 0;
+    uint64_t u = 0;
+    int rc = 0;
+    switch (c) {
+    case 'm':
+        o->model = text;
+        break;
+    case 'd':
+        o->data = text;
+        break;
+    case 'e':
+        rc = cli_long(opt, text, 1, 100000, &v);
+        o->epochs = (int)v;
+        break;
+    case 'b':
+        rc = cli_long(opt, text, 1, 65536, &v);
+        o->batch = (int)v;
+        break;
+    case 'l':
+        rc = cli_double(opt, text, 1e-9, 1e3, &o->lr);
+        break;
+    case 'u':
+        rc = cli_double(opt, text, 0.0, 0.999999, &o->momentum);
+        break;
+    case 's':
+        rc = cli_u64(opt, text, 0, UINT64_MAX, &o->seed);
+        break;
+    case 't':
+        rc = cli_u64(opt, text, 1, SIZE_MAX, &u);
+        o->train_subset = (size_t)u;
+        break;
+    case 'T':
+        rc = cli_u64(opt, text, 1, SIZE_MAX, &u);
+        o->test_subset = (size_t)u;
+        break;
+    case 'B':
+        o->bench = true;
+        break;
+    case 'S':
+        rc = cli_double(opt, text, 0.1, 3600, &o->bench_seconds);
+        break;
+    case 'C':
+        o->shortcut_conv = true;
+        break;
+    }
+    return rc;
+}
+
 static int parse(int argc, char **argv, options_t *o)
 {
     static const struct option longopts[] = {
@@ -76,57 +128,23 @@ static int parse(int argc, char **argv, options_t *o)
                      .momentum = 0.9,
                      .seed = 1,
                      .bench_seconds = 5.0};
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            o->model = optarg;
-            break;
-        case 'd':
-            o->data = optarg;
-            break;
-        case 'e':
-            o->epochs = atoi(optarg);
-            break;
-        case 'b':
-            o->batch = atoi(optarg);
-            break;
-        case 'l':
-            o->lr = atof(optarg);
-            break;
-        case 'u':
-            o->momentum = atof(optarg);
-            break;
-        case 's':
-            o->seed = strtoull(optarg, NULL, 0);
-            break;
-        case 't':
-            o->train_subset = strtoull(optarg, NULL, 0);
-            break;
-        case 'T':
-            o->test_subset = strtoull(optarg, NULL, 0);
-            break;
-        case 'B':
-            o->bench = true;
-            break;
-        case 'S':
-            o->bench_seconds = atof(optarg);
-            break;
-        case 'C':
-            o->shortcut_conv = true;
-            break;
-        case 'h':
+    int c, li = -1;
+    cli_init("nn-smoke");
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", longopts, &li)) != -1) {
+        const char *opt = cli_opt_name(longopts, li, c);
+        li = -1;
+        if (c == 'h') {
             usage(stdout);
             exit(0);
-        default:
-            usage(stderr);
-            return -1;
         }
+        if (c == '?' || c == ':')
+            return cli_getopt_error(c, argv);
+        if (set_opt(o, c, opt, optarg) != 0)
+            return CLI_USAGE;
     }
-    if (optind != argc || o->epochs < 1 || o->batch < 1) {
-        usage(stderr);
-        return -1;
-    }
+    if (optind != argc)
+        return cli_unexpected(argv[optind]);
     return 0;
 }
 
@@ -245,10 +263,10 @@ int main(int argc, char **argv)
 {
     options_t o;
     if (parse(argc, argv, &o) != 0)
-        return 2;
+        return CLI_USAGE;
     nn_model_config_t cfg;
     if (nn_model_config_named(o.model, &cfg) != EFPS_OK)
-        return 2;
+        return cli_bad("--model", o.model, "mlp, resnet8, resnet20 or resnet<6n+2> (n >= 1)");
     cfg.max_batch = o.batch;
     cfg.seed = o.seed;
     if (o.shortcut_conv)

@@ -1,13 +1,13 @@
 /* efps-train command line: every option checked, every mistake named, exit 2. */
 #include "train.h"
 
+#include "cli.h"
+
 #include "nn/data.h"
 #include "nn/model.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,8 +22,9 @@ static void usage(FILE *f)
             "EFPS_NUM_WORKERS or mpirun/srun/torchrun, servers from EFPS_SERVERS.\n\n"
             "  --model NAME          mlp, resnet8, resnet20, resnet<6n+2>        (resnet20)\n"
             "  --data DIR            Fashion-MNIST IDX files   (" NN_FASHION_MNIST_DIR ")\n"
-            "  --compressor NAME     none, sign or blocksign                     (blocksign)\n"
-            "  --block N             elements per block, 0 = one per tensor part (0)\n"
+            "  --compressor NAME     none, sign or blocksign   (EFPS_COMPRESSOR, else blocksign)\n"
+            "  --block N             elements per block, 0 = one per tensor part\n"
+            "                                                  (EFPS_BLOCK, else 0)\n"
             "  --group-below N       tensors of fewer than N elements travel as one\n"
             "                        key (their own messages would cost more in\n"
             "                        headers and padding than in data); 0 = none (512)\n"
@@ -49,52 +50,37 @@ static void usage(FILE *f)
             "  -h, --help            this text\n");
 }
 
-static int bad(const char *opt, const char *text, const char *want)
-{
-    fprintf(stderr, "efps-train: %s needs %s, not '%s'\n", opt, want, text);
-    return 2;
-}
+static const char *const compressors[] = {"none", "sign", "blocksign", NULL};
+static const char *const transports[] = {"auto", "tcp", "verbs", NULL};
 
-static int parse_long(const char *opt, const char *text, long lo, long hi, long *v_p)
+/* The settings a run shares with its servers come from the flag, else the
+ * EFPS_* variable (checked as strictly as the flag, and named when bad),
+ * else the default: every process of a local launch resolves them alike. */
+static int resolve_env(train_opts_t *o)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
-        char want[96];
-        snprintf(want, sizeof(want), "an integer in [%ld, %ld]", lo, hi);
-        return bad(opt, text, want);
+    const char *e;
+    long v;
+    int k;
+    if (o->compressor == NULL && (e = getenv("EFPS_COMPRESSOR")) != NULL && *e != '\0') {
+        if (cli_word("EFPS_COMPRESSOR", e, compressors, &k) != 0)
+            return CLI_USAGE;
+        o->compressor = compressors[k];
     }
-    *v_p = v;
+    if (o->compressor == NULL)
+        o->compressor = "blocksign";
+    if (o->block < 0 && (e = getenv("EFPS_BLOCK")) != NULL && *e != '\0') {
+        if (cli_long("EFPS_BLOCK", e, 0, INT_MAX, &v) != 0)
+            return CLI_USAGE;
+        o->block = v;
+    }
+    if (o->block < 0)
+        o->block = 0;
+    if (o->transport == NULL && (e = getenv("EFPS_TRANSPORT")) != NULL && *e != '\0') {
+        if (cli_word("EFPS_TRANSPORT", e, transports, &k) != 0)
+            return CLI_USAGE;
+        o->transport = transports[k];
+    }
     return 0;
-}
-
-static int parse_double(const char *opt, const char *text, double lo, double hi, double *v_p)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno != 0 || end == text || *end != '\0' || !isfinite(v) || v < lo || v > hi) {
-        char want[96];
-        snprintf(want, sizeof(want), "a number in [%g, %g]", lo, hi);
-        return bad(opt, text, want);
-    }
-    *v_p = v;
-    return 0;
-}
-
-static int parse_word(const char *opt, const char *text, const char *const *words, int *v_p)
-{
-    for (int i = 0; words[i] != NULL; i++) {
-        if (strcmp(text, words[i]) == 0) {
-            *v_p = i;
-            return 0;
-        }
-    }
-    char want[128] = "one of";
-    for (int i = 0; words[i] != NULL; i++)
-        snprintf(want + strlen(want), sizeof(want) - strlen(want), "%s %s", i ? "," : "", words[i]);
-    return bad(opt, text, want);
 }
 
 /* Integer-valued options: where the value goes and its range. */
@@ -104,43 +90,43 @@ static int set_int_opt(int c, const char *opt, const char *text, train_opts_t *o
     int rc = 0;
     switch (c) {
     case 'B':
-        rc = parse_long(opt, text, 0, INT_MAX, &v);
+        rc = cli_long(opt, text, 0, INT_MAX, &v);
         o->block = v;
         break;
     case 'g':
-        rc = parse_long(opt, text, 0, LONG_MAX, &v);
+        rc = cli_long(opt, text, 0, LONG_MAX, &v);
         o->group_below = (size_t)v;
         break;
     case 'e':
-        rc = parse_long(opt, text, 1, 100000, &v);
+        rc = cli_long(opt, text, 1, 100000, &v);
         o->epochs = (int)v;
         break;
     case 'b':
-        rc = parse_long(opt, text, 1, 65536, &v);
+        rc = cli_long(opt, text, 1, 65536, &v);
         o->batch = (int)v;
         break;
     case 'W':
-        rc = parse_long(opt, text, 0, 100000, &v);
+        rc = cli_long(opt, text, 0, 100000, &v);
         o->warmup_epochs = (int)v;
         break;
     case 'w':
-        rc = parse_long(opt, text, 1, 256, &v);
+        rc = cli_long(opt, text, 1, 256, &v);
         o->workers = (int)v;
         break;
     case 'S':
-        rc = parse_long(opt, text, 1, 64, &v);
+        rc = cli_long(opt, text, 1, 64, &v);
         o->servers = (int)v;
         break;
     case 't':
-        rc = parse_long(opt, text, 1, LONG_MAX, &v);
+        rc = cli_long(opt, text, 1, LONG_MAX, &v);
         o->train_subset = (size_t)v;
         break;
     case 'T':
-        rc = parse_long(opt, text, 1, LONG_MAX, &v);
+        rc = cli_long(opt, text, 1, LONG_MAX, &v);
         o->test_subset = (size_t)v;
         break;
     case 's':
-        rc = parse_long(opt, text, 0, LONG_MAX, &v);
+        rc = cli_long(opt, text, 0, LONG_MAX, &v);
         o->seed = (uint64_t)v;
         break;
     }
@@ -149,8 +135,6 @@ static int set_int_opt(int c, const char *opt, const char *text, train_opts_t *o
 
 static int set_opt(int c, const char *opt, const char *text, train_opts_t *o)
 {
-    static const char *const compressors[] = {"none", "sign", "blocksign", NULL};
-    static const char *const transports[] = {"auto", "tcp", "verbs", NULL};
     static const char *const schedules[] = {"constant", "step", "cosine", NULL};
     int k;
     switch (c) {
@@ -176,24 +160,24 @@ static int set_opt(int c, const char *opt, const char *text, train_opts_t *o)
         o->as_worker = true;
         return 0;
     case 'l':
-        return parse_double(opt, text, 1e-9, 1e3, &o->lr);
+        return cli_double(opt, text, 1e-9, 1e3, &o->lr);
     case 'u':
-        return parse_double(opt, text, 0.0, 0.999999, &o->momentum);
+        return cli_double(opt, text, 0.0, 0.999999, &o->momentum);
     case 'y':
-        return parse_double(opt, text, 0.0, 1.0, &o->wd);
+        return cli_double(opt, text, 0.0, 1.0, &o->wd);
     case 'c':
-        if (parse_word(opt, text, compressors, &k) != 0)
-            return 2;
+        if (cli_word(opt, text, compressors, &k) != 0)
+            return CLI_USAGE;
         o->compressor = compressors[k];
         return 0;
     case 'r':
-        if (parse_word(opt, text, transports, &k) != 0)
-            return 2;
+        if (cli_word(opt, text, transports, &k) != 0)
+            return CLI_USAGE;
         o->transport = transports[k];
         return 0;
     case 'H':
-        if (parse_word(opt, text, schedules, &k) != 0)
-            return 2;
+        if (cli_word(opt, text, schedules, &k) != 0)
+            return CLI_USAGE;
         o->schedule = (sched_kind_t)k;
         return 0;
     default:
@@ -231,8 +215,8 @@ int train_parse(int argc, char **argv, train_opts_t *o)
         {0, 0, 0, 0}};
     *o = (train_opts_t){.model = "resnet20",
                         .data = NN_FASHION_MNIST_DIR,
-                        .compressor = "blocksign",
-                        .block = 0,
+                        .compressor = NULL, /* flag, EFPS_COMPRESSOR, blocksign */
+                        .block = -1,        /* flag, EFPS_BLOCK, 0 */
                         .group_below = 512,
                         .epochs = 1,
                         .batch = 64,
@@ -242,40 +226,33 @@ int train_parse(int argc, char **argv, train_opts_t *o)
                         .schedule = SCHED_COSINE,
                         .seed = 1,
                         .servers = 1};
+    cli_init("efps-train");
     opterr = 0;
     int c, li = -1;
     while ((c = getopt_long(argc, argv, ":h", lo, &li)) != -1) {
-        char opt[40];
-        if (li >= 0)
-            snprintf(opt, sizeof(opt), "--%s", lo[li].name);
-        else
-            snprintf(opt, sizeof(opt), "%s", argv[optind - 1]);
+        const char *opt = cli_opt_name(lo, li, c);
         li = -1;
         if (c == 'h') {
             usage(stdout);
             return -1;
         }
-        if (c == '?' || c == ':') {
-            fprintf(stderr, "efps-train: %s '%s' (see --help)\n",
-                    c == '?' ? "unknown option" : "missing value for", opt);
-            return 2;
-        }
+        if (c == '?' || c == ':')
+            return cli_getopt_error(c, argv);
         if (set_opt(c, opt, optarg, o) != 0)
-            return 2;
+            return CLI_USAGE;
     }
-    if (optind < argc) {
-        fprintf(stderr, "efps-train: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return 2;
-    }
+    if (optind < argc)
+        return cli_unexpected(argv[optind]);
+    if (resolve_env(o) != 0)
+        return CLI_USAGE;
     nn_model_config_t mc;
     if (nn_model_config_named(o->model, &mc) != EFPS_OK)
-        return bad("--model", o->model, "mlp, resnet8, resnet20 or resnet<6n+2>");
+        return cli_bad("--model", o->model, "mlp, resnet8, resnet20 or resnet<6n+2> (n >= 1)");
     if (o->schedule == SCHED_COSINE && o->warmup_epochs >= o->epochs) {
-        fprintf(stderr,
-                "efps-train: --warmup-epochs %d must be fewer than --epochs %d with the "
-                "cosine schedule\n",
-                o->warmup_epochs, o->epochs);
-        return 2;
+        char text[16];
+        snprintf(text, sizeof(text), "%d", o->warmup_epochs);
+        return cli_bad("--warmup-epochs", text, "fewer than --epochs %d with the cosine schedule",
+                       o->epochs);
     }
     return 0;
 }

@@ -2,6 +2,8 @@
  * per epoch, and a summary of accuracy and bytes against an fp32 run. */
 #include "train.h"
 
+#include "cli.h"
+
 #include <stdio.h>
 #include <time.h>
 
@@ -97,8 +99,9 @@ void report_summary(const report_t *r, const report_row_t *last)
                 saved, sizeof(saved));
     double ratio = last->wire_bytes ? (double)last->fp32_bytes / (double)last->wire_bytes : 0.0;
     printf("final test accuracy: %.2f%%\n", last->test_acc);
-    printf("bytes on the wire: %s (%llu) for %d workers, pushes and pulls\n", wire,
-           (unsigned long long)last->wire_bytes, r->workers);
+    printf("bytes on the wire: %s (%llu) for %d %s, pushes and pulls\n", wire,
+           (unsigned long long)last->wire_bytes, r->workers,
+           cli_plural(r->workers, "worker", "workers"));
     printf("an fp32 run would have moved %s (%llu): %.1fx more, %s saved\n", fp32,
            (unsigned long long)last->fp32_bytes, ratio, saved);
     printf("wall time %.1f s, %.0f images/s\n", train_now() - r->t0,

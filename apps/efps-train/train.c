@@ -7,6 +7,8 @@
  * excepted: they are not parameters and stay local). */
 #include "train.h"
 
+#include "cli.h"
+
 #include "nn/data.h"
 #include "nn/eval.h"
 #include "nn/model.h"
@@ -45,8 +47,8 @@ static int load_data(worker_t *w)
     w->ntest = o->test_subset && o->test_subset < w->test.count ? o->test_subset : w->test.count;
     if (nn_sampler_init(&w->sampler, w->ntrain, w->rank, w->workers, (size_t)o->batch, o->seed) !=
         EFPS_OK) {
-        fprintf(stderr, "efps-train: %zu training images are too few for %d workers x batch %d\n",
-                w->ntrain, w->workers, o->batch);
+        fprintf(stderr, "efps-train: %zu training images are too few for %d %s x batch %d\n",
+                w->ntrain, w->workers, cli_plural(w->workers, "worker", "workers"), o->batch);
         return -1;
     }
     w->x = malloc((size_t)o->batch * (size_t)w->train.rows * (size_t)w->train.cols * sizeof(float));
@@ -212,15 +214,15 @@ static void print_header(const worker_t *w, const efps_ps_config_t *cfg)
 {
     const train_opts_t *o = w->o;
     static const char *const sched[] = {"constant", "step", "cosine"};
-    printf("efps-train: %s (%zu parameters in %zu tensors), %d workers x batch %d, %zu training / "
+    printf("efps-train: %s (%zu parameters in %zu tensors), %d %s x batch %d, %zu training / "
            "%zu test images\n",
            o->model, nn_model_param_floats(w->model), nn_model_param_count(w->model), w->workers,
-           o->batch, w->ntrain, w->ntest);
+           cli_plural(w->workers, "worker", "workers"), o->batch, w->ntrain, w->ntest);
     printf("efps-train: compressor %s (block %ld), servers %s, transport %s; lr %g %s, momentum "
-           "%g%s, wd %g, %d epochs of %zu steps\n",
+           "%g%s, wd %g, %d %s of %zu steps\n",
            cfg->compressor, cfg->block, cfg->servers, cfg->transport, o->lr, sched[o->schedule],
            o->momentum, o->nesterov ? " nesterov" : "", o->wd, o->epochs,
-           w->sampler.batches_per_epoch);
+           cli_plural(o->epochs, "epoch", "epochs"), w->sampler.batches_per_epoch);
     fflush(stdout);
 }
 

@@ -46,8 +46,7 @@ efps_status_t nn_model_config_named(const char *name, nn_model_config_t *cfg_p)
         cfg.kind = NN_MODEL_RESNET;
         cfg.resnet_blocks = (depth - 2) / 6;
     } else {
-        efps_error("unknown model '%s': mlp, resnet20, resnet8 or resnet<6n+2>", name);
-        return EFPS_ERR_INVALID;
+        return EFPS_ERR_INVALID; /* the caller names its flag */
     }
     *cfg_p = cfg;
     return EFPS_OK;

@@ -41,7 +41,8 @@ typedef struct {
 
 /* Fills cfg_p for a named model on 28x28 grayscale images, 10 classes,
  * max_batch 64, seed 1: "mlp" (784-256-128-10), "resnet20", "resnet8",
- * or any "resnet<6n+2>". EFPS_ERR_INVALID for another name. */
+ * or any "resnet<6n+2>". EFPS_ERR_INVALID for another name, logged by no
+ * one: the caller says which flag or file named it. */
 efps_status_t nn_model_config_named(const char *name, nn_model_config_t *cfg_p);
 
 typedef struct nn_model nn_model_t;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # efps-train integration tests.
-# usage: train_test.sh help|bad-flags|local|wire|bad-data|bad-train-set|killed
+# usage: train_test.sh help|bad-flags|env-settings|local|wire|bad-data|bad-train-set|killed
 set -euo pipefail
 : "${BUILD:?BUILD must point at the build directory}"
 TRAIN=$BUILD/apps/efps-train/efps-train
@@ -35,21 +35,50 @@ expect_bad() {
 }
 
 test_bad_flags() {
-  expect_bad "unknown option '--bogus'" --bogus
-  expect_bad "missing value for '--lr'" --lr
-  expect_bad "--epochs needs an integer" --epochs x
-  expect_bad "--epochs needs an integer" --epochs 0
-  expect_bad "--batch needs an integer" --batch -3
-  expect_bad "--lr needs a number" --lr 1e-3x
-  expect_bad "--momentum needs a number" --momentum 1.5
-  expect_bad "--model needs mlp" --model resnet7
-  expect_bad "--compressor needs one of none, sign, blocksign" --compressor topk
-  expect_bad "--schedule needs one of constant, step, cosine" --schedule linear
-  expect_bad "--transport needs one of auto, tcp, verbs" --transport udp
-  expect_bad "--workers needs an integer" --workers 0
-  expect_bad "--group-below needs an integer" --group-below -1
-  expect_bad "--warmup-epochs 2 must be fewer than --epochs 2" --epochs 2 --warmup-epochs 2
-  expect_bad "unexpected argument 'extra'" extra
+  expect_bad "efps-train: --bogus: unknown option; see --help" --bogus
+  expect_bad "efps-train: --lr: needs a value; see --help" --lr
+  expect_bad "efps-train: --epochs x: an integer from 1 to" --epochs x
+  expect_bad "efps-train: --epochs 0: an integer from 1 to" --epochs 0
+  expect_bad "efps-train: --batch -3: an integer from 1 to" --batch -3
+  expect_bad "efps-train: --lr 1e-3x: a number from" --lr 1e-3x
+  expect_bad "efps-train: --momentum 1.5: a number from 0 to" --momentum 1.5
+  expect_bad "efps-train: --model resnet7: mlp, resnet8" --model resnet7
+  expect_bad "efps-train: --compressor topk: one of none, sign, blocksign; see --help" --compressor topk
+  expect_bad "efps-train: --schedule linear: one of constant, step, cosine" --schedule linear
+  expect_bad "efps-train: --transport udp: one of auto, tcp, verbs" --transport udp
+  expect_bad "efps-train: --workers 0: an integer from 1 to" --workers 0
+  expect_bad "efps-train: --group-below -1: an integer of at least 0" --group-below -1
+  expect_bad "efps-train: --warmup-epochs 2: fewer than --epochs 2" --epochs 2 --warmup-epochs 2
+  expect_bad "efps-train: extra: unexpected argument" extra
+  # A bad EFPS_* value is refused as a bad flag is, naming the variable.
+  EFPS_COMPRESSOR=foo expect_bad "efps-train: EFPS_COMPRESSOR=foo: one of none, sign, blocksign" --workers 1
+  EFPS_BLOCK=2k expect_bad "efps-train: EFPS_BLOCK=2k: an integer from 0 to" --workers 1
+  EFPS_TRANSPORT=foo expect_bad "efps-train: EFPS_TRANSPORT=foo: one of auto, tcp, verbs" --workers 1
+  # The flag wins over the variable: a bad variable under a flag is never read.
+  EFPS_COMPRESSOR=foo expect_bad "efps-train: --epochs 0:" --compressor none --epochs 0
+}
+
+# The run's settings come from the flag, else EFPS_*, else the default, and
+# reach the servers: EFPS_COMPRESSOR and EFPS_BLOCK alone set a local run's
+# compressor and block; a flag overrides them. An unknown EFPS_* variable is
+# warned about once (by the launcher), not by every process.
+test_env_settings() {
+  local run=(--model mlp --train-subset 256 --test-subset 64 --epochs 1 --batch 32 --seed 3
+             --transport tcp --workers 2 --servers 1)
+  EFPS_COMPRESSOR=blocksign EFPS_BLOCK=256 EFPS_TRANSPRT=tcp timeout 100 "$TRAIN" "${run[@]}" \
+    > "$TMP/env1.log" 2>&1 || fail "run with EFPS_COMPRESSOR/EFPS_BLOCK exited $?"
+  grep -q "compressor blocksign (block 256)" "$TMP/env1.log" || fail "EFPS_BLOCK=256 not used"
+  [ "$(grep -c 'EFPS_TRANSPRT' "$TMP/env1.log")" -eq 1 ] ||
+    fail "EFPS_TRANSPRT warned $(grep -c 'EFPS_TRANSPRT' "$TMP/env1.log") times, not once"
+  grep -q "2 workers x batch" "$TMP/env1.log" || fail "no '2 workers' in the header"
+  EFPS_COMPRESSOR=none EFPS_BLOCK=256 timeout 100 "$TRAIN" "${run[@]}" --compressor sign \
+    > "$TMP/env2.log" 2>&1 || fail "run with --compressor sign exited $?"
+  grep -q "compressor sign " "$TMP/env2.log" || fail "--compressor did not win over EFPS_COMPRESSOR"
+  EFPS_COMPRESSOR=none timeout 100 "$TRAIN" "${run[@]}" --workers 1 \
+    > "$TMP/env3.log" 2>&1 || fail "run with EFPS_COMPRESSOR=none exited $?"
+  grep -q "compressor none " "$TMP/env3.log" || fail "EFPS_COMPRESSOR=none not used"
+  grep -q "1 worker x batch" "$TMP/env3.log" || fail "no '1 worker' (singular) in the header"
+  grep -q "for 1 worker," "$TMP/env3.log" || fail "no 'for 1 worker,' in the summary"
 }
 
 check_csv() {
@@ -220,11 +249,12 @@ test_killed() {
 case ${1:-} in
   help) test_help ;;
   bad-flags) test_bad_flags ;;
+  env-settings) test_env_settings ;;
   local) test_local ;;
   wire) test_wire ;;
   bad-data) test_bad_data ;;
   bad-train-set) test_bad_train_set ;;
   killed) test_killed ;;
-  *) echo "usage: $0 help|bad-flags|local|wire|bad-data|bad-train-set|killed"; exit 2 ;;
+  *) echo "usage: $0 help|bad-flags|env-settings|local|wire|bad-data|bad-train-set|killed"; exit 2 ;;
 esac
 echo "OK: ${1}"
