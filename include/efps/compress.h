@@ -1,4 +1,4 @@
-/* efps compression kernels: the packed-block format of DESIGN.md and the
+/* efps compression kernels: the packed-block format of docs/packed-format.md and the
  * fused error-feedback kernels that produce and consume it.
  *
  * Packed tensor (n float32 elements, block B; B = 0 means B = n):
@@ -8,7 +8,7 @@
  * Element i decodes to bit ? -s[i/B] : +s[i/B].
  *
  * Arithmetic is identical in every variant (scalar, AVX2, AVX-512), bit for
- * bit; see "Determinism" in DESIGN.md. All functions are thread-safe on
+ * bit; see "Determinism" in docs/design.md. All functions are thread-safe on
  * disjoint buffers. Packed *outputs* must be 64-byte aligned (allocate with
  * efps_aligned_alloc); inputs may have any alignment.
  */

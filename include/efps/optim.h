@@ -1,4 +1,4 @@
-/* efps optimizer layer: the EF-SGDM algorithm of DESIGN.md ("The algorithm",
+/* efps optimizer layer: the EF-SGDM algorithm of docs/design.md ("The algorithm",
  * steps 1-8) for one tensor (key or key part) of n float32 elements, on the
  * workers and on the server; learning-rate schedules; checkpoints; and an
  * in-process simulation of M workers and one server.

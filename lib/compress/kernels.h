@@ -21,7 +21,7 @@
  * (GCC's own choice for the larger ones) costs a factor of three. */
 #define EFPS_INLINE static inline __attribute__((always_inline))
 
-/* The 16 partial sums of a block's L1 norm (DESIGN.md "Determinism"). */
+/* The 16 partial sums of a block's L1 norm (docs/design.md "Determinism"). */
 #define EFPS_L1_PARTIALS 16
 
 /* One worker or server step over n elements in blocks of B. p is
@@ -97,7 +97,7 @@ static inline const uint8_t *efps__packed_signs(const void *packed, size_t n, si
     return (const uint8_t *)packed + efps_align_up(4 * efps__nblocks(n, B), EFPS_ALIGN);
 }
 
-/* The fold of DESIGN.md: s[k] += s[k+8], s[k] += s[k+4], s[k] += s[k+2], s[0] += s[1]. */
+/* The fold of docs/design.md: s[k] += s[k+8], s[k] += s[k+4], s[k] += s[k+2], s[0] += s[1]. */
 static inline float efps__fold16(float s[EFPS_L1_PARTIALS])
 {
     for (int k = 0; k < 8; k++)

@@ -1,5 +1,5 @@
 /* AVX2 variant. Same arithmetic as kernels_scalar.c, lane by lane: two 8-lane
- * accumulators hold the 16 L1 partial sums of DESIGN.md (element j of a block
+ * accumulators hold the 16 L1 partial sums of docs/design.md (element j of a block
  * in partial j % 16: the first 8 of every 16 in acc0, the next 8 in acc1).
  * Every op is a separate IEEE multiply or add (no FMA), so the bits match.
  *

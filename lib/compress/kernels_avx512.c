@@ -1,5 +1,5 @@
 /* AVX-512 variant (F, BW, DQ, VL). Same arithmetic as kernels_scalar.c, lane
- * by lane: 16 lanes are exactly the 16 L1 partial sums of DESIGN.md, element j
+ * by lane: 16 lanes are exactly the 16 L1 partial sums of docs/design.md, element j
  * of a block in lane j % 16. Every op is a separate IEEE multiply or add
  * (no FMA), so the bits match the reference.
  *

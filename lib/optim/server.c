@@ -1,4 +1,4 @@
-/* The server side of EF-SGDM (DESIGN.md steps 6-7) for one tensor.
+/* The server side of EF-SGDM (docs/design.md steps 6-7) for one tensor.
  * Built with -ffp-contract=off, like the kernels: the fp32 mean of `none` is
  * summed in rank order from worker 0's values, then divided by M, exactly as
  * the blocksign kernel does, so every run gives the same bits. */

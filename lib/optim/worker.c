@@ -1,4 +1,4 @@
-/* The worker side of EF-SGDM (DESIGN.md steps 1-5 and 8) for one tensor.
+/* The worker side of EF-SGDM (docs/design.md steps 1-5 and 8) for one tensor.
  * Built with -ffp-contract=off: every product and sum is rounded on its own,
  * in the order written, so the bits are those of a plain transcription. */
 #include "optim_internal.h"
@@ -199,7 +199,7 @@ static int scales_finite(const efps_worker_opt_t *w, const void *update)
 }
 
 /* Step 8 with the decoded update d: x = x - lr * (d + w), the weight-decay
- * term w from x before this update (DESIGN.md, "what the authors' code does"). */
+ * term w from x before this update (docs/design.md, "what the authors' code does"). */
 static void step8(efps_worker_opt_t *w, const float *d, float lr, float *x)
 {
     const float mu = w->cfg.momentum, wd = w->cfg.weight_decay;

@@ -1,5 +1,5 @@
 /* Test-side transcriptions of the packed-block format and its arithmetic,
- * written from DESIGN.md ("Packed-block wire format", "Determinism") and not
+ * written from docs/packed-format.md and not
  * from lib/compress, so that the library is checked against the text:
  *
  * - a byte-level view of the format (little-endian scales, LSB-first sign bits,
@@ -46,7 +46,7 @@ static inline float ref_rng_mixed(ref_rng_t *r, int emin, int emax)
     return (v & 128) ? -f : f;
 }
 
-/* ---- layout, computed from DESIGN.md's text -------------------------------- */
+/* ---- layout, computed from docs/packed-format.md -------------------------------- */
 
 typedef struct {
     size_t n, B, nb;   /* elements, block (0 resolved to n), blocks */
@@ -124,7 +124,7 @@ static inline float ref_decode(const uint8_t *packed, ref_layout_t L, size_t i)
     return ref_get_bit(packed + L.signs_off, i) ? -s : s;
 }
 
-/* ---- float model, bit-exact by DESIGN.md ----------------------------------- */
+/* ---- float model, bit-exact by docs/packed-format.md ----------------------------------- */
 
 /* ||p||_1 / d with 16 partial sums: element j of the block goes to partial
  * j % 16 in index order, then s[k] += s[k+8], s[k] += s[k+4], s[k] += s[k+2],

@@ -1,6 +1,6 @@
 /* Unit tests of lib/compress: every kernel variant against the scalar
  * reference (bit for bit), the scalar reference against a float model written
- * from DESIGN.md (bit for bit) and against a double-precision transcription
+ * from docs/design.md (bit for bit) and against a double-precision transcription
  * of the formulas (within tolerance), the packed format byte by byte, edge
  * values (-0.0, subnormals, NaN, Inf), alignment, argument checks, sizes and
  * the EFPS_SIMD variable.
@@ -178,7 +178,7 @@ static void fill_random_signs(uint8_t *s, size_t n, ref_rng_t *r)
  *
  * p_d = a*x + b*err (or sum_w decoded / m + b*err) is computed in double
  * (products of floats are exact in double), s_d = sum |p_d| / d in double.
- * DESIGN.md prescribes float arithmetic in a fixed order, and two of its
+ * docs/design.md prescribes float arithmetic in a fixed order, and two of its
  * roundings can exceed 1e-5 relative on their own, so the tolerance is 1e-5
  * relative *beyond* a bound on them, computed for the data at hand:
  * - p is rounded before |p| is summed: |p - p_d| <= r_i = k * u * mag_i, with

@@ -1,4 +1,4 @@
-/* The EF-SGDM layer against a plain transcription of DESIGN.md steps 1-8,
+/* The EF-SGDM layer against a plain transcription of docs/design.md steps 1-8,
  * for every compressor, with and without Nesterov, weight decay, constant and
  * changing step sizes; bit-identity across the kernel variants; the
  * parameter-unit form of error feedback; non-finite inputs; misuse. */
@@ -260,7 +260,7 @@ static void test_variants_bit_identical(void **state)
 /* ---- error feedback in parameter units ----------------------------------------
  * The paper keeps errors in parameter units: p = eta_t u + e, D = C(p), e = p - D,
  * x -= D~. Because C_B is positively homogeneous this is the gradient-unit form
- * of DESIGN.md with e = eta_{t-1} e_g. Computing it independently, in double,
+ * of docs/design.md with e = eta_{t-1} e_g. Computing it independently, in double,
  * checks that r_t = eta_{t-1}/eta_t is the right re-scaling for a schedule that
  * warms up, decays and rises again. */
 static void cb_double(const double *p, size_t n, size_t block, double *D)

@@ -1,8 +1,8 @@
-/* A direct transcription of DESIGN.md "The algorithm", steps 1-8, for M
+/* A direct transcription of docs/design.md "The algorithm", steps 1-8, for M
  * workers and one server, written plainly: separate loops, one per step, no
  * kernels and no library code. The tests hold the optimizer layer (and the
  * simulation) against it. C_B's scale follows the normative summation order
- * of DESIGN.md "Determinism" (16 partial sums, fixed fold), so the
+ * of docs/design.md "Determinism" (16 partial sums, fixed fold), so the
  * transcription should agree with the library bit for bit; the tests also
  * check the 1e-5 relative bound that the issue asks for. Header-only: each
  * test program that uses it includes it once. */
@@ -80,7 +80,7 @@ static inline void ref_destroy(ref_t *r)
 }
 
 /* C_B(p) decoded into D: block b -> s_b * sign(p), s_b = ||p_b||_1 / d_b with
- * the L1 norm summed in DESIGN.md's order. The sign is the IEEE sign bit. */
+ * the L1 norm summed in docs/design.md's order. The sign is the IEEE sign bit. */
 static inline void ref_blocksign(const float *p, size_t n, size_t block, float *D)
 {
     const size_t B = block ? block : n;
