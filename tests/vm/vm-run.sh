@@ -5,6 +5,7 @@
 # a build tree is usable as is.  Prints the command's stdout and stderr and
 # exits with its exit code; exits 124 on timeout and 125 when the VM itself
 # failed (no boot, a module, no ACTIVE rxe0), always with a message saying so.
+# The command's output is streamed while it runs (polled once a second).
 #
 # Usage: vm-run.sh [options] [--] command [args...]
 #   --cache DIR    kernel, initramfs and run directories
@@ -114,17 +115,42 @@ for s in "${shares[@]}"; do
     i=$((i + 1))
 done
 
+# Copies what the command has written so far to $run/stdout and stderr (the
+# guest writes them through the shared run directory) to our stdout and
+# stderr, once a second until the VM stops, then the rest: a VM test's
+# output appears while it runs, not minutes later.
+size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
+bytes() { tail -c +$(($2 + 1)) "$1" | head -c $(($3 - $2)); } # file from to
+stream() { # pid-to-watch
+    local out=0 err=0 n alive=1
+    while [ $alive = 1 ]; do
+        kill -0 "$1" 2>/dev/null || alive=0 # then one last copy
+        n=$(size_of "$run/stdout")
+        [ "$n" -gt "$out" ] && bytes "$run/stdout" "$out" "$n" && out=$n
+        n=$(size_of "$run/stderr")
+        [ "$n" -gt "$err" ] && bytes "$run/stderr" "$err" "$n" >&2 && err=$n
+        [ $alive = 1 ] && sleep 1
+    done
+    return 0
+}
+
 # qemu runs in the background so that a signal to us (ctest's timeout)
 # still reaches the trap, which stops the VM instead of leaving it running.
 qpid=
+spid=
 trap '[ -n "$qpid" ] && kill "$qpid" 2>/dev/null
+      [ -n "$spid" ] && kill "$spid" 2>/dev/null
       echo "efps-vm: ERROR: interrupted by a signal; VM stopped (run directory kept: $run)" >&2
       exit 125' INT TERM HUP
 timeout -k 10 "$timeout_s" "${qemu[@]}" >"$run/qemu.out" 2>&1 </dev/null &
 qpid=$!
+stream "$qpid" &
+spid=$!
 qrc=0
 wait "$qpid" || qrc=$?
 qpid=
+wait "$spid" || true
+spid=
 t1=$(date +%s.%N)
 cp "$run/console.log" "$cache/last-console.log" 2>/dev/null || true
 
@@ -142,20 +168,12 @@ report_failure() { # exit-code message
     fi
     echo "efps-vm: ---- console log tail ($run/console.log)" >&2
     tail -n 40 "$run/console.log" >&2 2>/dev/null || echo "(no console log)" >&2
-    for f in stdout stderr; do
-        if [ -s "$run/$f" ]; then
-            echo "efps-vm: ---- command $f so far" >&2
-            tail -n 40 "$run/$f" >&2
-        fi
-    done
     echo "efps-vm: ======== FAILED: $2 (run directory kept: $run)" >&2
     exit "$1"
 }
 
 if [ -e "$run/rc" ]; then
-    rc=$(cat "$run/rc")
-    cat "$run/stdout"
-    cat "$run/stderr" >&2
+    rc=$(cat "$run/rc") # stdout and stderr were streamed
     echo "efps-vm: command exited $rc; VM run $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }') s;" \
         "$(grep -a -o '^efps-vm: .* cpu:.*' "$run/console.log" | sed 's/.*cpu: *//')" >&2
     [ "$keep" = 1 ] || rm -rf "$run"
