@@ -106,8 +106,9 @@ rate_bps() {
 RATE_BPS=$(rate_bps "$RATE")
 [ -z "$BULK" ] || [ "$RATE_BPS" -gt 0 ] || die "--bulk needs --rate (it checks the rate)"
 TRAIN_BIN=$BUILD/apps/efps-train/efps-train SERVER_BIN=$BUILD/apps/efps-server/efps-server
-[ "$TRAIN" -eq 0 ] || [ -x "$TRAIN_BIN" ] && [ -x "$SERVER_BIN" ] || [ "$TRAIN" -eq 0 ] ||
+if [ "$TRAIN" -eq 1 ] && { [ ! -x "$TRAIN_BIN" ] || [ ! -x "$SERVER_BIN" ]; }; then
   die "no efps-train / efps-server in $BUILD (build first, or --build DIR)"
+fi
 
 # ---- root and namespaces: say why not, and skip (77) ------------------------
 if [ "$(id -u)" -ne 0 ]; then

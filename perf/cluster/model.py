@@ -106,7 +106,7 @@ def gcd(a, b):
 
 def payload_bytes(compressor, n, block):
     if compressor == "none":
-        return 4 * n
+        return align(4 * n)
     if compressor == "sign":
         return align((n + 7) // 8)
     nb = (n + block - 1) // block if block else 1
@@ -419,7 +419,7 @@ def cmd_validate(a):
                      partition_bytes=pb)
         e1, e2 = p1 / meas - 1, p2 / meas - 1
         rows.append((e1, e2))
-        print("%-10s %2d %2d %6.0f Mb %8.3f %8.3f | %9.3f %+5.0f%% | %9.3f %+5.0f%% | %s" % (
+        print("%-10s %2d %2d %6g Mb %8.3f %8.3f | %9.3f %+5.0f%% | %9.3f %+5.0f%% | %s" % (
             comp, m, srv, rate / 1e6, meas, own, p1, 100 * e1, p2, 100 * e2,
             os.path.basename(os.path.normpath(d))))
     if rows:

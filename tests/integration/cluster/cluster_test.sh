@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tests of perf/cluster/cluster.sh. usage: cluster_test.sh run|interrupt|no-root
+# Tests of perf/cluster/cluster.sh and model.py. usage: cluster_test.sh run|interrupt|no-root|model
 # Exits 77 (skipped) when not root: the harness needs network namespaces.
 set -euo pipefail
 : "${BUILD:?BUILD must point at the build directory}"
@@ -14,6 +14,27 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "FAIL: $*"; for f in "$TMP"/*.log "$TMP"/out/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done; exit 1; }
+MODEL=$(dirname "$HARNESS")/model.py
+RESULTS=$(dirname "$HARNESS")/../results/cluster
+
+# The model's bytes per push are efps-train's (measured by efps_ps_traffic in
+# the recorded runs), and it predicts the recorded runs within 15% given each
+# run's own compute. Needs no root.
+test_model() {
+  local comp want got
+  for comp in none blocksign; do
+    want=$(awk -F, 'NR == 2 { print $8 }' "$RESULTS/resnet8-m2-1mbit-$comp/steps.0")
+    got=$(/usr/bin/python3 "$MODEL" keys --model resnet8 --compressor "$comp" | sed -n 's/^push bytes.*: //p')
+    [ -n "$want" ] && [ "$got" = "$want" ] || fail "$comp: model says $got bytes per push, efps-train pushed $want"
+  done
+  /usr/bin/python3 "$MODEL" validate --calib "$RESULTS/calib.json" "$RESULTS"/resnet8-*/ > "$TMP/validate.log" ||
+    fail "model.py validate exited $?"
+  cat "$TMP/validate.log"
+  grep -q "own compute.*within 15%: \([0-9]*\) of \1$" "$TMP/validate.log" ||
+    fail "the model misses a recorded run by more than 15%"
+}
+[ "${1:-}" != model ] || { test_model; echo "OK: model"; exit 0; }
+
 [ "$(id -u)" -eq 0 ] || { echo "SKIP: not root (network namespaces need it)"; exit 77; }
 
 # Nothing of harness PID left: no namespace of its prefix, no link of its names.
@@ -90,6 +111,6 @@ case ${1:-} in
   run) test_run ;;
   interrupt) test_interrupt ;;
   no-root) test_no_root ;;
-  *) echo "usage: $0 run|interrupt|no-root"; exit 2 ;;
+  *) echo "usage: $0 run|interrupt|no-root|model"; exit 2 ;;
 esac
 echo "OK: $1"
