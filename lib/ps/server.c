@@ -458,6 +458,18 @@ static efps_status_t on_push(server_t *sv, worker_t *w, uint32_t imm)
     return sp->outstanding[sp->step & 1] == 0 ? reduce(sv, p) : EFPS_ERR_NO_RESOURCE;
 }
 
+/* This server stops because of `culprit`: every other worker is told why
+ * (best effort; the linger after the error gives it time to go out), so each
+ * names the culprit, not only "server disconnected". */
+static void tell_others(server_t *sv, const worker_t *culprit, const char *what)
+{
+    for (int r = 0; r < sv->M; r++) {
+        worker_t *o = sv->by_rank[r];
+        if (o != NULL && o != culprit && o->state >= W_AUTHED && o->state <= W_DONE)
+            ps_send_refuse(o->ep, "server %d stopped: %s %s", sv->cfg.rank, wname(culprit), what);
+    }
+}
+
 static efps_status_t on_cqe(server_t *sv, const efps_tp_cqe_t *c)
 {
     worker_t *w = efps_tp_ep_context(c->ep);
@@ -475,6 +487,7 @@ static efps_status_t on_cqe(server_t *sv, const efps_tp_cqe_t *c)
             return EFPS_OK;
         efps_error("server %d: %s disconnected: %s", sv->cfg.rank, wname(w),
                    efps_strerror(c->status == EFPS_OK ? EFPS_ERR_PEER : c->status));
+        tell_others(sv, w, "disconnected");
         return EFPS_ERR_PEER;
     }
     if (c->status != EFPS_OK) {

@@ -208,8 +208,30 @@ efps_status_t efps_ps_declare_block(efps_ps_t *ps, uint32_t key, size_t n, size_
 
 /* ---- progress ------------------------------------------------------------------ */
 
+/* The reason a server gave before it went away (a REFUSE it sent on
+ * stopping, e.g. naming the worker that died), if one is still queued. */
+static bool server_reason(efps_tp_ep_t *ep, char *why, size_t cap)
+{
+    uint8_t m[EFPS_TP_MSG_MAX];
+    size_t len = 0;
+    while (efps_tp_msg_recv(ep, m, sizeof(m) - 1, &len, 0) == EFPS_OK)
+        if (len > 4 && ps_get32(m) == PS_MSG_REFUSE) {
+            m[len] = '\0';
+            const size_t k = strnlen((const char *)m + 4, cap - 1);
+            memcpy(why, m + 4, k);
+            why[k] = '\0';
+            return true;
+        }
+    return false;
+}
+
 static efps_status_t on_cqe(efps_ps_t *ps, const efps_tp_cqe_t *c)
 {
+    char why[512];
+    if (c->type == EFPS_TP_CQE_DISCONNECT && server_reason(c->ep, why, sizeof(why))) {
+        efps_error("worker %d: %s: %s", ps->cfg.rank, efps_tp_ep_name(c->ep), why);
+        return fail(ps, EFPS_ERR_PEER);
+    }
     if (c->type == EFPS_TP_CQE_DISCONNECT || c->status != EFPS_OK) {
         efps_error("worker %d: %s: %s%s", ps->cfg.rank, efps_tp_ep_name(c->ep),
                    c->type == EFPS_TP_CQE_DISCONNECT ? "disconnected: " : "write failed: ",

@@ -247,7 +247,8 @@ def test_undeclared_parameter_names_it(tmp_path):
 
 def test_killed_worker_every_rank_raises(tmp_path):
     """Worker 2 of 3 is SIGKILLed at step 3: workers 0 and 1 raise efps.Error
-    within the timeout, and efps.run names worker 2 as the first failure."""
+    naming worker 2 (the server tells them why it stops) within the timeout,
+    and efps.run names worker 2 as the first failure."""
     p = run_efps(tmp_path, dict(compressor="blocksign", die_at=3, die_rank=2, steps=40),
                  workers=3, env={"EFPS_TIMEOUT_MS": "3000"})
     assert p.returncode == 1
@@ -256,6 +257,7 @@ def test_killed_worker_every_rank_raises(tmp_path):
     for r in (0, 1):
         e = read_exc(tmp_path, r)
         assert e is not None and e.startswith("Error:"), (r, e, p.stderr[-3000:])
+        assert "worker 2" in e and "disconnected" in e, e
         with open(os.path.join(str(tmp_path), "exc.%d.txt" % r)) as f:
             at = float(f.readlines()[1].split()[1])
         assert at - died < 3.0 + 10.0, "rank %d raised %.1f s after the kill" % (r, at - died)
