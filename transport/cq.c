@@ -1,5 +1,7 @@
-/* The software completion queue. Endpoints reserve their worst case when they
- * are created (sq_depth + rq_depth + 1 entries), so a push on the data path
+/* The software completion queue. Endpoints reserve their worst case before
+ * anything can complete (verbs: sq_depth + rq_depth + 1 entries when the QP
+ * is made; tcp: one for the DISCONNECT at connection time, sq_depth at the
+ * first write, rq_depth at the first key exposed), so a push on the data path
  * never allocates and never finds the ring full. */
 #include "transport/transport_int.h"
 

@@ -7,16 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-efps_status_t efps__tp_msgq_alloc(efps_tp_msgq_t *q)
-{
-    q->buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
-    return q->buf != NULL ? EFPS_OK : EFPS_ERR_NOMEM;
-}
-
 void efps__tp_msgq_free(efps_tp_msgq_t *q)
 {
-    free(q->buf);
-    q->buf = NULL;
+    for (int i = 0; i < EFPS_TP_MSG_DEPTH; i++) {
+        free(q->slot[i]);
+        q->slot[i] = NULL;
+    }
 }
 
 bool efps__tp_msgq_full(const efps_tp_msgq_t *q)
@@ -24,9 +20,12 @@ bool efps__tp_msgq_full(const efps_tp_msgq_t *q)
     return q->count >= EFPS_TP_MSG_DEPTH;
 }
 
-uint8_t *efps__tp_msgq_tail(const efps_tp_msgq_t *q)
+uint8_t *efps__tp_msgq_tail(efps_tp_msgq_t *q)
 {
-    return q->buf + (size_t)((q->head + q->count) % EFPS_TP_MSG_DEPTH) * EFPS_TP_MSG_MAX;
+    uint32_t i = (q->head + q->count) % EFPS_TP_MSG_DEPTH;
+    if (q->slot[i] == NULL)
+        q->slot[i] = malloc(EFPS_TP_MSG_MAX);
+    return q->slot[i];
 }
 
 void efps__tp_msgq_arrived(efps_tp_ep_t *ep, uint32_t len)
@@ -50,7 +49,7 @@ static bool take(efps_tp_ep_t *ep, void *buf, size_t cap, size_t *len_p)
                    ep->ctx->ops->name, len, ep->name, cap);
         return false;
     }
-    memcpy(buf, q->buf + (size_t)q->head * EFPS_TP_MSG_MAX, len);
+    memcpy(buf, q->slot[q->head], len);
     q->head = (q->head + 1) % EFPS_TP_MSG_DEPTH;
     q->count--;
     ep->ctx->ops->rx_credit(ep, true);

@@ -40,9 +40,11 @@ struct efps_tp_ctx {
 };
 
 /* The messages an endpoint received and the application has not taken:
- * EFPS_TP_MSG_DEPTH slots of EFPS_TP_MSG_MAX bytes, filled in order. */
+ * EFPS_TP_MSG_DEPTH slots of EFPS_TP_MSG_MAX bytes, filled in order. A slot
+ * is allocated the first time a message goes into it (and kept), so a peer
+ * that never gets past its first message holds one slot, not all of them. */
 typedef struct {
-    uint8_t *buf;
+    uint8_t *slot[EFPS_TP_MSG_DEPTH];
     uint32_t len[EFPS_TP_MSG_DEPTH];
     uint32_t head, count;
 } efps_tp_msgq_t;
@@ -187,12 +189,12 @@ void efps__tp_listen_destroy(efps_tp_listener_t *l);
 
 /* ---- an endpoint's received messages (transport/msgq.c) ------------------ */
 
-efps_status_t efps__tp_msgq_alloc(efps_tp_msgq_t *q);
 void efps__tp_msgq_free(efps_tp_msgq_t *q);
 /* Lock held: every slot holds a message the application has not taken. */
 bool efps__tp_msgq_full(const efps_tp_msgq_t *q);
-/* Lock held: where the next message goes (not full). */
-uint8_t *efps__tp_msgq_tail(const efps_tp_msgq_t *q);
+/* Lock held: where the next message goes (not full); NULL if its slot could
+ * not be allocated. */
+uint8_t *efps__tp_msgq_tail(efps_tp_msgq_t *q);
 /* Lock held: the message at the tail is whole (len bytes); msg_recv wakes. */
 void efps__tp_msgq_arrived(efps_tp_ep_t *ep, uint32_t len);
 /* efps_tp_msg_recv: the oldest message, waiting up to timeout_ms while

@@ -239,7 +239,8 @@ EFPS_API efps_status_t efps_tp_ep_status(const efps_tp_ep_t *ep);
  * Errors: EFPS_ERR_NO_RESOURCE (sq_depth writes outstanding: poll and retry),
  * EFPS_ERR_PEER (endpoint down), EFPS_ERR_INVALID (a range outside its
  * region, a key of another transport or one without remote write access,
- * length > EFPS_TP_WRITE_MAX, a region of another context). */
+ * length > EFPS_TP_WRITE_MAX, a region of another context), EFPS_ERR_NOMEM
+ * (tcp: an endpoint's first write reserves room for its completions). */
 EFPS_API efps_status_t efps_tp_write_imm(efps_tp_ep_t *ep, efps_tp_mr_t *local, size_t local_offset,
                                          size_t length, const efps_tp_rkey_t *remote,
                                          uint64_t remote_offset, uint32_t imm,

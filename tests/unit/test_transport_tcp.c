@@ -10,6 +10,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
+#include <malloc.h>
+
 #include "tests/unit/tp_conformance.h"
 #include "transport/tcp/tcp_wire.h"
 
@@ -539,6 +542,181 @@ static void test_reset_while_throttled(void **state)
     efps_tp_close(srv);
 }
 
+/* ---- resources ------------------------------------------------------------ */
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* One of each way a connection ends on a server: closed before saying a
+ * word, refused, accepted and destroyed after a message each way. */
+static void connection_lives(efps_tp_ctx_t *cli, efps_tp_listener_t *l, const char *addr)
+{
+    close(raw_connect(efps_tp_listener_port(l)));
+    connector_t c;
+    connector_start(&c, cli, addr, NULL);
+    efps_tp_conn_req_t *req;
+    assert_int_equal(efps_tp_get_request(l, tpc->wait_ms, &req), EFPS_OK);
+    efps_tp_reject(req);
+    assert_int_equal(connector_join(&c), EFPS_ERR_PEER);
+    connector_start(&c, cli, addr, NULL);
+    efps_tp_ep_t *sep = accept_one(l, "once", NULL);
+    assert_int_equal(connector_join(&c), EFPS_OK);
+    char buf[16];
+    size_t len;
+    assert_int_equal(efps_tp_msg_send(c.ep, "hello", 6), EFPS_OK);
+    assert_int_equal(efps_tp_msg_recv(sep, buf, sizeof(buf), &len, 5000), EFPS_OK);
+    assert_int_equal(efps_tp_msg_send(sep, "go away", 8), EFPS_OK);
+    assert_int_equal(efps_tp_msg_recv(c.ep, buf, sizeof(buf), &len, 5000), EFPS_OK);
+    efps_tp_ep_destroy(sep);
+    efps_tp_ep_destroy(c.ep);
+}
+
+/* 1,000 connections accepted and closed leave nothing behind: the heap in
+ * use and the descriptors come back to where they were after a warm-up
+ * (LeakSanitizer checks the rest under ASan, where mallinfo2 sees nothing). */
+static void test_connections_leave_nothing(void **state)
+{
+    (void)state;
+    efps_tp_ctx_t *srv = tpc_open(0, 0, 0), *cli = tpc_open(0, 0, 0);
+    char addr[64];
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
+    for (int i = 0; i < 20; i++) /* completion rings and the like reach their size */
+        connection_lives(cli, l, addr);
+    sleep_ms(100); /* the closed-at-once ones are freed after their round */
+    size_t heap0 = mallinfo2().uordblks;
+    int fds0 = count_fds();
+    for (int i = 0; i < 1000; i++)
+        connection_lives(cli, l, addr);
+    uint64_t end = now_ms() + 5000;
+    while (count_fds() > fds0 && now_ms() < end)
+        sleep_ms(10);
+    sleep_ms(100);
+    size_t heap1 = mallinfo2().uordblks;
+    int fds1 = count_fds();
+    printf("3000 connections: heap in use %zu -> %zu bytes, descriptors %d -> %d\n", heap0, heap1,
+           fds0, fds1);
+    assert_int_equal(fds1, fds0);
+    assert_true(heap1 <= heap0 + 16384); /* 16 bytes a connection would show */
+    efps_tp_listener_destroy(l);
+    efps_tp_close(cli);
+    efps_tp_close(srv);
+}
+
+typedef struct {
+    int fd;
+    volatile bool stop;
+    uint64_t sent, limit;
+    int err;
+} firehose_t;
+
+/* Keeps writing the payload of a huge WRITE (64 KiB every 2 ms, never all
+ * of it) until the socket breaks. */
+static void *firehose_main(void *arg)
+{
+    firehose_t *f = arg;
+    static uint8_t junk[1 << 16];
+    while (!f->stop && f->sent + sizeof(junk) < f->limit) {
+        sleep_ms(2);
+        ssize_t n = send(f->fd, junk, sizeof(junk), MSG_NOSIGNAL);
+        if (n < 0) {
+            f->err = errno;
+            break;
+        }
+        f->sent += (uint64_t)n;
+    }
+    return NULL;
+}
+
+/* The application destroys an endpoint whose peer is in the middle of a
+ * large write and keeps writing, with messages unread: destroy returns at
+ * once, the descriptor is closed at once, the peer's sends fail. */
+static void test_destroy_while_peer_writes(void **state)
+{
+    (void)state;
+    efps_tp_ctx_t *srv = tpc_open(0, 0, 0);
+    char addr[64];
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
+    size_t size = 64 * MIB;
+    uint8_t *dst = malloc(size);
+    efps_tp_mr_t *dmr;
+    assert_int_equal(efps_tp_mem_reg(srv, dst, size, EFPS_TP_ACCESS_REMOTE_WRITE, &dmr), EFPS_OK);
+    efps_tp_ep_t *sep;
+    int fd = raw_client(l, &sep);
+    efps_tp_rkey_t k = tpc_expose(sep, dmr);
+    for (int i = 0; i < 3; i++) { /* messages the application never takes */
+        tcp_hdr_t m = tcp_hdr_make(TCP_F_MSG, 8);
+        raw_send_hdr(fd, &m);
+        raw_send(fd, "unread!", 8);
+    }
+    tcp_hdr_t h = tcp_hdr_make(TCP_F_WRITE, (uint32_t)size);
+    h.region = k.key;
+    h.secret = k.base;
+    raw_send_hdr(fd, &h);
+    firehose_t f = {.fd = fd, .limit = size};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, firehose_main, &f), 0);
+    sleep_ms(300); /* the write is landing */
+    capture_start();
+    int fds0 = count_fds();
+    uint64_t t0 = now_ms();
+    efps_tp_ep_destroy(sep);
+    uint64_t dt = now_ms() - t0;
+    int fds1 = count_fds();
+    uint64_t end = now_ms() + 5000;
+    while (f.err == 0 && now_ms() < end)
+        sleep_ms(10);
+    f.stop = true;
+    pthread_join(t, NULL);
+    capture_stop();
+    printf("destroy with a peer writing: %llu ms, %llu bytes sent before, then %s\n",
+           (unsigned long long)dt, (unsigned long long)f.sent, strerror(f.err));
+    assert_true(dt < 1000);
+    assert_int_equal(fds1, fds0 - 1);
+    assert_true(f.err == EPIPE || f.err == ECONNRESET);
+    assert_int_equal(efps_tp_mem_dereg(dmr), EFPS_OK); /* nothing holds the region */
+    close(fd);
+    free(dst);
+    efps_tp_listener_destroy(l);
+    efps_tp_close(srv);
+}
+
+/* A refusal sent just before destroy reaches the peer, then a clean BYE:
+ * the application need not wait for it to leave before closing. */
+static void test_message_then_destroy(void **state)
+{
+    (void)state;
+    efps_tp_ctx_t *srv = tpc_open(0, 0, 0);
+    char addr[64];
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
+    for (int i = 0; i < 20; i++) {
+        efps_tp_ep_t *sep;
+        int fd = raw_client(l, &sep);
+        assert_int_equal(efps_tp_msg_send(sep, "refused: wrong secret", 22), EFPS_OK);
+        efps_tp_ep_destroy(sep);
+        uint8_t b[TCP_HDR_LEN + 22];
+        assert_int_equal(recv(fd, b, sizeof(b), MSG_WAITALL), (ssize_t)sizeof(b));
+        tcp_hdr_t h;
+        tcp_hdr_decode(b, &h);
+        assert_int_equal(h.type, TCP_F_MSG);
+        assert_int_equal(h.length, 22);
+        assert_string_equal((char *)b + TCP_HDR_LEN, "refused: wrong secret");
+        assert_int_equal(recv(fd, b, TCP_HDR_LEN, MSG_WAITALL), TCP_HDR_LEN);
+        tcp_hdr_decode(b, &h);
+        assert_int_equal(h.type, TCP_F_BYE);
+        assert_true(raw_closed(fd, 5000));
+        close(fd);
+    }
+    efps_tp_listener_destroy(l);
+    efps_tp_close(srv);
+}
+
 /* test_close_with_everything_open: a pending request and a half-open
  * handshake left to close() too. */
 static int extra_fds[2] = {-1, -1};
@@ -679,6 +857,10 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reset_while_throttled),
         cmocka_unit_test(tpc_test_close_with_everything_open),
         cmocka_unit_test(tpc_test_key_bound_to_connection),
+        cmocka_unit_test(tpc_test_connect_before_listen),
+        cmocka_unit_test(test_connections_leave_nothing),
+        cmocka_unit_test(test_destroy_while_peer_writes),
+        cmocka_unit_test(test_message_then_destroy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -962,3 +962,62 @@ void tpc_test_key_bound_to_connection(void **state)
     efps_tp_close(cli);
     efps_tp_close(srv);
 }
+
+static int open_fds(void)
+{
+    int n = 0;
+    char path[64];
+    for (int fd = 0; fd < 4096; fd++) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+/* Start order: connects to a port where nothing listens yet fail fast with
+ * EFPS_ERR_PEER (what a retry loop waits on) and leave nothing behind (no
+ * descriptor, no cm id or queue pair: the next attempt starts clean); once
+ * the listener is there the same connect goes through. */
+void tpc_test_connect_before_listen(void **state)
+{
+    (void)state;
+    efps_tp_ctx_t *srv = tpc_open(0, 0, 0), *cli = tpc_open(0, 0, 0);
+    char addr[64], text[64];
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
+    uint16_t port = efps_tp_listener_port(l);
+    efps_tp_listener_destroy(l);
+    efps_tp_ep_t *ep = NULL;
+    assert_int_equal(efps_tp_connect(cli, addr, NULL, &ep), EFPS_ERR_PEER); /* warm-up */
+    int fds0 = open_fds();
+    uint64_t worst = 0;
+    capture_start();
+    for (int i = 0; i < 50; i++) {
+        uint64_t t0 = now_ms();
+        assert_int_equal(efps_tp_connect(cli, addr, NULL, &ep), EFPS_ERR_PEER);
+        uint64_t dt = now_ms() - t0;
+        worst = dt > worst ? dt : worst;
+    }
+    capture_stop();
+    int fds1 = open_fds();
+    printf("%s: 50 connects to a closed port: slowest %llu ms, descriptors %d -> %d\n",
+           tpc->transport, (unsigned long long)worst, fds0, fds1);
+    assert_true(worst < tpc->refused_ms);
+    assert_int_equal(fds1, fds0);
+
+    snprintf(text, sizeof(text), "%s:%u", tpc->host, port);
+    assert_int_equal(efps_tp_listen(srv, text, &l), EFPS_OK);
+    connector_t c;
+    connector_start(&c, cli, addr, NULL);
+    efps_tp_ep_t *sep = accept_one(l, "late server", NULL);
+    assert_int_equal(connector_join(&c), EFPS_OK);
+    assert_int_equal(efps_tp_msg_send(c.ep, "here", 5), EFPS_OK);
+    char buf[8];
+    size_t len;
+    assert_int_equal(efps_tp_msg_recv(sep, buf, sizeof(buf), &len, tpc->wait_ms), EFPS_OK);
+    assert_string_equal(buf, "here");
+    efps_tp_ep_destroy(c.ep);
+    efps_tp_ep_destroy(sep);
+    efps_tp_listener_destroy(l);
+    efps_tp_close(cli);
+    efps_tp_close(srv);
+}

@@ -130,5 +130,6 @@ void tpc_test_peer_killed(void **state);
 void tpc_test_peer_frozen(void **state);
 void tpc_test_close_with_everything_open(void **state);
 void tpc_test_key_bound_to_connection(void **state);
+void tpc_test_connect_before_listen(void **state);
 
 #endif

@@ -372,6 +372,9 @@ int main(int argc, char **argv)
                         "(tests/vm/verbs_in_vm.sh)\n");
         return 2;
     }
+    /* TPC_FILTER="*key_bound*" runs only the tests whose names match. */
+    if (getenv("TPC_FILTER") != NULL)
+        cmocka_set_test_filter(getenv("TPC_FILTER"));
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(tpc_test_peer_killed),
         cmocka_unit_test(tpc_test_peer_frozen),
@@ -392,6 +395,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dereg_in_use),
         cmocka_unit_test(tpc_test_close_with_everything_open),
         cmocka_unit_test(tpc_test_key_bound_to_connection),
+        cmocka_unit_test(tpc_test_connect_before_listen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

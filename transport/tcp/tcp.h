@@ -71,6 +71,15 @@ typedef enum {
     TCP_RX_PAYLOAD,      /* reading a payload into rx_dst */
 } tcp_rx_state_t;
 
+/* What an endpoint reserved room in the completion queue for: reserved when
+ * first needed, so a connection that never gets a key or writes (a stranger
+ * being refused) holds one entry, not sq_depth + rq_depth. */
+typedef enum {
+    TCP_CQ_DISCONNECT = 1, /* its one DISCONNECT: at accept / connect */
+    TCP_CQ_WRITES = 2,     /* sq_depth WRITE completions: its first write_imm */
+    TCP_CQ_RECVS = 4,      /* rq_depth RECV completions: the first key exposed to it */
+} tcp_cq_use_t;
+
 #define TCP_KICK_TX      1u /* frames queued: send */
 #define TCP_KICK_RX      2u /* credit given back while blocked: receive again */
 #define TCP_KICK_DESTROY 4u /* the application destroys it */
@@ -95,7 +104,9 @@ typedef struct tcp_ep {
     uint32_t events;               /* epoll interest now set */
     unsigned kick;                 /* TCP_KICK_*; nonzero: on ctx->kicks */
     struct tcp_ep *kick_next;
-    bool destroy_done, rejecting, cq_reserved;
+    bool destroy_done, rejecting;
+    unsigned cq_uses; /* tcp_cq_use_t: what its completion-queue share covers */
+    uint32_t cq_held; /* entries it reserved in ctx->base.cq */
     _Atomic uint64_t last_rx_ms, last_tx_ms;
 
     /* send side */
@@ -103,7 +114,7 @@ typedef struct tcp_ep {
     uint32_t tx_cap, tx_head, tx_count;
     size_t tx_done; /* bytes of the head frame already sent */
     uint32_t msg_tx_inflight, msg_tx_seq;
-    uint8_t *msg_tx_buf; /* EFPS_TP_MSG_DEPTH slots of EFPS_TP_MSG_MAX */
+    uint8_t *msg_tx_slot[EFPS_TP_MSG_DEPTH]; /* EFPS_TP_MSG_MAX each, made on first use */
     uint8_t local_priv[EFPS_TP_PRIV_MAX];
 
     /* receive side (touched by the progress thread only, except credits) */
@@ -197,6 +208,9 @@ void efps__tcp_ep_teardown(tcp_ep_t *ep);
  * Logs "<name>: <message>; connection closed" at level. */
 void efps__tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
                        ...) __attribute__((format(printf, 4, 5)));
+/* Lock held: ep's share of the completion queue covers use (reserved the
+ * first time). EFPS_ERR_NOMEM if the ring cannot grow. */
+efps_status_t efps__tcp_cq_hold(tcp_ep_t *ep, tcp_cq_use_t use);
 /* Unlinks and frees an endpoint whose socket is closed (no lock needed once
  * nobody else can reach it). */
 void efps__tcp_ep_free(tcp_ep_t *ep);
@@ -215,6 +229,10 @@ void efps__tcp_queue_ctrl(tcp_ep_t *ep, tcp_frame_t type, const void *payload, u
                           uint32_t imm);
 /* Lock held: completes every queued frame with EFPS_ERR_PEER. */
 void efps__tcp_tx_flush(tcp_ep_t *ep);
+/* Progress thread, lock held: sends what is queued as far as the socket
+ * takes it without waiting (a refusal the application sent just before it
+ * destroys the endpoint still reaches the peer). */
+void efps__tcp_tx_flush_now(tcp_ep_t *ep);
 /* Progress thread, no lock held: sends what is queued. */
 void efps__tcp_tx_progress(tcp_ep_t *ep);
 

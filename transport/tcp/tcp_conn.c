@@ -54,9 +54,7 @@ static efps_status_t ep_alloc_queues(tcp_ep_t *ep)
     const efps_tp_attr_t *attr = &ep->ctx->base.attr;
     ep->tx_cap = attr->sq_depth + EFPS_TP_MSG_DEPTH + 2; /* + ACCEPT + PING */
     ep->txq = calloc(ep->tx_cap, sizeof(*ep->txq));
-    ep->msg_tx_buf = malloc((size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX);
-    efps_status_t rx = efps__tp_msgq_alloc(&ep->base.msgs);
-    if (ep->txq == NULL || ep->msg_tx_buf == NULL || rx != EFPS_OK) {
+    if (ep->txq == NULL) {
         efps_error("tcp: %s: out of memory for the endpoint's queues", ep->base.name);
         return EFPS_ERR_NOMEM;
     }
@@ -66,14 +64,24 @@ static efps_status_t ep_alloc_queues(tcp_ep_t *ep)
 void efps__tcp_ep_free(tcp_ep_t *ep)
 {
     free(ep->txq);
-    free(ep->msg_tx_buf);
+    for (int i = 0; i < EFPS_TP_MSG_DEPTH; i++)
+        free(ep->msg_tx_slot[i]);
     efps__tp_msgq_free(&ep->base.msgs);
     free(ep);
 }
 
-static size_t cq_share(const tcp_ctx_t *ctx)
+efps_status_t efps__tcp_cq_hold(tcp_ep_t *ep, tcp_cq_use_t use)
 {
-    return (size_t)ctx->base.attr.sq_depth + ctx->base.attr.rq_depth + 1;
+    const efps_tp_attr_t *attr = &ep->ctx->base.attr;
+    uint32_t n = use == TCP_CQ_WRITES ? attr->sq_depth : use == TCP_CQ_RECVS ? attr->rq_depth : 1;
+    if (ep->cq_uses & use)
+        return EFPS_OK;
+    efps_status_t status = efps__tp_cq_reserve(&ep->ctx->base.cq, n);
+    if (status != EFPS_OK)
+        return status;
+    ep->cq_uses |= use;
+    ep->cq_held += n;
+    return EFPS_OK;
 }
 
 /* Lock held. */
@@ -164,7 +172,9 @@ static void send_goodbye(tcp_ep_t *ep)
     tcp_frame_t type;
     if (ep->fd < 0)
         return;
-    if (ep->state == TCP_EP_CONNECTED && ep->tx_count == 0)
+    if (ep->state == TCP_EP_CONNECTED)
+        efps__tcp_tx_flush_now(ep); /* then BYE, if all of it went */
+    if (ep->state == TCP_EP_CONNECTED && ep->tx_count == 0 && ep->tx_done == 0)
         type = TCP_F_BYE;
     else if (ep->rejecting)
         type = TCP_F_REJECT;
@@ -197,10 +207,9 @@ void efps__tcp_ep_teardown(tcp_ep_t *ep)
     ep->tx_count = 0;
     efps__tcp_unexpose_ep(ctx, ep);
     efps__tp_cq_purge(&ctx->base.cq, &ep->base);
-    if (ep->cq_reserved) {
-        efps__tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
-        ep->cq_reserved = false;
-    }
+    efps__tp_cq_unreserve(&ctx->base.cq, ep->cq_held);
+    ep->cq_held = 0;
+    ep->cq_uses = 0;
     if (ep->listener != NULL) {
         efps__tp_listen_unqueue(&ep->listener->base, &ep->req);
         ep->listener = NULL;
@@ -413,14 +422,13 @@ efps_status_t efps__tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param
         status = EFPS_ERR_PEER;
     }
     if (status == EFPS_OK)
-        status = efps__tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
+        status = efps__tcp_cq_hold(ep, TCP_CQ_DISCONNECT);
     if (status != EFPS_OK) {
         teardown_by_thread(ep);
         pthread_mutex_unlock(&ctx->base.lock);
         efps__tcp_ep_free(ep);
         return status;
     }
-    ep->cq_reserved = true;
     ep->base.context = param->context;
     memcpy(ep->base.peer_priv, ep->req.priv, ep->req.priv_len);
     ep->base.peer_priv_len = ep->req.priv_len;
@@ -618,14 +626,14 @@ efps_status_t efps__tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr
     atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
     pthread_mutex_lock(&ctx->base.lock);
-    status = efps__tp_cq_reserve(&ctx->base.cq, cq_share(ctx));
+    status = efps__tcp_cq_hold(ep, TCP_CQ_DISCONNECT);
     if (status == EFPS_OK && epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, ep->fd, &ev) != 0) {
         efps_error("tcp: connect to %s: epoll_ctl: %s", ep->base.name, strerror(errno));
-        efps__tp_cq_unreserve(&ctx->base.cq, cq_share(ctx));
+        efps__tp_cq_unreserve(&ctx->base.cq, ep->cq_held);
+        ep->cq_held = 0;
         status = EFPS_ERR_SYSTEM;
     }
     if (status == EFPS_OK) {
-        ep->cq_reserved = true;
         ep->events = EPOLLIN;
         efps__tcp_set_heartbeat(ep);
         ep_link(ctx, ep);

@@ -103,6 +103,8 @@ efps_status_t efps__tcp_mem_expose(efps_tp_ep_t *base, efps_tp_mr_t *region, efp
         efps_error("tcp: expose region %u to %s: the connection is down", mr->id, base->name);
         status = EFPS_ERR_PEER;
     }
+    if (status == EFPS_OK) /* the peer may write from now on: room for its arrivals */
+        status = efps__tcp_cq_hold(ep, TCP_CQ_RECVS);
     const tcp_expo_t *have = NULL;
     for (const tcp_expo_t *e = mr->expos; e != NULL && status == EFPS_OK; e = e->next)
         if (e->ep == ep)

@@ -133,6 +133,10 @@ static bool start_frame(tcp_ep_t *ep)
         if (efps__tp_msgq_full(&ep->base.msgs))
             return block(ep);
         ep->rx_dst = efps__tp_msgq_tail(&ep->base.msgs);
+        if (ep->rx_dst == NULL) {
+            efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_NOMEM, "out of memory for a message");
+            return false;
+        }
         break;
     case TCP_F_CONNECT:
         ep->rx_dst = ep->req.priv;

@@ -6,6 +6,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -55,6 +56,8 @@ efps_status_t efps__tcp_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_
     efps_status_t status = usable(ep);
     if (status == EFPS_OK && ep->base.sq_used >= ctx->base.attr.sq_depth)
         status = EFPS_ERR_NO_RESOURCE;
+    if (status == EFPS_OK) /* allocates once, at the endpoint's first write */
+        status = efps__tcp_cq_hold(ep, TCP_CQ_WRITES);
     if (status != EFPS_OK) {
         pthread_mutex_unlock(&ctx->base.lock);
         return status;
@@ -91,8 +94,16 @@ efps_status_t efps__tcp_msg_send(efps_tp_ep_t *base, const void *buf, size_t len
         pthread_mutex_unlock(&ctx->base.lock);
         return status;
     }
-    /* Messages leave in order, so their slots are reused in order too. */
-    uint8_t *slot = ep->msg_tx_buf + (size_t)(ep->msg_tx_seq % EFPS_TP_MSG_DEPTH) * EFPS_TP_MSG_MAX;
+    /* Messages leave in order, so their slots are reused in order too; a
+     * slot is made the first time it is needed (a peer refused after one
+     * message never costs the other seven). */
+    uint8_t **slot_p = &ep->msg_tx_slot[ep->msg_tx_seq % EFPS_TP_MSG_DEPTH];
+    if (*slot_p == NULL && (*slot_p = malloc(EFPS_TP_MSG_MAX)) == NULL) {
+        pthread_mutex_unlock(&ctx->base.lock);
+        efps_error("tcp: message to %s: out of memory", base->name);
+        return EFPS_ERR_NOMEM;
+    }
+    uint8_t *slot = *slot_p;
     memcpy(slot, buf, len);
     ep->msg_tx_seq++;
     ep->msg_tx_inflight++;
@@ -204,4 +215,22 @@ void efps__tcp_tx_progress(tcp_ep_t *ep)
     if (ep->fd >= 0)
         efps__tcp_set_events(ep, more ? (ep->events | EPOLLOUT) : (ep->events & ~EPOLLOUT));
     pthread_mutex_unlock(&ctx->base.lock);
+}
+
+void efps__tcp_tx_flush_now(tcp_ep_t *ep)
+{
+    struct iovec iov[TX_IOV];
+    for (int round = 0; round < 16 && ep->fd >= 0 && ep->tx_count > 0; round++) {
+        size_t total;
+        struct msghdr msg = {.msg_iov = iov};
+        msg.msg_iovlen = (size_t)gather(ep, iov, &total);
+        ssize_t sent = sendmsg(ep->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0 && errno == EINTR)
+            continue;
+        if (sent <= 0)
+            return;
+        account_sent(ep, (size_t)sent);
+        if ((size_t)sent < total)
+            return;
+    }
 }

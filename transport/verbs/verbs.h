@@ -2,7 +2,7 @@
  *   verbs_err.c   verbs' error conventions converted in one place
  *   verbs_dev.c   probe, device / port / GID choice, hwloc placement
  *   verbs_ctx.c   context, progress thread, timers, credit given back
- *   verbs_mr.c    ibv_reg_mr / dereg
+ *   verbs_mr.c    ibv_reg_mr / dereg, keys bound to one QP (type-2 memory windows)
  *   verbs_rx.c    the shared receive queue and its buffers, arrivals
  *   verbs_tx.c    credits, the pending queue, posting, send completions
  *   verbs_conn.c  rdma_cm: listen / accept / connect
@@ -50,7 +50,8 @@
 typedef struct verbs_ctx verbs_ctx_t;
 
 /* Receive buffers per endpoint beyond writes and message chunks: HELLO, BYE,
- * one CREDIT, and one spare. Send slots for control messages: the same. */
+ * one CREDIT, and one spare. Send slots for control messages: the same; the
+ * spare takes one memory-window bind at a time. */
 #define VERBS_CTRL_DEPTH 4
 
 typedef struct verbs_mr {
@@ -60,6 +61,18 @@ typedef struct verbs_mr {
     struct verbs_mr *next, *prev; /* ctx->mrs: close() frees what is left */
 } verbs_mr_t;
 
+/* One endpoint's key to a region (efps_tp_mem_expose): a type-2 memory window
+ * on the region, bound to the endpoint's queue pair by a BIND_MW work request,
+ * so the adapter refuses its rkey on any other QP. */
+typedef struct verbs_expo {
+    struct verbs_ep *ep;
+    verbs_mr_t *mr;
+    struct ibv_mw *mw; /* NULL: the device has no type-2 windows (the MR's rkey) */
+    efps_tp_rkey_t rkey;
+    int state;               /* 0: the bind is posted, 1: bound, -1: the bind failed */
+    struct verbs_expo *next; /* ctx->expos */
+} verbs_expo_t;
+
 /* What one posted send was, so its completion can be reported. */
 typedef enum {
     VTX_WRITE_PART, /* a piece of a long write: no completion of its own */
@@ -68,15 +81,17 @@ typedef enum {
     VTX_CREDIT,
     VTX_HELLO,
     VTX_BYE,
-    VTX_LEN, /* the length of a write split into several requests */
+    VTX_LEN,  /* the length of a write split into several requests */
+    VTX_BIND, /* a memory window bound to this QP (efps_tp_mem_expose) */
 } verbs_tx_kind_t;
 
 typedef struct {
-    uint8_t kind;     /* verbs_tx_kind_t */
-    bool last;        /* VTX_MSG: the message's last chunk */
-    uint32_t len;     /* VTX_WRITE: the whole write's length */
-    uint64_t context; /* VTX_WRITE: the application's */
-    verbs_mr_t *mr;   /* VTX_WRITE*: the source region */
+    uint8_t kind;       /* verbs_tx_kind_t */
+    bool last;          /* VTX_MSG: the message's last chunk */
+    uint32_t len;       /* VTX_WRITE: the whole write's length */
+    uint64_t context;   /* VTX_WRITE: the application's */
+    verbs_mr_t *mr;     /* VTX_WRITE*: the source region */
+    verbs_expo_t *expo; /* VTX_BIND */
 } verbs_posted_t;
 
 /* A write or message waiting for credit or send-queue room, in order. */
@@ -139,6 +154,7 @@ typedef struct verbs_ep {
     uint32_t peer_window;            /* the peer's rq_depth */
     uint32_t owed_writes, owed_msgs; /* credit to return */
     bool credit_inflight, bye_done;
+    bool bind_inflight; /* a BIND_MW uses the spare control send slot */
     verbs_op_t *pend;
     uint32_t pend_cap, pend_head, pend_count;
     verbs_posted_t *posted; /* ring, indexed by work request id % sq_cap */
@@ -209,6 +225,8 @@ struct verbs_ctx {
     verbs_ep_t *qp_hash[VERBS_QP_HASH];
     verbs_listener_t *listeners;
     verbs_mr_t *mrs;
+    verbs_expo_t *expos;
+    bool mw_type2; /* the device binds type-2 memory windows to a QP */
 };
 
 #define VERBS_CTX(c)    ((verbs_ctx_t *)(c))
@@ -258,6 +276,9 @@ efps_status_t efps__verbs_mem_reg(efps_tp_ctx_t *ctx, void *addr, size_t length,
                                   efps_tp_mr_t **mr_p);
 efps_status_t efps__verbs_mem_dereg(efps_tp_mr_t *mr);
 efps_status_t efps__verbs_mem_expose(efps_tp_ep_t *ep, efps_tp_mr_t *mr, efps_tp_rkey_t *rkey_p);
+/* Lock held: deallocates the windows of ep (before its QP goes) or of mr
+ * (before it is deregistered); NULL matches nothing. */
+void efps__verbs_unexpose(verbs_ctx_t *ctx, const struct verbs_ep *ep, const verbs_mr_t *mr);
 
 /* ---- verbs_rx.c ------------------------------------------------------------- */
 /* Adds (or with a negative n removes) an endpoint's share of SRQ buffers. */
@@ -279,6 +300,8 @@ void efps__verbs_tx_progress(verbs_ep_t *ep);
 void efps__verbs_send_credit(verbs_ep_t *ep, bool ping);
 efps_status_t efps__verbs_send_hello(verbs_ep_t *ep);
 efps_status_t efps__verbs_send_bye(verbs_ep_t *ep);
+/* Binds x's window to ep's QP (the spare control send slot). */
+efps_status_t efps__verbs_post_bind(verbs_ep_t *ep, verbs_expo_t *x);
 /* A send completion of ep. */
 void efps__verbs_tx_complete(verbs_ep_t *ep, const struct ibv_wc *wc);
 /* Completes every queued (not posted) operation with EFPS_ERR_PEER. */

@@ -108,6 +108,7 @@ static void finish_teardown(verbs_ep_t *ep)
     if (ep->qp != NULL)
         efps__verbs_drain_cq(ctx);
     efps__verbs_tx_abandon_posted(ep, false);
+    efps__verbs_unexpose(ctx, ep, NULL); /* its windows go before its QP */
     efps__verbs_hash_del(ctx, ep);
     if (ep->qp != NULL)
         rdma_destroy_qp(ep->id);
@@ -233,6 +234,9 @@ void efps__verbs_conn_free_all(verbs_ctx_t *ctx)
         verbs_ep_t *ep = ctx->eps;
         if (ep->state == VEP_CONNECTED || ep->state == VEP_DOWN)
             efps_debug("verbs: close: endpoint %s was still open", ep->base.name);
+        efps__verbs_tx_abandon_posted(ep, false);
+        efps__verbs_tx_flush_pending(ep, false);
+        efps__verbs_unexpose(ctx, ep, NULL); /* its windows go before its QP */
         efps__verbs_hash_del(ctx, ep);
         if (ep->qp != NULL)
             rdma_destroy_qp(ep->id);
@@ -240,8 +244,6 @@ void efps__verbs_conn_free_all(verbs_ctx_t *ctx)
             rdma_destroy_id(ep->id); /* tells a connected peer */
         ep->qp = NULL;
         ep->id = NULL;
-        efps__verbs_tx_abandon_posted(ep, false);
-        efps__verbs_tx_flush_pending(ep, false);
         efps__verbs_ep_release(ep);
         efps__verbs_ep_unlink(ctx, ep);
         efps__verbs_ep_free(ep);

@@ -319,6 +319,13 @@ static efps_status_t create_queues(verbs_ctx_t *ctx)
     what = "rdma_create_event_channel";
     if ((ctx->cm = rdma_create_event_channel()) == NULL)
         goto err;
+    /* Keys bound to one QP need type-2B memory windows (efps_tp_mem_expose). */
+    ctx->mw_type2 = (ctx->dev_attr.device_cap_flags & IBV_DEVICE_MEM_WINDOW_TYPE_2B) != 0 &&
+                    ctx->dev_attr.max_mw > 0;
+    if (!ctx->mw_type2)
+        efps_warn("verbs: %s has no type-2B memory windows: a region key will work on every "
+                  "connection to this process, not only the one it was given to",
+                  ctx->dev_name);
     return EFPS_OK;
 err:
     err = efps__verbs_ptr_errno();

@@ -204,7 +204,12 @@ static void on_msg_chunk(verbs_ep_t *ep, uint32_t imm, const uint8_t *p, uint32_
                   ep->msg_rx_total, ep->msg_rx_got);
         return;
     }
-    memcpy(efps__tp_msgq_tail(&ep->base.msgs) + ep->msg_rx_got, p, len);
+    uint8_t *slot = efps__tp_msgq_tail(&ep->base.msgs);
+    if (slot == NULL) {
+        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_NOMEM, "out of memory for a message");
+        return;
+    }
+    memcpy(slot + ep->msg_rx_got, p, len);
     ep->msg_rx_got += len;
     if (ep->msg_rx_got < total)
         return;
@@ -283,9 +288,17 @@ void efps__verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc)
     if (ep != NULL && (ep->state == VEP_CONNECTED || ep->state == VEP_CONNECTING) &&
         ep->closing == VCLOSE_NONE) {
         if (wc->status != IBV_WC_SUCCESS) {
-            efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, efps__verbs_wc_status(wc->status),
-                                "receive failed: %s (vendor error 0x%x)",
-                                ibv_wc_status_str(wc->status), wc->vendor_err);
+            /* An access error here is the peer's write refused by our
+             * adapter: a key not given to this connection, or a range
+             * outside the region. */
+            bool access = wc->status == IBV_WC_REM_ACCESS_ERR;
+            efps__verbs_ep_fail(ep, EFPS_LOG_ERROR,
+                                access ? EFPS_ERR_PROTO : efps__verbs_wc_status(wc->status),
+                                "receive failed: %s (vendor error 0x%x)%s",
+                                ibv_wc_status_str(wc->status), wc->vendor_err,
+                                access ? ": a write with a key not given to this connection, or "
+                                         "outside its region"
+                                       : "");
         } else {
             ep->last_rx_ms = efps__tp_now_ms();
             if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM)

@@ -28,8 +28,7 @@ efps_status_t efps__verbs_ep_alloc_queues(verbs_ep_t *ep)
     ep->pend = calloc(ep->pend_cap, sizeof(*ep->pend));
     ep->posted = calloc(ep->sq_cap, sizeof(*ep->posted));
     ep->txbuf = efps_aligned_calloc(txbytes);
-    efps_status_t rx = efps__tp_msgq_alloc(&ep->base.msgs);
-    if (ep->pend == NULL || ep->posted == NULL || ep->txbuf == NULL || rx != EFPS_OK) {
+    if (ep->pend == NULL || ep->posted == NULL || ep->txbuf == NULL) {
         efps_error("verbs: %s: out of memory for the endpoint's queues", ep->base.name);
         return EFPS_ERR_NOMEM;
     }
@@ -240,6 +239,23 @@ efps_status_t efps__verbs_send_bye(verbs_ep_t *ep)
     return post_ctrl(ep, VTX_BYE, verbs_imm_type(VERBS_T_BYE), 0) ? EFPS_OK : EFPS_ERR_PEER;
 }
 
+efps_status_t efps__verbs_post_bind(verbs_ep_t *ep, verbs_expo_t *x)
+{
+    struct ibv_send_wr wr = {.opcode = IBV_WR_BIND_MW};
+    wr.bind_mw.mw = x->mw;
+    wr.bind_mw.rkey = ibv_inc_rkey(x->mw->rkey);
+    wr.bind_mw.bind_info = (struct ibv_mw_bind_info){.mr = x->mr->mr,
+                                                     .addr = (uintptr_t)x->mr->base.addr,
+                                                     .length = x->mr->base.length,
+                                                     .mw_access_flags = IBV_ACCESS_REMOTE_WRITE};
+    verbs_posted_t what = {.kind = VTX_BIND, .expo = x};
+    x->rkey.key = wr.bind_mw.rkey;
+    if (!post(ep, &wr, &what))
+        return EFPS_ERR_PEER;
+    ep->bind_inflight = true;
+    return EFPS_OK;
+}
+
 /* ---- completions (lock held) ------------------------------------------------ */
 
 /* Reports a finished posted send (a write's WRITE completion). */
@@ -266,6 +282,11 @@ static void finish_posted(verbs_ep_t *ep, const verbs_posted_t *p, efps_status_t
     case VTX_BYE:
         ep->bye_done = true;
         break;
+    case VTX_BIND:
+        p->expo->state = status == EFPS_OK ? 1 : -1;
+        ep->bind_inflight = false;
+        pthread_cond_broadcast(&ep->ctx->base.ev_cond); /* the exposing thread waits */
+        break;
     case VTX_WRITE_PART:
     case VTX_HELLO:
     case VTX_LEN:
@@ -288,6 +309,8 @@ static const char *kind_name(verbs_tx_kind_t kind)
         return "HELLO";
     case VTX_BYE:
         return "goodbye";
+    case VTX_BIND:
+        return "memory window bind";
     }
     return "send";
 }
