@@ -17,6 +17,7 @@ PACKAGES=(
   libhwloc-dev libopenblas-dev libcmocka-dev libbenchmark-dev libssl-dev zlib1g-dev
   openmpi-bin libopenmpi-dev gnuplot-nox dataset-fashion-mnist
   python3-torch python3-torchvision python3-pytest
+  python3-tqdm
   qemu-system-x86 busybox-static kmod cpio iproute2
   # fuzzing (tests/fuzz): clang's libFuzzer and sanitizer runtimes
   clang-14 libclang-rt-14-dev
