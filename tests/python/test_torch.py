@@ -308,3 +308,32 @@ def test_load_of_another_layout_is_a_clear_error(tmp_path):
     assert p.returncode != 0
     assert "another size or optimizer configuration" in read_exc(tmp_path, 0), \
         read_exc(tmp_path, 0)
+
+
+def test_run_passes_sigterm_on(tmp_path):
+    """SIGTERM to python3 -m efps.run reaches every worker and server: it
+    exits 128+15 promptly and leaves no process behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from conftest import BINDINGS, job_env
+    script = tmp_path / "sleepy.py"
+    script.write_text("import os, sys, time\n"
+                      "open(os.path.join(sys.argv[1], 'pid.' + os.environ['EFPS_RANK']), 'w')"
+                      ".write(str(os.getpid()))\n"
+                      "time.sleep(120)\n")
+    p = subprocess.Popen([sys.executable, "-m", "efps.run", "--workers", "2", str(script),
+                          str(tmp_path)], env=job_env({"PYTHONPATH": BINDINGS}))
+    pids = []
+    for _ in range(600):
+        pids = [tmp_path / ("pid.%d" % r) for r in range(2)]
+        if all(f.exists() and f.read_text() for f in pids):
+            break
+        time.sleep(0.1)
+    pids = [int(f.read_text()) for f in pids]
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 128 + signal.SIGTERM
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

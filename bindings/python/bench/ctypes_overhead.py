@@ -5,8 +5,11 @@ Same run, same machine, alternated R times (medians):
           trip of one BYTES-byte key through one efps-server on loopback;
   python  the same round trip from Python through efps.PS (ctypes), one
           efps-server, the key's memory a torch tensor's data_ptr();
-  ffi     a ctypes call that does nothing (efps_status_name), the floor.
-The overhead of the binding is python - C per round trip (two calls).
+  calls   the CPU cost of one call through ctypes alone and through efps's
+          wrapper (with and without capturing efps's stderr log), on a
+          call that returns at once: what the binding adds to each push and
+          pull, measured in process time so that waiting for a loaded
+          machine's cores does not count.
 
 usage: /usr/bin/python3 bindings/python/bench/ctypes_overhead.py [--iters N] [--rounds R] [--bytes B]
 """
@@ -70,12 +73,26 @@ def py_round_trip_us(nbytes, iters, env):
     return dt / iters * 1e6
 
 
-def ffi_us(iters):
-    f = _lib.status_name_c
-    t0 = time.perf_counter()
+def cpu_us(fn, iters):
+    """CPU time per call (process time: immune to waiting for the 2 cores)."""
+    t0 = time.process_time()
     for _ in range(iters):
-        f(0)
-    return (time.perf_counter() - t0) / iters * 1e6
+        fn()
+    return (time.process_time() - t0) / iters * 1e6
+
+
+def binding_costs(iters):
+    """efps_ps_push(NULL, ...) returns at once (EFPS_ERR_INVALID, nothing
+    logged): the cost of the call itself, bare ctypes vs efps's wrapper
+    (argument conversion, status check, fd-2 log capture)."""
+    bare = cpu_us(lambda: _lib.ps_push(None, 0, None, 0.1), iters)
+    wrapped = cpu_us(lambda: _lib._invoke(_lib.ps_push, None, 0, None, 0.1), iters)
+    saved, _lib._stderr = _lib._stderr, None
+    try:
+        nocap = cpu_us(lambda: _lib._invoke(_lib.ps_push, None, 0, None, 0.1), iters)
+    finally:
+        _lib._stderr = saved
+    return bare, wrapped, nocap
 
 
 def main():
@@ -83,28 +100,23 @@ def main():
     ap.add_argument("--iters", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--bytes", type=int, default=64)
-    ap.add_argument("--no-capture", action="store_true",
-                    help="without a log handler: do not capture fd 2 around calls")
     a = ap.parse_args()
-    if a.no_capture:
-        _lib._stderr = None
     env = dict(os.environ, EFPS_SECRET=secrets.token_hex(8), EFPS_TRANSPORT="tcp")
-    c, py, ffi = [], [], []
+    c, py, costs = [], [], []
     for _ in range(a.rounds):
         c.append(c_round_trip_us(a.bytes, a.iters, env))
         py.append(py_round_trip_us(a.bytes, a.iters, env))
-        ffi.append(ffi_us(100000))
-    mc, mp, mf = statistics.median(c), statistics.median(py), statistics.median(ffi)
-    print("libefps: %s (%s); log %s" % (efps.library_path(), efps.library_origin(),
-                                       "via efps_log_set_handler" if _lib.LOG_CAPTURED else
-                                       "captured from fd 2 around each call"
-                                       if _lib._stderr is not None else "not captured"))
+        costs.append(binding_costs(50000))
+    mc, mp = statistics.median(c), statistics.median(py)
+    bare, wrapped, nocap = (statistics.median(x) for x in zip(*costs))
+    print("libefps: %s (%s)" % (efps.library_path(), efps.library_origin()))
     print("push+pull of %d bytes, medians of %d rounds x %d iterations:" %
           (a.bytes, a.rounds, a.iters))
-    print("  C (efps-perf)        %8.2f us" % mc)
-    print("  Python (ctypes)      %8.2f us   (%.2fx C; +%.2f us per round trip, %.2f us per "
-          "call)" % (mp, mp / mc, mp - mc, (mp - mc) / 2))
-    print("  empty ctypes call    %8.3f us" % mf)
+    print("  round trip, wall:  C (efps-perf) %.1f us, Python %.1f us (%.2fx)" % (mc, mp, mp / mc))
+    print("per call, CPU time (efps_ps_push returning at once):")
+    print("  bare ctypes call                 %6.2f us" % bare)
+    print("  efps wrapper, fd-2 log capture   %6.2f us" % wrapped)
+    print("  efps wrapper, no capture         %6.2f us" % nocap)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ class Error(RuntimeError):
 
     status: the efps_status_t value (negative); name: its symbolic name
     ("EFPS_ERR_PEER"); what: the call and its subject; log: the error lines
-    efps logged during the call (what failed and with whom), when the library
-    lets us capture them (efps_log_set_handler), else they went to stderr.
+    efps logged during the call (what failed and with whom), captured from
+    its stderr (and still shown there).
     """
 
     def __init__(self, status, what, log=()):
@@ -203,40 +203,13 @@ def status_name(status):
     return status_name_c(int(status)).decode()
 
 
-# ---- efps's log: captured per thread for the exceptions, else on stderr -----------
-_LOG_LEVELS = ("error", "warn", "info", "debug", "trace")
+# ---- efps's log: captured per thread for the exceptions ---------------------------
+# efps writes its log to stderr (fd 2). efps_log_set_handler (planned in
+# include/efps/core.h, not there yet) will replace the capture below; it is
+# not called on a guessed prototype, which would crash on a different one.
 _tls = threading.local()
-_recent = collections.deque(maxlen=32)  # error lines of any thread (e.g. a progress thread)
-
-
-def _record(level, msg):
-    line = msg.rstrip("\n")
-    if level <= 1:  # errors and warnings: kept for the exception, and shown
-        buf = getattr(_tls, "lines", None)
-        if buf is not None:
-            buf.append(line)
-        _recent.append(line)
-    sys.stderr.write("efps %s: %s\n" % (_LOG_LEVELS[min(level, 4)], line))
-
-
-_handler_ref = None
-_set_handler = getattr(lib, "efps_log_set_handler", None)
-if _set_handler is not None:
-    # void handler(efps_log_level_t level, const char *msg, void *arg)
-    _HANDLER_T = ctypes.CFUNCTYPE(None, c_int, c_char_p, c_void_p)
-
-    def _on_log(level, msg, arg):
-        try:
-            _record(level, msg.decode(errors="replace"))
-        except Exception:  # never raise into C
-            pass
-
-    _handler_ref = _HANDLER_T(_on_log)
-    _set_handler.restype = None
-    _set_handler.argtypes = [_HANDLER_T, c_void_p]
-    _set_handler(_handler_ref, None)
-
-LOG_CAPTURED = _handler_ref is not None
+_recent = collections.deque(maxlen=32)  # the last error lines, of any thread
+LOG_CAPTURED = False
 
 
 class _Stderr:
@@ -285,7 +258,7 @@ class _Stderr:
                     buf.append(msg)
 
 
-_stderr = None if LOG_CAPTURED else _Stderr()
+_stderr = _Stderr()
 
 
 def _invoke(fn, *args):
