@@ -124,7 +124,7 @@ class Ddp:
     def before_eval(self):
         pass
 
-    def stats(self):
+    def stats(self, servers=False):
         return {}
 
     def finish(self):
@@ -165,8 +165,10 @@ class Efps:
     def before_eval(self):
         self.opt.synchronize()  # parameters that no forward touches get their update too
 
-    def stats(self):
-        return self.opt.stats()
+    def stats(self, servers=False):
+        """opt.stats(); with servers=True also the servers' residual norms
+        (a request to each server: called between steps, after synchronize)."""
+        return self.opt.stats(servers=servers)
 
     # The binding counts what this worker pushed (headers included); the
     # server sends each worker a pull of the same size (the same packed

@@ -48,7 +48,8 @@ except ImportError:  # Debian: python3-tqdm
 
 CSV_FIELDS = ["epoch", "steps", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "wall_s",
               "images_per_s", "wire_bytes", "fp32_bytes", "epoch_s", "step_ms", "mode", "wire_method",
-              "loopback_bytes", "skipped"]
+              "loopback_bytes", "skipped", "worker_residual", "server_residual", "scale_min",
+              "scale_mean", "scale_max"]
 
 
 def parse_args(argv):
@@ -173,10 +174,21 @@ def loopback_tx_bytes():
 
 
 def stat_columns(stats):
-    """The optimizer's own figures as CSV columns (blank for DDP): how many
-    (parameter, step) gradients efps skipped as non-finite."""
+    """The optimizer's own figures as CSV columns (blank for DDP): skipped
+    non-finite gradients, rank 0's error-feedback residual norm ||e_0||, the
+    servers' ||e~||, and the blocksign scales of rank 0's last push over all
+    keys (min, mean weighted by blocks, max)."""
     skipped = stats.get("skipped")
-    return {"skipped": "" if skipped is None else sum(skipped.values())}
+    out = {"skipped": "" if skipped is None else sum(skipped.values())}
+    for k in ("worker_residual", "server_residual"):
+        out[k] = f"{stats[k]:.6g}" if k in stats else ""
+    keys = [k for k in stats.get("keys", {}).values() if k.get("blocks")]
+    if keys:
+        blocks = sum(k["blocks"] for k in keys)
+        out["scale_min"] = f"{min(k['scale_min'] for k in keys):.6g}"
+        out["scale_mean"] = f"{sum(k['scale_mean'] * k['blocks'] for k in keys) / blocks:.6g}"
+        out["scale_max"] = f"{max(k['scale_max'] for k in keys):.6g}"
+    return out
 
 
 class Progress:
@@ -276,8 +288,8 @@ def train(args):
         if backend.metrics_group is None:  # only this rank's figure: all ranks move the same
             wire *= world
         fp32 = backend.fp32_bytes() * world
-        stats = backend.stats()
         backend.before_eval()
+        stats = backend.stats(rank == 0)
         average_bn_buffers(backend, model)
         test_loss, test_acc = evaluate(args, backend, backend.model, test_set)
         row = dict(epoch=epoch, steps=step, lr=f"{lr:.6g}", train_loss=f"{tl / tn:.5f}",

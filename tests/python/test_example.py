@@ -68,6 +68,12 @@ def test_imagefolder_trains_with_efps_blocksign(tmp_path):
     assert 0 < wire[0] < wire[1] < wire[2]
     assert rows[-1]["mode"] == "efps-blocksign" and rows[-1]["wire_method"] == "counted"
     assert "final: resnet20 efps-blocksign workers 2 steps 18" in p.stdout
+    # what efps exposes beyond bytes: residual norms on worker and servers, scales
+    for r in rows:
+        for k in ("worker_residual", "server_residual", "scale_min", "scale_mean", "scale_max"):
+            assert math.isfinite(float(r[k])) and float(r[k]) > 0, (k, r)
+        assert float(r["scale_min"]) <= float(r["scale_mean"]) <= float(r["scale_max"])
+        assert int(r["skipped"]) == 0
 
 
 def test_blocksign_moves_25x_fewer_bytes_than_none(tmp_path):
