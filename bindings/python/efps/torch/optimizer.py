@@ -300,8 +300,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         """Keys some of whose parameters got no gradient this step (unused in
         forward): pushed with zeros for those, so no rank waits for them."""
         for k in self._keys:
-            if k.pushed:
+            if k.pushed and k.pushed_step == self._steps:
                 continue
+            self._pull(k)  # a module that did not run: last step's update is still due
             if not k.grouped:
                 self._warn_unused(k.names)
                 zeros = torch.zeros(k.n, dtype=torch.float32)  # alive across the call
@@ -358,8 +359,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         keys = {}
         total_ss = 0.0
         live = self._ps._ps is not None and any(k.pushed or k.pushed_step >= 0 for k in self._keys)
+        live = live and _lib.ps_key_stats is not None  # an older libefps: totals only
         srv = None
-        if servers and live:
+        if servers and live and _lib.ps_server_residuals is not None:
             srv = self._ps.server_residuals([k.key for k in self._keys])
         for i, k in enumerate(self._keys):
             d = {"key": k.key, "elements": k.n, "params": list(k.names)}
