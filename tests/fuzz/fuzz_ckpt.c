@@ -1,14 +1,18 @@
 /* The checkpoint loaders (lib/optim ckpt_file.c + ckpt_state.c): worker,
  * server and simulation states, from any bytes.
- * Input: one mode byte, then the rest. (Mode & 3) % 3 picks the loader (worker,
- * server, simulation). Mode bit 2 clear: the rest is the whole file. Set:
- * the rest is a payload, wrapped here in a valid container (magic, version,
- * kind, length, CRC), so the fuzzer reaches the state parsers instead of
- * stopping at the CRC. */
+ * Input: one mode byte, then the rest. Mode bit 3 clear: (mode & 3) % 3
+ * picks the loader of one object (worker, server, simulation); set: (mode &
+ * 1) picks the loader of a set (efps_{worker,server}_opts_load, what
+ * efps_ps_load and a server's PS_MSG_LOAD use) into SET_COUNT objects made
+ * here as the seeds' were. Mode bit 2 clear: the rest is the whole file.
+ * Set: the rest is a payload, wrapped here in a valid container (magic,
+ * version, kind, length, CRC), so the fuzzer reaches the state parsers
+ * instead of stopping at the CRC. */
 #include "fuzz.h"
 
 #include "efps/optim.h"
 
+#include <stdbool.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -51,6 +55,38 @@ static efps_status_t no_grad(int worker, uint64_t step, uint64_t seed, const flo
     return EFPS_ERR_INVALID;
 }
 
+/* The objects a set is loaded into: those fuzz_seeds saved in corpus/ckpt
+ * (blocksign, block 4, momentum 0.9 nesterov, wd 1e-4; 10 and 7 elements;
+ * servers of 3 workers). */
+#define SET_COUNT 2
+static const efps_optim_config_t set_cfg = {.compressor = EFPS_COMP_BLOCKSIGN,
+                                            .block = 4,
+                                            .momentum = 0.9f,
+                                            .nesterov = 1,
+                                            .weight_decay = 1e-4f};
+static const size_t set_n[SET_COUNT] = {10, 7};
+
+static void load_set(int servers, const char *path)
+{
+    efps_worker_opt_t *w[SET_COUNT] = {0};
+    efps_server_opt_t *s[SET_COUNT] = {0};
+    for (int i = 0; i < SET_COUNT; i++)
+        if ((servers ? efps_server_opt_create(&set_cfg, set_n[i], 3, &s[i])
+                     : efps_worker_opt_create(&set_cfg, set_n[i], &w[i])) != EFPS_OK)
+            abort();
+    if (servers)
+        efps_server_opts_load(path, s, SET_COUNT);
+    else
+        efps_worker_opts_load(path, w, SET_COUNT);
+    for (int i = 0; i < SET_COUNT; i++) {
+        /* loaded or untouched, every object is whole */
+        if (servers ? s[i] == NULL : w[i] == NULL)
+            abort();
+        efps_server_opt_destroy(s[i]);
+        efps_worker_opt_destroy(w[i]);
+    }
+}
+
 static void load(int which, const char *path)
 {
     if (which == 0) {
@@ -78,13 +114,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static uint8_t file[HEADER + MAX_FILE + 4];
     if (size < 1 || size - 1 > MAX_FILE)
         return 0;
-    const int which = (data[0] & 3) % 3;
-    const uint32_t kind = (uint32_t)which + 1; /* worker 1, server 2, sim 3 */
-    if (data[0] & 4) {
-        size_t len = wrap(file, kind, data + 1, size - 1);
-        load(which, fuzz_file(0, file, len));
-    } else {
-        load(which, fuzz_file(0, data + 1, size - 1));
-    }
+    const bool set = data[0] & 8;
+    const int which = set ? data[0] & 1 : (data[0] & 3) % 3;
+    /* worker 1, server 2, sim 3; sets of workers 4, of servers 5 */
+    const uint32_t kind = (uint32_t)which + (set ? 4 : 1);
+    const char *path = (data[0] & 4) ? fuzz_file(0, file, wrap(file, kind, data + 1, size - 1))
+                                     : fuzz_file(0, data + 1, size - 1);
+    if (set)
+        load_set(which, path);
+    else
+        load(which, path);
     return 0;
 }

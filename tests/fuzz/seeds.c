@@ -125,6 +125,20 @@ static void ckpt_seeds(void)
     efps_worker_opt_destroy(w);
     ckpt_seed("server", 1, efps_server_opt_save(s, path));
     efps_server_opt_destroy(s);
+    /* sets, as efps_ps_save writes them: parts of 10 and 7 elements */
+    efps_worker_opt_t *ws[2];
+    efps_server_opt_t *ss[2];
+    const size_t n[2] = {10, 7};
+    for (int i = 0; i < 2; i++)
+        if (efps_worker_opt_create(&bs, n[i], &ws[i]) != EFPS_OK ||
+            efps_server_opt_create(&bs, n[i], 3, &ss[i]) != EFPS_OK)
+            exit(1);
+    ckpt_seed("worker_set", 8, efps_worker_opts_save(ws, 2, path));
+    ckpt_seed("server_set", 9, efps_server_opts_save(ss, 2, path));
+    for (int i = 0; i < 2; i++) {
+        efps_worker_opt_destroy(ws[i]);
+        efps_server_opt_destroy(ss[i]);
+    }
     /* a simulation two steps in: non-zero state everywhere */
     efps_sim_problem_t *p;
     if (efps_sim_problem_lsq_create(6, 32, 4, 0.1f, 7, &p) != EFPS_OK)
