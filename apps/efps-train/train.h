@@ -75,12 +75,13 @@ void sync_times(const sync_t *s, double *push_s_p, double *pull_s_p);
 /* ---- per-step timing, by every worker (steps.c) ---------------------------- */
 
 /* One CSV row per step: when it started, how long it took, how much of it was
- * spent in pushes and pulls (the rest is forward/backward), the bytes pushed. */
+ * spent in pushes and pulls (the rest is forward/backward), the bytes pushed,
+ * the process' CPU time. */
 typedef struct {
     FILE *f;
     double push_s, pull_s; /* sync_times at the start of the step */
     uint64_t wire;         /* efps_ps_traffic at the start of the step */
-    double t0;
+    double t0, cpu0;       /* monotonic and process CPU time at the start */
 } steplog_t;
 
 /* Opens PATH.<rank> (path NULL: a no-op log); -1 (printed) on failure. */
