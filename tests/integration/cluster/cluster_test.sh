@@ -60,9 +60,18 @@ test_run() {
   expect_clean "$HPID"; HPID=""
   expect_clean "$dead"
   cat "$TMP/harness.log"
-  # the link is shaped: 2 s of bulk TCP each way within 20% of the rate
-  awk -F, 'NR > 1 { n++; r = $5 / $2; if (r < 0.8 || r > 1.2) bad = bad " " $1 "=" r } END { exit !(n == 2 && bad == "") }' \
-    "$TMP/out/bulk.csv" || fail "bulk throughput not within 20% of 10 Mb/s: $(cat "$TMP/out/bulk.csv")"
+  # the link is shaped: 2 s of bulk TCP each way within 20% of the rate.
+  # Never above; below only if the machine starved the transfer three times.
+  local try
+  for try in 1 2 3; do
+    cat "$TMP/out/bulk.csv"
+    awk -F, 'NR > 1 && $5 > 1.2 * $2 { bad = 1 } END { exit bad }' "$TMP/out/bulk.csv" ||
+      fail "bulk throughput above 10 Mb/s: the link is not shaped: $(tr '\n' ' ' < "$TMP/out/bulk.csv")"
+    awk -F, 'NR > 1 { n++; if ($5 < 0.8 * $2) bad = 1 } END { exit !(n == 2 && !bad) }' "$TMP/out/bulk.csv" && break
+    [ "$try" -lt 3 ] || fail "bulk throughput below 80% of 10 Mb/s in 3 tries: $(tr '\n' ' ' < "$TMP/out/bulk.csv")"
+    nice -n 10 "$HARNESS" --build "$BUILD" --rate 10mbit --bulk 2 --no-train --out "$TMP/out" > "$TMP/bulk.log" 2>&1 ||
+      fail "bulk-only harness run exited $?"
+  done
   # every worker wrote its 3 steps, each with its bytes, the same everywhere
   for r in 0 1; do
     awk -F, 'NR > 1 { n++; if (!($4 > 0 && $5 >= 0 && $8 > 0 && $8 < 20000)) bad = 1 }
