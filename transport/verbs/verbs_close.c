@@ -283,6 +283,7 @@ static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uin
     case RDMA_CM_EVENT_ESTABLISHED:
         if (ep->state == VEP_CONNECTED && !ep->established) {
             ep->established = true;
+            pthread_cond_broadcast(&ctx->base.ev_cond); /* a memory-window bind waits for it */
             efps__verbs_tx_progress(ep);
             efps__verbs_send_credit(ep, false);
         }

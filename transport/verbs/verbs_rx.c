@@ -181,6 +181,7 @@ static void on_hello(verbs_ep_t *ep, const uint8_t *p, uint32_t len)
     /* The connector sends HELLO once its queue pair is ready to send, hence
      * to receive: ours may send now even if ESTABLISHED is still on its way. */
     ep->established = true;
+    pthread_cond_broadcast(&ep->ctx->base.ev_cond); /* a memory-window bind waits for it */
     efps__verbs_set_heartbeat(ep);
     efps__verbs_tx_progress(ep);
 }
