@@ -7,9 +7,12 @@
 #include <strings.h>
 
 /* Preferred first: "auto" takes the first whose probe succeeds (verbs needs
- * an RDMA device with an active port). */
+ * an RDMA device with an active port). A library built without verbs
+ * (EFPS_WITH_VERBS=OFF) knows tcp alone, and refuses "verbs" by name. */
 static const struct efps_transport_ops *const transports[] = {
+#ifdef EFPS_HAVE_VERBS
     &efps__verbs_ops,
+#endif
     &efps__tcp_ops,
 };
 #define N_TRANSPORTS (sizeof(transports) / sizeof(transports[0]))
@@ -77,7 +80,9 @@ efps_status_t efps_tp_open(const char *name, const efps_tp_attr_t *attr, efps_tp
         if (ops == NULL) {
             bool known = strcasecmp(name, "verbs") == 0;
             efps_error("transport '%s' %s", name,
-                       known ? "is not built into this library" : "is unknown (tcp|verbs|auto)");
+                       known ? "is not built into this library (EFPS_WITH_VERBS=OFF or no "
+                               "rdma-core at build time)"
+                             : "is unknown (tcp|verbs|auto)");
             return known ? EFPS_ERR_UNSUPPORTED : EFPS_ERR_INVALID;
         }
     }

@@ -86,7 +86,7 @@ static int resolve_env(train_opts_t *o)
 /* Integer-valued options: where the value goes and its range. */
 static int set_int_opt(int c, const char *opt, const char *text, train_opts_t *o)
 {
-    long v;
+    long v = 0; /* parse_long leaves it alone on failure, and gcc -O3 cannot see that rc says so */
     int rc = 0;
     switch (c) {
     case 'B':

@@ -3,6 +3,8 @@
 #ifndef EFPS_CORE_H
 #define EFPS_CORE_H
 
+#include "efps/version.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,6 +45,12 @@ typedef enum {
 EFPS_API const char *efps_strerror(efps_status_t status);
 /* The status' symbolic name ("EFPS_ERR_NONFINITE"); never NULL. */
 EFPS_API const char *efps_status_name(efps_status_t status);
+
+/* The library's version, "major.minor.patch" (EFPS_VERSION_STRING of the
+ * build of libefps in use, which may be newer than the headers'). */
+EFPS_API const char *efps_version(void);
+/* Its EFPS_VERSION_NUMBER. */
+EFPS_API unsigned efps_version_number(void);
 
 /* ---- logging ------------------------------------------------------------
  * Leveled, to stderr, one line per call (safe from several threads). The

@@ -1,6 +1,7 @@
 /* efps: every public header. */
 #ifndef EFPS_H
 #define EFPS_H
+#include "efps/version.h"
 #include "efps/core.h"
 #include "efps/compress.h"
 #include "efps/optim.h"

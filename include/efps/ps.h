@@ -141,6 +141,10 @@ EFPS_API void efps_ps_traffic(const efps_ps_t *ps, uint64_t *wire_bytes_p, uint6
 EFPS_API int efps_ps_rank(const efps_ps_t *ps);
 EFPS_API int efps_ps_num_workers(const efps_ps_t *ps);
 
+/* The wire protocol version this library speaks: workers and servers of
+ * different versions refuse each other (naming both versions). */
+EFPS_API unsigned efps_ps_protocol_version(void);
+
 /* ---- a server ------------------------------------------------------------ */
 typedef struct efps_server efps_server_t;
 
