@@ -517,6 +517,17 @@ static efps_status_t recv_all(int fd, void *buf, size_t len, uint64_t deadline)
     return EFPS_OK;
 }
 
+/* Nothing listening is what a caller that starts before its peer expects
+ * and retries (lib/ps does, until its timeout): said at info, once per
+ * attempt; the caller reports giving up. Anything else is an error. */
+static void log_connect_error(const char *name, int err)
+{
+    if (err == ECONNREFUSED)
+        efps_info("tcp: connect to %s: connection refused (nothing listens there)", name);
+    else
+        efps_error("tcp: connect to %s: %s", name, strerror(err));
+}
+
 static efps_status_t open_socket(const struct sockaddr *addr, socklen_t addrlen, uint64_t deadline,
                                  uint32_t timeout_ms, const char *name, int *fd_p)
 {
@@ -529,7 +540,7 @@ static efps_status_t open_socket(const struct sockaddr *addr, socklen_t addrlen,
     efps_status_t status = EFPS_OK;
     if (connect(fd, addr, addrlen) != 0) {
         if (errno != EINPROGRESS) {
-            efps_error("tcp: connect to %s: %s", name, strerror(errno));
+            log_connect_error(name, errno);
             status = EFPS_ERR_PEER;
         } else if ((status = wait_fd(fd, POLLOUT, deadline)) != EFPS_OK) {
             efps_error("tcp: connect to %s: %s", name,
@@ -539,7 +550,7 @@ static efps_status_t open_socket(const struct sockaddr *addr, socklen_t addrlen,
             socklen_t elen = sizeof(err);
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen);
             if (err != 0) {
-                efps_error("tcp: connect to %s: %s", name, strerror(err));
+                log_connect_error(name, err);
                 status = EFPS_ERR_PEER;
             }
         }

@@ -354,8 +354,11 @@ static efps_status_t setup_failed(verbs_ep_t *ep, const struct rdma_cm_event *ev
         if (plen >= 5 && verbs_get(priv, 4) == VERBS_WIRE_MAGIC) {
             efps_error("verbs: connect to %s: rejected by the peer", ep->base.name);
         } else {
-            efps_error("verbs: connect to %s: %s (reject reason %d)", ep->base.name,
-                       efps__verbs_reject_reason(ev->status), ev->status);
+            /* Nothing listening (invalid service ID) is what a caller that
+             * starts before its peer retries: info, as tcp's ECONNREFUSED. */
+            EFPS_LOG(ev->status == 8 ? EFPS_LOG_INFO : EFPS_LOG_ERROR,
+                     "verbs: connect to %s: %s (reject reason %d)", ep->base.name,
+                     efps__verbs_reject_reason(ev->status), ev->status);
         }
         return EFPS_ERR_PEER;
     case RDMA_CM_EVENT_UNREACHABLE:
