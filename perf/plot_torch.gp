@@ -12,7 +12,7 @@ if (term eq 'pngcairo') {
 }
 set output dir.'/torch_compare.png'
 set datafile separator ','
-set key bottom right
+set key top left
 set grid
 set multiplot layout 1,3 title 'train\_resnet.py, 4 workers on 2 cores: efps vs torch DDP (gloo)'
 set ylabel 'test accuracy (%)'
