@@ -16,10 +16,10 @@
 #   --model resnet18 --dataset fashion-mnist --epochs 2 --train-subset 2048
 #   --test-subset 1500 --batch-size 16 --lr 0.05 --schedule cosine
 #   --warmup-epochs 0.25 --weight-decay 1e-4 --seed 1 --block 2048, 4 workers,
-#   1 efps server: 64 steps of 4 x 16 images per run, sized so that the seven
-#   runs fit in about an hour on this 2-core machine shared with ~5 builds
-#   (a ResNet-18 step of 4 x 16 images took ~6 s under that load). A quiet
-#   machine affords more: e.g. --train-subset 16384 --test-subset 10000.
+#   1 efps server: 64 steps of 4 x 16 images per run. On this 2-core machine
+#   shared with ~5 engineers' builds (load 25-35) a run took 9 to 15 minutes
+#   (the first five: 65 minutes; README). A quiet machine affords more, e.g.
+#   --train-subset 16384 --test-subset 10000.
 #
 # Bytes on the wire are given twice: as the script counts them (efps: the
 # binding's count of the pushes, x2 for the pulls; DDP: computed from the ring
