@@ -309,6 +309,28 @@ static int set_opt(opts_t *o, int c, const char *opt, const char *text)
     return set_flag(o, c, text);
 }
 
+/* EFPS_SECRET when given (its servers may be someone else's), else a random
+ * one that only this process and its forked servers know. */
+static const char *perf_secret(void)
+{
+    static char hex[65];
+    const char *env = getenv("EFPS_SECRET");
+    if (env != NULL && *env != '\0')
+        return env;
+    unsigned char raw[32];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t n = f != NULL ? fread(raw, 1, sizeof(raw), f) : 0;
+    if (f != NULL)
+        fclose(f);
+    if (n != sizeof(raw)) {
+        fprintf(stderr, "efps-perf: cannot read /dev/urandom for a shared secret\n");
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof(raw); i++)
+        snprintf(hex + 2 * i, 3, "%02x", raw[i]);
+    return hex;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {{"size", 1, 0, 's'},         {"all", 0, 0, 'a'},
@@ -329,7 +351,9 @@ int main(int argc, char **argv)
     efps_ps_config_init(&o.ps);
     o.ps.compressor = "none";
     o.ps.block = 2048;
-    o.ps.secret = "efps-perf";
+    o.ps.secret = perf_secret();
+    if (o.ps.secret == NULL)
+        return 1;
     int c, li = -1;
     cli_init("efps-perf");
     opterr = 0;

@@ -76,17 +76,16 @@ void ps_server_entry(const char *list, int i, char *buf, size_t cap)
     buf[len] = '\0';
 }
 
-/* ":port" of entry `rank` of the server list, into buf. */
-static efps_status_t server_port(const char *list, int rank, char *buf, size_t cap)
+/* Entry `rank` of the server list ("host:port"), into buf: a server listens
+ * on the address the workers are told, not on every interface. */
+static efps_status_t server_addr(const char *list, int rank, char *buf, size_t cap)
 {
-    char entry[256];
-    ps_server_entry(list, rank, entry, sizeof(entry));
-    const char *colon = strrchr(entry, ':');
-    if (colon == NULL || strlen(colon) >= cap) {
-        efps_error("EFPS_SERVERS entry %d ('%s') is not host:port", rank, entry);
+    ps_server_entry(list, rank, buf, cap);
+    const char *colon = strrchr(buf, ':');
+    if (colon == NULL || colon == buf || strlen(buf) + 1 >= cap) {
+        efps_error("EFPS_SERVERS entry %d ('%s') is not host:port", rank, buf);
         return EFPS_ERR_INVALID;
     }
-    strcpy(buf, colon);
     return EFPS_OK;
 }
 
@@ -182,14 +181,47 @@ efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg, efps_ps_config
     }
     if (o.role == EFPS_ROLE_SERVER && o.bind == NULL) {
         const char *b = efps_config_get("EFPS_BIND");
-        static __thread char port[16];
+        static __thread char addr[256];
         if (b != NULL && *b != '\0')
             o.bind = b;
-        else if ((st = server_port(o.servers, o.rank, port, sizeof(port))) != EFPS_OK)
+        else if ((st = server_addr(o.servers, o.rank, addr, sizeof(addr))) != EFPS_OK)
             return st;
         else
-            o.bind = port;
+            o.bind = addr;
     }
     *out_p = o;
     return EFPS_OK;
+}
+
+efps_status_t efps__ps_limits(efps__ps_limits_t *lim_p)
+{
+    long login, total, host;
+    efps_status_t st = env_long("EFPS_LOGIN_TIMEOUT_MS", 1, INT_MAX, &login);
+    if (st == EFPS_OK)
+        st = env_long("EFPS_MAX_PENDING", 1, 1 << 20, &total);
+    if (st == EFPS_OK)
+        st = env_long("EFPS_MAX_PENDING_PER_HOST", 1, 1 << 20, &host);
+    if (st != EFPS_OK)
+        return st;
+    *lim_p = (efps__ps_limits_t){
+        .login_ms = (int)login, .max_pending = (int)total, .max_per_host = (int)host};
+    return EFPS_OK;
+}
+
+efps_status_t efps__ps_check_secret(const efps_ps_config_t *cfg, const char *who)
+{
+    if (cfg->secret != NULL && *cfg->secret != '\0')
+        return EFPS_OK;
+    const char *insecure = efps_config_get("EFPS_INSECURE");
+    if (insecure != NULL && strcmp(insecure, "1") == 0) {
+        efps_warn("%s: INSECURE: no EFPS_SECRET and EFPS_INSECURE=1: anyone who can reach the "
+                  "servers can join this job, read the model and write into it",
+                  who);
+        return EFPS_OK;
+    }
+    efps_error("%s: no shared secret: set EFPS_SECRET to the same random string on every "
+               "server and worker (make one with `openssl rand -hex 32`), or EFPS_INSECURE=1 "
+               "to run without authentication on a network you trust",
+               who);
+    return EFPS_ERR_AUTH;
 }

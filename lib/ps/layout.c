@@ -31,9 +31,9 @@ const ps_key_t *ps_layout_find(const ps_layout_t *l, uint32_t key)
     return NULL;
 }
 
-efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n, size_t block)
+efps_status_t efps__layout_append(ps_layout_t *l, uint32_t key, size_t n, size_t block)
 {
-    if (n == 0 || n > (SIZE_MAX >> 4) || block > (SIZE_MAX >> 4) || ps_layout_find(l, key) != NULL)
+    if (n == 0 || n > PS_MAX_KEY_ELEMS || block > PS_MAX_BLOCK || l->nkeys >= PS_MAX_KEYS)
         return EFPS_ERR_INVALID;
     if (l->nkeys == l->cap_keys) {
         size_t cap = l->cap_keys ? 2 * l->cap_keys : 64;
@@ -45,6 +45,13 @@ efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n, size_t block
     }
     l->keys[l->nkeys++] = (ps_key_t){.key = key, .n = n, .block = block};
     return EFPS_OK;
+}
+
+efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n, size_t block)
+{
+    if (ps_layout_find(l, key) != NULL)
+        return EFPS_ERR_INVALID;
+    return efps__layout_append(l, key, n, block);
 }
 
 efps_optim_config_t ps_key_optim(const ps_layout_t *l, const ps_key_t *k)
@@ -65,15 +72,57 @@ static size_t part_elems(const ps_layout_t *l, const ps_key_t *k)
     return p < 16 ? 16 : p;
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    const uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A key declared twice: found by sorting a copy, so a layout from the wire
+ * costs n log n, not n^2. */
+static efps_status_t check_unique(const ps_layout_t *l)
+{
+    uint32_t *ids = malloc((l->nkeys ? l->nkeys : 1) * sizeof(*ids));
+    if (ids == NULL)
+        return EFPS_ERR_NOMEM;
+    for (size_t i = 0; i < l->nkeys; i++)
+        ids[i] = l->keys[i].key;
+    qsort(ids, l->nkeys, sizeof(*ids), cmp_u32);
+    efps_status_t st = EFPS_OK;
+    for (size_t i = 1; i < l->nkeys && st == EFPS_OK; i++)
+        if (ids[i] == ids[i - 1])
+            st = EFPS_ERR_INVALID;
+    free(ids);
+    return st;
+}
+
+/* The number of parts, each term and the sum checked against the limits
+ * before anything is allocated by it. */
+static efps_status_t count_parts(const ps_layout_t *l, size_t *nparts_p)
+{
+    uint64_t nparts = 0, elems = 0;
+    if (l->partition_bytes < PS_MIN_PARTITION || l->partition_bytes > PS_MAX_PARTITION ||
+        l->num_servers < 1)
+        return EFPS_ERR_INVALID;
+    for (size_t i = 0; i < l->nkeys; i++) {
+        const uint64_t n = l->keys[i].n, pe = part_elems(l, &l->keys[i]);
+        if (n == 0 || n > PS_MAX_KEY_ELEMS || l->keys[i].block > PS_MAX_BLOCK)
+            return EFPS_ERR_INVALID;
+        elems += n; /* each term < 2^41 and at most 2^20 of them: no wrap */
+        nparts += (n + pe - 1) / pe;
+        if (elems > PS_MAX_ELEMS || nparts > PS_MAX_PARTS)
+            return EFPS_ERR_INVALID;
+    }
+    *nparts_p = (size_t)nparts;
+    return check_unique(l);
+}
+
 efps_status_t ps_layout_finish(ps_layout_t *l)
 {
     size_t nparts = 0;
-    for (size_t i = 0; i < l->nkeys; i++) {
-        const size_t pe = part_elems(l, &l->keys[i]);
-        nparts += (l->keys[i].n + pe - 1) / pe;
-    }
-    if (nparts > (1u << 30))
-        return EFPS_ERR_INVALID;
+    efps_status_t st = count_parts(l, &nparts);
+    if (st != EFPS_OK)
+        return st;
     l->parts = calloc(nparts ? nparts : 1, sizeof(*l->parts));
     uint64_t *load = calloc((size_t)l->num_servers, sizeof(*load));
     if (l->parts == NULL || load == NULL) {

@@ -18,6 +18,19 @@ int ps_count_servers(const char *list);
 /* Entry i ("host:port") of the comma-separated list, into buf (cut to cap-1). */
 void ps_server_entry(const char *list, int i, char *buf, size_t cap);
 
+/* ---- configuration (config.c) ------------------------------------------------ */
+/* The server's admission limits (EFPS_LOGIN_TIMEOUT_MS, EFPS_MAX_PENDING,
+ * EFPS_MAX_PENDING_PER_HOST). */
+typedef struct {
+    int login_ms;     /* an unauthenticated connection must log in within this */
+    int max_pending;  /* unauthenticated connections at once, in all */
+    int max_per_host; /* ... and from one source address */
+} efps__ps_limits_t;
+efps_status_t efps__ps_limits(efps__ps_limits_t *lim_p);
+/* Secure by default: EFPS_ERR_AUTH (logged, saying how to make a secret)
+ * when cfg has no secret, unless EFPS_INSECURE=1 (then a loud warning). */
+efps_status_t efps__ps_check_secret(const efps_ps_config_t *cfg, const char *who);
+
 /* ---- layout ---------------------------------------------------------------- */
 typedef struct {
     uint32_t key;
@@ -48,10 +61,24 @@ typedef struct {
 void ps_layout_init(ps_layout_t *l, const efps_optim_config_t *optim, size_t partition_bytes,
                     int num_servers);
 void ps_layout_free(ps_layout_t *l);
+/* Limits on what a layout may hold, checked on both sides and on the wire:
+ * every count and size from a peer is bounded before anything is sized by it. */
+#define PS_MAX_KEYS      (1u << 20)
+#define PS_MAX_KEY_ELEMS (UINT64_C(1) << 40)
+#define PS_MAX_ELEMS     (UINT64_C(1) << 40) /* all keys together */
+#define PS_MAX_BLOCK     (UINT64_C(1) << 31)
+#define PS_MIN_PARTITION 64
+#define PS_MAX_PARTITION (UINT64_C(1) << 30) /* a part's write stays below EFPS_TP_WRITE_MAX */
+#define PS_MAX_PARTS     (1u << 24)
 efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n, size_t block);
+/* ps_layout_add without the duplicate check (ps_layout_finish makes it):
+ * linear time for a layout received from the wire. */
+efps_status_t efps__layout_append(ps_layout_t *l, uint32_t key, size_t n, size_t block);
 /* The optimizer configuration of a key: the run's, with the key's block. */
 efps_optim_config_t ps_key_optim(const ps_layout_t *l, const ps_key_t *k);
-/* Splits keys into parts and places them on servers (deterministic). */
+/* Splits keys into parts and places them on servers (deterministic).
+ * EFPS_ERR_INVALID for a duplicate key, a partition size out of range, or
+ * more parts or elements than the limits above. */
 efps_status_t ps_layout_finish(ps_layout_t *l);
 const ps_key_t *ps_layout_find(const ps_layout_t *l, uint32_t key);
 /* Explains the first difference between two layouts into why; false if equal. */
@@ -76,7 +103,8 @@ enum {
 };
 #define PS_STATS_PER_MSG 300
 #define PS_KEYS_PER_MSG  128
-#define PS_KEY_WIRE      20 /* bytes of one key in a KEYS message */
+#define PS_KEY_WIRE      20                         /* bytes of one key in a KEYS message */
+#define PS_LAYOUT_HEAD   (32 + EFPS_TP_RKEY_PACKED) /* bytes of a LAYOUT message */
 
 /* Connect-time private data. */
 typedef struct {
@@ -100,6 +128,27 @@ typedef struct {
     uint32_t payload;
 } ps_msg_hdr_t;
 #define PS_TRAILER sizeof(ps_msg_hdr_t) /* 24 bytes */
+
+/* ---- parsing what a peer sent (wire.c) ----------------------------------------
+ * Pure functions, callable without a server (the fuzz targets call them).
+ * They never trust a number: each is bounded by the PS_MAX_* limits, and a
+ * failure (EFPS_ERR_PROTO, or NOMEM) writes the reason, naming the field,
+ * into why. */
+typedef struct {
+    uint32_t compressor;
+    uint64_t block, partition_bytes, nkeys;
+    efps_tp_rkey_t pull_rkey;
+} efps__layout_head_t;
+/* The connect-time private data of a peer. */
+efps_status_t efps__wire_hello(const void *priv, size_t len, ps_hello_t *hello_p);
+/* An AUTH message: *mac_p points at its PS_MAC bytes. */
+efps_status_t efps__wire_auth(const uint8_t *m, size_t len, const uint8_t **mac_p);
+/* A LAYOUT message (its head: compressor, block, partition bytes, number of keys). */
+efps_status_t efps__wire_layout_head(const uint8_t *m, size_t len, efps__layout_head_t *head_p,
+                                     char *why, size_t cap);
+/* A KEYS message: appends its keys to l, which may hold at most `announced`. */
+efps_status_t efps__wire_keys(ps_layout_t *l, uint64_t announced, const uint8_t *m, size_t len,
+                              char *why, size_t cap);
 
 /* ---- handshake ---------------------------------------------------------------
  * HMAC-SHA256 over a role label and both nonces (and the hello fields), keyed

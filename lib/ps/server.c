@@ -8,22 +8,31 @@
 #include "ps_int.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-/* W_DONE: said BYE and got ours; W_GONE: then closed its side; W_REFUSED: failed
- * authentication, told why, and left to close its side (closing ours at once
- * could drop the REFUSE before it is sent); W_CLOSED: an unauthenticated or
- * refused peer that went away, its endpoint freed at once (a stream of bad
- * clients must not pile up endpoints). */
+/* W_DONE: said BYE and got ours; W_GONE: then closed its side; W_REFUSED: told
+ * why it is refused, closed by us PS_REFUSE_LINGER_MS later (closing at once
+ * could drop the REFUSE before it is sent; waiting for the peer to close would
+ * let it hold the connection); W_CLOSED: an unauthenticated or refused peer
+ * whose endpoint is gone, freed on the next sweep (a stream of bad clients
+ * must not pile up anything). */
 enum { W_AUTH, W_AUTHED, W_LAYOUT, W_READY, W_DONE, W_GONE, W_REFUSED, W_CLOSED };
+
+#define PS_REFUSE_LINGER_MS 250
+#define PS_SWEEP_MS         20
 
 typedef struct {
     efps_tp_ep_t *ep;
     int state, rank;
+    char name[EFPS_TP_NAME_MAX + 32]; /* "peer ADDR", once authenticated "worker R (ADDR)" */
+    char host[EFPS_TP_NAME_MAX];      /* the source address without its port */
+    int64_t deadline;                 /* W_AUTH: to log in; W_REFUSED: when we close it */
+    uint64_t announced;               /* keys its LAYOUT announced */
     ps_hello_t hello, mine;
     ps_layout_t pending; /* the layout being received */
     efps_tp_rkey_t pull_rkey;
@@ -64,6 +73,10 @@ typedef struct {
      * the store is async-signal-safe; the loop looks at it on every turn,
      * and an idle turn waits at most 1 ms in the poll. */
     atomic_bool stop;
+    efps__ps_limits_t lim;
+    int64_t next_sweep;
+    int64_t log_last; /* rate limit of the lines about strangers */
+    unsigned long log_suppressed;
 } server_t;
 
 static int64_t now_ms(void)
@@ -75,13 +88,144 @@ static int64_t now_ms(void)
 
 static const char *wname(const worker_t *w)
 {
-    return efps_tp_ep_name(w->ep);
+    return w->name;
+}
+
+/* A line about a peer that has not proven anything yet: at most one a second,
+ * with the count of those held back, so a crowd of strangers cannot flood
+ * the log. It names the peer by address, never by the rank it claims. */
+static void stranger_log(server_t *sv, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void stranger_log(server_t *sv, const char *fmt, ...)
+{
+    const int64_t now = now_ms();
+    if (sv->log_last != 0 && now - sv->log_last < 1000) {
+        sv->log_suppressed++;
+        return;
+    }
+    char line[384];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (sv->log_suppressed > 0)
+        efps_warn("server %d: %s (and %lu more such lines held back)", sv->cfg.rank, line,
+                  sv->log_suppressed);
+    else
+        efps_warn("server %d: %s", sv->cfg.rank, line);
+    sv->log_last = now;
+    sv->log_suppressed = 0;
+}
+
+/* The count of lines held back, once their second is over. */
+static void stranger_log_flush(server_t *sv)
+{
+    if (sv->log_suppressed > 0 && now_ms() - sv->log_last >= 1000) {
+        efps_warn("server %d: %lu more lines about unauthenticated peers held back", sv->cfg.rank,
+                  sv->log_suppressed);
+        sv->log_last = now_ms();
+        sv->log_suppressed = 0;
+    }
+}
+
+/* Tells w why it is refused and schedules its close; a rank it held is free
+ * again for the real worker. Returns EFPS_ERR_AUTH. */
+static efps_status_t refuse(server_t *sv, worker_t *w, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static efps_status_t refuse(server_t *sv, worker_t *w, const char *fmt, ...)
+{
+    char why[320];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    ps_send_refuse(w->ep, "%s", why);
+    if (w->rank >= 0 && sv->by_rank[w->rank] == w) {
+        sv->by_rank[w->rank] = NULL;
+        efps_error("server %d: refused %s: %s", sv->cfg.rank, wname(w), why);
+    } else
+        stranger_log(sv, "refused %s: %s", wname(w), why);
+    w->state = W_REFUSED;
+    w->deadline = now_ms() + PS_REFUSE_LINGER_MS;
+    return EFPS_ERR_AUTH;
+}
+
+static void conn_free(worker_t *w)
+{
+    efps_tp_ep_destroy(w->ep);
+    efps_tp_mem_dereg(w->slot_mr);
+    efps_aligned_free(w->slots);
+    free(w->got);
+    ps_layout_free(&w->pending);
+    free(w);
+}
+
+/* Login deadlines, refused peers due to be closed, and freeing what closed. */
+static void sweep(server_t *sv)
+{
+    const int64_t now = now_ms();
+    if (now < sv->next_sweep)
+        return;
+    sv->next_sweep = now + PS_SWEEP_MS;
+    stranger_log_flush(sv);
+    size_t keep = 0;
+    for (size_t i = 0; i < sv->nconns; i++) {
+        worker_t *w = sv->conns[i];
+        if (w->state == W_AUTH && now >= w->deadline)
+            refuse(sv, w, "no login within %d ms (EFPS_LOGIN_TIMEOUT_MS)", sv->lim.login_ms);
+        else if (w->state == W_REFUSED && now >= w->deadline) {
+            efps_tp_ep_destroy(w->ep);
+            w->ep = NULL;
+            w->state = W_CLOSED;
+        }
+        if (w->state == W_CLOSED)
+            conn_free(w);
+        else
+            sv->conns[keep++] = w;
+    }
+    sv->nconns = keep;
+}
+
+/* The host part of "host:port" or "[v6]:port". */
+static void host_of(const char *addr, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s", addr != NULL ? addr : "?");
+    char *colon = strrchr(buf, ':');
+    if (colon != NULL && strchr(colon, ']') == NULL)
+        *colon = '\0';
+}
+
+/* Admission: unauthenticated connections are capped in total and per
+ * source address, so strangers cannot take every slot a worker needs. */
+static const char *over_cap(const server_t *sv, const char *host)
+{
+    int total = 0, same = 0;
+    for (size_t i = 0; i < sv->nconns; i++) {
+        const worker_t *w = sv->conns[i];
+        if (w->state != W_AUTH)
+            continue;
+        total++;
+        same += strcmp(w->host, host) == 0;
+    }
+    if (total >= sv->lim.max_pending)
+        return "too many unauthenticated connections (EFPS_MAX_PENDING)";
+    if (same >= sv->lim.max_per_host)
+        return "too many unauthenticated connections from there (EFPS_MAX_PENDING_PER_HOST)";
+    return NULL;
 }
 
 /* ---- accepting and authenticating ---------------------------------------------- */
 
 static efps_status_t accept_one(server_t *sv, efps_tp_conn_req_t *req)
 {
+    char host[EFPS_TP_NAME_MAX];
+    const char *peer = efps_tp_req_peer(req);
+    host_of(peer, host, sizeof(host));
+    const char *full = over_cap(sv, host);
+    if (full != NULL) {
+        stranger_log(sv, "rejected a connection from %s: %s", peer != NULL ? peer : "?", full);
+        efps_tp_reject(req);
+        return EFPS_OK;
+    }
     if (sv->nconns == sv->capconns) {
         size_t cap = sv->capconns ? 2 * sv->capconns : 16;
         worker_t **c = realloc(sv->conns, cap * sizeof(*c));
@@ -99,19 +243,19 @@ static efps_status_t accept_one(server_t *sv, efps_tp_conn_req_t *req)
     }
     size_t len = 0;
     const void *priv = efps_tp_req_priv(req, &len);
-    if (len == sizeof(w->hello))
-        memcpy(&w->hello, priv, sizeof(w->hello));
+    efps__wire_hello(priv, len, &w->hello); /* a bad one stays zero: refused at AUTH */
     w->rank = -1;
+    w->deadline = now_ms() + sv->lim.login_ms;
+    snprintf(w->host, sizeof(w->host), "%s", host);
+    snprintf(w->name, sizeof(w->name), "peer %s", peer != NULL ? peer : "?");
     w->mine = (ps_hello_t){.magic = PS_MAGIC,
                            .version = PS_PROTO_VERSION,
                            .role = EFPS_ROLE_SERVER,
                            .rank = (uint32_t)sv->cfg.rank,
                            .num_workers = (uint32_t)sv->nservers};
     ps_nonce(w->mine.nonce);
-    char label[48];
-    snprintf(label, sizeof(label), "worker %u", len == sizeof(w->hello) ? w->hello.rank : 0u);
-    efps_tp_conn_param_t param = {
-        .priv = &w->mine, .priv_len = sizeof(w->mine), .label = label, .context = w};
+    /* No label: the transport names it by address, not by the rank it claims. */
+    efps_tp_conn_param_t param = {.priv = &w->mine, .priv_len = sizeof(w->mine), .context = w};
     if (efps_tp_accept(req, &param, &w->ep) != EFPS_OK) {
         free(w);
         return EFPS_OK; /* the requester went away: not our failure */
@@ -120,28 +264,27 @@ static efps_status_t accept_one(server_t *sv, efps_tp_conn_req_t *req)
     return EFPS_OK;
 }
 
-/* Checks a worker's AUTH against its hello. Returns false (REFUSE sent) on a mismatch. */
+/* Checks a worker's AUTH against its hello. Returns false (refused) on a mismatch. */
 static bool check_auth(server_t *sv, worker_t *w, const uint8_t *msg, size_t len)
 {
     const ps_hello_t *h = &w->hello;
+    const uint8_t *mac = NULL;
     uint8_t expect[PS_MAC];
     ps_mac(sv->cfg.secret, "efps worker", h, &w->mine, expect);
     if (h->magic != PS_MAGIC || h->role != EFPS_ROLE_WORKER)
-        ps_send_refuse(w->ep, "not an efps worker");
+        refuse(sv, w, "not an efps worker");
     else if (h->version != PS_PROTO_VERSION)
-        ps_send_refuse(w->ep, "protocol version %u, server speaks %u", h->version,
-                       PS_PROTO_VERSION);
-    else if (len != 4 + PS_MAC || !ps_mac_equal(msg + 4, expect))
-        ps_send_refuse(w->ep, "wrong secret (EFPS_SECRET differs)");
+        refuse(sv, w, "protocol version %u, server speaks %u", h->version, PS_PROTO_VERSION);
+    else if (efps__wire_auth(msg, len, &mac) != EFPS_OK || !ps_mac_equal(mac, expect))
+        refuse(sv, w, "wrong secret (EFPS_SECRET differs)");
     else if ((int)h->num_workers != sv->M)
-        ps_send_refuse(w->ep, "number of workers %u, server %d runs with %d", h->num_workers,
-                       sv->cfg.rank, sv->M);
+        refuse(sv, w, "number of workers %u, server %d runs with %d", h->num_workers, sv->cfg.rank,
+               sv->M);
     else if ((int)h->rank >= sv->M || sv->by_rank[h->rank] != NULL)
-        ps_send_refuse(w->ep, "worker rank %u is %s", h->rank,
-                       (int)h->rank >= sv->M ? "out of range" : "taken already");
+        refuse(sv, w, "worker rank %u is %s", h->rank,
+               (int)h->rank >= sv->M ? "out of range" : "taken already");
     else
         return true;
-    efps_error("server %d: refused %s", sv->cfg.rank, wname(w));
     return false;
 }
 
@@ -188,6 +331,11 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
 {
     char why[256];
     efps_status_t st = ps_layout_finish(&w->pending);
+    if (st == EFPS_ERR_INVALID)
+        return refuse(sv, w,
+                      "bad layout: a key declared twice, or more than %u parts or %llu "
+                      "elements in all",
+                      PS_MAX_PARTS, (unsigned long long)PS_MAX_ELEMS);
     if (st != EFPS_OK)
         return st;
     if (!sv->have_layout) {
@@ -219,11 +367,14 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
 
 static efps_status_t on_layout(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
 {
-    if (len != 32 + EFPS_TP_RKEY_PACKED || efps_tp_rkey_unpack(m + 32, &w->pull_rkey) != EFPS_OK)
-        return EFPS_ERR_PROTO;
+    efps__layout_head_t h;
+    char why[256];
+    if (efps__wire_layout_head(m, len, &h, why, sizeof(why)) != EFPS_OK)
+        return refuse(sv, w, "bad LAYOUT: %s", why);
+    w->pull_rkey = h.pull_rkey;
     efps_optim_config_t o = sv->optim;
-    o.compressor = (efps_compressor_t)ps_get32(m + 4);
-    o.block = (size_t)ps_get64(m + 8);
+    o.compressor = (efps_compressor_t)h.compressor;
+    o.block = (size_t)h.block;
     if (o.compressor != sv->optim.compressor || o.block != sv->optim.block) {
         ps_send_refuse(w->ep, "compressor %s block %zu, server %d runs %s block %zu",
                        efps_compressor_name(o.compressor), o.block, sv->cfg.rank,
@@ -231,36 +382,21 @@ static efps_status_t on_layout(server_t *sv, worker_t *w, const uint8_t *m, size
         efps_error("server %d: %s: compressor or block differs", sv->cfg.rank, wname(w));
         return EFPS_ERR_MISMATCH;
     }
-    ps_layout_init(&w->pending, &o, (size_t)ps_get64(m + 16), sv->nservers);
-    w->pending.cap_keys = (size_t)ps_get64(m + 24); /* keys announced, filled by KEYS */
-    w->pending.keys = NULL;
+    ps_layout_init(&w->pending, &o, (size_t)h.partition_bytes, sv->nservers);
+    w->announced = h.nkeys;
     w->state = W_LAYOUT;
-    return w->pending.cap_keys == 0 ? EFPS_ERR_PROTO : EFPS_OK;
+    return EFPS_OK;
 }
 
 static efps_status_t on_keys(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
 {
-    const size_t announced = w->pending.cap_keys;
-    if (w->pending.keys == NULL) {
-        if (announced > (1u << 24))
-            return EFPS_ERR_PROTO;
-        w->pending.keys = calloc(announced, sizeof(ps_key_t));
-        if (w->pending.keys == NULL)
-            return EFPS_ERR_NOMEM;
-    }
-    const size_t cnt = len >= 8 ? ps_get32(m + 4) : 0;
-    if (cnt == 0 || len != 8 + PS_KEY_WIRE * cnt || w->pending.nkeys + cnt > announced)
-        return EFPS_ERR_PROTO;
-    for (size_t k = 0; k < cnt; k++) {
-        const uint8_t *e = m + 8 + PS_KEY_WIRE * k;
-        const uint32_t key = ps_get32(e);
-        const uint64_t n = ps_get64(e + 4), block = ps_get64(e + 12);
-        if (n == 0 || n > (SIZE_MAX >> 4) || block > (SIZE_MAX >> 4))
-            return EFPS_ERR_PROTO;
-        w->pending.keys[w->pending.nkeys++] =
-            (ps_key_t){.key = key, .n = (size_t)n, .block = (size_t)block};
-    }
-    return w->pending.nkeys == announced ? layout_done(sv, w) : EFPS_OK;
+    char why[256];
+    efps_status_t st = efps__wire_keys(&w->pending, w->announced, m, len, why, sizeof(why));
+    if (st == EFPS_ERR_PROTO)
+        return refuse(sv, w, "bad KEYS: %s", why);
+    if (st != EFPS_OK)
+        return st;
+    return w->pending.nkeys == w->announced ? layout_done(sv, w) : EFPS_OK;
 }
 
 /* ---- control messages ---------------------------------------------------------------- */
@@ -318,6 +454,9 @@ static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t 
         w->rank = (int)w->hello.rank;
         sv->by_rank[w->rank] = w;
         w->state = W_AUTHED;
+        char addr[EFPS_TP_NAME_MAX];
+        snprintf(addr, sizeof(addr), "%s", w->name + 5); /* past "peer " */
+        snprintf(w->name, sizeof(w->name), "worker %d (%s)", w->rank, addr);
         ps_put32(reply, PS_MSG_AUTH);
         ps_mac(sv->cfg.secret, "efps server", &w->mine, &w->hello, reply + 4);
         efps_info("server %d: %s authenticated", sv->cfg.rank, wname(w));
@@ -337,6 +476,8 @@ static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t 
         ps_put32(reply, PS_MSG_BYE);
         return efps_tp_msg_send(w->ep, reply, 4);
     }
+    if (w->state == W_AUTH)
+        return refuse(sv, w, "message type %u before authentication", type);
     efps_error("server %d: %s sent message type %u in state %d", sv->cfg.rank, wname(w), type,
                w->state);
     return EFPS_ERR_PROTO;
@@ -349,19 +490,21 @@ static efps_status_t drain_msgs(server_t *sv, bool *any_p)
     for (size_t i = 0; i < sv->nconns; i++) {
         worker_t *w = sv->conns[i];
         size_t len;
-        efps_status_t st;
+        efps_status_t st = EFPS_OK;
         while (w->state < W_GONE &&
                (st = efps_tp_msg_recv(w->ep, m, sizeof(m), &len, 0)) == EFPS_OK) {
             *any_p = true;
-            if ((st = on_msg(sv, w, m, len)) == EFPS_OK)
-                continue;
+            if ((st = on_msg(sv, w, m, len)) == EFPS_OK || w->state == W_REFUSED)
+                continue; /* a refused peer: keep serving the others */
             /* An authenticated worker that breaks the protocol or brings another
              * layout cannot train with the others: the run is over. */
+            return st;
+        }
+        /* A message too big for any of ours: nothing a worker sends. */
+        if (w->state < W_GONE && st == EFPS_ERR_INVALID) {
             if (w->state != W_AUTH)
-                return st;
-            if (st != EFPS_ERR_AUTH)
-                ps_send_refuse(w->ep, "protocol error before authentication");
-            w->state = W_REFUSED; /* keep serving the others */
+                return EFPS_ERR_PROTO;
+            refuse(sv, w, "message larger than %d bytes", EFPS_TP_MSG_MAX);
         }
     }
     return EFPS_OK;
@@ -440,6 +583,12 @@ static efps_status_t on_push(server_t *sv, worker_t *w, uint32_t imm)
     const size_t p = imm >> 1;
     spart_t *sp = p < sv->layout.nparts ? &sv->parts[p] : NULL;
     ps_msg_hdr_t h;
+    if (w->state == W_AUTH || w->state == W_AUTHED || w->state == W_LAYOUT) {
+        /* It was given no region: the key it used is another's. Drop this
+         * connection only; the run goes on. */
+        refuse(sv, w, "wrote into a region it was never given");
+        return EFPS_OK;
+    }
     if (w->state != W_READY || sp == NULL || !sp->mine || w->got[p] != sp->step ||
         (imm & 1) != (sp->step & 1)) {
         efps_error("server %d: %s wrote part %zu out of turn", sv->cfg.rank, wname(w), p);
@@ -481,7 +630,7 @@ static efps_status_t on_cqe(server_t *sv, const efps_tp_cqe_t *c)
         if (w->state == W_AUTH || w->state == W_REFUSED) {
             efps_tp_ep_destroy(w->ep); /* its last completion: nothing refers to it */
             w->ep = NULL;
-            w->state = W_CLOSED;
+            w->state = W_CLOSED; /* freed by the next sweep */
         }
         if (w->state >= W_GONE)
             return EFPS_OK;
@@ -532,6 +681,7 @@ static efps_status_t turn(server_t *sv, bool *any_p)
 {
     efps_tp_conn_req_t *req;
     efps_status_t st;
+    sweep(sv);
     while (efps_tp_get_request(sv->listener, 0, &req) == EFPS_OK) {
         *any_p = true;
         if ((st = accept_one(sv, req)) != EFPS_OK)
@@ -637,15 +787,8 @@ static void linger(server_t *sv, int ms)
 
 static void server_free(server_t *sv)
 {
-    for (size_t i = 0; i < sv->nconns; i++) {
-        worker_t *w = sv->conns[i];
-        efps_tp_ep_destroy(w->ep);
-        efps_tp_mem_dereg(w->slot_mr);
-        efps_aligned_free(w->slots);
-        free(w->got);
-        ps_layout_free(&w->pending);
-        free(w);
-    }
+    for (size_t i = 0; i < sv->nconns; i++)
+        conn_free(sv->conns[i]);
     efps_tp_listener_destroy(sv->listener);
     efps_tp_mem_dereg(sv->bcast_mr);
     efps_tp_close(sv->tp);
@@ -679,9 +822,11 @@ static efps_status_t server_open(server_t *sv)
     sv->nservers = ps_count_servers(sv->cfg.servers);
     efps_compressor_parse(sv->cfg.compressor, &sv->optim.compressor);
     sv->optim.block = (size_t)sv->cfg.block;
-    if (*sv->cfg.secret == '\0')
-        efps_warn("server %d: EFPS_SECRET is not set: any process that reaches %s can join",
-                  sv->cfg.rank, sv->cfg.bind);
+    char who[32];
+    snprintf(who, sizeof(who), "server %d", sv->cfg.rank);
+    if ((st = efps__ps_check_secret(&sv->cfg, who)) != EFPS_OK ||
+        (st = efps__ps_limits(&sv->lim)) != EFPS_OK)
+        return st;
     efps_tp_attr_t attr = {.timeout_ms = (uint32_t)sv->cfg.timeout_ms};
     sv->by_rank = calloc((size_t)sv->M, sizeof(*sv->by_rank));
     sv->inputs = calloc((size_t)sv->M, sizeof(*sv->inputs));

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <time.h>
 
+#define PS_CONNECT_BACKOFF_MIN_MS 50
+#define PS_CONNECT_BACKOFF_MAX_MS 1000
+
 typedef struct {
     efps_tp_ep_t *ep;
     ps_hello_t hello, peer;
@@ -88,6 +91,36 @@ static efps_status_t expect_msg(efps_ps_t *ps, server_link_t *s, uint32_t type, 
     return EFPS_OK;
 }
 
+/* Connects, retrying a refused or unanswered connect with capped exponential
+ * backoff until timeout_ms: under mpirun, srun or torchrun every process
+ * starts at once, so a worker is often up before its server listens. */
+static efps_status_t connect_retrying(efps_ps_t *ps, int i, const char *addr,
+                                      efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p)
+{
+    const int64_t t0 = now_ms(), end = t0 + ps->cfg.timeout_ms;
+    int backoff = PS_CONNECT_BACKOFF_MIN_MS;
+    for (int attempt = 0;; attempt++) {
+        param->timeout_ms = (int)(end - now_ms() > 1 ? end - now_ms() : 1);
+        efps_status_t st = efps_tp_connect(ps->tp, addr, param, ep_p);
+        if (st == EFPS_OK)
+            return st;
+        const bool again = st == EFPS_ERR_PEER || st == EFPS_ERR_TIMEOUT || st == EFPS_ERR_SYSTEM;
+        if (!again || now_ms() + backoff >= end) {
+            efps_error("worker %d: cannot connect to server %d (%s): tried for %lld ms "
+                       "(%d attempts), last error: %s",
+                       ps->cfg.rank, i, addr, (long long)(now_ms() - t0), attempt + 1,
+                       efps_strerror(st));
+            return st;
+        }
+        if (attempt == 0)
+            efps_info("worker %d: server %d (%s) not reachable yet (%s): retrying for up to %d ms",
+                      ps->cfg.rank, i, addr, efps_strerror(st), ps->cfg.timeout_ms);
+        struct timespec ts = {.tv_sec = backoff / 1000, .tv_nsec = (backoff % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        backoff = backoff * 2 > PS_CONNECT_BACKOFF_MAX_MS ? PS_CONNECT_BACKOFF_MAX_MS : backoff * 2;
+    }
+}
+
 static efps_status_t connect_server(efps_ps_t *ps, int i)
 {
     server_link_t *s = &ps->srv[i];
@@ -105,12 +138,9 @@ static efps_status_t connect_server(efps_ps_t *ps, int i)
                                   .label = label,
                                   .context = s,
                                   .timeout_ms = ps->cfg.timeout_ms};
-    efps_status_t st = efps_tp_connect(ps->tp, addr, &param, &s->ep);
-    if (st != EFPS_OK) {
-        efps_error("worker %d: cannot connect to server %d (%s): %s", ps->cfg.rank, i, addr,
-                   efps_strerror(st));
+    efps_status_t st = connect_retrying(ps, i, addr, &param, &s->ep);
+    if (st != EFPS_OK)
         return st;
-    }
     size_t len = 0;
     const void *priv = efps_tp_ep_peer_priv(s->ep, &len);
     if (len != sizeof(s->peer)) {
@@ -155,6 +185,10 @@ efps_status_t efps_ps_init(const efps_ps_config_t *cfg, efps_ps_t **ps_p)
         st = EFPS_ERR_INVALID;
         goto err_free;
     }
+    char who[32];
+    snprintf(who, sizeof(who), "worker %d", ps->cfg.rank);
+    if (efps__ps_check_secret(&ps->cfg, who) != EFPS_OK)
+        goto err_free;
     efps_compressor_parse(ps->cfg.compressor, &ps->optim.compressor);
     ps->optim.block = (size_t)ps->cfg.block;
     ps->optim.momentum = ps->cfg.momentum;

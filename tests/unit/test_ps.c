@@ -98,7 +98,8 @@ static void test_launchers(void **state)
         assert_int_equal(o.role, EFPS_ROLE_SERVER);
         assert_int_equal(o.rank, 1);
         assert_int_equal(o.num_workers, 4);
-        assert_string_equal(o.bind, ":7001");
+        /* the address the workers are told, never every interface */
+        assert_string_equal(o.bind, "h:7001");
         setenv(vars[l][0], "5", 1);
         assert_int_equal(resolve(&o), EFPS_OK);
         assert_int_equal(o.role, EFPS_ROLE_WORKER);
@@ -239,6 +240,134 @@ static void test_mac(void **state)
     assert_false(ps_mac_equal(m1, m3));
 }
 
+/* A LAYOUT message with these head fields. */
+static size_t layout_msg(uint8_t *m, uint32_t comp, uint64_t block, uint64_t pbytes, uint64_t nkeys)
+{
+    efps_tp_rkey_t rk = {.transport = 1 /* tcp */, .length = 64};
+    memset(m, 0, PS_LAYOUT_HEAD);
+    ps_put32(m, PS_MSG_LAYOUT);
+    ps_put32(m + 4, comp);
+    ps_put64(m + 8, block);
+    ps_put64(m + 16, pbytes);
+    ps_put64(m + 24, nkeys);
+    efps_tp_rkey_pack(&rk, m + 32);
+    return PS_LAYOUT_HEAD;
+}
+
+/* A KEYS message of cnt keys, all of n elements and this block, ids from id0. */
+static size_t keys_msg(uint8_t *m, uint32_t cnt, uint32_t id0, uint64_t n, uint64_t block)
+{
+    ps_put32(m, PS_MSG_KEYS);
+    ps_put32(m + 4, cnt);
+    for (uint32_t k = 0; k < cnt; k++) {
+        ps_put32(m + 8 + PS_KEY_WIRE * k, id0 + k);
+        ps_put64(m + 12 + PS_KEY_WIRE * k, n);
+        ps_put64(m + 20 + PS_KEY_WIRE * k, block);
+    }
+    return 8 + PS_KEY_WIRE * (size_t)cnt;
+}
+
+/* Every number of a LAYOUT or KEYS message is bounded before use, and a
+ * refusal names the field (issue 10, item 1). */
+static void test_wire(void **state)
+{
+    (void)state;
+    uint8_t m[EFPS_TP_MSG_MAX];
+    char why[256];
+    efps__layout_head_t h;
+    size_t len = layout_msg(m, EFPS_COMP_BLOCKSIGN, 256, 4096, 3);
+    assert_int_equal(efps__wire_layout_head(m, len, &h, why, sizeof(why)), EFPS_OK);
+    assert_int_equal(h.nkeys, 3);
+    assert_int_equal(h.partition_bytes, 4096);
+    assert_int_equal(h.block, 256);
+    static const struct {
+        uint32_t comp;
+        uint64_t block, pbytes, nkeys;
+        const char *field;
+    } bad[] = {
+        {9, 0, 4096, 1, "compressor"},
+        {0, 0, 0, 1, "partition_bytes"}, /* 0: the wrap of issue 10 */
+        {0, 0, 63, 1, "partition_bytes"},
+        {0, 0, UINT64_MAX, 1, "partition_bytes"},
+        {0, 0, 4096, 0, "nkeys"},
+        {0, 0, 4096, (1u << 24), "nkeys"}, /* no room reserved for it */
+        {0, UINT64_MAX, 4096, 1, "block"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        len = layout_msg(m, bad[i].comp, bad[i].block, bad[i].pbytes, bad[i].nkeys);
+        assert_int_equal(efps__wire_layout_head(m, len, &h, why, sizeof(why)), EFPS_ERR_PROTO);
+        assert_non_null(strstr(why, bad[i].field));
+    }
+    assert_int_equal(efps__wire_layout_head(m, len - 1, &h, why, sizeof(why)), EFPS_ERR_PROTO);
+
+    const efps_optim_config_t oc = {.compressor = EFPS_COMP_BLOCKSIGN, .block = 0};
+    ps_layout_t l;
+    ps_layout_init(&l, &oc, 4096, 2);
+    /* 256 keys of 2^60-1 elements: refused by field, nothing sized by it */
+    len = keys_msg(m, 128, 0, (UINT64_C(1) << 60) - 1, 0);
+    assert_int_equal(efps__wire_keys(&l, 256, m, len, why, sizeof(why)), EFPS_ERR_PROTO);
+    assert_non_null(strstr(why, "key n"));
+    len = keys_msg(m, 4, 0, 100, UINT64_MAX);
+    assert_int_equal(efps__wire_keys(&l, 256, m, len, why, sizeof(why)), EFPS_ERR_PROTO);
+    assert_non_null(strstr(why, "key block"));
+    ps_layout_free(&l);
+    ps_layout_init(&l, &oc, 4096, 2);
+    len = keys_msg(m, 0, 0, 100, 0);
+    assert_int_equal(efps__wire_keys(&l, 256, m, len, why, sizeof(why)), EFPS_ERR_PROTO);
+    assert_non_null(strstr(why, "count"));
+    len = keys_msg(m, 129, 0, 100, 0);
+    assert_int_equal(efps__wire_keys(&l, 256, m, len, why, sizeof(why)), EFPS_ERR_PROTO);
+    len = keys_msg(m, 3, 0, 100, 0);
+    assert_int_equal(efps__wire_keys(&l, 2, m, len, why, sizeof(why)), EFPS_ERR_PROTO);
+    assert_non_null(strstr(why, "keys received")); /* more than announced */
+    assert_int_equal(efps__wire_keys(&l, 1u << 20, m, len - 1, why, sizeof(why)), EFPS_ERR_PROTO);
+    /* a huge announcement reserves nothing: room grows with what arrives */
+    assert_int_equal(efps__wire_keys(&l, 1u << 20, m, len, why, sizeof(why)), EFPS_OK);
+    assert_int_equal(l.nkeys, 3);
+    assert_true(l.cap_keys <= 64);
+    /* a key twice: found by finish */
+    len = keys_msg(m, 1, 2, 100, 0);
+    assert_int_equal(efps__wire_keys(&l, 1u << 20, m, len, why, sizeof(why)), EFPS_OK);
+    assert_int_equal(ps_layout_finish(&l), EFPS_ERR_INVALID);
+    ps_layout_free(&l);
+
+    /* parts beyond the limit, and the old wrap: refused, not allocated */
+    ps_layout_init(&l, &oc, 64, 1);
+    for (uint32_t k = 0; k < 256; k++)
+        assert_int_equal(efps__layout_append(&l, k, (size_t)PS_MAX_KEY_ELEMS, 0), EFPS_OK);
+    assert_int_equal(ps_layout_finish(&l), EFPS_ERR_INVALID);
+    ps_layout_free(&l);
+    ps_layout_init(&l, &oc, 0, 1);
+    assert_int_equal(ps_layout_add(&l, 1, 100, 0), EFPS_OK);
+    assert_int_equal(ps_layout_finish(&l), EFPS_ERR_INVALID); /* partition 0 */
+    ps_layout_free(&l);
+
+    const uint8_t *mac = NULL;
+    uint8_t auth[4 + PS_MAC] = {0};
+    ps_put32(auth, PS_MSG_AUTH);
+    assert_int_equal(efps__wire_auth(auth, sizeof(auth), &mac), EFPS_OK);
+    assert_ptr_equal(mac, auth + 4);
+    assert_int_equal(efps__wire_auth(auth, sizeof(auth) - 1, &mac), EFPS_ERR_PROTO);
+    ps_hello_t hello;
+    assert_int_equal(efps__wire_hello(auth, sizeof(hello) + 1, &hello), EFPS_ERR_PROTO);
+}
+
+/* Secure by default (issue 10, item 2): no secret, no start, unless asked. */
+static void test_secret_required(void **state)
+{
+    (void)state;
+    efps_ps_config_t cfg;
+    efps_ps_config_init(&cfg);
+    cfg.secret = "";
+    unsetenv("EFPS_INSECURE");
+    assert_int_equal(efps__ps_check_secret(&cfg, "test"), EFPS_ERR_AUTH);
+    setenv("EFPS_INSECURE", "1", 1);
+    assert_int_equal(efps__ps_check_secret(&cfg, "test"), EFPS_OK);
+    unsetenv("EFPS_INSECURE");
+    cfg.secret = "s3cret";
+    assert_int_equal(efps__ps_check_secret(&cfg, "test"), EFPS_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -249,6 +378,8 @@ int main(void)
         cmocka_unit_test(test_server_list),
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_mac),
+        cmocka_unit_test(test_wire),
+        cmocka_unit_test(test_secret_required),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

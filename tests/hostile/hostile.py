@@ -1,0 +1,406 @@
+#!/usr/bin/env python3
+"""Hostile clients against a real efps-server on 127.0.0.1 (issue 10).
+usage: hostile.py CASE   (BUILD=<build dir> in the environment)
+Each case exits 0 when the server held up, 1 (with the logs) when not."""
+import os
+import re
+import resource
+import secrets
+import selectors
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import efpsclient as ec  # noqa: E402
+
+BUILD = os.environ["BUILD"]
+SERVER = os.path.join(BUILD, "apps/efps-server/efps-server")
+WORKER = os.path.join(BUILD, "tests/integration/ps/ps_lsq")
+TMP = tempfile.mkdtemp(prefix="efps-hostile.")
+SECRET = secrets.token_hex(32)
+BLOCK = 256
+# A small real job: ps_lsq's layout for these arguments.
+JOB = ["--steps", os.environ.get("STEPS", "10"), "--dim", "1024", "--keys", "2", "--lr", "1e-4"]
+BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("EFPS_")}
+BASE_ENV.update(EFPS_SECRET=SECRET, EFPS_TRANSPORT="tcp", EFPS_COMPRESSOR="blocksign",
+                EFPS_BLOCK=str(BLOCK), EFPS_PARTITION_BYTES="4096", EFPS_TIMEOUT_MS="8000")
+procs = []
+failures = []
+
+
+def check(cond, what):
+    print(("ok   " if cond else "FAIL ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+
+
+def start_server(workers, **env):
+    log = os.path.join(TMP, "server.%d.log" % len(procs))
+    port_file = os.path.join(TMP, "port.%d" % len(procs))
+    e = dict(BASE_ENV, EFPS_SERVERS="127.0.0.1:0", EFPS_NUM_WORKERS=str(workers))
+    e.update(env)
+    p = subprocess.Popen([SERVER, "--rank", "0", "--bind", "127.0.0.1:0", "--port-file",
+                          port_file], env=e, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    procs.append((p, log))
+    for _ in range(200):
+        if os.path.exists(port_file) and open(port_file).read().strip():
+            return p, int(open(port_file).read()), log
+        if p.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit("efps-server did not start:\n" + open(log).read())
+
+
+def start_worker(port, rank, workers, **env):
+    log = os.path.join(TMP, "worker.%d.%d.log" % (rank, len(procs)))
+    e = dict(BASE_ENV, EFPS_SERVERS="127.0.0.1:%d" % port, EFPS_ROLE="worker",
+             EFPS_RANK=str(rank), EFPS_NUM_WORKERS=str(workers))
+    e.update(env)
+    p = subprocess.Popen([WORKER, "--out", os.path.join(TMP, "x.%d" % rank)] + JOB, env=e,
+                         stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    procs.append((p, log))
+    return p, log
+
+
+def wait(p, seconds):
+    try:
+        return p.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def real_job(port, workers, what):
+    ws = [start_worker(port, r, workers) for r in range(workers)]
+    for r, (p, _) in enumerate(ws):
+        check(wait(p, 60) == 0, "%s: worker %d exits 0" % (what, r))
+
+
+def fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def rss_kb(pid):
+    for line in open("/proc/%d/status" % pid):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def refusal(c, msgs):
+    """Sends msgs on c; the REFUSE reason that comes back, or what happened instead."""
+    try:
+        for m in msgs:
+            c.send_msg(m)
+        while True:
+            c.recv_msg()
+    except ec.Refused as e:
+        return str(e)
+    except (EOFError, OSError) as e:
+        return "no REFUSE: %r" % e
+
+
+# ---- item 1: every number of LAYOUT and KEYS is bounded --------------------------------
+def case_layout():
+    srv, port, log = start_server(1)
+    comp = ec.COMP["blocksign"]
+    huge = (1 << 60) - 1
+    bad = [
+        ("partition_bytes 0 with 256 keys of 2^60-1 elements (the heap overflow)",
+         [ec.layout_head(comp, BLOCK, 0, 256)] +
+         [ec.keys_msg([(k + 128 * i, huge, 0) for k in range(128)]) for i in range(2)],
+         "partition_bytes"),
+        ("keys of 2^60-1 elements", [ec.layout_head(comp, BLOCK, 4096, 256)] +
+         [ec.keys_msg([(k, huge, 0) for k in range(128)])], "key n"),
+        ("2^24 keys announced", [ec.layout_head(comp, BLOCK, 4096, 1 << 24)], "nkeys"),
+        ("more keys than announced", [ec.layout_head(comp, BLOCK, 4096, 1),
+                                      ec.keys_msg([(1, 10, 0), (2, 10, 0)])], "keys received"),
+        ("a KEYS count that does not match its length",
+         [ec.layout_head(comp, BLOCK, 4096, 4), struct.pack("<II", ec.MSG_KEYS, 100)], "KEYS"),
+        ("256 keys of 2^40 elements in parts of 64 bytes",
+         [ec.layout_head(comp, BLOCK, 64, 256)] +
+         [ec.keys_msg([(k + 128 * i, 1 << 40, 0) for k in range(128)]) for i in range(2)],
+         "parts"),
+        ("a key declared twice", [ec.layout_head(comp, BLOCK, 4096, 2),
+                                  ec.keys_msg([(5, 10, 0), (5, 10, 0)])], "twice"),
+    ]
+    for what, msgs, field in bad:
+        c = ec.login(port, SECRET, 0, 1)
+        why = refusal(c, msgs)
+        check(field in why, "%s: refused naming %r (%s)" % (what, field, why))
+        c.close()
+        check(srv.poll() is None, "server still serving after: " + what)
+    real_job(port, 1, "after every bad layout")
+    check(wait(srv, 20) == 0, "server exits 0 after the real job")
+
+
+# ---- item 2: no secret, no start; default address is this server's entry -----------
+def case_secure_default():
+    e = dict(BASE_ENV, EFPS_SERVERS="127.0.0.1:0", EFPS_NUM_WORKERS="1")
+    del e["EFPS_SECRET"]
+    r = subprocess.run([SERVER, "--rank", "0"], env=e, capture_output=True, text=True,
+                       timeout=20)
+    check(r.returncode != 0 and "EFPS_SECRET" in r.stderr and "openssl rand" in r.stderr,
+          "server without a secret refuses to start, saying how to make one")
+    w = dict(e, EFPS_ROLE="worker", EFPS_RANK="0")
+    r = subprocess.run([WORKER, "--out", os.path.join(TMP, "x")] + JOB, env=w,
+                       capture_output=True, text=True, timeout=20)
+    check(r.returncode != 0 and "EFPS_SECRET" in r.stderr, "worker without a secret refuses")
+    # EFPS_INSECURE=1: runs, loudly; an empty-key HMAC is then what it takes.
+    srv, port, log = start_server(1, EFPS_SECRET="", EFPS_INSECURE="1")
+    check("INSECURE" in open(log).read(), "an insecure server warns loudly")
+    c = ec.login(port, "", 0, 1)
+    c.close()
+    srv.kill()
+    # A server with a secret does not take an HMAC over the empty key.
+    srv, port, log = start_server(1)
+    c = ec.Conn(port)
+    mine = ec.hello(0, 1)
+    theirs = c.connect(mine)
+    why = refusal(c, [struct.pack("<I", ec.MSG_AUTH) + ec.mac("", "efps worker", mine, theirs)])
+    check("wrong secret" in why, "an HMAC over the empty key is refused (%s)" % why)
+    srv.kill()
+    # No --bind: the address of its EFPS_SERVERS entry, not every interface.
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    e = dict(BASE_ENV, EFPS_SERVERS="127.0.0.7:%d" % port, EFPS_NUM_WORKERS="1")
+    p = subprocess.Popen([SERVER, "--rank", "0"], env=e, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    procs.append((p, os.devnull))
+    listening = None
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.7", port), 1).close()
+            listening = True
+            break
+        except OSError:
+            time.sleep(0.05)
+    check(listening is True, "listens on 127.0.0.7, its entry in EFPS_SERVERS")
+    try:
+        socket.create_connection(("127.0.0.1", port), 1).close()
+        other = True
+    except OSError:
+        other = False
+    check(not other, "does not listen on 127.0.0.1 (not every interface)")
+    p.kill()
+
+
+# ---- item 3: login deadline, caps, refused peers closed ------------------------------
+def case_admission():
+    srv, port, log = start_server(1, EFPS_LOGIN_TIMEOUT_MS="1000", EFPS_MAX_PENDING="8",
+                                  EFPS_MAX_PENDING_PER_HOST="4")
+    time.sleep(0.3)
+    base = fds(srv.pid)
+    idle = []
+    for _ in range(4):
+        c = ec.Conn(port)
+        c.connect(ec.hello(0, 1))
+        idle.append(c)
+    extra = ec.Conn(port)
+    try:
+        extra.connect(ec.hello(0, 1))
+        rejected = False
+    except (ec.Refused, EOFError, OSError):
+        rejected = True
+    check(rejected, "a 5th unauthenticated connection from one address is rejected at once")
+    other = ec.Conn(port, src="127.0.0.2")
+    other.connect(ec.hello(0, 1))
+    check(True, "one from another address is accepted")
+    t0 = time.time()
+    closed = all(c.wait_closed(3.0) for c in idle + [other])
+    check(closed and time.time() - t0 < 3.0,
+          "idle connections are closed at the login deadline (%.1f s)" % (time.time() - t0))
+    # Wrong AUTH, then full-size messages without end: closed all the same.
+    talker = ec.Conn(port)
+    mine = ec.hello(0, 1)
+    theirs = talker.connect(mine)
+    talker.send_msg(struct.pack("<I", ec.MSG_AUTH) + b"x" * 32)
+    t0, gone = time.time(), False
+    talker.s.settimeout(0.05)
+    while time.time() - t0 < 3.0 and not gone:
+        try:
+            talker.send_msg(b"\x07" * 4096)
+        except socket.timeout:
+            pass
+        except OSError:
+            gone = True
+        try:
+            if talker.s.recv(65536) == b"":
+                gone = True
+        except socket.timeout:
+            pass
+        except OSError:
+            gone = True
+    check(gone, "a refused client that keeps talking is closed (%.1f s)" % (time.time() - t0))
+    for c in idle + [extra, other, talker]:
+        c.close()
+    time.sleep(0.5)
+    check(fds(srv.pid) <= base, "descriptors back to baseline (%d, was %d)" % (fds(srv.pid), base))
+    real_job(port, 1, "after strangers")
+    check(wait(srv, 20) == 0, "server exits 0")
+
+
+# ---- item 4: a region key works only on its own connection -------------------------
+def case_foreign_key():
+    srv, port, log = start_server(1)
+    owner = ec.login(port, SECRET, 0, 1)
+    owner.send_msg(ec.layout_head(ec.COMP["blocksign"], BLOCK, 4096, 1))
+    owner.send_msg(ec.keys_msg([(100, 1024, BLOCK)]))
+    t, body = owner.recv_msg()
+    check(t == ec.MSG_READY, "the owner got its slot key")
+    rk = ec.unpack_rkey(body)
+    thief = ec.Conn(port)
+    thief.connect(ec.hello(0, 1))
+    thief.frame(ec.F_WRITE, b"\0" * 64, imm=0, region=rk["key"], secret=rk["base"], offset=0)
+    check(thief.wait_closed(3.0), "a write with another connection's key drops the writer")
+    time.sleep(0.3)
+    check(srv.poll() is None, "the run goes on (server still up)")
+    owner.send_msg(struct.pack("<I", ec.MSG_BYE))
+    try:
+        t, _ = owner.recv_msg()
+    except (EOFError, ec.Refused, OSError) as e:
+        t = repr(e)
+    check(t == ec.MSG_BYE, "the owner is still served (BYE answered: %r)" % (t,))
+    owner.close()
+    check(wait(srv, 20) == 0, "server exits 0, blaming nobody")
+
+
+# ---- item 8: logs about strangers are rate-limited and name the address ------------
+def case_logs():
+    srv, port, log = start_server(1, EFPS_MAX_PENDING_PER_HOST="1000", EFPS_MAX_PENDING="1000")
+    for i in range(200):
+        c = ec.Conn(port)
+        mine = ec.hello(0, 1)
+        theirs = c.connect(mine)
+        why = refusal(c, [struct.pack("<I", ec.MSG_AUTH) +
+                          ec.mac("wrong", "efps worker", mine, theirs)])
+        c.close()
+        if "wrong secret" not in why:
+            check(False, "stranger %d refused for its secret (%s)" % (i, why))
+    time.sleep(1.5)
+    real_job(port, 1, "after 200 wrong secrets")
+    wait(srv, 20)
+    lines = [x for x in open(log) if "refused" in x]
+    check(0 < len(lines) <= 10, "200 refusals make %d log lines (at most 10)" % len(lines))
+    check(all("127.0.0.1" in x and "worker 0" not in x for x in lines),
+          "they name the address, not the rank claimed")
+    held = [x for x in open(log) if "held back" in x]
+    total = len(lines) + sum(int(re.search(r"(\d+) more (lines|such)", x).group(1)) for x in held)
+    check(total == 200, "and count what was held back: %d refusals accounted for" % total)
+
+
+# ---- load: 1,500 idle and 1,500 refused-but-talking strangers during a real job ----
+# Idle: half never send a byte (the transport's handshake deadline), half send
+# the transport hello and then nothing (the server's login deadline).
+# Talking: hello, a wrong AUTH, then full-size messages as fast as they go.
+def case_load():
+    n_idle, n_talk = int(os.environ.get("IDLE", 1500)), int(os.environ.get("TALK", 1500))
+    need = n_idle + n_talk + 1000
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+    login_ms = 3000
+    srv, port, log = start_server(4, EFPS_LOGIN_TIMEOUT_MS=str(login_ms), EFPS_TIMEOUT_MS="3000")
+    time.sleep(0.3)
+    base = fds(srv.pid)
+    sel = selectors.DefaultSelector()
+    socks = []
+    hello = ec.hello(0, 4)
+    frame = lambda t, m: ec.HDR.pack(ec.T_MAGIC, 1, t, 0, len(m), 0, 0, 0, 0, 0) + m
+    connect = frame(ec.F_CONNECT, hello)
+    auth = frame(ec.F_MSG, struct.pack("<I", ec.MSG_AUTH) + b"x" * 32)
+    junk = frame(ec.F_MSG, b"\x07" * 4000)
+    closed = [0]
+
+    def open_one(i, kind):
+        s = socket.socket()
+        s.setblocking(False)
+        s.bind(("127.0.%d.%d" % (1 + i // 250, 1 + i % 250), 0))
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        socks.append(s)
+        sel.register(s, selectors.EVENT_READ | selectors.EVENT_WRITE, [kind, 0])
+
+    def pump(seconds):
+        end = time.time() + seconds
+        while time.time() < end:
+            for key, ev in sel.select(0.05):
+                s, st = key.fileobj, key.data
+                try:
+                    if ev & selectors.EVENT_READ and s.recv(65536) == b"":
+                        raise OSError("closed")
+                    if not ev & selectors.EVENT_WRITE:
+                        continue
+                    if st[0] == "silent" or (st[0] == "idle" and st[1] > 0):
+                        sel.modify(s, selectors.EVENT_READ, st)
+                    elif st[1] == 0:
+                        s.send(connect)
+                    elif st[1] == 1:
+                        s.send(auth)
+                    else:
+                        s.send(junk)
+                    st[1] += 1
+                except OSError:
+                    sel.unregister(s)
+                    s.close()
+                    closed[0] += 1
+            yield
+
+    for i in range(n_idle):
+        open_one(i, "silent" if i % 2 else "idle")
+    for i in range(n_talk):
+        open_one(n_idle + i, "talk")
+    peak = [0, 0]
+
+    def watch():
+        peak[0] = max(peak[0], rss_kb(srv.pid))
+        peak[1] = max(peak[1], fds(srv.pid))
+
+    for _ in pump(1.0):  # the strangers first
+        watch()
+    workers = [start_worker(port, r, 4, EFPS_TIMEOUT_MS="20000") for r in range(4)]
+    t0 = time.time()
+    for _ in pump(40):
+        watch()
+        if all(p.poll() is not None for p, _ in workers):
+            break
+    print("real job done in %.1f s; %d of %d strangers closed by then; server peak %d kB, %d fds"
+          % (time.time() - t0, closed[0], len(socks), peak[0], peak[1]))
+    for r, (p, _) in enumerate(workers):
+        check(wait(p, 30) == 0, "worker %d of the real job exits 0 among the strangers" % r)
+    check(peak[0] < 64 * 1024, "server RSS stays under 64 MB (peak %d kB)" % peak[0])
+    # Descriptors return to baseline within the login deadline after the job,
+    # while the strangers keep their sockets open.
+    t1 = time.time()
+    while time.time() - t1 < login_ms / 1000 + 1 and srv.poll() is None and fds(srv.pid) > base:
+        time.sleep(0.1)
+    n = fds(srv.pid) if srv.poll() is None else base
+    check(n <= base, "server descriptors back to baseline (%d, baseline %d) %.1f s after the job"
+          % (n, base, time.time() - t1))
+    check(wait(srv, 30) == 0, "server exits 0")
+    for s in socks:
+        s.close()
+
+
+CASES = {k[5:]: v for k, v in globals().items() if k.startswith("case_")}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in CASES:
+        sys.exit("usage: hostile.py {%s}" % "|".join(CASES))
+    try:
+        CASES[sys.argv[1]]()
+    finally:
+        for p, _ in procs:
+            if p.poll() is None:
+                p.kill()
+    if failures:
+        for _, log in procs:
+            if log != os.devnull:
+                print("--- " + log + "\n" + open(log).read())
+        sys.exit(1)
+    print("OK: " + sys.argv[1])
