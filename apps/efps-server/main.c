@@ -24,7 +24,7 @@ static void usage(FILE *f)
         "  -s, --servers LIST      host:port of every server, in rank order   EFPS_SERVERS\n"
         "  -r, --rank N            this server's index in LIST                EFPS_RANK\n"
         "  -w, --workers M         number of workers                          EFPS_NUM_WORKERS\n"
-        "  -b, --bind ADDR         address to listen on (default: :port of entry N; port 0 = any)\n"
+        "  -b, --bind ADDR         address to listen on (default: entry N of LIST; port 0 = any)\n"
         "                                                                     EFPS_BIND\n"
         "  -t, --transport NAME    auto, tcp or verbs                         EFPS_TRANSPORT\n"
         "  -c, --compressor NAME   none, sign or blocksign                    EFPS_COMPRESSOR\n"
@@ -33,6 +33,8 @@ static void usage(FILE *f)
         "EFPS_PARTITION_BYTES\n"
         "  -T, --timeout-ms N      a silent peer is dead after this           EFPS_TIMEOUT_MS\n"
         "  -S, --secret-file PATH  read the shared secret from PATH           EFPS_SECRET\n"
+        "                          (required; make one: openssl rand -hex 32)\n"
+        "      --insecure          run without a secret: anyone can join      EFPS_INSECURE=1\n"
         "  -P, --port-file PATH    write the port listened on to PATH (with --bind :0)\n"
         "  -v, --verbose           log at info level                          EFPS_LOG\n"
         "  -h, --help              this text\n");
@@ -133,6 +135,7 @@ int main(int argc, char **argv)
         {"partition-bytes", required_argument, 0, 'p'},
         {"timeout-ms", required_argument, 0, 'T'},
         {"secret-file", required_argument, 0, 'S'},
+        {"insecure", no_argument, 0, 'I'},
         {"port-file", required_argument, 0, 'P'},
         {"verbose", no_argument, 0, 'v'},
         {"help", no_argument, 0, 'h'},
@@ -170,6 +173,9 @@ int main(int argc, char **argv)
             break;
         case 'P':
             port_file = optarg;
+            break;
+        case 'I':
+            setenv("EFPS_INSECURE", "1", 1);
             break;
         case 'v':
             efps_log_set_level(EFPS_LOG_INFO);

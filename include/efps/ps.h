@@ -100,11 +100,23 @@ EFPS_API efps_status_t efps_ps_declare_block(efps_ps_t *ps, uint32_t key, size_t
  * be reused at once). lr is eta_t of this step, the same on every worker.
  * The first push sends the model layout to the servers. */
 EFPS_API efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float lr);
+/* This worker contributes zero for key at this step instead of pushing:
+ * the servers count a payload of zero bytes (bit-identical to a push whose
+ * encoded payload is all zero bytes; for none and blocksign that decodes to
+ * zeros). Its own optimizer state (momentum, error) is untouched; the next
+ * efps_ps_pull applies the servers' update as usual. Call it after a push of
+ * key failed with EFPS_ERR_NONFINITE (or whenever a worker has no gradient
+ * for key), so the others do not wait: parts of key that were pushed before
+ * the failure stay pushed. EFPS_ERR_STATE if key was pushed at this step. */
+EFPS_API efps_status_t efps_ps_skip(efps_ps_t *ps, uint32_t key, float lr);
 /* Waits for the servers' update of key for the step pushed last and applies
  * step 8 to x (n floats). */
 EFPS_API efps_status_t efps_ps_pull(efps_ps_t *ps, uint32_t key, float *x);
 /* Tells the servers this worker is done, disconnects and frees everything.
- * Returns the first error the worker saw, or EFPS_OK. NULL is a no-op. */
+ * Returns the first error the worker saw, or EFPS_OK. NULL is a no-op.
+ * Every worker must finalize after the same number of steps: a worker that
+ * finalizes while the others go on is reported as leaving early, and every
+ * other worker's next call fails (EFPS_ERR_PEER) with an error naming it. */
 EFPS_API efps_status_t efps_ps_finalize(efps_ps_t *ps);
 
 /* Checkpoints (lib/ps/ckpt.c). Save, on every worker between two steps

@@ -159,6 +159,21 @@ efps_status_t efps_worker_opt_encode(efps_worker_opt_t *w, const float *grad, fl
     return EFPS_OK;
 }
 
+efps_status_t efps__worker_opt_skip(efps_worker_opt_t *w, float lr)
+{
+    if (w == NULL || !efps__optim_lr_ok(lr))
+        return EFPS_ERR_INVALID;
+    if (w->pending) {
+        efps_error("worker skip: step %llu was encoded but not applied yet",
+                   (unsigned long long)w->steps);
+        return EFPS_ERR_STATE;
+    }
+    w->pending = 1;
+    w->pending_lr = lr;
+    w->pending_skip = 1;
+    return EFPS_OK;
+}
+
 /* The decoded update, in w->dec or (none) the message itself. A value that
  * is not finite is EFPS_ERR_NONFINITE. */
 static efps_status_t decode(efps_worker_opt_t *w, const void *update, const float **d_p)
@@ -253,7 +268,9 @@ efps_status_t efps_worker_opt_apply(efps_worker_opt_t *w, const void *update, fl
         step8(w, d, lr, x);
     }
     w->pending = 0;
-    w->prev_lr = lr;
+    if (!w->pending_skip)
+        w->prev_lr = lr;
+    w->pending_skip = 0;
     w->steps++;
     return EFPS_OK;
 }

@@ -128,6 +128,9 @@ typedef struct {
     uint32_t payload;
 } ps_msg_hdr_t;
 #define PS_TRAILER sizeof(ps_msg_hdr_t) /* 24 bytes */
+/* payload of a header written alone (efps_ps_skip): this worker contributes
+ * zero, i.e. a payload of zero bytes, to this step of the part. */
+#define PS_SKIP_PAYLOAD 0xffffffffu
 
 /* ---- parsing what a peer sent (wire.c) ----------------------------------------
  * Pure functions, callable without a server (the fuzz targets call them).

@@ -444,6 +444,42 @@ static efps_status_t on_ckpt(server_t *sv, worker_t *w, uint32_t type, const uin
     return efps_tp_msg_send(w->ep, reply, rlen);
 }
 
+/* This server stops because of `culprit`: every other worker is told why
+ * (best effort; the linger after the error gives it time to go out), so each
+ * names the culprit, not only "server disconnected". */
+static void tell_others(server_t *sv, const worker_t *culprit, const char *what)
+{
+    for (int r = 0; r < sv->M; r++) {
+        worker_t *o = sv->by_rank[r];
+        if (o != NULL && o != culprit && o->state >= W_AUTHED && o->state <= W_DONE)
+            ps_send_refuse(o->ep, "server %d stopped: %s %s", sv->cfg.rank, wname(culprit), what);
+    }
+}
+
+/* Joined the run: its pushes are counted in got. */
+static bool has_slots(const worker_t *w)
+{
+    return w != NULL && w->got != NULL;
+}
+
+/* Worker d finalized while the others go on: every other worker is told who
+ * left, so they fail naming it instead of waiting for its pushes. The run is
+ * over (the server stops, lingering so these messages get out). */
+static efps_status_t left_early(server_t *sv, worker_t *d, size_t p)
+{
+    uint64_t most = 0;
+    for (int r = 0; r < sv->M; r++)
+        if (has_slots(sv->by_rank[r]) && sv->by_rank[r]->got[p] > most)
+            most = sv->by_rank[r]->got[p];
+    char why[160];
+    snprintf(why, sizeof(why),
+             "left early: it finalized after %llu steps of part %zu, others went on to step %llu",
+             (unsigned long long)d->got[p], p, (unsigned long long)most);
+    efps_error("server %d: %s %s", sv->cfg.rank, wname(d), why);
+    tell_others(sv, d, why);
+    return EFPS_ERR_PEER;
+}
+
 static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
 {
     const uint32_t type = len >= 4 ? ps_get32(m) : 0;
@@ -474,7 +510,12 @@ static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t 
         w->state = W_DONE;
         sv->done++;
         ps_put32(reply, PS_MSG_BYE);
-        return efps_tp_msg_send(w->ep, reply, 4);
+        efps_status_t st = efps_tp_msg_send(w->ep, reply, 4);
+        for (size_t p = 0; st == EFPS_OK && p < sv->layout.nparts; p++)
+            for (int r = 0; r < sv->M; r++)
+                if (has_slots(sv->by_rank[r]) && sv->by_rank[r]->got[p] > w->got[p])
+                    return left_early(sv, w, p);
+        return st;
     }
     if (w->state == W_AUTH)
         return refuse(sv, w, "message type %u before authentication", type);
@@ -594,29 +635,27 @@ static efps_status_t on_push(server_t *sv, worker_t *w, uint32_t imm)
         efps_error("server %d: %s wrote part %zu out of turn", sv->cfg.rank, wname(w), p);
         return EFPS_ERR_PROTO;
     }
-    memcpy(&h, w->slots + sv->slot_off[p] + sv->layout.parts[p].payload, sizeof(h));
+    uint8_t *slot = w->slots + sv->slot_off[p];
+    const size_t payload = sv->layout.parts[p].payload;
+    memcpy(&h, slot + payload, sizeof(h));
     if (h.magic != PS_MAGIC || h.part != p || h.step != sp->step ||
-        h.payload != sv->layout.parts[p].payload || !(h.lr > 0.0f) || !isfinite(h.lr)) {
+        (h.payload != payload && h.payload != PS_SKIP_PAYLOAD) || !(h.lr > 0.0f) ||
+        !isfinite(h.lr)) {
         efps_error("server %d: %s: malformed push header for part %zu", sv->cfg.rank, wname(w), p);
         return EFPS_ERR_PROTO;
     }
+    if (h.payload == PS_SKIP_PAYLOAD)
+        memset(slot, 0, payload); /* a skip is a payload of zero bytes, by construction */
     w->got[p]++;
+    for (int r = 0; r < sv->M; r++) { /* a step that a worker gone already will never push */
+        worker_t *d = sv->by_rank[r];
+        if (has_slots(d) && (d->state == W_DONE || d->state == W_GONE) && d->got[p] < w->got[p])
+            return left_early(sv, d, p);
+    }
     if (++sp->count < sv->M)
         return EFPS_OK;
     /* The buffer of this parity was last used two steps ago: its writes must be done. */
     return sp->outstanding[sp->step & 1] == 0 ? reduce(sv, p) : EFPS_ERR_NO_RESOURCE;
-}
-
-/* This server stops because of `culprit`: every other worker is told why
- * (best effort; the linger after the error gives it time to go out), so each
- * names the culprit, not only "server disconnected". */
-static void tell_others(server_t *sv, const worker_t *culprit, const char *what)
-{
-    for (int r = 0; r < sv->M; r++) {
-        worker_t *o = sv->by_rank[r];
-        if (o != NULL && o != culprit && o->state >= W_AUTHED && o->state <= W_DONE)
-            ps_send_refuse(o->ep, "server %d stopped: %s %s", sv->cfg.rank, wname(culprit), what);
-    }
 }
 
 static efps_status_t on_cqe(server_t *sv, const efps_tp_cqe_t *c)
@@ -675,7 +714,8 @@ static efps_status_t retry_pending(server_t *sv)
     return EFPS_OK;
 }
 
-/* ---- the loop ----------------------------------------------------------------------------- */
+/* ---- the loop -----------------------------------------------------------------------------
+ */
 
 static efps_status_t turn(server_t *sv, bool *any_p)
 {

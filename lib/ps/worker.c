@@ -7,6 +7,8 @@
  * the pull arena: nothing is copied on the data path. */
 #include "ps_int.h"
 
+#include "lib/optim/optim_internal.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,7 +189,7 @@ efps_status_t efps_ps_init(const efps_ps_config_t *cfg, efps_ps_t **ps_p)
     }
     char who[32];
     snprintf(who, sizeof(who), "worker %d", ps->cfg.rank);
-    if (efps__ps_check_secret(&ps->cfg, who) != EFPS_OK)
+    if ((st = efps__ps_check_secret(&ps->cfg, who)) != EFPS_OK)
         goto err_free;
     efps_compressor_parse(ps->cfg.compressor, &ps->optim.compressor);
     ps->optim.block = (size_t)ps->cfg.block;
@@ -315,7 +317,13 @@ static efps_status_t wait_for(efps_ps_t *ps, bool (*done)(efps_ps_t *, size_t), 
             return st;
         if (any)
             last = now_ms();
-        else if (now_ms() - last > ps->cfg.timeout_ms) {
+        char why[512]; /* a server that stops the run says why (e.g. who left) */
+        for (int i = 0; !any && i < ps->nservers; i++)
+            if (server_reason(ps->srv[i].ep, why, sizeof(why))) {
+                efps_error("worker %d: %s: %s", ps->cfg.rank, efps_tp_ep_name(ps->srv[i].ep), why);
+                return fail(ps, EFPS_ERR_PEER);
+            }
+        if (!any && now_ms() - last > ps->cfg.timeout_ms) {
             efps_error("worker %d: %s: nothing from %s for %d ms", ps->cfg.rank, what,
                        efps_tp_ep_name(ps->srv[ps->layout.parts[arg].server].ep),
                        ps->cfg.timeout_ms);
@@ -427,15 +435,18 @@ static efps_status_t start(efps_ps_t *ps)
 
 /* ---- push and pull ------------------------------------------------------------- */
 
-static efps_status_t post_push(efps_ps_t *ps, size_t p)
+/* Writes part p's push from byte `from` on (0: all of it; its payload size:
+ * the header alone, as efps_ps_skip sends). */
+static efps_status_t post_push(efps_ps_t *ps, size_t p, size_t from)
 {
     const ps_part_t *part = &ps->layout.parts[p];
     server_link_t *s = &ps->srv[part->server];
     const uint32_t imm = ps_imm((uint32_t)p, ps->st[p].pushed);
     int64_t start_ms = now_ms();
     for (;;) {
-        efps_status_t st = efps_tp_write_imm(s->ep, ps->push_mr, ps->part_off[p], part->bytes,
-                                             &s->slot_rkey, ps->slot_off[p], imm, p);
+        efps_status_t st =
+            efps_tp_write_imm(s->ep, ps->push_mr, ps->part_off[p] + from, part->bytes - from,
+                              &s->slot_rkey, ps->slot_off[p] + from, imm, p);
         if (st == EFPS_OK)
             return st;
         if (st != EFPS_ERR_NO_RESOURCE) {
@@ -453,20 +464,54 @@ static efps_status_t post_push(efps_ps_t *ps, size_t p)
     }
 }
 
-efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float lr)
+/* Sends part p's push, or with skip its header alone, flagged: the server
+ * counts it as a payload of zero bytes. */
+static efps_status_t send_part(efps_ps_t *ps, size_t p, float lr, bool skip)
 {
-    if (ps == NULL || grad == NULL || !(lr > 0.0f) || !isfinite(lr))
+    part_state_t *s = &ps->st[p];
+    const ps_part_t *part = &ps->layout.parts[p];
+    uint8_t *buf = ps->push_arena + ps->part_off[p];
+    ps_msg_hdr_t h = {.magic = PS_MAGIC,
+                      .part = (uint32_t)p,
+                      .step = s->pushed,
+                      .lr = lr,
+                      .payload = skip ? PS_SKIP_PAYLOAD : (uint32_t)part->payload};
+    memcpy(buf + part->payload, &h, sizeof(h));
+    efps_status_t st = post_push(ps, p, skip ? part->payload : 0);
+    if (st != EFPS_OK)
+        return st;
+    s->inflight = true;
+    s->lr = lr;
+    s->pushed++;
+    ps->wire_bytes += skip ? PS_TRAILER : part->bytes;
+    ps->fp32_bytes += skip ? 0 : 4 * part->n;
+    return EFPS_OK;
+}
+
+/* What push and skip check first; the first of either starts the run. */
+static efps_status_t step_key(efps_ps_t *ps, uint32_t key, float lr, const char *what,
+                              const ps_key_t **k_p)
+{
+    if (ps == NULL || !(lr > 0.0f) || !isfinite(lr))
         return EFPS_ERR_INVALID;
     if (ps->failed != EFPS_OK)
         return ps->failed;
     efps_status_t st = ps->started ? EFPS_OK : start(ps);
-    const ps_key_t *k = ps_layout_find(&ps->layout, key);
     if (st != EFPS_OK)
         return st;
-    if (k == NULL) {
-        efps_error("push of undeclared key %u", key);
+    if ((*k_p = ps_layout_find(&ps->layout, key)) == NULL) {
+        efps_error("%s of undeclared key %u", what, key);
         return EFPS_ERR_INVALID;
     }
+    return EFPS_OK;
+}
+
+efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float lr)
+{
+    const ps_key_t *k = NULL;
+    efps_status_t st = grad == NULL ? EFPS_ERR_INVALID : step_key(ps, key, lr, "push", &k);
+    if (st != EFPS_OK)
+        return st;
     for (size_t p = k->first_part; p < k->first_part + k->nparts; p++) {
         part_state_t *s = &ps->st[p];
         if (s->applied != s->pushed) {
@@ -479,22 +524,39 @@ efps_status_t efps_ps_push(efps_ps_t *ps, uint32_t key, const float *grad, float
         uint8_t *buf = ps->push_arena + ps->part_off[p];
         st = efps_worker_opt_encode(s->opt, grad + part->off, lr, buf);
         if (st != EFPS_OK) {
-            efps_error("push of key %u: %s", key, efps_strerror(st));
-            return st; /* optimizer state untouched: the caller may skip this step */
-        }
-        ps_msg_hdr_t h = {.magic = PS_MAGIC,
-                          .part = (uint32_t)p,
-                          .step = s->pushed,
-                          .lr = lr,
-                          .payload = (uint32_t)part->payload};
-        memcpy(buf + part->payload, &h, sizeof(h));
-        if ((st = post_push(ps, p)) != EFPS_OK)
+            /* This part's optimizer state is untouched. The others must not
+             * wait for it: the caller now calls efps_ps_skip for this key. */
+            efps_error("push of key %u: %s (call efps_ps_skip for it)", key, efps_strerror(st));
             return st;
-        s->inflight = true;
-        s->lr = lr;
-        s->pushed++;
-        ps->wire_bytes += part->bytes;
-        ps->fp32_bytes += 4 * part->n;
+        }
+        if ((st = send_part(ps, p, lr, false)) != EFPS_OK)
+            return st;
+    }
+    return EFPS_OK;
+}
+
+efps_status_t efps_ps_skip(efps_ps_t *ps, uint32_t key, float lr)
+{
+    const ps_key_t *k = NULL;
+    efps_status_t st = step_key(ps, key, lr, "skip", &k);
+    if (st != EFPS_OK)
+        return st;
+    size_t skipped = 0;
+    for (size_t p = k->first_part; p < k->first_part + k->nparts; p++) {
+        part_state_t *s = &ps->st[p];
+        if (s->applied != s->pushed)
+            continue; /* pushed at this step before a later part failed */
+        if ((st = wait_for(ps, push_done, p, "previous push")) != EFPS_OK)
+            return st;
+        if ((st = efps__worker_opt_skip(s->opt, lr)) != EFPS_OK)
+            return st;
+        if ((st = send_part(ps, p, lr, true)) != EFPS_OK)
+            return st;
+        skipped++;
+    }
+    if (skipped == 0) {
+        efps_error("skip of key %u: it was pushed at this step already", key);
+        return EFPS_ERR_STATE;
     }
     return EFPS_OK;
 }

@@ -16,6 +16,7 @@ typedef struct {
     size_t dim;
     uint64_t seed;
     float lr;
+    int skip[2], zero[2], leave[2]; /* rank:step, -1: none */
     const char *out;
     efps_ps_config_t ps;
 } opts_t;
@@ -25,9 +26,13 @@ static void usage(FILE *f)
     fprintf(f, "usage: ps_lsq --out FILE [--sim --workers M] [--steps N] [--dim D] [--keys K]\n"
                "              [--seed S] [--lr LR] [--momentum MU] [--nesterov] [--wd WD]\n"
                "              [--compressor C] [--block B] [--sleep-ms MS]\n"
+               "              [--skip R:T] [--zero R:T] [--leave R:N]\n"
                "A worker of a least-squares run over efps servers (EFPS_* variables or a\n"
                "launcher give rank, workers and servers), or with --sim the same run in\n"
-               "efps_sim. Writes the final parameters (raw float32) to FILE.\n");
+               "efps_sim. Writes the final parameters (raw float32) to FILE.\n"
+               "--skip R:T: worker R skips every key at step T (efps_ps_skip); --zero R:T:\n"
+               "worker R pushes a zero gradient then; --leave R:N: worker R finalizes\n"
+               "after N steps, while the others go on.\n");
 }
 
 /* lr of step t: halves half way, so the error re-scaling is exercised. */
@@ -87,10 +92,16 @@ static int run_worker(const opts_t *o, efps_sim_problem_t *prob)
         st = efps_ps_declare(ps, (uint32_t)(100 + k),
                              per * (size_t)(k + 1) <= o->dim ? per : o->dim - per * (size_t)k);
     for (int t = 0; t < o->steps && st == EFPS_OK; t++) {
+        if (rank == o->leave[0] && t == o->leave[1])
+            break;
         const uint64_t seed = efps_sim_sample_seed(o->seed, rank, (uint64_t)t);
         st = efps_sim_problem_grad(rank, (uint64_t)t, seed, x, g, prob);
+        if (rank == o->zero[0] && t == o->zero[1])
+            memset(g, 0, o->dim * sizeof(float));
+        const int skip = rank == o->skip[0] && t == o->skip[1];
         for (int k = o->keys - 1; k >= 0 && st == EFPS_OK; k--)
-            st = efps_ps_push(ps, (uint32_t)(100 + k), g + per * (size_t)k, lr_at(o, t));
+            st = skip ? efps_ps_skip(ps, (uint32_t)(100 + k), lr_at(o, t))
+                      : efps_ps_push(ps, (uint32_t)(100 + k), g + per * (size_t)k, lr_at(o, t));
         for (int k = 0; k < o->keys && st == EFPS_OK; k++)
             st = efps_ps_pull(ps, (uint32_t)(100 + k), x + per * (size_t)k);
         if (o->sleep_ms > 0)
@@ -111,15 +122,33 @@ static int run_worker(const opts_t *o, efps_sim_problem_t *prob)
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {{"out", 1, 0, 'o'},      {"sim", 0, 0, 'S'},
-                                       {"workers", 1, 0, 'w'},  {"steps", 1, 0, 'n'},
-                                       {"dim", 1, 0, 'd'},      {"keys", 1, 0, 'k'},
-                                       {"seed", 1, 0, 's'},     {"lr", 1, 0, 'l'},
-                                       {"momentum", 1, 0, 'm'}, {"nesterov", 0, 0, 'N'},
-                                       {"wd", 1, 0, 'W'},       {"compressor", 1, 0, 'c'},
-                                       {"block", 1, 0, 'b'},    {"sleep-ms", 1, 0, 'z'},
-                                       {"help", 0, 0, 'h'},     {0, 0, 0, 0}};
-    opts_t o = {.steps = 50, .keys = 4, .dim = 4096, .seed = 7, .lr = 0.05f};
+    static const struct option lo[] = {{"out", 1, 0, 'o'},
+                                       {"sim", 0, 0, 'S'},
+                                       {"workers", 1, 0, 'w'},
+                                       {"steps", 1, 0, 'n'},
+                                       {"dim", 1, 0, 'd'},
+                                       {"keys", 1, 0, 'k'},
+                                       {"seed", 1, 0, 's'},
+                                       {"lr", 1, 0, 'l'},
+                                       {"momentum", 1, 0, 'm'},
+                                       {"nesterov", 0, 0, 'N'},
+                                       {"wd", 1, 0, 'W'},
+                                       {"compressor", 1, 0, 'c'},
+                                       {"block", 1, 0, 'b'},
+                                       {"sleep-ms", 1, 0, 'z'},
+                                       {"skip", 1, 0, 'K'},
+                                       {"zero", 1, 0, 'Z'},
+                                       {"leave", 1, 0, 'L'},
+                                       {"help", 0, 0, 'h'},
+                                       {0, 0, 0, 0}};
+    opts_t o = {.steps = 50,
+                .keys = 4,
+                .dim = 4096,
+                .seed = 7,
+                .lr = 0.05f,
+                .skip = {-1, -1},
+                .zero = {-1, -1},
+                .leave = {-1, -1}};
     efps_ps_config_init(&o.ps);
     o.ps.momentum = 0.9f;
     o.ps.compressor = "blocksign";
@@ -169,6 +198,16 @@ int main(int argc, char **argv)
         case 'z':
             o.sleep_ms = atoi(optarg);
             break;
+        case 'K':
+        case 'Z':
+        case 'L': {
+            int *rt = c == 'K' ? o.skip : c == 'Z' ? o.zero : o.leave;
+            if (sscanf(optarg, "%d:%d", &rt[0], &rt[1]) != 2) {
+                usage(stderr);
+                return 2;
+            }
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;
