@@ -69,8 +69,16 @@ void check(benchmark::State &st, efps_status_t s)
 // The reference is built for the best ISA this CPU runs (target_clones), so at
 // cache-resident sizes it is not held back by SSE2 code (O3 + restrict: GCC
 // vectorises it without alias checks); noinline so the
-// compiler cannot fuse it with the timing loop.
-__attribute__((noinline, optimize("O3"), target_clones("avx512f", "avx2", "default"))) void
+// compiler cannot fuse it with the timing loop. clang has no optimize
+// attribute and refuses noinline next to target_clones (whose dispatch
+// through an ifunc is never inlined anyway).
+#ifdef __clang__
+#define REFERENCE_ATTRS __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define REFERENCE_ATTRS                                                                            \
+    __attribute__((noinline, optimize("O3"), target_clones("avx512f", "avx2", "default")))
+#endif
+REFERENCE_ATTRS void
 add_arrays(const float *__restrict a, const float *__restrict b, float *__restrict c, size_t n)
 {
     for (size_t i = 0; i < n; i++)

@@ -255,7 +255,7 @@ efps_status_t efps__verbs_check_id(verbs_ctx_t *ctx, struct rdma_cm_id *id, cons
                    what, ibv_get_device_name(id->verbs->device), ctx->dev_name);
         return EFPS_ERR_INVALID;
     }
-    struct ibv_gid_entry entry;
+    struct ibv_gid_entry entry = {0}; /* gcc -Os cannot see that find_gid fills it */
     if (!find_gid(ctx, id->port_num, &id->route.addr.addr.ibaddr.sgid, &entry)) {
         efps_debug("verbs: %s: %s port %u, source GID not in the table", what, ctx->dev_name,
                    id->port_num);
