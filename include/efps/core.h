@@ -53,8 +53,9 @@ EFPS_API const char *efps_version(void);
 EFPS_API unsigned efps_version_number(void);
 
 /* ---- logging ------------------------------------------------------------
- * Leveled, to stderr, one line per call (safe from several threads). The
- * level comes from EFPS_LOG=error|warn|info|debug|trace (default warn). */
+ * Leveled, one line per call (safe from several threads), to stderr or to
+ * the program's handler. The level comes from EFPS_LOG=error|warn|info|
+ * debug|trace (default warn) or efps_log_set_level. */
 typedef enum {
     EFPS_LOG_ERROR = 0,
     EFPS_LOG_WARN = 1,
@@ -63,16 +64,33 @@ typedef enum {
     EFPS_LOG_TRACE = 4,
 } efps_log_level_t;
 
-EFPS_API extern int efps_log_level_current;
+/* Re-reads EFPS_LOG (done once at load time). */
 EFPS_API void efps_log_init(void);
 EFPS_API void efps_log_set_level(efps_log_level_t level);
+EFPS_API efps_log_level_t efps_log_level(void);
+/* Receives every line that is logged instead of stderr: its level and the
+ * text ("file.c:123: what failed and with whom", no newline), valid during
+ * the call. Called from whichever thread logs, possibly several at once; it
+ * must not call efps functions that could log. fn NULL: back to stderr. A
+ * line logged while the handler is being changed may still reach the
+ * previous one. */
+typedef void (*efps_log_handler_t)(efps_log_level_t level, const char *line, void *arg);
+EFPS_API void efps_log_set_handler(efps_log_handler_t fn, void *arg);
 EFPS_API void efps_log_write(efps_log_level_t level, const char *file, int line, const char *fmt,
                              ...) __attribute__((format(printf, 4, 5)));
 
-/* Free when the level is off: the arguments are not even evaluated. */
+/* Free when the level is off: the arguments are not even evaluated. Inside
+ * the library the level is a hidden variable (one load and compare); a
+ * program's own use of the macros asks efps_log_level(). */
+#ifdef EFPS_BUILDING_LIBRARY
+extern int efps__log_level __attribute__((visibility("hidden")));
+#define EFPS_LOG_ENABLED(level) ((int)(level) <= efps__log_level)
+#else
+#define EFPS_LOG_ENABLED(level) ((int)(level) <= (int)efps_log_level())
+#endif
 #define EFPS_LOG(level, ...)                                                                       \
     do {                                                                                           \
-        if ((int)(level) <= efps_log_level_current)                                                \
+        if (EFPS_LOG_ENABLED(level))                                                               \
             efps_log_write((level), __FILE__, __LINE__, __VA_ARGS__);                              \
     } while (0)
 #define efps_error(...) EFPS_LOG(EFPS_LOG_ERROR, __VA_ARGS__)

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "efps/core.h"
+#include "efps/optim.h"
 #include "unit_child.h"
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
@@ -248,7 +249,7 @@ static void test_config_get(void **state)
 static int check_env_captured(char **log_p)
 {
     capture_t c;
-    const int saved_level = efps_log_level_current;
+    const int saved_level = (int)efps_log_level();
     efps_log_set_level(EFPS_LOG_WARN);
     capture_begin(&c);
     const int unknown = efps_config_check_env();
@@ -307,12 +308,12 @@ static int side_effect(void)
 static void test_log_levels(void **state)
 {
     (void)state;
-    const int saved = efps_log_level_current;
+    const int saved = (int)efps_log_level();
     capture_t c;
     char *log;
 
     efps_log_set_level(EFPS_LOG_ERROR);
-    assert_int_equal(efps_log_level_current, EFPS_LOG_ERROR);
+    assert_int_equal((int)efps_log_level(), EFPS_LOG_ERROR);
     evaluated = 0;
     capture_begin(&c);
     efps_warn("hidden %d", side_effect());
@@ -353,17 +354,66 @@ static void test_log_levels(void **state)
     efps_log_set_level((efps_log_level_t)saved);
 }
 
+typedef struct {
+    int calls;
+    efps_log_level_t level;
+    char line[1100];
+} got_t;
+
+static void on_line(efps_log_level_t level, const char *line, void *arg)
+{
+    got_t *g = arg;
+    g->calls++;
+    g->level = level;
+    snprintf(g->line, sizeof(g->line), "%s", line);
+}
+
+/* A program's handler gets each enabled line (level, "file:line: text"),
+ * and stderr none of them; NULL gives stderr back. */
+static void test_log_handler(void **state)
+{
+    (void)state;
+    const efps_log_level_t saved = efps_log_level();
+    efps_log_set_level(EFPS_LOG_WARN);
+    got_t g = {0};
+    capture_t c;
+    efps_log_set_handler(on_line, &g);
+    capture_begin(&c);
+    efps_warn("to the handler %d", 42);
+    efps_info("below the level %d", side_effect());
+    char *log = capture_end(&c);
+    assert_string_equal(log, "");
+    free(log);
+    assert_int_equal(g.calls, 1);
+    assert_int_equal(g.level, EFPS_LOG_WARN);
+    assert_non_null(strstr(g.line, "test_core.c:"));
+    assert_non_null(strstr(g.line, ": to the handler 42"));
+    assert_null(strchr(g.line, '\n'));
+    /* The library's own lines go there too. */
+    const efps_optim_config_t bad = {.momentum = 2.0f};
+    assert_int_equal(efps_optim_config_check(&bad), EFPS_ERR_INVALID);
+    assert_int_equal(g.calls, 2);
+    assert_int_equal(g.level, EFPS_LOG_ERROR);
+    efps_log_set_handler(NULL, NULL);
+    capture_begin(&c);
+    efps_warn("back to stderr");
+    log = capture_end(&c);
+    assert_non_null(strstr(log, "back to stderr\n"));
+    free(log);
+    efps_log_set_level(saved);
+}
+
 /* efps_log_init re-reads EFPS_LOG. */
 static void test_log_init(void **state)
 {
     (void)state;
-    const int saved = efps_log_level_current;
+    const int saved = (int)efps_log_level();
     const char *names[] = {"error", "warn", "info", "debug", "trace"};
     for (int lvl = 0; lvl < (int)COUNT(names); lvl++) {
         efps_log_set_level(lvl == 0 ? EFPS_LOG_TRACE : EFPS_LOG_ERROR);
         setenv("EFPS_LOG", names[lvl], 1);
         efps_log_init();
-        assert_int_equal(efps_log_level_current, lvl);
+        assert_int_equal((int)efps_log_level(), lvl);
     }
     /* A bad value is reported and does not change the level. */
     efps_log_set_level(EFPS_LOG_WARN);
@@ -372,7 +422,7 @@ static void test_log_init(void **state)
     capture_begin(&c);
     efps_log_init();
     char *log = capture_end(&c);
-    assert_int_equal(efps_log_level_current, EFPS_LOG_WARN);
+    assert_int_equal((int)efps_log_level(), EFPS_LOG_WARN);
     assert_non_null(strstr(log, "EFPS_LOG='verbose'"));
     free(log);
     unsetenv("EFPS_LOG");
@@ -405,13 +455,14 @@ int main(int argc, char **argv)
 {
     /* Child of test_log_env_child: report the level chosen at load time. */
     if (argc == 3 && strcmp(argv[1], "--child") == 0)
-        return strcmp(argv[2], "log-level") == 0 ? 10 + efps_log_level_current : 2;
+        return strcmp(argv[2], "log-level") == 0 ? 10 + (int)efps_log_level() : 2;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_status_names),     cmocka_unit_test(test_aligned_alloc),
         cmocka_unit_test(test_simd_parse),       cmocka_unit_test(test_cpu_features),
         cmocka_unit_test(test_config_table),     cmocka_unit_test(test_config_get),
         cmocka_unit_test(test_config_check_env), cmocka_unit_test(test_log_levels),
-        cmocka_unit_test(test_log_init),         cmocka_unit_test(test_log_env_child),
+        cmocka_unit_test(test_log_init),         cmocka_unit_test(test_log_handler),
+        cmocka_unit_test(test_log_env_child),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
