@@ -693,7 +693,7 @@ void tpc_test_reject_and_timeouts(void **state)
      * info (a retrying caller expects it), not as an error. */
     efps_tp_listener_destroy(l);
     t0 = now_ms();
-    int level = efps_log_level_current;
+    int level = (int)efps_log_level();
     efps_log_set_level(EFPS_LOG_WARN);
     capture_start();
     assert_int_equal(efps_tp_connect(cli, addr, NULL, &ep), EFPS_ERR_PEER);
