@@ -12,7 +12,10 @@ if (term eq 'pngcairo') {
 }
 set output dir.'/torch_compare.png'
 set datafile separator ','
-set key top left
+# room above the curves for the legend
+set key top left maxrows 4
+set yrange [0:110]
+set ytics 0,10,100
 set grid
 set multiplot layout 1,3 title 'train\_resnet.py, 4 workers on 2 cores: efps vs torch DDP (gloo)'
 set ylabel 'test accuracy (%)'
