@@ -67,8 +67,12 @@ int ps_count_servers(const char *list)
 void ps_server_entry(const char *list, int i, char *buf, size_t cap)
 {
     const char *p = list;
-    for (int k = 0; k < i; k++)
-        p = strchr(p, ',') + 1;
+    for (int k = 0; k < i && p != NULL; k++) {
+        p = strchr(p, ',');
+        p = p != NULL ? p + 1 : NULL;
+    }
+    if (p == NULL)
+        p = ""; /* past the last entry: empty, which every caller refuses */
     size_t len = strcspn(p, ",");
     if (len >= cap)
         len = cap - 1;

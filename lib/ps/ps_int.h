@@ -15,7 +15,8 @@
 
 /* ---- the server list (EFPS_SERVERS) ---------------------------------------- */
 int ps_count_servers(const char *list);
-/* Entry i ("host:port") of the comma-separated list, into buf (cut to cap-1). */
+/* Entry i ("host:port") of the comma-separated list, into buf (cut to cap-1;
+ * empty when the list has no entry i). */
 void ps_server_entry(const char *list, int i, char *buf, size_t cap);
 
 /* ---- configuration (config.c) ------------------------------------------------ */

@@ -152,6 +152,8 @@ static void test_server_list(void **state)
     assert_string_equal(buf, "[::1]:3");
     ps_server_entry("a:1,bbbbbbbbbb:2", 1, buf, 5);
     assert_string_equal(buf, "bbbb"); /* cut, still terminated */
+    ps_server_entry("a:1,b:2", 5, buf, sizeof(buf));
+    assert_string_equal(buf, ""); /* past the last entry: empty, not a NULL dereference */
 }
 
 /* Keys 7 (25000 elements), 9 (n9) with the run's block 100, then 5 (40
