@@ -6,9 +6,9 @@ Same run, same machine, alternated R times (medians):
   python  the same round trip from Python through efps.PS (ctypes), one
           efps-server, the key's memory a torch tensor's data_ptr();
   calls   the CPU cost of one call through ctypes alone and through efps's
-          wrapper (with and without capturing efps's stderr log), on a
-          call that returns at once: what the binding adds to each push and
-          pull, measured in process time so that waiting for a loaded
+          wrapper (_lib.call: status check; and when it raises efps.Error),
+          on a call that returns at once: what the binding adds to each
+          push and pull, measured in process time so that waiting for a loaded
           machine's cores does not count.
 
 usage: /usr/bin/python3 bindings/python/bench/ctypes_overhead.py [--iters N] [--rounds R] [--bytes B]
@@ -84,16 +84,26 @@ def cpu_us(fn, iters):
 def binding_costs(iters):
     """efps_ps_push(NULL, ...) returns at once (EFPS_ERR_INVALID, nothing
     logged): the cost of the call itself, bare ctypes vs efps's wrapper
-    (argument conversion, status check, fd-2 log capture)."""
+    (argument conversion, status check; efps's log arrives through
+    efps_log_set_handler, which costs nothing on a call that logs nothing)."""
     bare = cpu_us(lambda: _lib.ps_push(None, 0, None, 0.1), iters)
-    wrapped = cpu_us(lambda: _lib._invoke(_lib.ps_push, None, 0, None, 0.1), iters)
-    saved, _lib._stderr = _lib._stderr, None
-    try:
-        nocap = cpu_us(lambda: _lib._invoke(_lib.ps_push, None, 0, None, 0.1), iters)
-    finally:
-        _lib._stderr = saved
-    return bare, wrapped, nocap
 
+    # The path of every push and pull that works: _lib.OK pointed at the
+    # status this call returns, so that the wrapper takes its success path.
+    st = _lib.ps_push(None, 0, None, 0.1)
+    saved, _lib.OK = _lib.OK, st
+    try:
+        wrapped = cpu_us(lambda: _lib.call(_lib.ps_push, "push", None, 0, None, 0.1), iters)
+    finally:
+        _lib.OK = saved
+
+    def failing_call():
+        try:
+            _lib.call(_lib.ps_push, "push", None, 0, None, 0.1)
+        except _lib.Error:
+            pass
+    failing = cpu_us(failing_call, iters)
+    return bare, wrapped, failing
 
 def main():
     ap = argparse.ArgumentParser()
@@ -108,15 +118,15 @@ def main():
         py.append(py_round_trip_us(a.bytes, a.iters, env))
         costs.append(binding_costs(50000))
     mc, mp = statistics.median(c), statistics.median(py)
-    bare, wrapped, nocap = (statistics.median(x) for x in zip(*costs))
+    bare, wrapped, failing = (statistics.median(x) for x in zip(*costs))
     print("libefps: %s (%s)" % (efps.library_path(), efps.library_origin()))
     print("push+pull of %d bytes, medians of %d rounds x %d iterations:" %
           (a.bytes, a.rounds, a.iters))
     print("  round trip, wall:  C (efps-perf) %.1f us, Python %.1f us (%.2fx)" % (mc, mp, mp / mc))
     print("per call, CPU time (efps_ps_push returning at once):")
     print("  bare ctypes call                 %6.2f us" % bare)
-    print("  efps wrapper, fd-2 log capture   %6.2f us" % wrapped)
-    print("  efps wrapper, no capture         %6.2f us" % nocap)
+    print("  efps wrapper (_lib.call)         %6.2f us" % wrapped)
+    print("  efps wrapper raising efps.Error  %6.2f us" % failing)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,15 @@ and `efps.library_path()` / `efps.library_origin()` say which and why):
   3. the install prefix: ctypes.util.find_library("efps") (ldconfig's cache,
      LD_LIBRARY_PATH), e.g. /usr/local/lib/libefps.so.0.
 """
+import atexit
 import collections
 import ctypes
 import ctypes.util
+import itertools
+import logging
 import os
-import sys
 import threading
+import time
 
 _PKG = os.path.dirname(os.path.abspath(__file__))
 _BUILD_TREE = os.path.normpath(os.path.join(_PKG, "..", "..", "..", "build", "libefps.so"))
@@ -28,8 +31,9 @@ class Error(RuntimeError):
 
     status: the efps_status_t value (negative); name: its symbolic name
     ("EFPS_ERR_PEER"); what: the call and its subject; log: the error lines
-    efps logged during the call (what failed and with whom), captured from
-    its stderr (and still shown there).
+    efps logged during the call (what failed and with whom), received through
+    efps_log_set_handler (and still shown on stderr, or given to the "efps"
+    logger when logging is configured).
     """
 
     def __init__(self, status, what, log=()):
@@ -138,12 +142,12 @@ ROLE_WORKER = 1
 COMPRESSORS = {"none": 0, "sign": 1, "blocksign": 2}
 
 
-def _proto(name, restype, *argtypes, optional=False):
+def _proto(name, restype, *argtypes):
     fn = getattr(lib, name, None)
     if fn is None:
-        if optional:
-            return None
-        raise LibraryNotFound("efps: %s (%s) has no %s: too old a libefps" % (_path, _origin, name))
+        raise LibraryNotFound("efps: %s (%s) has no %s: it is not the libefps this package "
+                              "belongs to (rebuild it, or point EFPS_LIBRARY at the right one)" %
+                              (_path, _origin, name))
     fn.restype = restype
     fn.argtypes = list(argtypes)
     return fn
@@ -152,13 +156,7 @@ def _proto(name, restype, *argtypes, optional=False):
 strerror_c = _proto("efps_strerror", c_char_p, c_int)
 status_name_c = _proto("efps_status_name", c_char_p, c_int)
 ps_config_init = _proto("efps_ps_config_init", None, POINTER(PsConfig))
-# efps_ps_init(cfg, &ps) returns a status (the creators' convention); older
-# libraries returned the pointer. Told apart by a symbol of the same change.
-NEW_CREATORS = getattr(lib, "efps_server_create", None) is not None
-if NEW_CREATORS:
-    ps_init_c = _proto("efps_ps_init", c_int, POINTER(PsConfig), POINTER(c_void_p))
-else:
-    ps_init_c = _proto("efps_ps_init", c_void_p, POINTER(PsConfig))
+ps_init_c = _proto("efps_ps_init", c_int, POINTER(PsConfig), POINTER(c_void_p))
 ps_declare_block = _proto("efps_ps_declare_block", c_int, c_void_p, c_u32, c_size, c_size)
 ps_push = _proto("efps_ps_push", c_int, c_void_p, c_u32, c_void_p, c_float)
 ps_pull = _proto("efps_ps_pull", c_int, c_void_p, c_u32, c_void_p)
@@ -166,25 +164,19 @@ ps_finalize = _proto("efps_ps_finalize", c_int, c_void_p)
 ps_traffic = _proto("efps_ps_traffic", None, c_void_p, POINTER(c_u64), POINTER(c_u64))
 ps_rank = _proto("efps_ps_rank", c_int, c_void_p)
 ps_num_workers = _proto("efps_ps_num_workers", c_int, c_void_p)
-ps_skip = _proto("efps_ps_skip", c_int, c_void_p, c_u32, c_float, optional=True)
-ps_save = _proto("efps_ps_save", c_int, c_void_p, c_char_p, optional=True)
-ps_load = _proto("efps_ps_load", c_int, c_void_p, c_char_p, optional=True)
-ps_key_stats = _proto("efps_ps_key_stats", c_int, c_void_p, c_u32, POINTER(KeyStats),
-                      optional=True)
+ps_skip = _proto("efps_ps_skip", c_int, c_void_p, c_u32, c_float)
+ps_save = _proto("efps_ps_save", c_int, c_void_p, c_char_p)
+ps_load = _proto("efps_ps_load", c_int, c_void_p, c_char_p)
+ps_key_stats = _proto("efps_ps_key_stats", c_int, c_void_p, c_u32, POINTER(KeyStats))
 ps_server_residuals = _proto("efps_ps_server_residuals", c_int, c_void_p, POINTER(c_u32), c_size,
-                             POINTER(ctypes.c_double), optional=True)
+                             POINTER(ctypes.c_double))
 encoded_size = _proto("efps_encoded_size", c_size, POINTER(OptimConfig), c_size)
 
 # The optimizer objects, for tests that run the C path directly.
-if NEW_CREATORS:
-    worker_opt_create_c = _proto("efps_worker_opt_create", c_int, POINTER(OptimConfig), c_size,
-                                 POINTER(c_void_p))
-    server_opt_create_c = _proto("efps_server_opt_create", c_int, POINTER(OptimConfig), c_size,
-                                 c_int, POINTER(c_void_p))
-else:
-    worker_opt_create_c = _proto("efps_worker_opt_create", c_void_p, POINTER(OptimConfig), c_size)
-    server_opt_create_c = _proto("efps_server_opt_create", c_void_p, POINTER(OptimConfig), c_size,
-                                 c_int)
+worker_opt_create_c = _proto("efps_worker_opt_create", c_int, POINTER(OptimConfig), c_size,
+                             POINTER(c_void_p))
+server_opt_create_c = _proto("efps_server_opt_create", c_int, POINTER(OptimConfig), c_size, c_int,
+                             POINTER(c_void_p))
 worker_opt_destroy = _proto("efps_worker_opt_destroy", None, c_void_p)
 worker_opt_encode = _proto("efps_worker_opt_encode", c_int, c_void_p, c_void_p, c_float, c_void_p)
 worker_opt_apply = _proto("efps_worker_opt_apply", c_int, c_void_p, c_void_p, c_float, c_void_p)
@@ -193,6 +185,8 @@ server_opt_reduce = _proto("efps_server_opt_reduce", c_int, c_void_p, POINTER(c_
                            c_void_p)
 aligned_alloc = _proto("efps_aligned_calloc", c_void_p, c_size)
 aligned_free = _proto("efps_aligned_free", None, c_void_p)
+LOG_HANDLER_T = ctypes.CFUNCTYPE(None, c_int, c_char_p, c_void_p)
+log_set_handler = _proto("efps_log_set_handler", None, LOG_HANDLER_T, c_void_p)
 
 
 def strerror(status):
@@ -203,100 +197,89 @@ def status_name(status):
     return status_name_c(int(status)).decode()
 
 
-# ---- efps's log: captured per thread for the exceptions ---------------------------
-# efps writes its log to stderr (fd 2). efps_log_set_handler (planned in
-# include/efps/core.h, not there yet) will replace the capture below; it is
-# not called on a guessed prototype, which would crash on a different one.
+# ---- efps's log: through efps_log_set_handler -----------------------------------
+# Every line efps logs comes to _on_line, on the thread that logs it: the
+# caller's (inside a call below) or one of efps's own (the transports'
+# progress threads). Some lines are logged with a transport's lock held
+# (lib/core/log.c calls the handler outside its own lock, but e.g.
+# transport/tcp/tcp_conn.c and tcp_mr.c log under ctx->base.lock), and a ctypes
+# callback first takes the GIL. That cannot deadlock: every efps call here goes
+# through ctypes.CDLL, which releases the GIL for the call, so no Python thread
+# waits for an efps lock while holding the GIL. It can delay the thread that
+# logs until the GIL is free, so _on_line does little: keep the line for the
+# calling thread's exception and hand it on (one write to fd 2 as efps itself
+# did, or the "efps" logger when the program has configured logging).
 _tls = threading.local()
-_recent = collections.deque(maxlen=32)  # the last error lines, of any thread
-LOG_CAPTURED = False
+_logger = logging.getLogger("efps")
+_LEVEL_NAMES = ("error", "warn", "info", "debug", "trace")
+_PY_LEVELS = (logging.ERROR, logging.WARNING, logging.INFO, logging.DEBUG, 5)
+# Lines of threads that are not inside a call (efps's progress threads):
+# (sequence number, message), so that a failed call also gets those logged
+# while it ran (a peer failure is seen, and logged, by the progress thread).
+_background = collections.deque(maxlen=64)
+_seq = itertools.count(1)
+_last_seq = 0
 
 
-class _Stderr:
-    """Without efps_log_set_handler, efps writes its log to file descriptor 2:
-    for the duration of a call, fd 2 is pointed at a scratch file, whose
-    content is then written to the real stderr and its error lines kept for
-    the exception. A few microseconds per call (see bindings/python/bench)."""
-
-    def __init__(self):
-        self.lock = threading.RLock()
-        self.scratch = None
-
-    def __enter__(self):
-        self.lock.acquire()
-        if self.scratch is None:
-            import tempfile
-            self.scratch = tempfile.TemporaryFile()
-        try:
-            sys.stderr.flush()
-        except Exception:
-            pass
-        self.saved = os.dup(2)
-        os.dup2(self.scratch.fileno(), 2)
-        return self
-
-    def __exit__(self, *exc):
-        fd = self.scratch.fileno()
-        try:
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-            size = os.lseek(fd, 0, os.SEEK_END)
-            data = os.pread(fd, size, 0) if size else b""
-            if size:
-                os.ftruncate(fd, 0)
-                os.write(2, data)
-        finally:
-            self.lock.release()
-        buf = getattr(_tls, "lines", None)
-        for line in data.decode(errors="replace").splitlines():
-            # "[time] efps <pid> error <file>:<line>: <message>"
-            parts = line.split(" ", 4)
-            if len(parts) == 5 and parts[1] == "efps" and parts[3] in ("error", "warn"):
-                msg = parts[4].split(": ", 1)[-1]
-                _recent.append(msg)
-                if buf is not None:
-                    buf.append(msg)
+def _forward(level, text):
+    if _logger.hasHandlers():
+        _logger.log(_PY_LEVELS[level], "%s", text)
+        return
+    now = time.time()
+    os.write(2, ("[%d.%06d] efps %d %s %s\n" % (int(now), int(now * 1e6) % 1000000, os.getpid(),
+                                                 _LEVEL_NAMES[level], text)).encode(
+                                                     errors="replace"))
 
 
-_stderr = _Stderr()
-
-
-def _invoke(fn, *args):
-    """fn(*args) and the error lines efps logged meanwhile."""
-    _tls.lines = []
+def _on_line(level, line, _arg):
+    global _last_seq
     try:
-        if _stderr is None:
-            r = fn(*args)
-        else:
-            with _stderr:
-                r = fn(*args)
-    finally:
-        lines, _tls.lines = _tls.lines, None
-    return r, lines
+        level = min(max(int(level), 0), len(_LEVEL_NAMES) - 1)
+        text = line.decode(errors="replace")
+        if level <= 1:  # error and warn lines say what failed and with whom
+            msg = text.split(": ", 1)[-1]  # without "file.c:123: "
+            buf = getattr(_tls, "lines", None)
+            if buf is not None:
+                buf.append(msg)
+            else:
+                _last_seq = next(_seq)
+                _background.append((_last_seq, msg))
+        _forward(level, text)
+    except BaseException:  # nothing may propagate into C; a lost log line is the lesser harm
+        pass
+
+
+# Kept referenced for the life of the process: efps calls it from its threads
+# until the handler is removed, and even a moment after (core.h).
+_handler = LOG_HANDLER_T(_on_line)
+log_set_handler(_handler, None)
+
+
+@atexit.register
+def _unhook():
+    # Before the interpreter goes away: an efps thread that logs later
+    # writes to stderr itself instead of waiting for a GIL that is gone.
+    log_set_handler(LOG_HANDLER_T(), None)  # NULL: stderr again
 
 
 def call(fn, what, *args):
     """Calls fn(*args), a function returning efps_status_t; raises Error on failure
-    with the error lines efps logged meanwhile."""
-    st, lines = _invoke(fn, *args)
+    with the error lines efps logged meanwhile (on this thread, and on efps's
+    own threads)."""
+    since = _last_seq
+    _tls.lines = []
+    try:
+        st = fn(*args)
+    finally:
+        lines, _tls.lines = _tls.lines, None
     if st != OK:
+        lines += [m for s, m in list(_background) if s > since]
         raise Error(st, what, lines)
     return st
 
 
-def call_ptr(fn, what, *args):
-    """A call of the old creators returning a pointer, NULL on failure."""
-    p, lines = _invoke(fn, *args)
-    if not p:
-        raise Error(-1, what, lines)  # EFPS_ERR_INVALID: the old API gave no status
-    return ctypes.c_void_p(p)
-
-
-def create(new_fn, what, *args):
-    """A creator: new style efps_xxx_create(args..., &obj) -> status, or old
-    style returning NULL on failure. Returns the object pointer."""
-    if not NEW_CREATORS:
-        return call_ptr(new_fn, what, *args)
+def create(fn, what, *args):
+    """A creator, efps_xxx(args..., &obj) -> status: the object pointer."""
     out = c_void_p()
-    call(new_fn, what, *args, ctypes.byref(out))
+    call(fn, what, *args, ctypes.byref(out))
     return out

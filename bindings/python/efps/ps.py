@@ -51,36 +51,25 @@ class PS:
         call(_lib.ps_push, "push key %d" % key, self._check(), key, grad_ptr, lr)
 
     def skip(self, key, lr):
-        if _lib.ps_skip is None:
-            raise NotImplementedError("this libefps has no efps_ps_skip (a NaN gradient cannot "
-                                      "be skipped yet)")
         call(_lib.ps_skip, "skip key %d" % key, self._check(), key, lr)
 
     def pull(self, key, x_ptr):
         call(_lib.ps_pull, "pull key %d" % key, self._check(), key, x_ptr)
 
     def save(self, path):
-        if _lib.ps_save is None:
-            raise NotImplementedError("this libefps has no efps_ps_save")
         call(_lib.ps_save, "save checkpoint %s" % path, self._check(), path.encode())
 
     def load(self, path):
-        if _lib.ps_load is None:
-            raise NotImplementedError("this libefps has no efps_ps_load")
         call(_lib.ps_load, "load checkpoint %s" % path, self._check(), path.encode())
 
     def key_stats(self, key):
         """This worker's statistics of key (efps_ps_key_stats) as a dict."""
-        if _lib.ps_key_stats is None:
-            raise NotImplementedError("this libefps has no efps_ps_key_stats")
         st = _lib.KeyStats()
         call(_lib.ps_key_stats, "stats of key %d" % key, self._check(), key, ctypes.byref(st))
         return {f: getattr(st, f) for f, _ in _lib.KeyStats._fields_}
 
     def server_residuals(self, keys):
         """||e~||_2 on the servers per key (a round trip to every server)."""
-        if _lib.ps_server_residuals is None:
-            raise NotImplementedError("this libefps has no efps_ps_server_residuals")
         ks = (ctypes.c_uint32 * len(keys))(*keys)
         out = (ctypes.c_double * len(keys))()
         call(_lib.ps_server_residuals, "server residuals", self._check(), ks, len(keys), out)

@@ -241,11 +241,9 @@ class DistributedOptimizer(torch.optim.Optimizer):
         k.arrived = 0
 
     def _nonfinite(self, k, lr, e):
-        if self.nonfinite == "raise" or _lib.ps_skip is None:
-            why = "" if _lib.ps_skip is not None else " (this libefps cannot skip a key: " \
-                "no efps_ps_skip)"
-            raise FloatingPointError("efps: non-finite gradient (NaN or Inf) in %s at step %d%s" %
-                                     (k.label(), self._steps, why)) from None
+        if self.nonfinite == "raise":
+            raise FloatingPointError("efps: non-finite gradient (NaN or Inf) in %s at step %d" %
+                                     (k.label(), self._steps)) from None
         try:
             self._ps.skip(k.key, lr)
         except _lib.Error as e2:
@@ -359,9 +357,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         keys = {}
         total_ss = 0.0
         live = self._ps._ps is not None and any(k.pushed or k.pushed_step >= 0 for k in self._keys)
-        live = live and _lib.ps_key_stats is not None  # an older libefps: totals only
         srv = None
-        if servers and live and _lib.ps_server_residuals is not None:
+        if servers and live:
             srv = self._ps.server_residuals([k.key for k in self._keys])
         for i, k in enumerate(self._keys):
             d = {"key": k.key, "elements": k.n, "params": list(k.names)}
