@@ -42,6 +42,8 @@ static efps_status_t fill_attr(const efps_tp_attr_t *in, efps_tp_attr_t *out)
         }
         out->timeout_ms = (uint32_t)ms;
     }
+    if (out->hello_timeout_ms == 0 || out->hello_timeout_ms > out->timeout_ms)
+        out->hello_timeout_ms = out->timeout_ms;
     if (out->sq_depth > 65536 || out->rq_depth > 65536) {
         efps_error("transport queue depths sq %u rq %u: at most 65536 each", out->sq_depth,
                    out->rq_depth);
@@ -90,8 +92,8 @@ efps_status_t efps_tp_open(const char *name, const efps_tp_attr_t *attr, efps_tp
     status = ops->open(&full, &ctx);
     if (status != EFPS_OK)
         return status;
-    efps_debug("transport %s open: sq %u rq %u timeout %u ms", ops->name, full.sq_depth,
-               full.rq_depth, full.timeout_ms);
+    efps_debug("transport %s open: sq %u rq %u timeout %u ms hello %u ms", ops->name, full.sq_depth,
+               full.rq_depth, full.timeout_ms, full.hello_timeout_ms);
     *ctx_p = ctx;
     return EFPS_OK;
 }

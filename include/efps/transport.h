@@ -53,6 +53,11 @@
  * on the endpoint returns EFPS_ERR_PEER. Nothing waits longer than the
  * timeout that the caller passes, or timeout_ms.
  *
+ * Strangers. Failures of incoming connections that the application never
+ * took in (no connection request, refused, or accepted but never given a
+ * region key) are logged at most once a second, naming the address and
+ * how many more there were; the others at debug level.
+ *
  * Threads. Every function may be called from any thread. Handles are owned
  * by the caller and freed by their _destroy/_dereg/close call; no callback
  * ever runs on the transport's progress thread.
@@ -92,6 +97,13 @@ typedef struct {
     uint32_t rq_depth;   /* unpolled arrivals per endpoint before throttling; 0: 256 */
     uint32_t timeout_ms; /* a silent peer is dead after this; 0: EFPS_TIMEOUT_MS */
     const char *device;  /* verbs: device name (NULL: EFPS_IB_DEV); tcp: unused */
+    /* tcp: how long an incoming connection may stay before it has sent its
+     * connection request (the transport's own hello); then its socket is
+     * closed and freed, so strangers that connect and say nothing cannot
+     * hold descriptors longer than this. A server passes its login
+     * deadline. 0 (or more than timeout_ms): timeout_ms. verbs: unused (rdma_cm owns the
+     * handshake). */
+    uint32_t hello_timeout_ms;
 } efps_tp_attr_t;
 
 /* Opens a transport: name "tcp", "verbs" or "auto" (verbs when an active RDMA

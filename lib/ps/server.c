@@ -867,7 +867,10 @@ static efps_status_t server_open(server_t *sv)
     if ((st = efps__ps_check_secret(&sv->cfg, who)) != EFPS_OK ||
         (st = efps__ps_limits(&sv->lim)) != EFPS_OK)
         return st;
-    efps_tp_attr_t attr = {.timeout_ms = (uint32_t)sv->cfg.timeout_ms};
+    /* The transport drops a connection that never says hello by the same
+     * login deadline this server gives an unauthenticated peer. */
+    efps_tp_attr_t attr = {.timeout_ms = (uint32_t)sv->cfg.timeout_ms,
+                           .hello_timeout_ms = (uint32_t)sv->lim.login_ms};
     sv->by_rank = calloc((size_t)sv->M, sizeof(*sv->by_rank));
     sv->inputs = calloc((size_t)sv->M, sizeof(*sv->inputs));
     if (sv->by_rank == NULL || sv->inputs == NULL)

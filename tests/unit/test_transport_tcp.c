@@ -609,6 +609,83 @@ static void test_connections_leave_nothing(void **state)
     efps_tp_close(srv);
 }
 
+static _Atomic int n_lines;
+static void count_lines(efps_log_level_t level, const char *line, void *arg)
+{
+    (void)arg;
+    if (level <= EFPS_LOG_WARN && strstr(line, "no complete connection request") != NULL)
+        n_lines++;
+}
+
+/* A connection that never says hello (no CONNECT, or half a header) is
+ * closed by the listener's handshake deadline, not the much longer silence
+ * timeout, and its descriptor is gone with it; strangers closing together
+ * make one warning, not one each; one that says hello in time is served. 0 means timeout_ms; more
+ * than timeout_ms is capped to it. */
+static void test_hello_deadline(void **state)
+{
+    (void)state;
+    efps_tp_attr_t attr = {.timeout_ms = 30000, .hello_timeout_ms = 400}, got;
+    efps_tp_ctx_t *srv = NULL, *cli = tpc_open(0, 0, 0);
+    assert_int_equal(efps_tp_open("tcp", &attr, &srv), EFPS_OK);
+    efps_tp_query(srv, &got);
+    assert_int_equal(got.hello_timeout_ms, 400);
+    assert_int_equal(got.timeout_ms, 30000);
+    char addr[64];
+    efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
+    sleep_ms(50);
+    int fds0 = count_fds();
+    double t0 = now_s();
+    int silent = raw_connect(efps_tp_listener_port(l));
+    int half = raw_connect(efps_tp_listener_port(l));
+    int more[20];
+    for (int i = 0; i < 20; i++)
+        more[i] = raw_connect(efps_tp_listener_port(l));
+    int level = (int)efps_log_level();
+    efps_log_set_level(EFPS_LOG_WARN);
+    efps_log_set_handler(count_lines, NULL);
+    uint8_t b[TCP_HDR_LEN];
+    tcp_hdr_t h = tcp_hdr_make(TCP_F_CONNECT, 0);
+    tcp_hdr_encode(&h, b);
+    raw_send(half, b, TCP_HDR_LEN / 2);
+    /* 400 ms + a tick (50 ms), with room for a loaded machine. */
+    assert_true(raw_closed(silent, 3000));
+    assert_true(raw_closed(half, 3000));
+    for (int i = 0; i < 20; i++) {
+        assert_true(raw_closed(more[i], 3000));
+        close(more[i]);
+    }
+    double took = now_s() - t0;
+    efps_log_set_handler(NULL, NULL);
+    efps_log_set_level((efps_log_level_t)level);
+    /* 22 strangers closed in one or two timer rounds: one warning a second. */
+    printf("22 strangers closed: %d warning lines\n", (int)n_lines);
+    assert_true(n_lines >= 1 && n_lines <= 2);
+    printf("hello deadline 400 ms: both closed after %.0f ms\n", took * 1000);
+    assert_true(took >= 0.35);
+    close(silent);
+    close(half);
+    uint64_t end = now_ms() + 2000;
+    while (count_fds() > fds0 && now_ms() < end)
+        sleep_ms(10);
+    assert_int_equal(count_fds(), fds0); /* the server's ends are closed too */
+    connection_lives(cli, l, addr);      /* a real client still gets in */
+    efps_tp_listener_destroy(l);
+    efps_tp_close(srv);
+
+    efps_tp_attr_t big = {.timeout_ms = 2000, .hello_timeout_ms = 9000},
+                   dflt = {.timeout_ms = 2000};
+    assert_int_equal(efps_tp_open("tcp", &big, &srv), EFPS_OK);
+    efps_tp_query(srv, &got);
+    assert_int_equal(got.hello_timeout_ms, 2000);
+    efps_tp_close(srv);
+    assert_int_equal(efps_tp_open("tcp", &dflt, &srv), EFPS_OK);
+    efps_tp_query(srv, &got);
+    assert_int_equal(got.hello_timeout_ms, 2000);
+    efps_tp_close(srv);
+    efps_tp_close(cli);
+}
+
 typedef struct {
     int fd;
     volatile bool stop;
@@ -859,6 +936,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(tpc_test_key_bound_to_connection),
         cmocka_unit_test(tpc_test_connect_before_listen),
         cmocka_unit_test(test_connections_leave_nothing),
+        cmocka_unit_test(test_hello_deadline),
         cmocka_unit_test(test_destroy_while_peer_writes),
         cmocka_unit_test(test_message_then_destroy),
     };

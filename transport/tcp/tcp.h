@@ -105,6 +105,7 @@ typedef struct tcp_ep {
     unsigned kick;                 /* TCP_KICK_*; nonzero: on ctx->kicks */
     struct tcp_ep *kick_next;
     bool destroy_done, rejecting;
+    bool inbound;     /* came in through a listener (a stranger until given a key) */
     unsigned cq_uses; /* tcp_cq_use_t: what its completion-queue share covers */
     uint32_t cq_held; /* entries it reserved in ctx->base.cq */
     _Atomic uint64_t last_rx_ms, last_tx_ms;
@@ -151,6 +152,10 @@ struct tcp_ctx {
     tcp_mr_t **regions;
     uint32_t n_regions;
     uint32_t tick_ms; /* timer period: half the shortest heartbeat */
+    /* Failures of strangers are logged at most once a second (a thousand
+     * idle connections closing must not give a thousand lines). */
+    uint64_t stranger_log_ms;
+    unsigned stranger_quiet; /* failures not logged since then */
 };
 
 #define TCP_CTX(c)    ((tcp_ctx_t *)(c))

@@ -131,6 +131,46 @@ static void release_rx_region(tcp_ep_t *ep)
 }
 
 /* ---- failure and teardown ------------------------------------------------- */
+/* A connection the application never took in: it came through a listener
+ * and was never given a region key (keys go only to authenticated peers). */
+static bool is_stranger(const tcp_ep_t *ep)
+{
+    return ep->inbound && !(ep->cq_uses & TCP_CQ_RECVS);
+}
+
+/* Lock held: whether a line about a stranger may be logged now (one a
+ * second); *quiet_p: how many were held back since the last one. */
+static bool stranger_turn(tcp_ctx_t *ctx, unsigned *quiet_p)
+{
+    uint64_t now = efps__tp_now_ms();
+    if (ctx->stranger_log_ms != 0 && now - ctx->stranger_log_ms < 1000) {
+        ctx->stranger_quiet++;
+        return false;
+    }
+    *quiet_p = ctx->stranger_quiet;
+    ctx->stranger_log_ms = now;
+    ctx->stranger_quiet = 0;
+    return true;
+}
+
+/* Lock held. Errors and warnings about strangers come at most once a second
+ * (as warnings: the application never knew them), the rest at debug. */
+static void log_failure(tcp_ep_t *ep, efps_log_level_t level, const char *why)
+{
+    const char *from = is_internal(ep) ? "connection from " : "";
+    unsigned quiet = 0;
+    if (!is_stranger(ep) || level > EFPS_LOG_WARN)
+        EFPS_LOG(level, "tcp: %s%s: %s; connection closed", from, ep->base.name, why);
+    else if (!stranger_turn(ep->ctx, &quiet))
+        efps_debug("tcp: %s%s: %s; connection closed", from, ep->base.name, why);
+    else if (quiet == 0)
+        efps_warn("tcp: %s%s: %s; connection closed (unauthenticated)", from, ep->base.name, why);
+    else
+        efps_warn("tcp: %s%s: %s; connection closed (unauthenticated; %u more such since the "
+                  "last line)",
+                  from, ep->base.name, why, quiet);
+}
+
 void efps__tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
                        ...)
 {
@@ -142,8 +182,7 @@ void efps__tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t statu
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    EFPS_LOG(level, "tcp: %s%s: %s; connection closed", is_internal(ep) ? "connection from " : "",
-             ep->base.name, why);
+    log_failure(ep, level, why);
 
     close_socket(ep);
     release_rx_region(ep);
@@ -305,6 +344,26 @@ err_free:
     return EFPS_ERR_SYSTEM;
 }
 
+/* Progress thread: a socket turned away before it became an endpoint. */
+static void refuse_socket(tcp_listener_t *l, int fd, const struct sockaddr_storage *peer,
+                          const char *why)
+{
+    tcp_ctx_t *ctx = TCP_CTX(l->base.ctx);
+    char text[EFPS_TP_ADDR_MAX];
+    unsigned quiet = 0;
+    efps__tp_format_addr((const struct sockaddr *)peer, text, sizeof(text));
+    close(fd);
+    pthread_mutex_lock(&ctx->base.lock);
+    bool turn = stranger_turn(ctx, &quiet);
+    pthread_mutex_unlock(&ctx->base.lock);
+    if (turn)
+        efps_warn("tcp: port %u: refused connection from %s (%s; %u more refused or closed "
+                  "since the last such line)",
+                  l->base.port, text, why, quiet);
+    else
+        efps_debug("tcp: port %u: refused connection from %s (%s)", l->base.port, text, why);
+}
+
 void efps__tcp_accept_sockets(tcp_listener_t *l)
 {
     tcp_ctx_t *ctx = TCP_CTX(l->base.ctx);
@@ -330,17 +389,14 @@ void efps__tcp_accept_sockets(tcp_listener_t *l)
         pthread_mutex_unlock(&ctx->base.lock);
         tcp_ep_t *ep = full ? NULL : ep_alloc(ctx, fd, (struct sockaddr *)&peer);
         if (ep == NULL) {
-            char text[EFPS_TP_ADDR_MAX];
-            efps__tp_format_addr((struct sockaddr *)&peer, text, sizeof(text));
-            efps_warn("tcp: port %u: refused connection from %s (%s)", l->base.port, text,
-                      full ? "too many pending handshakes" : "out of memory");
-            close(fd);
+            refuse_socket(l, fd, &peer, full ? "too many pending handshakes" : "out of memory");
             continue;
         }
         efps__tcp_sock_setup(fd, ctx->base.attr.timeout_ms);
         ep->state = TCP_EP_HANDSHAKE;
         ep->listener = l;
-        ep->deadline_ms = efps__tp_now_ms() + ctx->base.attr.timeout_ms;
+        ep->inbound = true;
+        ep->deadline_ms = efps__tp_now_ms() + ctx->base.attr.hello_timeout_ms;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
         pthread_mutex_lock(&ctx->base.lock);
         ctx->n_pending++;

@@ -102,7 +102,8 @@ static void check_ep_timers(tcp_ep_t *ep, uint64_t now)
     uint32_t timeout = ep->ctx->base.attr.timeout_ms;
     if (ep->state == TCP_EP_HANDSHAKE && now >= ep->deadline_ms) {
         efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                          "no complete connection request within %u ms", timeout);
+                          "no complete connection request within %u ms",
+                          ep->ctx->base.attr.hello_timeout_ms);
         return;
     }
     if (ep->state != TCP_EP_CONNECTED)
@@ -210,7 +211,10 @@ static efps_status_t tcp_open(const efps_tp_attr_t *attr, efps_tp_ctx_t **ctx_p)
     }
     ctx->base.ops = &efps__tcp_ops;
     ctx->base.attr = *attr;
-    ctx->tick_ms = attr->timeout_ms / 8 > 0 ? attr->timeout_ms / 8 : 1;
+    /* The timers see a handshake deadline at most an eighth of it late. */
+    uint32_t shortest =
+        attr->hello_timeout_ms < attr->timeout_ms ? attr->hello_timeout_ms : attr->timeout_ms;
+    ctx->tick_ms = shortest / 8 > 0 ? shortest / 8 : 1;
     ctx->evfd_kind = TCP_POLL_EVENTFD;
     if (efps__tp_base_init(&ctx->base) != EFPS_OK) {
         efps_error("tcp: open: cannot create a mutex");
