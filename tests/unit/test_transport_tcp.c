@@ -118,6 +118,24 @@ static void test_bad_addresses(void **state)
 }
 
 /* ---- hostile bytes on the wire -------------------------------------------- */
+/* Captures stderr with debug lines on: the transport logs lines about
+ * strangers (connections never given a key) once a second, the others at
+ * debug, and these tests look for each one's line. */
+static int cap_level;
+static void cap_start(void)
+{
+    cap_level = (int)efps_log_level();
+    efps_log_set_level(EFPS_LOG_DEBUG);
+    capture_start();
+}
+
+static char *cap_stop(void)
+{
+    char *log = capture_stop();
+    efps_log_set_level((efps_log_level_t)cap_level);
+    return log;
+}
+
 static int raw_connect(uint16_t port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -213,13 +231,13 @@ static void test_garbage_and_truncation(void **state)
     uint16_t port = efps_tp_listener_port(l);
 
     /* Random bytes. */
-    capture_start();
+    cap_start();
     int fd = raw_connect(port);
     uint8_t junk[1000];
     fill(junk, sizeof(junk), 11);
     raw_send(fd, junk, sizeof(junk));
     bool closed = raw_closed(fd, 5000);
-    char *log = capture_stop();
+    char *log = cap_stop();
     assert_true(closed);
     assert_non_null(strstr(log, "bad magic"));
     assert_non_null(strstr(log, "connection from 127.0.0.1:"));
@@ -227,7 +245,7 @@ static void test_garbage_and_truncation(void **state)
     assert_serves_good_client(srv, l, dmr);
 
     /* A truncated header, then the connection closed. */
-    capture_start();
+    cap_start();
     fd = raw_connect(port);
     uint8_t b[TCP_HDR_LEN];
     tcp_hdr_t h = tcp_hdr_make(TCP_F_CONNECT, 0);
@@ -235,19 +253,19 @@ static void test_garbage_and_truncation(void **state)
     raw_send(fd, b, 10);
     shutdown(fd, SHUT_WR);
     closed = raw_closed(fd, 5000);
-    log = capture_stop();
+    log = cap_stop();
     assert_true(closed);
     assert_non_null(strstr(log, "truncated frame header (10 of 40 bytes)"));
     close(fd);
 
     /* A truncated header on a connection left open: closed at the deadline. */
-    capture_start();
+    cap_start();
     fd = raw_connect(port);
     raw_send(fd, b, 10);
     uint64_t t0 = now_ms();
     closed = raw_closed(fd, 5000);
     uint64_t dt = now_ms() - t0;
-    log = capture_stop();
+    log = cap_stop();
     assert_true(closed);
     assert_true(dt >= 500 && dt < 4000);
     assert_non_null(strstr(log, "no complete connection request within 1000 ms"));
@@ -255,7 +273,7 @@ static void test_garbage_and_truncation(void **state)
 
     /* A connection request with too much private data; a payload-less
      * connection that only sends a WRITE. */
-    capture_start();
+    cap_start();
     fd = raw_connect(port);
     h = tcp_hdr_make(TCP_F_CONNECT, 1000);
     raw_send_hdr(fd, &h);
@@ -269,7 +287,7 @@ static void test_garbage_and_truncation(void **state)
     raw_send(fd, "abcd", 4);
     bool closed2 = raw_closed(fd, 5000);
     close(fd);
-    log = capture_stop();
+    log = cap_stop();
     assert_true(closed && closed2);
     assert_non_null(strstr(log, "1000 bytes of private data"));
     assert_non_null(strstr(log, "unexpected WRITE frame"));
@@ -365,14 +383,14 @@ static void test_bad_write_headers(void **state)
             h.region = k.key;
             h.secret = k.base + 1;
         }
-        capture_start();
+        cap_start();
         raw_send_hdr(fd, &h);
         uint8_t payload[64];
         memset(payload, 0xEE, sizeof(payload));
         send(fd, payload, sizeof(payload), MSG_NOSIGNAL); /* may already be closed */
         efps_tp_cqe_t d = wait_disconnect(srv, sep, 5000, NULL);
         bool closed = raw_closed(fd, 5000);
-        char *log = capture_stop();
+        char *log = cap_stop();
         print_message("case %zu: %s\n", i, cases[i].what);
         assert_int_equal(d.status, EFPS_ERR_PROTO);
         assert_true(closed);
@@ -416,12 +434,12 @@ static void test_forged_keys(void **state)
             k.length = 1 << 20; /* a key claiming a larger region */
         else
             k.key = 2; /* romr (the second region), claiming write access */
-        capture_start();
+        cap_start();
         assert_int_equal(efps_tp_write_imm(p.cep, smr, 0, 8, &k, forge == 1 ? 4096 : 0, 0, 0),
                          EFPS_OK);
         efps_tp_cqe_t d = wait_disconnect(p.srv, p.sep, 5000, NULL);
         efps_tp_cqe_t dc = wait_disconnect(p.cli, p.cep, 5000, NULL);
-        capture_stop();
+        cap_stop();
         assert_int_equal(d.status, EFPS_ERR_PROTO);
         assert_int_equal(dc.status, EFPS_ERR_PEER);
         for (size_t j = 0; j < sizeof(dst); j++)
@@ -477,12 +495,12 @@ static void test_dereg_in_use(void **state)
     raw_send_hdr(fd, &h);
     raw_send(fd, src, 1000); /* and then nothing more */
     sleep_ms(200);
-    capture_start();
+    cap_start();
     uint64_t t0 = now_ms();
     assert_int_equal(efps_tp_mem_dereg(dmr), EFPS_OK);
     assert_true(now_ms() - t0 < 2000);
     efps_tp_cqe_t d = wait_disconnect(srv, sep, 5000, NULL);
-    char *log = capture_stop();
+    char *log = cap_stop();
     assert_int_equal(d.status, EFPS_ERR_STATE);
     assert_non_null(strstr(log, "deregistered while a write into it was arriving"));
     assert_true(raw_closed(fd, 5000));
@@ -522,12 +540,12 @@ static void test_reset_while_throttled(void **state)
     sleep_ms(200); /* the second write waits for credit */
     struct linger lg = {.l_onoff = 1, .l_linger = 0};
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    capture_start();
+    cap_start();
     close(fd); /* a reset, not a clean close */
     uint64_t end = now_ms() + 5000;
     while (efps_tp_ep_status(sep) == EFPS_OK && now_ms() < end)
         sleep_ms(10);
-    char *log = capture_stop();
+    char *log = cap_stop();
     assert_int_equal(efps_tp_ep_status(sep), EFPS_ERR_PEER);
     assert_non_null(strstr(log, "raw (127.0.0.1:"));
     efps_tp_cqe_t c[2];
@@ -740,7 +758,7 @@ static void test_destroy_while_peer_writes(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, firehose_main, &f), 0);
     sleep_ms(300); /* the write is landing */
-    capture_start();
+    cap_start();
     int fds0 = count_fds();
     uint64_t t0 = now_ms();
     efps_tp_ep_destroy(sep);
@@ -751,7 +769,7 @@ static void test_destroy_while_peer_writes(void **state)
         sleep_ms(10);
     f.stop = true;
     pthread_join(t, NULL);
-    capture_stop();
+    cap_stop();
     printf("destroy with a peer writing: %llu ms, %llu bytes sent before, then %s\n",
            (unsigned long long)dt, (unsigned long long)f.sent, strerror(f.err));
     assert_true(dt < 1000);
