@@ -53,6 +53,9 @@ typedef struct {
 typedef struct {
     efps_ps_config_t cfg;
     efps_optim_config_t optim;
+    /* Who gave this server each layout setting (an option or the
+     * environment); NULL where it runs what the workers declare. */
+    const char *set_comp, *set_block, *set_part;
     int M, nservers;
     efps_tp_ctx_t *tp;
     efps_tp_listener_t *listener;
@@ -365,23 +368,50 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
     return efps_tp_msg_send(w->ep, msg, sizeof(msg));
 }
 
+/* A layout setting this server was given must be what the workers declare;
+ * the others come from the workers (layout_done checks they all agree). */
+static efps_status_t check_given(server_t *sv, worker_t *w, const efps__layout_head_t *h)
+{
+    char mine[32], theirs[32];
+    const char *var, *field, *by;
+    if (sv->set_comp != NULL && h->compressor != (uint32_t)sv->optim.compressor) {
+        var = "EFPS_COMPRESSOR", field = "compressor", by = sv->set_comp;
+        snprintf(mine, sizeof(mine), "%s", efps_compressor_name(sv->optim.compressor));
+        snprintf(theirs, sizeof(theirs), "%s",
+                 efps_compressor_name((efps_compressor_t)h->compressor));
+    } else if (sv->set_block != NULL && h->block != sv->optim.block) {
+        var = "EFPS_BLOCK", field = "block", by = sv->set_block;
+        snprintf(mine, sizeof(mine), "%zu", sv->optim.block);
+        snprintf(theirs, sizeof(theirs), "%llu", (unsigned long long)h->block);
+    } else if (sv->set_part != NULL && h->partition_bytes != sv->cfg.partition_bytes) {
+        var = "EFPS_PARTITION_BYTES", field = "partition bytes", by = sv->set_part;
+        snprintf(mine, sizeof(mine), "%zu", sv->cfg.partition_bytes);
+        snprintf(theirs, sizeof(theirs), "%llu", (unsigned long long)h->partition_bytes);
+    } else
+        return EFPS_OK;
+    ps_send_refuse(w->ep,
+                   "server %d was given %s=%s (by %s) but this worker declares %s %s: unset "
+                   "%s on the servers (they run the workers' layout) or make them agree",
+                   sv->cfg.rank, var, mine, by, field, theirs, var);
+    efps_error("server %d: %s declares %s %s but this server was given %s=%s (by %s): unset it "
+               "on the servers (they run the workers' layout) or make them agree",
+               sv->cfg.rank, wname(w), field, theirs, var, mine, by);
+    return EFPS_ERR_MISMATCH;
+}
+
 static efps_status_t on_layout(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
 {
     efps__layout_head_t h;
+    efps_status_t st;
     char why[256];
     if (efps__wire_layout_head(m, len, &h, why, sizeof(why)) != EFPS_OK)
         return refuse(sv, w, "bad LAYOUT: %s", why);
     w->pull_rkey = h.pull_rkey;
+    if ((st = check_given(sv, w, &h)) != EFPS_OK)
+        return st;
     efps_optim_config_t o = sv->optim;
     o.compressor = (efps_compressor_t)h.compressor;
     o.block = (size_t)h.block;
-    if (o.compressor != sv->optim.compressor || o.block != sv->optim.block) {
-        ps_send_refuse(w->ep, "compressor %s block %zu, server %d runs %s block %zu",
-                       efps_compressor_name(o.compressor), o.block, sv->cfg.rank,
-                       efps_compressor_name(sv->optim.compressor), sv->optim.block);
-        efps_error("server %d: %s: compressor or block differs", sv->cfg.rank, wname(w));
-        return EFPS_ERR_MISMATCH;
-    }
     ps_layout_init(&w->pending, &o, (size_t)h.partition_bytes, sv->nservers);
     w->announced = h.nkeys;
     w->state = W_LAYOUT;
@@ -887,6 +917,24 @@ static efps_status_t server_open(server_t *sv)
     return write_port_file(sv);
 }
 
+/* Where a layout setting came from: the configuration (efps-server's
+ * option), the environment, or nowhere (NULL: the workers' value). */
+static const char *given_by(bool in_cfg, const char *opt, const char *var)
+{
+    const char *e = getenv(var);
+    if (in_cfg)
+        return opt;
+    return e != NULL && *e != '\0' ? "the environment" : NULL;
+}
+
+static void given_settings(server_t *sv, const efps_ps_config_t *cfg)
+{
+    sv->set_comp = given_by(cfg && cfg->compressor, "--compressor", "EFPS_COMPRESSOR");
+    sv->set_block = given_by(cfg && cfg->block >= 0, "--block", "EFPS_BLOCK");
+    sv->set_part =
+        given_by(cfg && cfg->partition_bytes, "--partition-bytes", "EFPS_PARTITION_BYTES");
+}
+
 efps_status_t efps_server_create(const efps_ps_config_t *cfg, efps_server_t **srv_p)
 {
     if (srv_p == NULL)
@@ -896,6 +944,7 @@ efps_status_t efps_server_create(const efps_ps_config_t *cfg, efps_server_t **sr
         return EFPS_ERR_NOMEM;
     server_t *sv = &srv->sv;
     atomic_init(&sv->stop, false);
+    given_settings(sv, cfg);
     efps_status_t st = efps_ps_config_resolve(cfg, &sv->cfg);
     if (st == EFPS_OK && sv->cfg.role != EFPS_ROLE_SERVER) {
         efps_error("efps_server_create: this process is configured as a worker (EFPS_ROLE)");

@@ -49,6 +49,18 @@ if grep -q "refused us: model layout differs" "$TMP"/worker.*.log; then echo "ok
 else echo "FAIL no worker was told why it was refused"; cat "$TMP"/worker.*.log; fails=$((fails + 1)); fi
 reset
 
+echo "== a server given EFPS_BLOCK=0, workers declaring block 2048"
+EFPS_BLOCK=0 start_servers 1 2
+start_worker 0 2 "${SLOW[@]}" --block 2048; W0=$LAST_PID
+start_worker 1 2 "${SLOW[@]}" --block 2048; W1=$LAST_PID
+expect_exit "server given EFPS_BLOCK=0" "${SERVER_PIDS[0]}" nonzero "$TMP/server.0.log" "EFPS_BLOCK=0 \(by the environment\)"
+expect_exit "worker 0 declaring block 2048" "$W0" nonzero "$TMP/worker.0.log" "server 0"
+expect_exit "worker 1 declaring block 2048" "$W1" nonzero "$TMP/worker.1.log" "server 0"
+if grep -q "was given EFPS_BLOCK=0 (by the environment) but this worker declares block 2048" "$TMP"/worker.*.log
+then echo "ok   the refused worker was told EFPS_BLOCK"
+else echo "FAIL no worker was told about EFPS_BLOCK"; cat "$TMP"/worker.*.log; fails=$((fails + 1)); fi
+reset
+
 echo "== random bytes and a truncated header at a server's port, then a normal run"
 start_servers 1 1
 port=${EFPS_SERVERS##*:}

@@ -24,12 +24,13 @@ HOST=${EFPS_TEST_HOST:-127.0.0.1}
 unset EFPS_TEST_HOST
 
 # start_servers S M: servers on $HOST, port 0; sets EFPS_SERVERS and SERVER_PIDS.
+# SERVER_UNSET (env -u options) keeps variables from the servers.
 start_servers() {
   local s n=$1 m=$2 list=""
   SERVER_PIDS=()
   for ((s = 0; s < n; s++)); do list+="${list:+,}$HOST:0"; done
   for ((s = 0; s < n; s++)); do
-    EFPS_SERVERS=$list EFPS_NUM_WORKERS=$m "$SERVER_BIN" --rank "$s" --bind "$HOST:0" \
+    env ${SERVER_UNSET:-} EFPS_SERVERS=$list EFPS_NUM_WORKERS=$m "$SERVER_BIN" --rank "$s" --bind "$HOST:0" \
       --port-file "$TMP/port.$s" > "$TMP/server.$s.log" 2>&1 &
     SERVER_PIDS+=($!); PIDS+=($!)
   done

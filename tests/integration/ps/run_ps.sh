@@ -1,20 +1,29 @@
 #!/usr/bin/env bash
 # S servers x M workers train least squares for 50 steps over loopback; every
 # worker must end with the same parameters, bit-identical to efps_sim.
-# usage: run_ps.sh --servers S --workers M --compressor C [--mpirun]
+# usage: run_ps.sh --servers S --workers M --compressor C [--block B]
+#                  [--partition-bytes P] [--dim D --keys K] [--bare-servers] [--mpirun]
+# (efps_sim blocks the whole vector: a block must divide each key's D/K elements)
+# --bare-servers: the servers get no EFPS_COMPRESSOR/EFPS_BLOCK/
+# EFPS_PARTITION_BYTES and run the layout the workers declare.
 source "$(dirname "$0")/lib.sh"
-S=1 M=2 C=blocksign MPI=0
+S=1 M=2 C=blocksign MPI=0 DIM=4096 KEYS=4
 while [ $# -gt 0 ]; do
   case $1 in
     --servers) S=$2; shift 2 ;;
     --workers) M=$2; shift 2 ;;
     --compressor) C=$2; shift 2 ;;
+    --block) export EFPS_BLOCK=$2; shift 2 ;;
+    --partition-bytes) export EFPS_PARTITION_BYTES=$2; shift 2 ;;
+    --bare-servers) SERVER_UNSET="-u EFPS_COMPRESSOR -u EFPS_BLOCK -u EFPS_PARTITION_BYTES"; shift ;;
+    --dim) DIM=$2; shift 2 ;;
+    --keys) KEYS=$2; shift 2 ;;
     --mpirun) MPI=1; shift ;;
     *) echo "unknown argument $1"; exit 2 ;;
   esac
 done
 export EFPS_COMPRESSOR=$C
-ARGS=(--steps 50 --dim 4096 --keys 4 --lr 2e-5 --compressor "$C" --block "$EFPS_BLOCK" --nesterov --wd 1e-4)
+ARGS=(--steps 50 --dim "$DIM" --keys "$KEYS" --lr 2e-5 --compressor "$C" --block "$EFPS_BLOCK" --nesterov --wd 1e-4)
 start_servers "$S" "$M"
 if ((MPI)); then
   # Ranks and the number of workers come from mpirun (OMPI_COMM_WORLD_*).
