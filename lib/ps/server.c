@@ -329,6 +329,37 @@ static efps_status_t adopt_layout(server_t *sv, ps_layout_t *l)
     return efps_tp_mem_reg(sv->tp, sv->bcast, 2 * sv->bcast_bytes, 0, &sv->bcast_mr);
 }
 
+/* A layout setting this server was given must be what the workers declare;
+ * the others come from the workers (all must agree). Checked once the
+ * layout is known to be valid, so a malformed one gets its own refusal. */
+static efps_status_t check_given(server_t *sv, worker_t *w, const ps_layout_t *l)
+{
+    char mine[32], theirs[32];
+    const char *var, *field, *by;
+    if (sv->set_comp != NULL && l->optim.compressor != sv->optim.compressor) {
+        var = "EFPS_COMPRESSOR", field = "compressor", by = sv->set_comp;
+        snprintf(mine, sizeof(mine), "%s", efps_compressor_name(sv->optim.compressor));
+        snprintf(theirs, sizeof(theirs), "%s", efps_compressor_name(l->optim.compressor));
+    } else if (sv->set_block != NULL && l->optim.block != sv->optim.block) {
+        var = "EFPS_BLOCK", field = "block", by = sv->set_block;
+        snprintf(mine, sizeof(mine), "%zu", sv->optim.block);
+        snprintf(theirs, sizeof(theirs), "%zu", l->optim.block);
+    } else if (sv->set_part != NULL && l->partition_bytes != sv->cfg.partition_bytes) {
+        var = "EFPS_PARTITION_BYTES", field = "partition bytes", by = sv->set_part;
+        snprintf(mine, sizeof(mine), "%zu", sv->cfg.partition_bytes);
+        snprintf(theirs, sizeof(theirs), "%zu", l->partition_bytes);
+    } else
+        return EFPS_OK;
+    ps_send_refuse(w->ep,
+                   "server %d was given %s=%s (by %s) but this worker declares %s %s: unset "
+                   "%s on the servers (they run the workers' layout) or make them agree",
+                   sv->cfg.rank, var, mine, by, field, theirs, var);
+    efps_error("server %d: %s declares %s %s but this server was given %s=%s (by %s): unset it "
+               "on the servers (they run the workers' layout) or make them agree",
+               sv->cfg.rank, wname(w), field, theirs, var, mine, by);
+    return EFPS_ERR_MISMATCH;
+}
+
 /* The worker's layout is complete: adopt or compare it, give it its slots. */
 static efps_status_t layout_done(server_t *sv, worker_t *w)
 {
@@ -339,7 +370,7 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
                       "bad layout: a key declared twice, or more than %u parts or %llu "
                       "elements in all",
                       PS_MAX_PARTS, (unsigned long long)PS_MAX_ELEMS);
-    if (st != EFPS_OK)
+    if (st != EFPS_OK || (st = check_given(sv, w, &w->pending)) != EFPS_OK)
         return st;
     if (!sv->have_layout) {
         if ((st = adopt_layout(sv, &w->pending)) != EFPS_OK)
@@ -368,47 +399,13 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
     return efps_tp_msg_send(w->ep, msg, sizeof(msg));
 }
 
-/* A layout setting this server was given must be what the workers declare;
- * the others come from the workers (layout_done checks they all agree). */
-static efps_status_t check_given(server_t *sv, worker_t *w, const efps__layout_head_t *h)
-{
-    char mine[32], theirs[32];
-    const char *var, *field, *by;
-    if (sv->set_comp != NULL && h->compressor != (uint32_t)sv->optim.compressor) {
-        var = "EFPS_COMPRESSOR", field = "compressor", by = sv->set_comp;
-        snprintf(mine, sizeof(mine), "%s", efps_compressor_name(sv->optim.compressor));
-        snprintf(theirs, sizeof(theirs), "%s",
-                 efps_compressor_name((efps_compressor_t)h->compressor));
-    } else if (sv->set_block != NULL && h->block != sv->optim.block) {
-        var = "EFPS_BLOCK", field = "block", by = sv->set_block;
-        snprintf(mine, sizeof(mine), "%zu", sv->optim.block);
-        snprintf(theirs, sizeof(theirs), "%llu", (unsigned long long)h->block);
-    } else if (sv->set_part != NULL && h->partition_bytes != sv->cfg.partition_bytes) {
-        var = "EFPS_PARTITION_BYTES", field = "partition bytes", by = sv->set_part;
-        snprintf(mine, sizeof(mine), "%zu", sv->cfg.partition_bytes);
-        snprintf(theirs, sizeof(theirs), "%llu", (unsigned long long)h->partition_bytes);
-    } else
-        return EFPS_OK;
-    ps_send_refuse(w->ep,
-                   "server %d was given %s=%s (by %s) but this worker declares %s %s: unset "
-                   "%s on the servers (they run the workers' layout) or make them agree",
-                   sv->cfg.rank, var, mine, by, field, theirs, var);
-    efps_error("server %d: %s declares %s %s but this server was given %s=%s (by %s): unset it "
-               "on the servers (they run the workers' layout) or make them agree",
-               sv->cfg.rank, wname(w), field, theirs, var, mine, by);
-    return EFPS_ERR_MISMATCH;
-}
-
 static efps_status_t on_layout(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
 {
     efps__layout_head_t h;
-    efps_status_t st;
     char why[256];
     if (efps__wire_layout_head(m, len, &h, why, sizeof(why)) != EFPS_OK)
         return refuse(sv, w, "bad LAYOUT: %s", why);
     w->pull_rkey = h.pull_rkey;
-    if ((st = check_given(sv, w, &h)) != EFPS_OK)
-        return st;
     efps_optim_config_t o = sv->optim;
     o.compressor = (efps_compressor_t)h.compressor;
     o.block = (size_t)h.block;
