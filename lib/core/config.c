@@ -27,7 +27,8 @@ static const efps_config_var_t vars[] = {
     {"EFPS_INSECURE", "", "1: run without EFPS_SECRET (anyone who reaches a server can join)"},
     {"EFPS_BIND", "", "server: address:port to listen on (default: its EFPS_SERVERS entry)"},
     {"EFPS_LOGIN_TIMEOUT_MS", "5000",
-     "server: a connection that has not authenticated within this is closed"},
+     "server: a connection that has not authenticated (or, tcp, not sent the transport's "
+     "hello) within this is closed"},
     {"EFPS_MAX_PENDING", "256", "server: unauthenticated connections at once, in all"},
     {"EFPS_MAX_PENDING_PER_HOST", "16",
      "server: unauthenticated connections at once from one address"},
