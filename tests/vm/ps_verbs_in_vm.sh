@@ -17,8 +17,11 @@ export BUILD=$(cd "$1" && pwd)
 shift
 export EFPS_TRANSPORT=verbs EFPS_TEST_HOST=$EFPSVM_IP EFPS_IB_DEV=$EFPSVM_DEV
 # The emulated CPU needs seconds to build ps_lsq's data set before a worker
-# even connects: the servers wait for their workers that long.
-export EFPS_TIMEOUT_MS=${EFPS_TIMEOUT_MS:-60000}
+# even connects, tens of seconds for 4 workers and 2 servers on its 2 cores
+# when the host is busy (87 s for a whole 2x4 case at a host load of 3):
+# the servers wait for their workers that long, and run_ps.sh for them.
+export EFPS_TIMEOUT_MS=${EFPS_TIMEOUT_MS:-120000}
+export EFPS_TEST_WAIT_S=${EFPS_TEST_WAIT_S:-300}
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=(1x2_none 1x2_sign 1x2_blocksign 2x4_none 2x4_sign 2x4_blocksign
                                   mpirun_2x4_blocksign faults)

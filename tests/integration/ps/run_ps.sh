@@ -23,6 +23,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 export EFPS_COMPRESSOR=$C
+# Seconds a worker may take from start to exit (the VM, emulating its CPU, needs more).
+WAIT_S=${EFPS_TEST_WAIT_S:-120}
 ARGS=(--steps 50 --dim "$DIM" --keys "$KEYS" --lr 2e-5 --compressor "$C" --block "$EFPS_BLOCK" --nesterov --wd 1e-4)
 start_servers "$S" "$M"
 if ((MPI)); then
@@ -32,13 +34,13 @@ if ((MPI)); then
     -x EFPS_ROLE=worker sh -c "exec '$WORKER_BIN' --out '$TMP/x.'\$OMPI_COMM_WORLD_RANK $(printf "'%s' " "${ARGS[@]}")" \
     > "$TMP/mpirun.log" 2>&1 &
   MPI_PID=$!; PIDS+=($!)
-  rc=0; wait_pid "$MPI_PID" 120 || rc=$?
+  rc=0; wait_pid "$MPI_PID" "$WAIT_S" || rc=$?
   [ "$rc" -eq 0 ] || { echo "mpirun exited $rc"; show_logs; exit 1; }
 else
   WPIDS=()
   for ((r = 0; r < M; r++)); do start_worker "$r" "$M" "${ARGS[@]}"; WPIDS+=("$LAST_PID"); done
   for ((r = 0; r < M; r++)); do
-    rc=0; wait_pid "${WPIDS[$r]}" 120 || rc=$?
+    rc=0; wait_pid "${WPIDS[$r]}" "$WAIT_S" || rc=$?
     [ "$rc" -eq 0 ] || { echo "worker $r exited $rc"; show_logs; exit 1; }
   done
 fi
