@@ -61,7 +61,7 @@ start_servers 1 2
 start_worker 0 2 "${SLOW[@]}"; W0=$LAST_PID
 EFPS_SECRET=not-the-secret start_worker 1 2 "${SLOW[@]}"; W1=$LAST_PID
 expect_exit "worker with wrong secret" "$W1" nonzero "$TMP/worker.1.log" "wrong secret"
-expect_exit "server without its second worker" "${SERVER_PIDS[0]}" nonzero "$TMP/server.0.log" "refused worker 1|joined"
+expect_exit "server without its second worker" "${SERVER_PIDS[0]}" nonzero "$TMP/server.0.log" "refused peer .*wrong secret|joined"
 expect_exit "worker 0 without a partner" "$W0" nonzero "$TMP/worker.0.log" "server 0"
 reset
 
