@@ -4,9 +4,11 @@
 # address (EFPS_TEST_HOST: rdma_cm needs the device's IP, not 127.0.0.1):
 #   vm-run.sh -- bash tests/vm/ps_verbs_in_vm.sh BUILD_DIR [case...]
 # Cases: 1x2_none 1x2_sign 1x2_blocksign 2x4_none 2x4_sign 2x4_blocksign
-# mpirun_2x4_blocksign faults (default: all). Every run_ps.sh case compares
-# each worker's parameters bit for bit with efps_sim; faults (ps_faults_in_vm.sh)
-# kills a worker and a server mid-run and checks that everyone stops, naming them.
+# mpirun_2x4_blocksign faults start_order (default: all but start_order,
+# which is its own ctest, vm_ps_start_order: about 4 minutes). Every run_ps.sh
+# case compares each worker's parameters bit for bit with efps_sim; faults (ps_faults_in_vm.sh)
+# kills a worker and a server mid-run and checks that everyone stops, naming them;
+# start_order (ps_start_order_in_vm.sh) starts workers 0-3 s before their servers.
 set -uo pipefail
 if [ -z "${EFPSVM_DEV:-}" ] || [ -z "${EFPSVM_IP:-}" ]; then
     echo "ps_verbs_in_vm: EFPSVM_DEV/IP unset: run me inside the VM (tests/vm/vm-run.sh)" >&2
@@ -33,6 +35,7 @@ summary=()
 for c in "${cases[@]}"; do
     case $c in
     faults) cmd=(bash "$(dirname "$0")/ps_faults_in_vm.sh" "$BUILD") ;;
+    start_order) cmd=(bash "$(dirname "$0")/ps_start_order_in_vm.sh" "$BUILD") ;;
     mpirun_*) cmd=(bash "$ps/run_ps.sh" --servers 2 --workers 4 --compressor blocksign --mpirun) ;;
     [0-9]x[0-9]_*)
         sm=${c%%_*}
@@ -45,7 +48,7 @@ for c in "${cases[@]}"; do
     "${cmd[@]}" >"$log" 2>&1 || rc=$?
     dt=$(($(date +%s) - t0))
     if [ "$rc" = 0 ]; then
-        if [ "$c" = faults ]; then cat "$log"; else tail -n 1 "$log"; fi
+        case $c in faults | start_order) cat "$log" ;; *) tail -n 1 "$log" ;; esac
         summary+=("$(printf 'ok    %-24s %4d s' "ps_$c" "$dt")")
     else
         cat "$log"
