@@ -1,5 +1,5 @@
 /* Internal to lib/ps: the model layout, the wire protocol and the handshake,
- * shared by the worker (worker.c) and the server (server.c). */
+ * shared by the worker (worker.c) and the server (server*.c). */
 #ifndef EFPS_PS_INT_H
 #define EFPS_PS_INT_H
 

@@ -1,7 +1,7 @@
 /* The parameter server's parsers of what a peer sends before it is trusted
  * (lib/ps/wire.c): the connect-time hello, AUTH, and a LAYOUT followed by
  * KEYS messages, taken as the server takes them (on_layout, on_keys,
- * layout_done in server.c, without the transport), then the finished
+ * layout_done in server_admit.c, without the transport), then the finished
  * layout checked against what ps_layout_finish promises.
  * Input: one byte (bits 0-1: 0 hello, 1 AUTH, 2-3 layout; bits 2-4: number
  * of servers - 1), then the message(s). A layout is a sequence of messages,
