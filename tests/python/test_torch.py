@@ -28,6 +28,46 @@ def assert_ok(p):
 # ---- the algorithm --------------------------------------------------------------------------
 
 
+def test_warmup_steps_are_the_none_path_then_compressed(tmp_path):
+    """warmup_steps=K: the first K steps are compressor none's, bit for bit
+    (the twins are lossless and the servers sum in rank order as for none);
+    later steps travel compressed:
+    the bytes of steps K..2K-1 are a small fraction of those of steps 0..K-1."""
+    K = 6
+    cfg = dict(lr=0.1, momentum=0.9, nesterov=True, wd=1e-3, block=64, steps=K)
+    for d in ("none", "warm", "warm2"):
+        (tmp_path / d).mkdir()
+    assert_ok(run_efps(tmp_path / "none", dict(cfg, compressor="none")))
+    assert_ok(run_efps(tmp_path / "warm", dict(cfg, compressor="blocksign", warmup_steps=K)))
+    assert_ok(run_efps(tmp_path / "warm2", dict(cfg, compressor="blocksign", warmup_steps=K,
+                                                steps=2 * K)))
+    init = load(tmp_path / "none", "init", 0)
+    for r in range(2):
+        ref, got = load(tmp_path / "none", "final", r), load(tmp_path / "warm", "final", r)
+        for n in ref:
+            assert (ref[n] - init[n]).abs().max().item() > 1e-3, n + " did not train"
+            diff = (got[n] - ref[n]).abs().max().item()
+            assert torch.equal(got[n], ref[n]), \
+                "rank %d %s: warm-up steps differ from none by up to %g" % (r, n, diff)
+    stats = [json.load(open(str(tmp_path / d / "stats.0.json"))) for d in ("none", "warm", "warm2")]
+    none_b, warm_b, warm2_b = (s["wire_bytes"] for s in stats)
+    assert warm_b >= none_b, "warm-up steps are not uncompressed: %d < %d" % (warm_b, none_b)
+    later = warm2_b - warm_b
+    assert 0 < later < warm_b / 8, "steps %d..%d sent %d bytes against %d for the first %d" % (
+        K, 2 * K - 1, later, warm_b, K)
+    assert stats[2]["keys"], "no per-key stats"
+    for key in stats[2]["keys"].values():
+        assert key["key"] < 0x80000000, "after warm-up the stats are of the compressed keys"
+
+
+def test_warmup_steps_need_blocksign():
+    m = torch.nn.Linear(4, 2)
+    with pytest.raises(ValueError, match="warmup_steps needs compressor blocksign"):
+        efps.torch.DistributedOptimizer(m.named_parameters(), lr=0.1, compressor="sign",
+                                        warmup_steps=3, rank=0, num_workers=1)
+
+
+
 @pytest.mark.parametrize("apply,scheduler", [("forward", None), ("step", "multistep")])
 def test_none_equals_ddp_sgd(tmp_path, apply, scheduler):
     """compressor none over 2 workers = DDP(gloo) + SGD(momentum, nesterov,
@@ -268,13 +308,15 @@ def test_nan_gradient_in_a_job(tmp_path):
     assert sum(s["skipped"].values()) > 0
 
 
-def test_resume_is_bit_identical(tmp_path):
+@pytest.mark.parametrize("warmup", [0, 7])
+def test_resume_is_bit_identical(tmp_path, warmup):
     """A run that saves at step 5 and goes on to step 10, and a new job (new
     servers) that loads that checkpoint and runs steps 5..9, end with the same
     bits: worker and server error feedback, momentum, weight-decay momentum,
-    lr schedule (which changes at step 5) and parameters all restored."""
+    lr schedule (which changes at step 5) and parameters all restored. With
+    warmup_steps=7 the resumed job goes on uncompressed and switches at 7."""
     cfg = dict(compressor="blocksign", block=64, lr=0.05, wd=1e-3, scheduler="multistep",
-               steps=10)
+               steps=10, warmup_steps=warmup)
     ck = str(tmp_path / "ck")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

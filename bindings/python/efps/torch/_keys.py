@@ -40,6 +40,8 @@ class Key:
         self.n = n
         self.grouped = len(members) > 1
         self.block = None  # set by plan(): None = the run's
+        self.twin = None  # the lossless warm-up twin's key (DistributedOptimizer)
+        self.pushed_key = key  # the key of the last push: key or twin
         # per step
         self.arrived = 0  # members whose gradient is in (grouped keys)
         self.pushed = False  # pushed, not pulled yet

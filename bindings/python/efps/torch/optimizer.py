@@ -11,6 +11,17 @@ Per step, per key (DESIGN.md, "The algorithm"):
     the parameter (a global module forward pre-hook), so the pulls of late
     layers overlap the forward of early ones;
   apply="step": every key is pulled at step().
+warmup_steps=K (blocksign): every key has a lossless twin, the same tensor
+declared with blocksign blocks of one element (each element is its own scale:
+C(p) = |p| sign(p) = p, so both error-feedback residuals stay zero and a step
+is fp32 SGDM's, as with compressor none). Steps 0..K-1 push and pull the
+twins, steps K.. the compressed keys; both are declared from the start, so
+the servers, the layout check and checkpoints see one layout. At the switch
+the compressed key starts as a fresh blocksign run from the warmed-up
+parameters: its momentum, weight-decay momentum and error feedback (worker
+and server) are zero, since libefps keeps them per key and offers no way to
+move them; momentum rebuilds within ~1/(1-momentum) steps. The twins' state
+stays on the servers (memory) and in checkpoints, unused.
 Call synchronize() (state_dict() and save() do) to have every pending update
 applied, e.g. before evaluating with parameters that forward never touches.
 
@@ -30,6 +41,7 @@ from ._keys import plan
 from .broadcast import check_same_parameters, rank_and_size
 
 _GROUP_KEYS = ("lr", )
+_TWIN_BIT = 0x80000000  # name keys are 31-bit (_keys.name_key): twins never collide
 
 
 def _check_tensor(name, t, what):
@@ -114,8 +126,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise ValueError("efps: nonfinite must be 'skip' or 'raise'")
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError("efps: lr must be a finite value > 0, not %r" % (lr, ))
-        if warmup_steps:
-            raise NotImplementedError("efps: warmup_steps is not implemented yet")
+        warmup_steps = int(warmup_steps)
+        if warmup_steps < 0:
+            raise ValueError("efps: warmup_steps must be >= 0, not %d" % warmup_steps)
+        if warmup_steps and compressor == "sign":
+            raise ValueError("efps: warmup_steps needs compressor blocksign (its lossless twin "
+                             "is blocksign with blocks of one element; sign has no scale)")
         _env_mismatch("EFPS_COMPRESSOR", compressor, str)
         _env_mismatch("EFPS_BLOCK", int(block), int)
         groups = _groups_of(named_parameters)
@@ -137,6 +153,10 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self.block = int(block)
         self.group_below = int(group_below)
         self._keys = plan(named_groups, self.group_below, self.block)
+        # compressor none is already lossless: warm-up changes nothing there
+        self.warmup_steps = warmup_steps if compressor == "blocksign" else 0
+        for k in self._keys:
+            k.twin = (k.key | _TWIN_BIT) if self.warmup_steps else None
         self._key_of = {}  # id(param) -> (Key, member index)
         for k in self._keys:
             for i, (_, p) in enumerate(k.members):
@@ -170,6 +190,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
                 self._ps.declare(k.key, k.n, block)
             except _lib.Error as e:
                 raise _lib.Error(e.status, "declare %s" % k.label(), e.log) from None
+            if k.twin is not None:
+                try:
+                    self._ps.declare(k.twin, k.n, 1)
+                except _lib.Error as e:
+                    raise _lib.Error(e.status, "declare the warm-up twin of %s" % k.label(),
+                                     e.log) from None
             if k.grouped:
                 k.stage_grad = torch.zeros(k.n, dtype=torch.float32)
                 k.stage_x = torch.zeros(k.n, dtype=torch.float32)
@@ -227,10 +253,15 @@ class DistributedOptimizer(torch.optim.Optimizer):
         if k.arrived == (1 << len(k.members)) - 1:
             self._push(k, k.stage_grad.data_ptr())
 
+    def _wire_key(self, k):
+        """The key this step travels on: the lossless twin during warm-up."""
+        return k.twin if k.twin is not None and self._steps < self.warmup_steps else k.key
+
     def _push(self, k, ptr):
         lr = self._lr(k)
+        k.pushed_key = self._wire_key(k)
         try:
-            self._ps.push(k.key, ptr, lr)
+            self._ps.push(k.pushed_key, ptr, lr)
         except _lib.Error as e:
             if e.name == "EFPS_ERR_NONFINITE":
                 self._nonfinite(k, lr, e)
@@ -245,7 +276,7 @@ class DistributedOptimizer(torch.optim.Optimizer):
             raise FloatingPointError("efps: non-finite gradient (NaN or Inf) in %s at step %d" %
                                      (k.label(), self._steps)) from None
         try:
-            self._ps.skip(k.key, lr)
+            self._ps.skip(k.pushed_key, lr)
         except _lib.Error as e2:
             self._fail(e2, "skip of %s" % k.label())
         for n in k.names:
@@ -262,6 +293,8 @@ class DistributedOptimizer(torch.optim.Optimizer):
         """Layout refusals name keys: say which parameter a key is on this rank."""
         out = list(log)
         names = {k.key: k.label() for k in self._keys}
+        names.update({k.twin: "the warm-up twin of " + k.label() for k in self._keys
+                      if k.twin is not None})
         for line in log:
             if "layout differs" in line or "declaration" in line:
                 for tok in line.replace(",", " ").split():
@@ -274,12 +307,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
             return
         try:
             if not k.grouped:
-                self._ps.pull(k.key, k.members[0][1].data_ptr())
+                self._ps.pull(k.pushed_key, k.members[0][1].data_ptr())
             else:
                 x = k.stage_x
                 for (_, p), off in zip(k.members, k.offsets):  # the members may have been
                     x[off:off + p.numel()].copy_(p.detach().reshape(-1))  # set from outside
-                self._ps.pull(k.key, x.data_ptr())
+                self._ps.pull(k.pushed_key, x.data_ptr())
                 with torch.no_grad():
                     for (_, p), off in zip(k.members, k.offsets):
                         p.view(-1).copy_(x[off:off + p.numel()])
@@ -359,11 +392,12 @@ class DistributedOptimizer(torch.optim.Optimizer):
         live = self._ps._ps is not None and any(k.pushed or k.pushed_step >= 0 for k in self._keys)
         srv = None
         if servers and live:
-            srv = self._ps.server_residuals([k.key for k in self._keys])
+            srv = self._ps.server_residuals([k.pushed_key for k in self._keys])
         for i, k in enumerate(self._keys):
-            d = {"key": k.key, "elements": k.n, "params": list(k.names)}
+            # during warm-up the twin's: the key the last step travelled on
+            d = {"key": k.pushed_key, "elements": k.n, "params": list(k.names)}
             if live:
-                d.update(self._ps.key_stats(k.key))
+                d.update(self._ps.key_stats(k.pushed_key))
                 total_ss += d["worker_residual"] ** 2
                 if srv is not None:
                     d["server_residual"] = srv[i]
@@ -382,16 +416,24 @@ class DistributedOptimizer(torch.optim.Optimizer):
         self.synchronize()
         sd = super().state_dict()
         sd["efps"] = {"steps": self._steps, "compressor": self.compressor, "block": self.block,
-                      "keys": [k.key for k in self._keys], "skipped": dict(self._skipped)}
+                      "keys": self._declared(), "warmup_steps": self.warmup_steps,
+                      "skipped": dict(self._skipped)}
         return sd
+
+    def _declared(self):
+        return [k.key for k in self._keys] + [k.twin for k in self._keys if k.twin is not None]
 
     def load_state_dict(self, state_dict):
         sd = dict(state_dict)
         meta = sd.pop("efps", None)
         super().load_state_dict(sd)
         if meta is not None:
-            if meta["keys"] != [k.key for k in self._keys]:
+            if meta["keys"] != self._declared():
                 raise ValueError("efps: this state dict is of another model layout")
+            if meta.get("warmup_steps", 0) != self.warmup_steps:
+                raise ValueError("efps: this state dict is of a run with warmup_steps=%d, this "
+                                 "optimizer has %d" % (meta.get("warmup_steps", 0),
+                                                       self.warmup_steps))
             self._steps = meta["steps"]
             self._skipped = dict(meta.get("skipped", {}))
 
