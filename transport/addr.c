@@ -41,13 +41,12 @@ efps_status_t efps__tp_parse_addr(const char *text, bool passive, struct sockadd
 {
     char host[256];
     const char *port;
-    char *end;
+    uint64_t p;
     if (!split_host_port(text, host, sizeof(host), &port)) {
         efps_error("address '%s': expected host:port or [ipv6]:port", text);
         return EFPS_ERR_INVALID;
     }
-    unsigned long p = strtoul(port, &end, 10);
-    if (*port == '\0' || *end != '\0' || p > 65535) {
+    if (!efps__parse_u64(port, 0, 65535, &p)) {
         efps_error("address '%s': port '%s' is not a number in 0..65535", text, port);
         return EFPS_ERR_INVALID;
     }
@@ -103,16 +102,9 @@ void efps__tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr)
         snprintf(ep->name, sizeof(ep->name), "%s", addr);
 }
 
-uint64_t efps__tp_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 uint64_t efps__tp_deadline(int timeout_ms)
 {
-    return timeout_ms < 0 ? 0 : efps__tp_now_ms() + (uint64_t)timeout_ms;
+    return timeout_ms < 0 ? 0 : efps__now_ms() + (uint64_t)timeout_ms;
 }
 
 bool efps__tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadline_ms)
@@ -121,14 +113,12 @@ bool efps__tp_wait(pthread_cond_t *cond, pthread_mutex_t *lock, uint64_t deadlin
         pthread_cond_wait(cond, lock);
         return true;
     }
-    uint64_t now = efps__tp_now_ms();
+    const uint64_t now_ns = efps__now_ns(), now = now_ns / 1000000u;
     if (now >= deadline_ms)
         return false;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + (deadline_ms - now) * 1000000u;
-    ts.tv_sec += (time_t)(ns / 1000000000u);
-    ts.tv_nsec = (long)(ns % 1000000000u);
+    const uint64_t ns = now_ns + (deadline_ms - now) * 1000000u;
+    struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000u),
+                          .tv_nsec = (long)(ns % 1000000000u)};
     pthread_cond_timedwait(cond, lock, &ts);
     return true;
 }

@@ -34,9 +34,8 @@ static efps_status_t fill_attr(const efps_tp_attr_t *in, efps_tp_attr_t *out)
         out->rq_depth = 256;
     if (out->timeout_ms == 0) {
         const char *text = efps_config_get("EFPS_TIMEOUT_MS");
-        char *end;
-        unsigned long ms = strtoul(text, &end, 10);
-        if (*end != '\0' || ms == 0 || ms > 86400000ul) {
+        uint64_t ms;
+        if (!efps__parse_u64(text, 1, 86400000u, &ms)) {
             efps_error("EFPS_TIMEOUT_MS='%s' is not a number of milliseconds in 1..86400000", text);
             return EFPS_ERR_INVALID;
         }
@@ -158,37 +157,23 @@ size_t efps_tp_mr_length(const efps_tp_mr_t *mr)
     return mr->length;
 }
 
-static void put_le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 void efps_tp_rkey_pack(const efps_tp_rkey_t *rkey, uint8_t out[EFPS_TP_RKEY_PACKED])
 {
-    put_le(out, rkey->base, 8);
-    put_le(out + 8, rkey->length, 8);
-    put_le(out + 16, rkey->key, 4);
-    put_le(out + 20, rkey->transport, 2);
-    put_le(out + 22, rkey->access, 2);
+    efps__put_le(out, rkey->base, 8);
+    efps__put_le(out + 8, rkey->length, 8);
+    efps__put_le(out + 16, rkey->key, 4);
+    efps__put_le(out + 20, rkey->transport, 2);
+    efps__put_le(out + 22, rkey->access, 2);
 }
 
 efps_status_t efps_tp_rkey_unpack(const uint8_t in[EFPS_TP_RKEY_PACKED], efps_tp_rkey_t *rkey_p)
 {
     efps_tp_rkey_t k = {
-        .base = get_le(in, 8),
-        .length = get_le(in + 8, 8),
-        .key = (uint32_t)get_le(in + 16, 4),
-        .transport = (uint16_t)get_le(in + 20, 2),
-        .access = (uint16_t)get_le(in + 22, 2),
+        .base = efps__get_le(in, 8),
+        .length = efps__get_le(in + 8, 8),
+        .key = (uint32_t)efps__get_le(in + 16, 4),
+        .transport = (uint16_t)efps__get_le(in + 20, 2),
+        .access = (uint16_t)efps__get_le(in + 22, 2),
     };
     if ((k.transport != EFPS_TP_ID_TCP && k.transport != EFPS_TP_ID_VERBS) ||
         (k.access & ~EFPS_TP_ACCESS_REMOTE_WRITE) != 0 || k.length == 0) {

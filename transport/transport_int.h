@@ -7,6 +7,7 @@
 #define EFPS_TRANSPORT_INT_H
 
 #include "efps/transport.h"
+#include "efps_internal/util.h"
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -141,8 +142,6 @@ void efps__tp_format_addr(const struct sockaddr *sa, char *buf, size_t cap);
 /* "label (addr)" or "addr" into ep->name. */
 void efps__tp_ep_set_name(efps_tp_ep_t *ep, const char *label, const char *addr);
 
-/* Absolute CLOCK_MONOTONIC milliseconds. */
-uint64_t efps__tp_now_ms(void);
 /* The deadline of a call's timeout_ms: 0 (wait forever) when timeout_ms < 0. */
 uint64_t efps__tp_deadline(int timeout_ms);
 /* Waits on cond (created on CLOCK_MONOTONIC) with lock held, until woken or

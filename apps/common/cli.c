@@ -1,11 +1,9 @@
 /* The shared command-line helpers of the efps programs (cli.h). */
 #include "cli.h"
+#include "efps_internal/util.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,66 +21,6 @@ const char *cli_prog(void)
     return prog_name;
 }
 
-/* strto* skip leading blanks and take a sign; a number here does neither
- * (except '-' where lo allows it). */
-static bool plain_start(const char *text, bool minus_ok)
-{
-    return *text != '\0' && !isspace((unsigned char)*text) && *text != '+' &&
-           (minus_ok || *text != '-');
-}
-
-bool cli_parse_long(const char *text, long lo, long hi, long *v_p)
-{
-    char *end;
-    if (!plain_start(text, lo < 0))
-        return false;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi)
-        return false;
-    *v_p = v;
-    return true;
-}
-
-bool cli_parse_u64(const char *text, uint64_t lo, uint64_t hi, uint64_t *v_p)
-{
-    char *end;
-    if (!plain_start(text, false))
-        return false;
-    errno = 0;
-    unsigned long long v = strtoull(text, &end, 10);
-    if (errno != 0 || *end != '\0' || v < lo || v > hi)
-        return false;
-    *v_p = (uint64_t)v;
-    return true;
-}
-
-bool cli_parse_double(const char *text, double lo, double hi, double *v_p)
-{
-    char *end;
-    if (!plain_start(text, lo < 0))
-        return false;
-    errno = 0;
-    double v = strtod(text, &end);
-    if (errno != 0 || *end != '\0' || !isfinite(v) || v < lo || v > hi)
-        return false;
-    *v_p = v;
-    return true;
-}
-
-bool cli_parse_float(const char *text, float lo, float hi, float *v_p)
-{
-    char *end;
-    if (!plain_start(text, lo < 0))
-        return false;
-    errno = 0;
-    float v = strtof(text, &end);
-    if (errno != 0 || *end != '\0' || !isfinite(v) || v < lo || v > hi)
-        return false;
-    *v_p = v;
-    return true;
-}
-
 int cli_bad(const char *name, const char *value, const char *fmt, ...)
 {
     va_list ap;
@@ -96,7 +34,7 @@ int cli_bad(const char *name, const char *value, const char *fmt, ...)
 
 int cli_long(const char *name, const char *text, long lo, long hi, long *v_p)
 {
-    if (cli_parse_long(text, lo, hi, v_p))
+    if (efps__parse_long(text, lo, hi, v_p))
         return 0;
     if (hi == LONG_MAX)
         return cli_bad(name, text, "an integer of at least %ld", lo);
@@ -105,7 +43,7 @@ int cli_long(const char *name, const char *text, long lo, long hi, long *v_p)
 
 int cli_u64(const char *name, const char *text, uint64_t lo, uint64_t hi, uint64_t *v_p)
 {
-    if (cli_parse_u64(text, lo, hi, v_p))
+    if (efps__parse_u64(text, lo, hi, v_p))
         return 0;
     if (hi == UINT64_MAX)
         return cli_bad(name, text, "an integer of at least %llu", (unsigned long long)lo);
@@ -115,7 +53,7 @@ int cli_u64(const char *name, const char *text, uint64_t lo, uint64_t hi, uint64
 
 int cli_double(const char *name, const char *text, double lo, double hi, double *v_p)
 {
-    if (cli_parse_double(text, lo, hi, v_p))
+    if (efps__parse_double(text, lo, hi, v_p))
         return 0;
     return cli_bad(name, text, "a number from %g to %g", lo, hi);
 }

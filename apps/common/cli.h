@@ -9,8 +9,9 @@
  * space, a variable by '='.
  *
  * The parsers are checked (the whole text, no sign where none is allowed,
- * range, overflow); the cli_bad_* variants print the message and return
- * CLI_USAGE, 0 on success. Not thread-safe (cli_init sets a global name). */
+ * range, overflow: efps__parse_* of efps_internal/util.h, the one copy the
+ * library uses too); these print the message and return CLI_USAGE, 0 on
+ * success. Not thread-safe (cli_init sets a global name). */
 #ifndef EFPS_APPS_CLI_H
 #define EFPS_APPS_CLI_H
 
@@ -23,12 +24,6 @@
 /* The program's name in every message ("efps-train"). */
 void cli_init(const char *prog);
 const char *cli_prog(void);
-
-/* Pure parsers: true and *v_p set when text is entirely a number in [lo, hi]. */
-bool cli_parse_long(const char *text, long lo, long hi, long *v_p);
-bool cli_parse_u64(const char *text, uint64_t lo, uint64_t hi, uint64_t *v_p);
-bool cli_parse_double(const char *text, double lo, double hi, double *v_p);
-bool cli_parse_float(const char *text, float lo, float hi, float *v_p); /* strtof */
 
 /* Prints "PROG: NAME VALUE: allowed...; see --help" and returns CLI_USAGE. */
 int cli_bad(const char *name, const char *value, const char *fmt, ...)

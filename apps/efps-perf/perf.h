@@ -3,12 +3,11 @@
 #define EFPS_PERF_H
 
 #include "efps/ps.h"
+#include "efps_internal/util.h"
 
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
-
-double perf_now(void);
 
 /* Raw TCP over loopback between this process and a forked echo child: the
  * seconds that iters iterations (send bytes, receive them back) take after

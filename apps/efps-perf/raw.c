@@ -15,13 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-double perf_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void tune(int fd)
 {
     int one = 1, buf = 4 << 20;
@@ -77,11 +70,11 @@ double raw_socket_seconds(size_t bytes, int iters)
         tune(fd);
         for (int i = 0; i <= iters; i++) { /* iteration 0 warms up */
             if (i == 1)
-                t0 = perf_now();
+                t0 = efps__now_s();
             if (xfer(fd, buf, bytes, 1) != 0 || xfer(fd, buf, bytes, 0) != 0)
                 break;
             if (i == iters)
-                total = perf_now() - t0;
+                total = efps__now_s() - t0;
         }
     }
     if (fd >= 0)

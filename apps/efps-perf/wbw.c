@@ -35,8 +35,8 @@ static uint8_t pattern(size_t i)
 /* Polls one completion of the wanted type, up to 30 s of silence. */
 static int poll_cqe(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int *n_p)
 {
-    double end = perf_now() + 30;
-    while (perf_now() < end) {
+    double end = efps__now_s() + 30;
+    while (efps__now_s() < end) {
         if (efps_tp_poll(ctx, cqes, max, 100, n_p) != EFPS_OK)
             return -1;
         if (*n_p > 0)
@@ -85,10 +85,10 @@ static int receiver(const wbw_opts_t *o, int port_wr, wbw_side_t *r)
                 goto out;
             }
             if (got == 0)
-                t0 = perf_now();
+                t0 = efps__now_s();
         }
     }
-    r->seconds = perf_now() - t0;
+    r->seconds = efps__now_s() - t0;
     for (size_t i = 0; i < o->size; i++)
         if (dst[i] != pattern(i)) {
             fprintf(stderr, "efps-perf --write-bw: byte %zu differs at the receiver\n", i);
@@ -97,7 +97,7 @@ static int receiver(const wbw_opts_t *o, int port_wr, wbw_side_t *r)
     r->ok = efps_tp_msg_send(ep, "done", 5) == EFPS_OK;
     /* The sender closes once it has read "done": wait for that, so only one
      * side starts the goodbye. */
-    for (double end = perf_now() + 30; r->ok && perf_now() < end;) {
+    for (double end = efps__now_s() + 30; r->ok && efps__now_s() < end;) {
         efps_tp_cqe_t cqe;
         int n = 0;
         if (efps_tp_poll(ctx, &cqe, 1, 100, &n) != EFPS_OK ||
@@ -136,7 +136,7 @@ static int sender(const wbw_opts_t *o, int port_rd, wbw_side_t *r)
         len != EFPS_TP_RKEY_PACKED || efps_tp_rkey_unpack((uint8_t *)buf, &key) != EFPS_OK)
         goto out;
     int posted = 0, done = 0;
-    double t0 = perf_now();
+    double t0 = efps__now_s();
     while (done < o->iters) {
         while (posted < o->iters) {
             efps_status_t s =
@@ -155,7 +155,7 @@ static int sender(const wbw_opts_t *o, int port_rd, wbw_side_t *r)
             if (cqes[i].type != EFPS_TP_CQE_WRITE || cqes[i].status != EFPS_OK)
                 goto out;
     }
-    r->seconds = perf_now() - t0;
+    r->seconds = efps__now_s() - t0;
     r->ok = efps_tp_msg_recv(ep, buf, sizeof(buf), &len, 60000) == EFPS_OK && len == 5 &&
             strcmp(buf, "done") == 0;
 out:

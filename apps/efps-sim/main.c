@@ -4,6 +4,7 @@
  * per step against fp32. */
 #include "cli.h"
 #include "efps/efps.h"
+#include "efps_internal/util.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -75,7 +76,7 @@ static int bad_value(const char *flag, const char *text, const char *want)
 static int parse_u64(const char *flag, const char *text, uint64_t lo, uint64_t hi, uint64_t *v)
 {
     char want[96];
-    if (cli_parse_u64(text, lo, hi, v))
+    if (efps__parse_u64(text, lo, hi, v))
         return 0;
     if (hi == UINT64_MAX)
         snprintf(want, sizeof(want), "an integer of at least %llu", (unsigned long long)lo);
@@ -99,7 +100,7 @@ static int parse_float(const char *flag, const char *text, float lo, float hi, i
                        float *v)
 {
     float x;
-    if (!cli_parse_float(text, lo, hi, &x) || (hi_open && x == hi)) {
+    if (!efps__parse_float(text, lo, hi, &x) || (hi_open && x == hi)) {
         char want[96];
         snprintf(want, sizeof(want), "a number in [%g, %g%c", (double)lo, (double)hi,
                  hi_open ? ')' : ']');

@@ -8,6 +8,7 @@
  *   nn-smoke --bench --model resnet20 --batch 32
  */
 #include "cli.h"
+#include "efps_internal/util.h"
 #include "nn/data.h"
 #include "nn/eval.h"
 #include "nn/model.h"
@@ -28,13 +29,6 @@ typedef struct {
     bool bench, shortcut_conv;
     double bench_seconds;
 } options_t;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static double cpu_now(void)
 {
@@ -177,12 +171,12 @@ static int bench(nn_model_t *m, const options_t *o)
         return 1;
     /* CPU time too: on a shared machine it is the fairer measure of one core */
     int steps = 0;
-    double t0 = now(), c0 = cpu_now(), t;
+    double t0 = efps__now_s(), c0 = cpu_now(), t;
     do {
         if (nn_model_train_step(m, x, labels, o->batch, NULL, &r) != EFPS_OK)
             return 1;
         steps++;
-        t = now() - t0;
+        t = efps__now_s() - t0;
     } while (t < o->bench_seconds);
     double c = cpu_now() - c0;
     printf("%s batch %d: %d steps, %.1f ms/step, %.1f images/s wall, %.1f images/s per CPU "
@@ -220,7 +214,7 @@ static int train(nn_model_t *m, const options_t *o)
     int rc = 0;
     for (int e = 0; e < o->epochs && rc == 0; e++) {
         nn_sampler_set_epoch(&s, (uint64_t)e);
-        double t0 = now(), loss = 0.0;
+        double t0 = efps__now_s(), loss = 0.0;
         size_t correct = 0;
         for (size_t b = 0; b < s.batches_per_epoch; b++) {
             nn_dataset_batch(&tr, nn_sampler_batch(&s, b), o->batch, NN_FASHION_MNIST_MEAN,
@@ -234,7 +228,7 @@ static int train(nn_model_t *m, const options_t *o)
             loss += r.loss;
             correct += (size_t)r.correct;
         }
-        double t_train = now() - t0;
+        double t_train = efps__now_s() - t0;
         nn_eval_result_t ev;
         if (rc == 0 && nn_evaluate(m, &te, 0, ntest, &ev) != EFPS_OK)
             rc = 1;

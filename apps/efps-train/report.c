@@ -7,13 +7,6 @@
 #include <stdio.h>
 #include <time.h>
 
-double train_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void human_bytes(uint64_t b, char *buf, size_t cap)
 {
     static const char *const units[] = {"B", "KB", "MB", "GB", "TB"};
@@ -35,7 +28,7 @@ static void human_time(double s, char *buf, size_t cap)
 int report_open(report_t *r, const char *csv_path, int workers, int batch, uint64_t total_steps)
 {
     *r = (report_t){.workers = workers, .batch = batch, .total_steps = total_steps};
-    r->t0 = r->last_print = train_now();
+    r->t0 = r->last_print = efps__now_s();
     if (csv_path == NULL)
         return 0;
     r->csv = fopen(csv_path, "w");
@@ -55,7 +48,7 @@ static double images_per_s(const report_t *r, uint64_t steps, double elapsed)
 
 void report_progress(report_t *r, const report_row_t *row)
 {
-    double now = train_now(), elapsed = now - r->t0;
+    double now = efps__now_s(), elapsed = now - r->t0;
     if (now - r->last_print < 5.0)
         return;
     r->last_print = now;
@@ -71,7 +64,7 @@ void report_progress(report_t *r, const report_row_t *row)
 
 void report_epoch(report_t *r, const report_row_t *row)
 {
-    double elapsed = train_now() - r->t0;
+    double elapsed = efps__now_s() - r->t0;
     char wire[32];
     human_bytes(row->wire_bytes, wire, sizeof(wire));
     double ips = images_per_s(r, row->steps_done, elapsed);
@@ -80,7 +73,7 @@ void report_epoch(report_t *r, const report_row_t *row)
            row->epoch, row->epochs, row->loss, row->train_acc, row->test_loss, row->test_acc,
            elapsed, ips, wire);
     fflush(stdout);
-    r->last_print = train_now();
+    r->last_print = efps__now_s();
     if (r->csv != NULL) {
         fprintf(r->csv, "%d,%llu,%.6g,%.6f,%.4f,%.6f,%.4f,%.3f,%.1f,%llu,%llu\n", row->epoch,
                 (unsigned long long)row->steps_done, (double)row->lr, row->loss, row->train_acc,
@@ -104,8 +97,8 @@ void report_summary(const report_t *r, const report_row_t *last)
            cli_plural(r->workers, "worker", "workers"));
     printf("an fp32 run would have moved %s (%llu): %.1fx more, %s saved\n", fp32,
            (unsigned long long)last->fp32_bytes, ratio, saved);
-    printf("wall time %.1f s, %.0f images/s\n", train_now() - r->t0,
-           images_per_s(r, last->steps_done, train_now() - r->t0));
+    printf("wall time %.1f s, %.0f images/s\n", efps__now_s() - r->t0,
+           images_per_s(r, last->steps_done, efps__now_s() - r->t0));
     fflush(stdout);
 }
 

@@ -46,14 +46,14 @@ void steplog_begin(steplog_t *l, const sync_t *s, efps_ps_t *ps)
     sync_times(s, &l->push_s, &l->pull_s);
     efps_ps_traffic(ps, &l->wire, &fp32);
     l->cpu0 = cpu_now();
-    l->t0 = train_now();
+    l->t0 = efps__now_s();
 }
 
 void steplog_end(steplog_t *l, const sync_t *s, efps_ps_t *ps, int epoch, uint64_t step)
 {
     if (l->f == NULL)
         return;
-    const double dt = train_now() - l->t0, cpu = cpu_now() - l->cpu0;
+    const double dt = efps__now_s() - l->t0, cpu = cpu_now() - l->cpu0;
     double push, pull;
     uint64_t wire, fp32;
     sync_times(s, &push, &pull);

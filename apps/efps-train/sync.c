@@ -60,10 +60,10 @@ static efps_status_t before_forward(size_t i, void *user)
     if (!s->pending[key])
         return EFPS_OK; /* first step: nothing pushed yet; or the group is pulled */
     s->pending[key] = false;
-    const double t0 = train_now();
+    const double t0 = efps__now_s();
     efps_status_t st =
         key == s->gkey ? pull_group(s) : efps_ps_pull(s->ps, (uint32_t)i, s->params[i].data);
-    s->pull_s += train_now() - t0;
+    s->pull_s += efps__now_s() - t0;
     return st;
 }
 
@@ -79,9 +79,9 @@ static efps_status_t on_grad(size_t i, const float *grad, size_t n, void *user)
         key = s->gkey;
         grad = s->ggrad;
     }
-    const double t0 = train_now();
+    const double t0 = efps__now_s();
     efps_status_t st = efps_ps_push(s->ps, (uint32_t)key, grad, s->lr);
-    s->push_s += train_now() - t0;
+    s->push_s += efps__now_s() - t0;
     s->pending[key] = st == EFPS_OK;
     return st;
 }

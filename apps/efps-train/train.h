@@ -4,6 +4,7 @@
 #define EFPS_TRAIN_H
 
 #include "efps/efps.h"
+#include "efps_internal/util.h"
 #include "nn/layer.h"
 
 #include <stdbool.h>
@@ -47,8 +48,6 @@ int train_launch(const train_opts_t *o, int argc, char **argv);
 /* One worker: rank and servers from the environment (EFPS_* or a launcher).
  * The exit status for main. */
 int train_worker(const train_opts_t *o);
-
-double train_now(void);
 
 /* ---- keys and hooks (sync.c) ---------------------------------------------- */
 

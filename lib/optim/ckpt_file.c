@@ -4,6 +4,7 @@
  * reader sees either the old checkpoint or the whole new one; read whole and
  * checked before anyone parses a byte of the payload. */
 #include "optim_internal.h"
+#include "efps_internal/util.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -32,16 +33,10 @@ static void put_bytes(efps_ckpt_out_t *o, const void *p, size_t len)
         o->failed = 1;
 }
 
-static void le32(uint8_t *b, uint32_t v)
-{
-    for (int k = 0; k < 4; k++)
-        b[k] = (uint8_t)(v >> (8 * k));
-}
-
 void efps__ckpt_put_u32(efps_ckpt_out_t *o, uint32_t v)
 {
     uint8_t b[4];
-    le32(b, v);
+    efps__put_le32(b, v);
     put_bytes(o, b, 4);
 }
 
@@ -66,7 +61,7 @@ void efps__ckpt_put_f32s(efps_ckpt_out_t *o, const float *v, size_t count)
         for (size_t i = 0; i < k; i++) {
             uint32_t u;
             memcpy(&u, &v[i], 4);
-            le32(chunk + 4 * i, u);
+            efps__put_le32(chunk + 4 * i, u);
         }
         put_bytes(o, chunk, 4 * k);
         v += k;
@@ -165,16 +160,6 @@ err_free_tmp:
 
 /* ---- reading ---------------------------------------------------------------- */
 
-static uint32_t rd32(const uint8_t *b)
-{
-    return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-}
-
-static uint64_t rd64(const uint8_t *b)
-{
-    return (uint64_t)rd32(b) | (uint64_t)rd32(b + 4) << 32;
-}
-
 static const uint8_t *take(efps_ckpt_in_t *in, size_t len)
 {
     if (in->short_read || in->len - in->pos < len) {
@@ -189,13 +174,13 @@ static const uint8_t *take(efps_ckpt_in_t *in, size_t len)
 uint32_t efps__ckpt_get_u32(efps_ckpt_in_t *in)
 {
     const uint8_t *b = take(in, 4);
-    return b ? rd32(b) : 0;
+    return b ? efps__get_le32(b) : 0;
 }
 
 uint64_t efps__ckpt_get_u64(efps_ckpt_in_t *in)
 {
     const uint8_t *b = take(in, 8);
-    return b ? rd64(b) : 0;
+    return b ? efps__get_le64(b) : 0;
 }
 
 float efps__ckpt_get_f32(efps_ckpt_in_t *in)
@@ -221,7 +206,7 @@ void efps__ckpt_get_f32s(efps_ckpt_in_t *in, float *v, size_t count)
     if (v == NULL)
         return;
     for (size_t i = 0; i < count; i++) {
-        const uint32_t u = rd32(b + 4 * i);
+        const uint32_t u = efps__get_le32(b + 4 * i);
         memcpy(&v[i], &u, 4);
     }
 }
@@ -269,20 +254,20 @@ static efps_status_t check_container(const char *path, const uint8_t *buf, size_
                    path, size);
         return EFPS_ERR_CORRUPT;
     }
-    const uint64_t payload = rd64(buf + 16);
+    const uint64_t payload = efps__get_le64(buf + 16);
     if (payload != size - HEADER_BYTES - TRAILER_BYTES) {
         efps_error("checkpoint %s: truncated or extended: %zu bytes, header says %llu", path, size,
                    (unsigned long long)(payload + HEADER_BYTES + TRAILER_BYTES));
         return EFPS_ERR_CORRUPT;
     }
-    const uint32_t want = rd32(buf + size - TRAILER_BYTES);
+    const uint32_t want = efps__get_le32(buf + size - TRAILER_BYTES);
     const uint32_t got = (uint32_t)crc32_z(crc32_z(0L, Z_NULL, 0), buf, size - TRAILER_BYTES);
     if (want != got) {
         efps_error("checkpoint %s: CRC mismatch (file %08x, computed %08x): corrupted", path, want,
                    got);
         return EFPS_ERR_CORRUPT;
     }
-    const uint32_t version = rd32(buf + 8);
+    const uint32_t version = efps__get_le32(buf + 8);
     if (version != EFPS_CKPT_VERSION) {
         efps_error("checkpoint %s: format version %u, this library reads version %u", path, version,
                    EFPS_CKPT_VERSION);
@@ -290,7 +275,7 @@ static efps_status_t check_container(const char *path, const uint8_t *buf, size_
     }
     static const char *const kinds[] = {"?",          "worker",        "server",
                                         "simulation", "set of worker", "set of server"};
-    const uint32_t have = rd32(buf + 12);
+    const uint32_t have = efps__get_le32(buf + 12);
     if (have != kind) {
         efps_error("checkpoint %s: holds a %s state, not a %s one", path,
                    have <= EFPS_CKPT_SERVER_SET ? kinds[have] : "unknown", kinds[kind]);

@@ -23,13 +23,13 @@ void ps_nonce(uint8_t nonce[PS_NONCE])
 
 static void put_hello(uint8_t out[32], const ps_hello_t *h)
 {
-    ps_put32(out, h->magic);
+    efps__put_le32(out, h->magic);
     out[4] = (uint8_t)h->version;
     out[5] = (uint8_t)(h->version >> 8);
     out[6] = (uint8_t)h->role;
     out[7] = (uint8_t)(h->role >> 8);
-    ps_put32(out + 8, h->rank);
-    ps_put32(out + 12, h->num_workers);
+    efps__put_le32(out + 8, h->rank);
+    efps__put_le32(out + 12, h->num_workers);
     memcpy(out + 16, h->nonce, PS_NONCE);
 }
 
@@ -54,7 +54,7 @@ bool ps_mac_equal(const uint8_t a[PS_MAC], const uint8_t b[PS_MAC])
 void ps_send_refuse(efps_tp_ep_t *ep, const char *fmt, ...)
 {
     uint8_t buf[512];
-    ps_put32(buf, PS_MSG_REFUSE);
+    efps__put_le32(buf, PS_MSG_REFUSE);
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf((char *)buf + 4, sizeof(buf) - 4, fmt, ap);

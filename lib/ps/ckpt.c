@@ -60,7 +60,7 @@ static efps_status_t ask_servers(efps_ps_t *ps, uint32_t type, const char *path)
 {
     uint8_t msg[EFPS_TP_MSG_MAX], reply[EFPS_TP_MSG_MAX];
     const size_t len = 4 + strlen(path) + 1;
-    ps_put32(msg, type);
+    efps__put_le32(msg, type);
     memcpy(msg + 4, path, len - 4);
     for (int s = 0; s < efps__ps_nservers(ps); s++) {
         size_t rlen = 0;
@@ -68,7 +68,7 @@ static efps_status_t ask_servers(efps_ps_t *ps, uint32_t type, const char *path)
             efps__ps_ask(ps, s, msg, len, PS_MSG_CKPT_DONE, reply, sizeof(reply), &rlen);
         if (st != EFPS_OK)
             return st;
-        const int32_t status = rlen >= 8 ? (int32_t)ps_get32(reply + 4) : EFPS_ERR_PROTO;
+        const int32_t status = rlen >= 8 ? (int32_t)efps__get_le32(reply + 4) : EFPS_ERR_PROTO;
         if (status != EFPS_OK) {
             efps_error("worker %d: server %d could not %s checkpoint %s.server%d: %s",
                        efps_ps_rank(ps), s, type == PS_MSG_SAVE ? "save" : "load", path, s,
@@ -150,8 +150,8 @@ efps_status_t efps__ps_server_ckpt(int server, uint32_t type, const uint8_t *m, 
     if (st == EFPS_OK)
         efps_info("server %d: %s %s (%zu parts)", server, type == PS_MSG_SAVE ? "saved" : "loaded",
                   file, count);
-    ps_put32(reply, PS_MSG_CKPT_DONE);
-    ps_put32(reply + 4, (uint32_t)st);
+    efps__put_le32(reply, PS_MSG_CKPT_DONE);
+    efps__put_le32(reply + 4, (uint32_t)st);
     int w = snprintf((char *)reply + 8, cap - 8, "%s", efps_strerror(st));
     *reply_len_p = 8 + (size_t)(w < 0 ? 0 : w) + 1;
     free(file);

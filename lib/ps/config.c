@@ -16,10 +16,8 @@ void efps_ps_config_init(efps_ps_config_t *cfg)
 
 static efps_status_t parse_long(const char *var, const char *text, long lo, long hi, long *v_p)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+    long v;
+    if (!efps__parse_long(text, lo, hi, &v)) {
         efps_error("%s='%s' is not an integer in [%ld, %ld]", var, text, lo, hi);
         return EFPS_ERR_INVALID;
     }

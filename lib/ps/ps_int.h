@@ -5,6 +5,7 @@
 
 #include "efps/ps.h"
 #include "efps/transport.h"
+#include "efps_internal/util.h"
 
 #include <stdbool.h>
 
@@ -162,32 +163,6 @@ void ps_nonce(uint8_t nonce[PS_NONCE]);
 void ps_mac(const char *secret, const char *label, const ps_hello_t *first,
             const ps_hello_t *second, uint8_t mac[PS_MAC]);
 bool ps_mac_equal(const uint8_t a[PS_MAC], const uint8_t b[PS_MAC]);
-
-/* Small serialisation helpers (little-endian). */
-static inline void ps_put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline void ps_put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-static inline uint32_t ps_get32(const uint8_t *p)
-{
-    uint32_t v = 0;
-    for (int i = 0; i < 4; i++)
-        v |= (uint32_t)p[i] << (8 * i);
-    return v;
-}
-static inline uint64_t ps_get64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
 
 /* Sends a REFUSE with the formatted reason (best effort). */
 void ps_send_refuse(efps_tp_ep_t *ep, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -72,7 +72,7 @@ static bool finished(const server_t *sv)
 
 static efps_status_t serve(server_t *sv)
 {
-    int64_t last = now_ms();
+    int64_t last = efps__now_ms();
     while (!finished(sv)) {
         if (atomic_load_explicit(&sv->stop, memory_order_relaxed)) {
             efps_info("server %d: stopped on request", sv->cfg.rank);
@@ -83,18 +83,18 @@ static efps_status_t serve(server_t *sv)
         if (st != EFPS_OK)
             return st;
         if (any) {
-            last = now_ms();
+            last = efps__now_ms();
             continue;
         }
         int ready = 0;
         for (int r = 0; r < sv->M; r++)
             ready += sv->by_rank[r] != NULL && sv->by_rank[r]->state >= W_READY;
-        if (sv->done == sv->M && now_ms() - last > sv->cfg.timeout_ms) {
+        if (sv->done == sv->M && efps__now_ms() - last > sv->cfg.timeout_ms) {
             efps_warn("server %d: every worker said goodbye but %d did not close within %d ms",
                       sv->cfg.rank, sv->M - sv->gone, sv->cfg.timeout_ms);
             return EFPS_OK;
         }
-        if (ready < sv->M && now_ms() - last > sv->cfg.timeout_ms) {
+        if (ready < sv->M && efps__now_ms() - last > sv->cfg.timeout_ms) {
             efps_error("server %d: only %d of %d workers joined within %d ms", sv->cfg.rank, ready,
                        sv->M, sv->cfg.timeout_ms);
             return EFPS_ERR_TIMEOUT;
@@ -107,8 +107,8 @@ static efps_status_t serve(server_t *sv)
  * other last message already queued reaches its worker before we close. */
 static void linger(server_t *sv, int ms)
 {
-    const int64_t end = now_ms() + ms;
-    while (now_ms() < end) {
+    const int64_t end = efps__now_ms() + ms;
+    while (efps__now_ms() < end) {
         efps_tp_cqe_t cqes[64];
         int n = 0, open = 0;
         efps_tp_poll(sv->tp, cqes, 64, 10, &n);

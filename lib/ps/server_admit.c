@@ -21,7 +21,7 @@ efps_status_t efps__srv_refuse(server_t *sv, worker_t *w, const char *fmt, ...)
     } else
         efps__srv_stranger_log(sv, "refused %s: %s", wname(w), why);
     w->state = W_REFUSED;
-    w->deadline = now_ms() + PS_REFUSE_LINGER_MS;
+    w->deadline = efps__now_ms() + PS_REFUSE_LINGER_MS;
     return EFPS_ERR_AUTH;
 }
 
@@ -38,7 +38,7 @@ void efps__srv_conn_free(worker_t *w)
 /* Login deadlines, refused peers due to be closed, and freeing what closed. */
 void efps__srv_sweep(server_t *sv)
 {
-    const int64_t now = now_ms();
+    const int64_t now = efps__now_ms();
     if (now < sv->next_sweep)
         return;
     sv->next_sweep = now + PS_SWEEP_MS;
@@ -123,7 +123,7 @@ efps_status_t efps__srv_accept(server_t *sv, efps_tp_conn_req_t *req)
     const void *priv = efps_tp_req_priv(req, &len);
     efps__wire_hello(priv, len, &w->hello); /* a bad one stays zero: refused at AUTH */
     w->rank = -1;
-    w->deadline = now_ms() + sv->lim.login_ms;
+    w->deadline = efps__now_ms() + sv->lim.login_ms;
     snprintf(w->host, sizeof(w->host), "%s", host);
     snprintf(w->name, sizeof(w->name), "peer %s", peer != NULL ? peer : "?");
     w->mine = (ps_hello_t){.magic = PS_MAGIC,
@@ -179,7 +179,7 @@ efps_status_t efps__srv_on_auth(server_t *sv, worker_t *w, const uint8_t *m, siz
     char addr[EFPS_TP_NAME_MAX];
     snprintf(addr, sizeof(addr), "%s", w->name + 5); /* past "peer " */
     snprintf(w->name, sizeof(w->name), "worker %d (%s)", w->rank, addr);
-    ps_put32(reply, PS_MSG_AUTH);
+    efps__put_le32(reply, PS_MSG_AUTH);
     ps_mac(sv->cfg.secret, "efps server", &w->mine, &w->hello, reply + 4);
     efps_info("server %d: %s authenticated", sv->cfg.rank, wname(w));
     return efps_tp_msg_send(w->ep, reply, sizeof(reply));
@@ -287,7 +287,7 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
     if ((st = efps_tp_mem_expose(w->ep, w->slot_mr, &rkey)) != EFPS_OK)
         return st;
     uint8_t msg[4 + EFPS_TP_RKEY_PACKED];
-    ps_put32(msg, PS_MSG_READY);
+    efps__put_le32(msg, PS_MSG_READY);
     efps_tp_rkey_pack(&rkey, msg + 4);
     w->state = W_READY;
     return efps_tp_msg_send(w->ep, msg, sizeof(msg));

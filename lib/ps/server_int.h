@@ -78,13 +78,6 @@ typedef struct {
     unsigned long log_suppressed;
 } server_t;
 
-static inline int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static inline const char *wname(const worker_t *w)
 {
     return w->name;

@@ -6,7 +6,7 @@
 
 void efps__srv_stranger_log(server_t *sv, const char *fmt, ...)
 {
-    const int64_t now = now_ms();
+    const int64_t now = efps__now_ms();
     if (sv->log_last != 0 && now - sv->log_last < 1000) {
         sv->log_suppressed++;
         return;
@@ -28,10 +28,10 @@ void efps__srv_stranger_log(server_t *sv, const char *fmt, ...)
 /* The count of lines held back, once their second is over. */
 void efps__srv_stranger_log_flush(server_t *sv)
 {
-    if (sv->log_suppressed > 0 && now_ms() - sv->log_last >= 1000) {
+    if (sv->log_suppressed > 0 && efps__now_ms() - sv->log_last >= 1000) {
         efps_warn("server %d: %lu more lines about unauthenticated peers held back", sv->cfg.rank,
                   sv->log_suppressed);
-        sv->log_last = now_ms();
+        sv->log_last = efps__now_ms();
         sv->log_suppressed = 0;
     }
 }

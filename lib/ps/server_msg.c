@@ -11,20 +11,20 @@
 static efps_status_t on_stats(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
 {
     uint8_t reply[12 + 12 * PS_STATS_PER_MSG];
-    size_t p = len == 8 ? ps_get32(m + 4) : SIZE_MAX, count = 0;
+    size_t p = len == 8 ? efps__get_le32(m + 4) : SIZE_MAX, count = 0;
     for (; p < sv->layout.nparts && count < PS_STATS_PER_MSG; p++) {
         if (!sv->parts[p].mine)
             continue;
         const double ss = efps_server_opt_residual_sumsq(sv->parts[p].opt);
         uint64_t bits;
         memcpy(&bits, &ss, sizeof(bits));
-        ps_put32(reply + 12 + 12 * count, (uint32_t)p);
-        ps_put64(reply + 16 + 12 * count, bits);
+        efps__put_le32(reply + 12 + 12 * count, (uint32_t)p);
+        efps__put_le64(reply + 16 + 12 * count, bits);
         count++;
     }
-    ps_put32(reply, PS_MSG_STATS);
-    ps_put32(reply + 4, (uint32_t)count);
-    ps_put32(reply + 8, p < sv->layout.nparts ? (uint32_t)p : UINT32_MAX);
+    efps__put_le32(reply, PS_MSG_STATS);
+    efps__put_le32(reply + 4, (uint32_t)count);
+    efps__put_le32(reply + 8, p < sv->layout.nparts ? (uint32_t)p : UINT32_MAX);
     return efps_tp_msg_send(w->ep, reply, 12 + 12 * count);
 }
 
@@ -52,7 +52,7 @@ static efps_status_t on_ckpt(server_t *sv, worker_t *w, uint32_t type, const uin
 
 static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t len)
 {
-    const uint32_t type = len >= 4 ? ps_get32(m) : 0;
+    const uint32_t type = len >= 4 ? efps__get_le32(m) : 0;
     uint8_t reply[4];
     if (w->state == W_AUTH && type == PS_MSG_AUTH)
         return efps__srv_on_auth(sv, w, m, len);
@@ -67,7 +67,7 @@ static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t 
     if (w->state == W_READY && type == PS_MSG_BYE) {
         w->state = W_DONE;
         sv->done++;
-        ps_put32(reply, PS_MSG_BYE);
+        efps__put_le32(reply, PS_MSG_BYE);
         efps_status_t st = efps_tp_msg_send(w->ep, reply, 4);
         for (size_t p = 0; st == EFPS_OK && p < sv->layout.nparts; p++)
             for (int r = 0; r < sv->M; r++)

@@ -65,22 +65,22 @@ static efps_status_t fetch(efps_ps_t *ps, int s, double *ss, size_t nparts)
     uint32_t next = 0;
     while (next != UINT32_MAX) {
         size_t len = 0;
-        ps_put32(msg, PS_MSG_STATS);
-        ps_put32(msg + 4, next);
+        efps__put_le32(msg, PS_MSG_STATS);
+        efps__put_le32(msg + 4, next);
         efps_status_t st =
             efps__ps_ask(ps, s, msg, sizeof(msg), PS_MSG_STATS, reply, sizeof(reply), &len);
         if (st != EFPS_OK)
             return st;
-        const uint32_t count = len >= 12 ? ps_get32(reply + 4) : UINT32_MAX;
-        const uint32_t after = len >= 12 ? ps_get32(reply + 8) : 0;
+        const uint32_t count = len >= 12 ? efps__get_le32(reply + 4) : UINT32_MAX;
+        const uint32_t after = len >= 12 ? efps__get_le32(reply + 8) : 0;
         if (count > PS_STATS_PER_MSG || len != 12 + 12 * (size_t)count ||
             (after != UINT32_MAX && after <= next)) {
             efps_error("worker %d: server %d sent malformed statistics", efps_ps_rank(ps), s);
             return EFPS_ERR_PROTO;
         }
         for (uint32_t i = 0; i < count; i++) {
-            const uint32_t p = ps_get32(reply + 12 + 12 * i);
-            const uint64_t bits = ps_get64(reply + 16 + 12 * i);
+            const uint32_t p = efps__get_le32(reply + 12 + 12 * i);
+            const uint64_t bits = efps__get_le64(reply + 16 + 12 * i);
             if (p < nparts)
                 memcpy(&ss[p], &bits, sizeof(double));
         }

@@ -26,7 +26,7 @@ efps_status_t efps__wire_hello(const void *priv, size_t len, ps_hello_t *hello_p
 
 efps_status_t efps__wire_auth(const uint8_t *m, size_t len, const uint8_t **mac_p)
 {
-    if (len != 4 + PS_MAC || ps_get32(m) != PS_MSG_AUTH)
+    if (len != 4 + PS_MAC || efps__get_le32(m) != PS_MSG_AUTH)
         return EFPS_ERR_PROTO;
     *mac_p = m + 4;
     return EFPS_OK;
@@ -35,14 +35,14 @@ efps_status_t efps__wire_auth(const uint8_t *m, size_t len, const uint8_t **mac_
 efps_status_t efps__wire_layout_head(const uint8_t *m, size_t len, efps__layout_head_t *head_p,
                                      char *why, size_t cap)
 {
-    if (len != PS_LAYOUT_HEAD || ps_get32(m) != PS_MSG_LAYOUT) {
+    if (len != PS_LAYOUT_HEAD || efps__get_le32(m) != PS_MSG_LAYOUT) {
         snprintf(why, cap, "LAYOUT message of %zu bytes, expected %d", len, PS_LAYOUT_HEAD);
         return EFPS_ERR_PROTO;
     }
-    efps__layout_head_t h = {.compressor = ps_get32(m + 4),
-                             .block = ps_get64(m + 8),
-                             .partition_bytes = ps_get64(m + 16),
-                             .nkeys = ps_get64(m + 24)};
+    efps__layout_head_t h = {.compressor = efps__get_le32(m + 4),
+                             .block = efps__get_le64(m + 8),
+                             .partition_bytes = efps__get_le64(m + 16),
+                             .nkeys = efps__get_le64(m + 24)};
     if (h.compressor > EFPS_COMP_BLOCKSIGN)
         return bad(why, cap, "compressor", h.compressor, 0, EFPS_COMP_BLOCKSIGN);
     if (h.block > PS_MAX_BLOCK)
@@ -63,8 +63,8 @@ efps_status_t efps__wire_layout_head(const uint8_t *m, size_t len, efps__layout_
 efps_status_t efps__wire_keys(ps_layout_t *l, uint64_t announced, const uint8_t *m, size_t len,
                               char *why, size_t cap)
 {
-    const uint64_t cnt = len >= 8 ? ps_get32(m + 4) : 0;
-    if (len < 8 || ps_get32(m) != PS_MSG_KEYS) {
+    const uint64_t cnt = len >= 8 ? efps__get_le32(m + 4) : 0;
+    if (len < 8 || efps__get_le32(m) != PS_MSG_KEYS) {
         snprintf(why, cap, "KEYS message of %zu bytes", len);
         return EFPS_ERR_PROTO;
     }
@@ -78,13 +78,13 @@ efps_status_t efps__wire_keys(ps_layout_t *l, uint64_t announced, const uint8_t 
         return bad(why, cap, "keys received", l->nkeys + cnt, 1, announced);
     for (uint64_t k = 0; k < cnt; k++) {
         const uint8_t *e = m + 8 + PS_KEY_WIRE * k;
-        const uint64_t n = ps_get64(e + 4), block = ps_get64(e + 12);
+        const uint64_t n = efps__get_le64(e + 4), block = efps__get_le64(e + 12);
         if (n == 0 || n > PS_MAX_KEY_ELEMS)
             return bad(why, cap, "key n", n, 1, PS_MAX_KEY_ELEMS);
         if (block > PS_MAX_BLOCK)
             return bad(why, cap, "key block", block, 0, PS_MAX_BLOCK);
         /* The room for keys grows with what arrives, not with what was announced. */
-        efps_status_t st = efps__layout_append(l, ps_get32(e), (size_t)n, (size_t)block);
+        efps_status_t st = efps__layout_append(l, efps__get_le32(e), (size_t)n, (size_t)block);
         if (st != EFPS_OK) {
             snprintf(why, cap, "no memory for key %llu", (unsigned long long)l->nkeys);
             return st;

@@ -49,13 +49,6 @@ struct efps_ps {
     uint64_t wire_bytes, fp32_bytes;
 };
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static efps_status_t fail(efps_ps_t *ps, efps_status_t st)
 {
     if (ps->failed == EFPS_OK)
@@ -78,7 +71,7 @@ static efps_status_t expect_msg(efps_ps_t *ps, server_link_t *s, uint32_t type, 
         return st;
     }
     buf[len] = '\0';
-    uint32_t got = len >= 4 ? ps_get32(buf) : 0;
+    uint32_t got = len >= 4 ? efps__get_le32(buf) : 0;
     if (got == PS_MSG_REFUSE) {
         efps_error("worker %d: %s refused us: %s", ps->cfg.rank, efps_tp_ep_name(s->ep),
                    (const char *)buf + 4);
@@ -99,18 +92,18 @@ static efps_status_t expect_msg(efps_ps_t *ps, server_link_t *s, uint32_t type, 
 static efps_status_t connect_retrying(efps_ps_t *ps, int i, const char *addr,
                                       efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p)
 {
-    const int64_t t0 = now_ms(), end = t0 + ps->cfg.timeout_ms;
+    const int64_t t0 = efps__now_ms(), end = t0 + ps->cfg.timeout_ms;
     int backoff = PS_CONNECT_BACKOFF_MIN_MS;
     for (int attempt = 0;; attempt++) {
-        param->timeout_ms = (int)(end - now_ms() > 1 ? end - now_ms() : 1);
+        param->timeout_ms = (int)(end - efps__now_ms() > 1 ? end - efps__now_ms() : 1);
         efps_status_t st = efps_tp_connect(ps->tp, addr, param, ep_p);
         if (st == EFPS_OK)
             return st;
         const bool again = st == EFPS_ERR_PEER || st == EFPS_ERR_TIMEOUT || st == EFPS_ERR_SYSTEM;
-        if (!again || now_ms() + backoff >= end) {
+        if (!again || efps__now_ms() + backoff >= end) {
             efps_error("worker %d: cannot connect to server %d (%s): tried for %lld ms "
                        "(%d attempts), last error: %s",
-                       ps->cfg.rank, i, addr, (long long)(now_ms() - t0), attempt + 1,
+                       ps->cfg.rank, i, addr, (long long)(efps__now_ms() - t0), attempt + 1,
                        efps_strerror(st));
             return st;
         }
@@ -156,7 +149,7 @@ static efps_status_t connect_server(efps_ps_t *ps, int i)
         return EFPS_ERR_MISMATCH;
     }
     uint8_t msg[4 + PS_MAC], reply[EFPS_TP_MSG_MAX], expect[PS_MAC];
-    ps_put32(msg, PS_MSG_AUTH);
+    efps__put_le32(msg, PS_MSG_AUTH);
     ps_mac(ps->cfg.secret, "efps worker", &s->hello, &s->peer, msg + 4);
     if ((st = efps_tp_msg_send(s->ep, msg, sizeof(msg))) != EFPS_OK)
         return st;
@@ -251,7 +244,7 @@ static bool server_reason(efps_tp_ep_t *ep, char *why, size_t cap)
     uint8_t m[EFPS_TP_MSG_MAX];
     size_t len = 0;
     while (efps_tp_msg_recv(ep, m, sizeof(m) - 1, &len, 0) == EFPS_OK)
-        if (len > 4 && ps_get32(m) == PS_MSG_REFUSE) {
+        if (len > 4 && efps__get_le32(m) == PS_MSG_REFUSE) {
             m[len] = '\0';
             const size_t k = strnlen((const char *)m + 4, cap - 1);
             memcpy(why, m + 4, k);
@@ -309,21 +302,21 @@ static efps_status_t progress(efps_ps_t *ps, int timeout_ms, bool *any_p)
 static efps_status_t wait_for(efps_ps_t *ps, bool (*done)(efps_ps_t *, size_t), size_t arg,
                               const char *what)
 {
-    int64_t last = now_ms();
+    int64_t last = efps__now_ms();
     while (!done(ps, arg)) {
         bool any = false;
         efps_status_t st = progress(ps, 10, &any);
         if (st != EFPS_OK)
             return st;
         if (any)
-            last = now_ms();
+            last = efps__now_ms();
         char why[512]; /* a server that stops the run says why (e.g. who left) */
         for (int i = 0; !any && i < ps->nservers; i++)
             if (server_reason(ps->srv[i].ep, why, sizeof(why))) {
                 efps_error("worker %d: %s: %s", ps->cfg.rank, efps_tp_ep_name(ps->srv[i].ep), why);
                 return fail(ps, EFPS_ERR_PEER);
             }
-        if (!any && now_ms() - last > ps->cfg.timeout_ms) {
+        if (!any && efps__now_ms() - last > ps->cfg.timeout_ms) {
             efps_error("worker %d: %s: nothing from %s for %d ms", ps->cfg.rank, what,
                        efps_tp_ep_name(ps->srv[ps->layout.parts[arg].server].ep),
                        ps->cfg.timeout_ms);
@@ -349,11 +342,11 @@ static efps_status_t send_layout(efps_ps_t *ps, server_link_t *s)
 {
     uint8_t msg[EFPS_TP_MSG_MAX];
     const ps_layout_t *l = &ps->layout;
-    ps_put32(msg, PS_MSG_LAYOUT);
-    ps_put32(msg + 4, (uint32_t)l->optim.compressor);
-    ps_put64(msg + 8, l->optim.block);
-    ps_put64(msg + 16, l->partition_bytes);
-    ps_put64(msg + 24, l->nkeys);
+    efps__put_le32(msg, PS_MSG_LAYOUT);
+    efps__put_le32(msg + 4, (uint32_t)l->optim.compressor);
+    efps__put_le64(msg + 8, l->optim.block);
+    efps__put_le64(msg + 16, l->partition_bytes);
+    efps__put_le64(msg + 24, l->nkeys);
     efps_tp_rkey_t rkey; /* good on this server's connection only */
     efps_status_t st = efps_tp_mem_expose(s->ep, ps->pull_mr, &rkey);
     if (st != EFPS_OK)
@@ -362,13 +355,13 @@ static efps_status_t send_layout(efps_ps_t *ps, server_link_t *s)
     st = efps_tp_msg_send(s->ep, msg, 32 + EFPS_TP_RKEY_PACKED);
     for (size_t i = 0; st == EFPS_OK && i < l->nkeys; i += PS_KEYS_PER_MSG) {
         size_t cnt = l->nkeys - i < PS_KEYS_PER_MSG ? l->nkeys - i : PS_KEYS_PER_MSG;
-        ps_put32(msg, PS_MSG_KEYS);
-        ps_put32(msg + 4, (uint32_t)cnt);
+        efps__put_le32(msg, PS_MSG_KEYS);
+        efps__put_le32(msg + 4, (uint32_t)cnt);
         for (size_t k = 0; k < cnt; k++) {
             uint8_t *e = msg + 8 + PS_KEY_WIRE * k;
-            ps_put32(e, l->keys[i + k].key);
-            ps_put64(e + 4, l->keys[i + k].n);
-            ps_put64(e + 12, l->keys[i + k].block);
+            efps__put_le32(e, l->keys[i + k].key);
+            efps__put_le64(e + 4, l->keys[i + k].n);
+            efps__put_le64(e + 12, l->keys[i + k].block);
         }
         while ((st = efps_tp_msg_send(s->ep, msg, 8 + PS_KEY_WIRE * cnt)) == EFPS_ERR_NO_RESOURCE)
             progress(ps, 1, NULL);
@@ -442,7 +435,7 @@ static efps_status_t post_push(efps_ps_t *ps, size_t p, size_t from)
     const ps_part_t *part = &ps->layout.parts[p];
     server_link_t *s = &ps->srv[part->server];
     const uint32_t imm = ps_imm((uint32_t)p, ps->st[p].pushed);
-    int64_t start_ms = now_ms();
+    int64_t start_ms = efps__now_ms();
     for (;;) {
         efps_status_t st =
             efps_tp_write_imm(s->ep, ps->push_mr, ps->part_off[p] + from, part->bytes - from,
@@ -456,7 +449,7 @@ static efps_status_t post_push(efps_ps_t *ps, size_t p, size_t from)
         }
         if ((st = progress(ps, 1, NULL)) != EFPS_OK)
             return st;
-        if (now_ms() - start_ms > ps->cfg.timeout_ms) {
+        if (efps__now_ms() - start_ms > ps->cfg.timeout_ms) {
             efps_error("worker %d: send queue to %s full for %d ms", ps->cfg.rank,
                        efps_tp_ep_name(s->ep), ps->cfg.timeout_ms);
             return fail(ps, EFPS_ERR_TIMEOUT);
@@ -619,7 +612,7 @@ static void say_bye(efps_ps_t *ps)
     if (wait_for(ps, all_writes_done, 0, "finishing pushes") != EFPS_OK)
         return;
     for (int i = 0; i < ps->nservers; i++) {
-        ps_put32(msg, PS_MSG_BYE);
+        efps__put_le32(msg, PS_MSG_BYE);
         if (efps_tp_msg_send(ps->srv[i].ep, msg, 4) != EFPS_OK)
             fail(ps, EFPS_ERR_PEER);
     }

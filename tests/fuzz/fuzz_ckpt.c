@@ -11,6 +11,7 @@
 #include "fuzz.h"
 
 #include "efps/optim.h"
+#include "efps_internal/util.h"
 
 #include <stdbool.h>
 #include <string.h>
@@ -26,22 +27,16 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static void le(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* "EFPSCKPT" | u32 version | u32 kind | u64 payload bytes | payload | u32 CRC. */
 static size_t wrap(uint8_t *out, uint32_t kind, const uint8_t *payload, size_t len)
 {
     memcpy(out, "EFPSCKPT", 8);
-    le(out + 8, EFPS_CKPT_VERSION, 4);
-    le(out + 12, kind, 4);
-    le(out + 16, len, 8);
+    efps__put_le(out + 8, EFPS_CKPT_VERSION, 4);
+    efps__put_le(out + 12, kind, 4);
+    efps__put_le(out + 16, len, 8);
     memcpy(out + HEADER, payload, len);
     uLong crc = crc32_z(crc32_z(0L, Z_NULL, 0), out, HEADER + len);
-    le(out + HEADER + len, crc, 4);
+    efps__put_le(out + HEADER + len, crc, 4);
     return HEADER + len + 4;
 }
 

@@ -205,11 +205,11 @@ static size_t ps_layout_seed(uint8_t *buf, uint32_t comp, uint64_t block, uint64
 {
     static uint8_t m[EFPS_TP_MSG_MAX];
     size_t off = 0;
-    ps_put32(m, PS_MSG_LAYOUT);
-    ps_put32(m + 4, comp);
-    ps_put64(m + 8, block);
-    ps_put64(m + 16, part_bytes);
-    ps_put64(m + 24, nkeys);
+    efps__put_le32(m, PS_MSG_LAYOUT);
+    efps__put_le32(m + 4, comp);
+    efps__put_le64(m + 8, block);
+    efps__put_le64(m + 16, part_bytes);
+    efps__put_le64(m + 24, nkeys);
     const efps_tp_rkey_t rkey = {.base = 0x1234567890abcdefull,
                                  .length = 1 << 20,
                                  .key = 2,
@@ -219,13 +219,13 @@ static size_t ps_layout_seed(uint8_t *buf, uint32_t comp, uint64_t block, uint64
     ps_msg(buf, &off, m, 32 + EFPS_TP_RKEY_PACKED);
     for (uint32_t i = 0; i < nkeys; i += PS_KEYS_PER_MSG) {
         uint32_t cnt = nkeys - i < PS_KEYS_PER_MSG ? nkeys - i : PS_KEYS_PER_MSG;
-        ps_put32(m, PS_MSG_KEYS);
-        ps_put32(m + 4, cnt);
+        efps__put_le32(m, PS_MSG_KEYS);
+        efps__put_le32(m + 4, cnt);
         for (uint32_t k = 0; k < cnt; k++) {
             uint8_t *e = m + 8 + PS_KEY_WIRE * k;
-            ps_put32(e, i + k);
-            ps_put64(e + 4, (uint64_t)(i + k) * 37 + 5);
-            ps_put64(e + 12, block);
+            efps__put_le32(e, i + k);
+            efps__put_le64(e + 4, (uint64_t)(i + k) * 37 + 5);
+            efps__put_le64(e + 12, block);
         }
         ps_msg(buf, &off, m, 8 + PS_KEY_WIRE * cnt);
     }
@@ -241,7 +241,7 @@ static void ps_seeds(void)
         hello.nonce[i] = (uint8_t)(i * 29 + 3);
     put("ps", "hello", 0, &hello, sizeof(hello), NULL, 0);
     uint8_t auth[4 + PS_MAC];
-    ps_put32(auth, PS_MSG_AUTH);
+    efps__put_le32(auth, PS_MSG_AUTH);
     for (int i = 0; i < PS_MAC; i++)
         auth[4 + i] = (uint8_t)(i * 7 + 1);
     put("ps", "auth", 1, auth, sizeof(auth), NULL, 0);

@@ -247,11 +247,11 @@ static size_t layout_msg(uint8_t *m, uint32_t comp, uint64_t block, uint64_t pby
 {
     efps_tp_rkey_t rk = {.transport = 1 /* tcp */, .length = 64};
     memset(m, 0, PS_LAYOUT_HEAD);
-    ps_put32(m, PS_MSG_LAYOUT);
-    ps_put32(m + 4, comp);
-    ps_put64(m + 8, block);
-    ps_put64(m + 16, pbytes);
-    ps_put64(m + 24, nkeys);
+    efps__put_le32(m, PS_MSG_LAYOUT);
+    efps__put_le32(m + 4, comp);
+    efps__put_le64(m + 8, block);
+    efps__put_le64(m + 16, pbytes);
+    efps__put_le64(m + 24, nkeys);
     efps_tp_rkey_pack(&rk, m + 32);
     return PS_LAYOUT_HEAD;
 }
@@ -259,12 +259,12 @@ static size_t layout_msg(uint8_t *m, uint32_t comp, uint64_t block, uint64_t pby
 /* A KEYS message of cnt keys, all of n elements and this block, ids from id0. */
 static size_t keys_msg(uint8_t *m, uint32_t cnt, uint32_t id0, uint64_t n, uint64_t block)
 {
-    ps_put32(m, PS_MSG_KEYS);
-    ps_put32(m + 4, cnt);
+    efps__put_le32(m, PS_MSG_KEYS);
+    efps__put_le32(m + 4, cnt);
     for (uint32_t k = 0; k < cnt; k++) {
-        ps_put32(m + 8 + PS_KEY_WIRE * k, id0 + k);
-        ps_put64(m + 12 + PS_KEY_WIRE * k, n);
-        ps_put64(m + 20 + PS_KEY_WIRE * k, block);
+        efps__put_le32(m + 8 + PS_KEY_WIRE * k, id0 + k);
+        efps__put_le64(m + 12 + PS_KEY_WIRE * k, n);
+        efps__put_le64(m + 20 + PS_KEY_WIRE * k, block);
     }
     return 8 + PS_KEY_WIRE * (size_t)cnt;
 }
@@ -346,7 +346,7 @@ static void test_wire(void **state)
 
     const uint8_t *mac = NULL;
     uint8_t auth[4 + PS_MAC] = {0};
-    ps_put32(auth, PS_MSG_AUTH);
+    efps__put_le32(auth, PS_MSG_AUTH);
     assert_int_equal(efps__wire_auth(auth, sizeof(auth), &mac), EFPS_OK);
     assert_ptr_equal(mac, auth + 4);
     assert_int_equal(efps__wire_auth(auth, sizeof(auth) - 1, &mac), EFPS_ERR_PROTO);

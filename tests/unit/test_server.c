@@ -4,6 +4,7 @@
  * whatever the server is doing, after which destroy frees everything (ASan
  * builds check that nothing leaks). */
 #include "efps/ps.h"
+#include "efps_internal/util.h"
 
 #include <pthread.h>
 #include <setjmp.h>
@@ -18,13 +19,6 @@
 #include <cmocka.h>
 
 enum { N = 1000, STEPS = 5 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static efps_ps_config_t config(efps_role_t role, int rank, const char *servers)
 {
@@ -51,7 +45,7 @@ static void *run_thread(void *p)
 {
     run_arg_t *a = p;
     a->st = efps_server_run(a->srv);
-    a->returned = now_s();
+    a->returned = efps__now_s();
     return NULL;
 }
 
@@ -73,7 +67,7 @@ static void test_stop_idle(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, run_thread, &a), 0);
     usleep(200 * 1000);
-    const double stopped = now_s();
+    const double stopped = efps__now_s();
     efps_server_stop(a.srv);
     pthread_join(t, NULL);
     assert_int_equal(a.st, EFPS_ERR_STOPPED);
@@ -87,9 +81,9 @@ static void test_stop_before_run(void **state)
     (void)state;
     efps_server_t *srv = make_server();
     efps_server_stop(srv);
-    const double t0 = now_s();
+    const double t0 = efps__now_s();
     assert_int_equal(efps_server_run(srv), EFPS_ERR_STOPPED);
-    assert_true(now_s() - t0 < 0.5);
+    assert_true(efps__now_s() - t0 < 0.5);
     assert_int_equal(efps_server_run(srv), EFPS_ERR_STATE);
     efps_server_destroy(srv);
     efps_server_stop(NULL);
@@ -194,7 +188,7 @@ static void test_stop_with_workers(void **state)
     static job_t j;
     start_job(&j, 1000000);
     usleep(300 * 1000);
-    const double stopped = now_s();
+    const double stopped = efps__now_s();
     efps_server_stop(j.a.srv);
     pthread_join(j.st, NULL);
     assert_int_equal(j.a.st, EFPS_ERR_STOPPED);

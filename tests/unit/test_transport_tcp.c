@@ -33,13 +33,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* ---- basic API ------------------------------------------------------------ */
 static void test_open_names(void **state)
 {
@@ -161,9 +154,9 @@ static void raw_send_hdr(int fd, const tcp_hdr_t *h)
 /* True once the other side has closed the connection (EOF or reset). */
 static bool raw_closed(int fd, int timeout_ms)
 {
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    int64_t end = efps__now_ms() + timeout_ms;
     for (;;) {
-        uint64_t now = now_ms();
+        int64_t now = efps__now_ms();
         if (now >= end)
             return false;
         struct pollfd p = {.fd = fd, .events = POLLIN};
@@ -262,9 +255,9 @@ static void test_garbage_and_truncation(void **state)
     cap_start();
     fd = raw_connect(port);
     raw_send(fd, b, 10);
-    uint64_t t0 = now_ms();
+    int64_t t0 = efps__now_ms();
     closed = raw_closed(fd, 5000);
-    uint64_t dt = now_ms() - t0;
+    uint64_t dt = (uint64_t)(efps__now_ms() - t0);
     log = cap_stop();
     assert_true(closed);
     assert_true(dt >= 500 && dt < 4000);
@@ -496,9 +489,9 @@ static void test_dereg_in_use(void **state)
     raw_send(fd, src, 1000); /* and then nothing more */
     sleep_ms(200);
     cap_start();
-    uint64_t t0 = now_ms();
+    int64_t t0 = efps__now_ms();
     assert_int_equal(efps_tp_mem_dereg(dmr), EFPS_OK);
-    assert_true(now_ms() - t0 < 2000);
+    assert_true((uint64_t)(efps__now_ms() - t0) < 2000);
     efps_tp_cqe_t d = wait_disconnect(srv, sep, 5000, NULL);
     char *log = cap_stop();
     assert_int_equal(d.status, EFPS_ERR_STATE);
@@ -542,8 +535,8 @@ static void test_reset_while_throttled(void **state)
     setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
     cap_start();
     close(fd); /* a reset, not a clean close */
-    uint64_t end = now_ms() + 5000;
-    while (efps_tp_ep_status(sep) == EFPS_OK && now_ms() < end)
+    int64_t end = efps__now_ms() + 5000;
+    while (efps_tp_ep_status(sep) == EFPS_OK && efps__now_ms() < end)
         sleep_ms(10);
     char *log = cap_stop();
     assert_int_equal(efps_tp_ep_status(sep), EFPS_ERR_PEER);
@@ -612,8 +605,8 @@ static void test_connections_leave_nothing(void **state)
     int fds0 = count_fds();
     for (int i = 0; i < 1000; i++)
         connection_lives(cli, l, addr);
-    uint64_t end = now_ms() + 5000;
-    while (count_fds() > fds0 && now_ms() < end)
+    int64_t end = efps__now_ms() + 5000;
+    while (count_fds() > fds0 && efps__now_ms() < end)
         sleep_ms(10);
     sleep_ms(100);
     size_t heap1 = mallinfo2().uordblks;
@@ -653,7 +646,7 @@ static void test_hello_deadline(void **state)
     efps_tp_listener_t *l = tpc_listen(srv, addr, sizeof(addr));
     sleep_ms(50);
     int fds0 = count_fds();
-    double t0 = now_s();
+    double t0 = efps__now_s();
     int silent = raw_connect(efps_tp_listener_port(l));
     int half = raw_connect(efps_tp_listener_port(l));
     int more[20];
@@ -673,7 +666,7 @@ static void test_hello_deadline(void **state)
         assert_true(raw_closed(more[i], 3000));
         close(more[i]);
     }
-    double took = now_s() - t0;
+    double took = efps__now_s() - t0;
     efps_log_set_handler(NULL, NULL);
     efps_log_set_level((efps_log_level_t)level);
     /* 22 strangers closed in one or two timer rounds: one warning a second. */
@@ -683,8 +676,8 @@ static void test_hello_deadline(void **state)
     assert_true(took >= 0.35);
     close(silent);
     close(half);
-    uint64_t end = now_ms() + 2000;
-    while (count_fds() > fds0 && now_ms() < end)
+    int64_t end = efps__now_ms() + 2000;
+    while (count_fds() > fds0 && efps__now_ms() < end)
         sleep_ms(10);
     assert_int_equal(count_fds(), fds0); /* the server's ends are closed too */
     connection_lives(cli, l, addr);      /* a real client still gets in */
@@ -760,12 +753,12 @@ static void test_destroy_while_peer_writes(void **state)
     sleep_ms(300); /* the write is landing */
     cap_start();
     int fds0 = count_fds();
-    uint64_t t0 = now_ms();
+    int64_t t0 = efps__now_ms();
     efps_tp_ep_destroy(sep);
-    uint64_t dt = now_ms() - t0;
+    uint64_t dt = (uint64_t)(efps__now_ms() - t0);
     int fds1 = count_fds();
-    uint64_t end = now_ms() + 5000;
-    while (f.err == 0 && now_ms() < end)
+    int64_t end = efps__now_ms() + 5000;
+    while (f.err == 0 && efps__now_ms() < end)
         sleep_ms(10);
     f.stop = true;
     pthread_join(t, NULL);
@@ -872,7 +865,7 @@ static void test_plain_socket_reference(void **state)
     int sfd = accept(lfd, NULL, NULL);
     sink_t s = {.fd = sfd, .buf = dst, .len = size};
     pthread_t t;
-    double t0 = now_s();
+    double t0 = efps__now_s();
     pthread_create(&t, NULL, sink_main, &s);
     size_t sent = 0;
     while (sent < size) {
@@ -881,7 +874,7 @@ static void test_plain_socket_reference(void **state)
         sent += (size_t)n;
     }
     pthread_join(t, NULL);
-    double dt = now_s() - t0;
+    double dt = efps__now_s() - t0;
     assert_int_equal(s.len, size);
     assert_memory_equal(dst, src, size);
     printf("plain send/recv:              64 MiB over loopback: %.3f s, %.0f MB/s\n", dt,

@@ -123,9 +123,9 @@ static void test_ctrl_headers(void **state)
     /* The connect header and the application's data fit an RC request. */
     assert_true(VERBS_REQ_HDR + EFPS_TP_PRIV_MAX <= VERBS_CM_REQ_PRIV);
     uint8_t b[8];
-    verbs_put(b, VERBS_WIRE_MAGIC, 4);
+    efps__put_le(b, VERBS_WIRE_MAGIC, 4);
     assert_memory_equal(b, "EFPV", 4);
-    assert_int_equal(verbs_get(b, 4), VERBS_WIRE_MAGIC);
+    assert_int_equal(efps__get_le(b, 4), VERBS_WIRE_MAGIC);
 }
 
 int main(void)

@@ -19,13 +19,6 @@
 const tpc_profile_t *tpc;
 
 /* ---- helpers -------------------------------------------------------------- */
-uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 void sleep_ms(unsigned ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -134,9 +127,9 @@ efps_tp_rkey_t tpc_expose(efps_tp_ep_t *ep, efps_tp_mr_t *mr)
 int poll_n(efps_tp_ctx_t *ctx, efps_tp_cqe_t *out, int want, int timeout_ms)
 {
     int got = 0;
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    int64_t end = efps__now_ms() + timeout_ms;
     while (got < want) {
-        uint64_t now = now_ms();
+        int64_t now = efps__now_ms();
         if (now >= end)
             break;
         int n = 0;
@@ -155,10 +148,10 @@ efps_tp_cqe_t poll_one(efps_tp_ctx_t *ctx, int timeout_ms)
 
 efps_tp_cqe_t wait_disconnect(efps_tp_ctx_t *ctx, efps_tp_ep_t *ep, int timeout_ms, int *flushed_p)
 {
-    uint64_t end = now_ms() + (uint64_t)timeout_ms;
+    int64_t end = efps__now_ms() + timeout_ms;
     int flushed = 0;
     for (;;) {
-        uint64_t now = now_ms();
+        int64_t now = efps__now_ms();
         assert_true(now < end);
         efps_tp_cqe_t cqe = poll_one(ctx, (int)(end - now));
         assert_ptr_equal(cqe.ep, ep);
@@ -238,9 +231,9 @@ void tpc_test_write_sizes(void **state)
     for (size_t i = 0; i < tpc->n_write_sizes; i++) {
         size_t len = tpc->write_sizes[i], soff = len == max ? 0 : 3, doff = slack + 1;
         memset(dst, 0xA5, max + 2 * slack);
-        uint64_t t0 = now_ms();
+        int64_t t0 = efps__now_ms();
         write_and_wait(&p, smr, soff, len, &rk, doff, (uint32_t)(0xC0DE0000 + i));
-        uint64_t dt = now_ms() - t0;
+        uint64_t dt = (uint64_t)(efps__now_ms() - t0);
         assert_memory_equal(dst + doff, src + soff, len);
         /* Not a byte more: the bytes around the target are untouched. */
         assert_int_equal(dst[doff - 1], 0xA5);
@@ -280,9 +273,9 @@ void tpc_test_ordering(void **state)
     efps_tp_rkey_t rk = tpc_expose(p.sep, dmr);
     int posted = 0, sent_done = 0, received = 0, retries = 0;
     efps_tp_cqe_t cqes[64];
-    uint64_t end = now_ms() + 120000;
+    int64_t end = efps__now_ms() + 120000;
     while (received < n_writes) {
-        assert_true(now_ms() < end);
+        assert_true(efps__now_ms() < end);
         while (posted < n_writes) {
             /* Odd sizes, so frames straddle socket reads everywhere. */
             size_t len = CHUNK - (size_t)(posted % 7);
@@ -490,8 +483,8 @@ static void flood_then_take(efps_tp_ep_t *cep, efps_tp_ep_t *sep, char *buf, siz
         memset(m, 'a' + i % 26, sizeof(m));
         size_t mlen = 100 + (size_t)i * 100;
         efps_status_t s;
-        uint64_t end = now_ms() + 5000;
-        while ((s = efps_tp_msg_send(cep, m, mlen)) == EFPS_ERR_NO_RESOURCE && now_ms() < end)
+        int64_t end = efps__now_ms() + 5000;
+        while ((s = efps_tp_msg_send(cep, m, mlen)) == EFPS_ERR_NO_RESOURCE && efps__now_ms() < end)
             sleep_ms(1);
         assert_int_equal(s, EFPS_OK);
     }
@@ -515,9 +508,9 @@ static void send_until_blocked(efps_tp_ep_t *cep, efps_tp_ep_t *sep, char *buf, 
     enum { NMSG = 3 * EFPS_TP_MSG_DEPTH };
     int sent = 0, taken = 0, blocked_at = -1;
     size_t len;
-    uint64_t end = now_ms() + 30000;
+    int64_t end = efps__now_ms() + 30000;
     while (taken < NMSG) {
-        assert_true(now_ms() < end);
+        assert_true(efps__now_ms() < end);
         if (sent < NMSG) {
             char m[EFPS_TP_MSG_MAX];
             memset(m, 'a' + sent % 26, sizeof(m));
@@ -665,11 +658,11 @@ void tpc_test_reject_and_timeouts(void **state)
      * live endpoint. */
     const uint32_t give_up = tpc->give_up_ms;
     efps_tp_conn_param_t param = {.timeout_ms = give_up};
-    uint64_t t0 = now_ms();
+    int64_t t0 = efps__now_ms();
     connector_start(&c, cli, addr, &param);
     assert_int_equal(efps_tp_get_request(l, tpc->wait_ms, &req), EFPS_OK);
     assert_int_equal(connector_join(&c), EFPS_ERR_TIMEOUT);
-    uint64_t dt = now_ms() - t0;
+    uint64_t dt = (uint64_t)(efps__now_ms() - t0);
     assert_true(dt >= give_up - 10 && dt < 10 * give_up);
     sleep_ms(give_up);
     efps_tp_ep_t *ep = NULL;
@@ -692,7 +685,7 @@ void tpc_test_reject_and_timeouts(void **state)
     /* Nothing listens on the port any more: refused at once, and said at
      * info (a retrying caller expects it), not as an error. */
     efps_tp_listener_destroy(l);
-    t0 = now_ms();
+    t0 = efps__now_ms();
     int level = (int)efps_log_level();
     efps_log_set_level(EFPS_LOG_WARN);
     capture_start();
@@ -704,7 +697,7 @@ void tpc_test_reject_and_timeouts(void **state)
     assert_int_equal(efps_tp_connect(cli, addr, NULL, &ep), EFPS_ERR_PEER);
     log = capture_stop();
     efps_log_set_level((efps_log_level_t)level);
-    assert_true(now_ms() - t0 < 2 * tpc->refused_ms);
+    assert_true((uint64_t)(efps__now_ms() - t0) < 2 * tpc->refused_ms);
     assert_non_null(strstr(log, addr));
     assert_non_null(strstr(log, "nothing listens there"));
     efps_tp_close(cli);
@@ -813,10 +806,10 @@ void tpc_test_peer_killed(void **state)
     efps_tp_mr_t *mr;
     assert_int_equal(efps_tp_mem_reg(ch.ctx, src, sizeof(src), 0, &mr), EFPS_OK);
     capture_start();
-    uint64_t t0 = now_ms();
+    int64_t t0 = efps__now_ms();
     kill(ch.pid, SIGKILL);
     efps_tp_cqe_t d = wait_disconnect(ch.ctx, ch.ep, (int)tpc->killed_ms, NULL);
-    uint64_t dt = now_ms() - t0;
+    uint64_t dt = (uint64_t)(efps__now_ms() - t0);
     char *log = capture_stop();
     assert_int_equal(d.status, EFPS_ERR_PEER);
     assert_true(dt < tpc->killed_ms);
@@ -850,14 +843,14 @@ void tpc_test_peer_frozen(void **state)
 
     kill(ch.pid, SIGSTOP);
     capture_start();
-    uint64_t t0 = now_ms();
+    int64_t t0 = efps__now_ms();
     assert_int_equal(efps_tp_write_imm(ch.ep, mr, 0, size, &ch.child_key, 0, 7, 42), EFPS_OK);
     efps_tp_cqe_t w = {0};
     if (tpc->frozen_write_flushed)
         w = poll_one(ch.ctx, 10 * (int)timeout);
     int flushed = 0;
     efps_tp_cqe_t d = wait_disconnect(ch.ctx, ch.ep, 20000, &flushed);
-    uint64_t dt = now_ms() - t0;
+    uint64_t dt = (uint64_t)(efps__now_ms() - t0);
     char *log = capture_stop();
     if (tpc->frozen_write_flushed) {
         assert_int_equal(w.type, EFPS_TP_CQE_WRITE);
@@ -899,9 +892,9 @@ void tpc_test_close_with_everything_open(void **state)
         tpc->open_extras(p.listener);
     efps_tp_close(p.cli); /* endpoint, region, writes in flight */
     /* The server sees the writes (maybe), then the end of the connection. */
-    uint64_t end = now_ms() + 20000;
+    int64_t end = efps__now_ms() + 20000;
     efps_tp_cqe_t d = {0};
-    while (d.type != EFPS_TP_CQE_DISCONNECT && now_ms() < end) {
+    while (d.type != EFPS_TP_CQE_DISCONNECT && efps__now_ms() < end) {
         d = poll_one(p.srv, 20000);
         assert_ptr_equal(d.ep, p.sep);
     }
@@ -1002,9 +995,9 @@ void tpc_test_connect_before_listen(void **state)
     uint64_t worst = 0;
     capture_start();
     for (int i = 0; i < 50; i++) {
-        uint64_t t0 = now_ms();
+        int64_t t0 = efps__now_ms();
         assert_int_equal(efps_tp_connect(cli, addr, NULL, &ep), EFPS_ERR_PEER);
-        uint64_t dt = now_ms() - t0;
+        uint64_t dt = (uint64_t)(efps__now_ms() - t0);
         worst = dt > worst ? dt : worst;
     }
     capture_stop();

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "efps/transport.h"
+#include "efps_internal/util.h"
 
 #include <pthread.h>
 #include <sys/types.h>
@@ -63,7 +64,6 @@ typedef struct {
 
 extern const tpc_profile_t *tpc;
 
-uint64_t now_ms(void);
 void sleep_ms(unsigned ms);
 void fill(uint8_t *p, size_t n, uint32_t seed);
 

@@ -142,7 +142,7 @@ static bool is_stranger(const tcp_ep_t *ep)
  * second); *quiet_p: how many were held back since the last one. */
 static bool stranger_turn(tcp_ctx_t *ctx, unsigned *quiet_p)
 {
-    uint64_t now = efps__tp_now_ms();
+    uint64_t now = efps__now_ms();
     if (ctx->stranger_log_ms != 0 && now - ctx->stranger_log_ms < 1000) {
         ctx->stranger_quiet++;
         return false;
@@ -396,7 +396,7 @@ void efps__tcp_accept_sockets(tcp_listener_t *l)
         ep->state = TCP_EP_HANDSHAKE;
         ep->listener = l;
         ep->inbound = true;
-        ep->deadline_ms = efps__tp_now_ms() + ctx->base.attr.hello_timeout_ms;
+        ep->deadline_ms = efps__now_ms() + ctx->base.attr.hello_timeout_ms;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
         pthread_mutex_lock(&ctx->base.lock);
         ctx->n_pending++;
@@ -491,7 +491,7 @@ efps_status_t efps__tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param
     if (param->priv_len > 0)
         memcpy(ep->local_priv, param->priv, param->priv_len);
     ep->state = TCP_EP_CONNECTED;
-    uint64_t now = efps__tp_now_ms();
+    uint64_t now = efps__now_ms();
     atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
     atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
     efps__tcp_set_heartbeat(ep);
@@ -522,7 +522,7 @@ void efps__tcp_reject(efps_tp_conn_req_t *req)
 static efps_status_t wait_fd(int fd, short events, uint64_t deadline)
 {
     for (;;) {
-        uint64_t now = efps__tp_now_ms();
+        uint64_t now = efps__now_ms();
         if (now >= deadline)
             return EFPS_ERR_TIMEOUT;
         struct pollfd p = {.fd = fd, .events = events};
@@ -667,7 +667,7 @@ efps_status_t efps__tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr
     if (param == NULL)
         param = &none;
     uint32_t timeout = param->timeout_ms > 0 ? (uint32_t)param->timeout_ms : base->attr.timeout_ms;
-    uint64_t deadline = efps__tp_now_ms() + timeout;
+    uint64_t deadline = efps__now_ms() + timeout;
     efps_status_t status = EFPS_ERR_NOMEM;
 
     tcp_ep_t *ep = ep_alloc(ctx, -1, addr);
@@ -688,7 +688,7 @@ efps_status_t efps__tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr
         goto err_close;
 
     ep->state = TCP_EP_CONNECTED;
-    uint64_t now = efps__tp_now_ms();
+    uint64_t now = efps__now_ms();
     atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
     atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};

@@ -82,7 +82,7 @@ static void run_kicks(tcp_ctx_t *ctx)
         }
         if ((what & TCP_KICK_RX) && efps__tcp_rx_can_resume(ep)) {
             ep->rx_blocked = false;
-            atomic_store_explicit(&ep->last_rx_ms, efps__tp_now_ms(), memory_order_relaxed);
+            atomic_store_explicit(&ep->last_rx_ms, efps__now_ms(), memory_order_relaxed);
             efps__tcp_set_events(ep, ep->events | EPOLLIN);
             pthread_mutex_unlock(&ctx->base.lock);
             efps__tcp_rx_progress(ep);
@@ -127,7 +127,7 @@ static void check_ep_timers(tcp_ep_t *ep, uint64_t now)
 
 static void run_timers(tcp_ctx_t *ctx, uint64_t *next_check_p)
 {
-    uint64_t now = efps__tp_now_ms();
+    uint64_t now = efps__now_ms();
     if (now < *next_check_p)
         return;
     pthread_mutex_lock(&ctx->base.lock);

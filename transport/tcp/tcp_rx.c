@@ -213,7 +213,7 @@ void efps__tcp_rx_progress(tcp_ep_t *ep)
             pthread_mutex_unlock(&ctx->base.lock);
             return;
         }
-        atomic_store_explicit(&ep->last_rx_ms, efps__tp_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&ep->last_rx_ms, efps__now_ms(), memory_order_relaxed);
         ep->rx_total += (uint64_t)got;
         size_t left = (size_t)got;
         if (ep->rx_state == TCP_RX_PAYLOAD) {

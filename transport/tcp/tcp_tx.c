@@ -43,7 +43,7 @@ void efps__tcp_queue_ctrl(tcp_ep_t *ep, tcp_frame_t type, const void *payload, u
 {
     queue_frame(ep, type, payload, len, TCP_TX_CTRL);
     tcp_tx_t *t = &ep->txq[(ep->tx_head + ep->tx_count - 1) % ep->tx_cap];
-    tcp_put(t->hdr + 12, imm, 4); /* the header's imm field */
+    efps__put_le(t->hdr + 12, imm, 4); /* the header's imm field */
 }
 
 efps_status_t efps__tcp_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, size_t local_offset,
@@ -205,7 +205,7 @@ void efps__tcp_tx_progress(tcp_ep_t *ep)
             efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "send failed: %s", strerror(err));
             break;
         }
-        atomic_store_explicit(&ep->last_tx_ms, efps__tp_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&ep->last_tx_ms, efps__now_ms(), memory_order_relaxed);
         account_sent(ep, (size_t)sent);
         more = ep->tx_count > 0;
         if ((size_t)sent < total)

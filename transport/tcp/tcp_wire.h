@@ -26,6 +26,7 @@
 #define EFPS_TCP_WIRE_H
 
 #include "efps/transport.h"
+#include "efps_internal/util.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -57,46 +58,32 @@ typedef struct {
     uint64_t offset;
 } tcp_hdr_t;
 
-static inline void tcp_put(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline uint64_t tcp_get(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 static inline void tcp_hdr_encode(const tcp_hdr_t *h, uint8_t out[TCP_HDR_LEN])
 {
-    tcp_put(out + 0, h->magic, 4);
+    efps__put_le(out + 0, h->magic, 4);
     out[4] = h->version;
     out[5] = h->type;
-    tcp_put(out + 6, h->flags, 2);
-    tcp_put(out + 8, h->length, 4);
-    tcp_put(out + 12, h->imm, 4);
-    tcp_put(out + 16, h->region, 4);
-    tcp_put(out + 20, h->reserved, 4);
-    tcp_put(out + 24, h->secret, 8);
-    tcp_put(out + 32, h->offset, 8);
+    efps__put_le(out + 6, h->flags, 2);
+    efps__put_le(out + 8, h->length, 4);
+    efps__put_le(out + 12, h->imm, 4);
+    efps__put_le(out + 16, h->region, 4);
+    efps__put_le(out + 20, h->reserved, 4);
+    efps__put_le(out + 24, h->secret, 8);
+    efps__put_le(out + 32, h->offset, 8);
 }
 
 static inline void tcp_hdr_decode(const uint8_t in[TCP_HDR_LEN], tcp_hdr_t *h)
 {
-    h->magic = (uint32_t)tcp_get(in + 0, 4);
+    h->magic = (uint32_t)efps__get_le(in + 0, 4);
     h->version = in[4];
     h->type = in[5];
-    h->flags = (uint16_t)tcp_get(in + 6, 2);
-    h->length = (uint32_t)tcp_get(in + 8, 4);
-    h->imm = (uint32_t)tcp_get(in + 12, 4);
-    h->region = (uint32_t)tcp_get(in + 16, 4);
-    h->reserved = (uint32_t)tcp_get(in + 20, 4);
-    h->secret = tcp_get(in + 24, 8);
-    h->offset = tcp_get(in + 32, 8);
+    h->flags = (uint16_t)efps__get_le(in + 6, 2);
+    h->length = (uint32_t)efps__get_le(in + 8, 4);
+    h->imm = (uint32_t)efps__get_le(in + 12, 4);
+    h->region = (uint32_t)efps__get_le(in + 16, 4);
+    h->reserved = (uint32_t)efps__get_le(in + 20, 4);
+    h->secret = efps__get_le(in + 24, 8);
+    h->offset = efps__get_le(in + 32, 8);
 }
 
 /* A header of the given type with everything else 0. */

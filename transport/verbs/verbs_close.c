@@ -64,7 +64,7 @@ void efps__verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t s
         efps__verbs_tx_flush_pending(ep, true);
         ep->disc_status = status;
         ep->disc_pending = true;
-        ep->deadline_ms = efps__tp_now_ms() + 1000; /* flushes come at once; else we stop waiting */
+        ep->deadline_ms = efps__now_ms() + 1000; /* flushes come at once; else we stop waiting */
         if (ep->done_seq == ep->post_seq)
             efps__verbs_ep_flushed(ep);
     }
@@ -75,7 +75,7 @@ void efps__verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t s
 void efps__verbs_reject_id(struct rdma_cm_id *id)
 {
     uint8_t blob[VERBS_REJ_LEN] = {0};
-    verbs_put(blob, VERBS_WIRE_MAGIC, 4);
+    efps__put_le(blob, VERBS_WIRE_MAGIC, 4);
     blob[4] = VERBS_WIRE_VERSION;
     rdma_reject(id, blob, sizeof(blob));
 }
@@ -132,7 +132,7 @@ static void finish_teardown(verbs_ep_t *ep)
 static bool teardown_step(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;
-    uint64_t now = efps__tp_now_ms();
+    uint64_t now = efps__now_ms();
     if (ep->closing == VCLOSE_NONE) {
         uint32_t wait = ctx->base.attr.timeout_ms < 1000 ? ctx->base.attr.timeout_ms : 1000;
         ep->deadline_ms = now;

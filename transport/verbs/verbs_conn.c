@@ -227,7 +227,7 @@ void efps__verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_c
     ep->req.priv_len = priv[2];
     ep->state = VEP_QUEUED;
     ep->listener = l;
-    ep->deadline_ms = efps__tp_now_ms() + ctx->base.attr.timeout_ms;
+    ep->deadline_ms = efps__now_ms() + ctx->base.attr.timeout_ms;
     ep_link(ctx, ep);
     efps__tp_listen_queue(&l->base, &ep->req);
     efps_debug("verbs: port %u: %s (%u bytes of private data)", l->base.port, what, priv[2]);
@@ -258,11 +258,11 @@ efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_par
     if (status == EFPS_OK) {
         uint8_t *rep = ep->local_priv;
         memset(rep, 0, VERBS_REP_HDR);
-        verbs_put(rep, VERBS_WIRE_MAGIC, 4);
+        efps__put_le(rep, VERBS_WIRE_MAGIC, 4);
         rep[4] = VERBS_WIRE_VERSION;
         rep[5] = (uint8_t)param->priv_len;
-        verbs_put(rep + 8, ctx->base.attr.rq_depth, 4);
-        verbs_put(rep + 12, ctx->base.attr.timeout_ms, 4);
+        efps__put_le(rep + 8, ctx->base.attr.rq_depth, 4);
+        efps__put_le(rep + 12, ctx->base.attr.timeout_ms, 4);
         if (param->priv_len > 0)
             memcpy(rep + VERBS_REP_HDR, param->priv, param->priv_len);
         memcpy(ep->base.peer_priv, ep->req.priv, ep->req.priv_len);
@@ -272,7 +272,7 @@ efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_par
          * can only be handled once we are done here. Sends wait for
          * ESTABLISHED (or the HELLO): until then its QP may not receive. */
         ep->state = VEP_CONNECTED;
-        uint64_t now = efps__tp_now_ms();
+        uint64_t now = efps__now_ms();
         ep->last_rx_ms = ep->last_tx_ms = now;
         ep->deadline_ms = now + ctx->base.attr.timeout_ms;
         efps__verbs_set_heartbeat(ep);
@@ -319,7 +319,7 @@ static efps_status_t next_event(struct rdma_event_channel *ch, uint64_t deadline
                                 struct rdma_cm_event *copy, uint8_t *priv, size_t *plen)
 {
     for (;;) {
-        uint64_t now = efps__tp_now_ms();
+        uint64_t now = efps__now_ms();
         if (now >= deadline)
             return EFPS_ERR_TIMEOUT;
         struct pollfd p = {.fd = ch->fd, .events = POLLIN};
@@ -351,7 +351,7 @@ static efps_status_t setup_failed(verbs_ep_t *ep, const struct rdma_cm_event *ev
     int err = ev->status < 0 ? -ev->status : ev->status;
     switch (ev->event) {
     case RDMA_CM_EVENT_REJECTED:
-        if (plen >= 5 && verbs_get(priv, 4) == VERBS_WIRE_MAGIC) {
+        if (plen >= 5 && efps__get_le(priv, 4) == VERBS_WIRE_MAGIC) {
             efps_error("verbs: connect to %s: rejected by the peer", ep->base.name);
         } else {
             /* Nothing listening (invalid service ID) is what a caller that
@@ -408,8 +408,8 @@ static efps_status_t step(verbs_ep_t *ep, struct rdma_event_channel *ch, int rc,
 /* The acceptor's reply: its window, its timeout, the application's data. */
 static efps_status_t take_reply(verbs_ep_t *ep, const uint8_t *rep, size_t len)
 {
-    uint32_t window = len >= VERBS_REP_HDR ? (uint32_t)verbs_get(rep + 8, 4) : 0;
-    if (len < VERBS_REP_HDR || verbs_get(rep, 4) != VERBS_WIRE_MAGIC ||
+    uint32_t window = len >= VERBS_REP_HDR ? (uint32_t)efps__get_le(rep + 8, 4) : 0;
+    if (len < VERBS_REP_HDR || efps__get_le(rep, 4) != VERBS_WIRE_MAGIC ||
         rep[4] != VERBS_WIRE_VERSION || rep[5] > EFPS_TP_PRIV_MAX ||
         VERBS_REP_HDR + (size_t)rep[5] > len || window == 0 || window > 65536) {
         efps_error("verbs: connect to %s: the answer is not an efps verbs accept (%zu bytes, "
@@ -418,7 +418,7 @@ static efps_status_t take_reply(verbs_ep_t *ep, const uint8_t *rep, size_t len)
         return EFPS_ERR_PROTO;
     }
     ep->peer_window = ep->wr_credits = window;
-    ep->peer_timeout_ms = (uint32_t)verbs_get(rep + 12, 4);
+    ep->peer_timeout_ms = (uint32_t)efps__get_le(rep + 12, 4);
     ep->peer_known = true;
     memcpy(ep->base.peer_priv, rep + VERBS_REP_HDR, rep[5]);
     ep->base.peer_priv_len = rep[5];
@@ -431,7 +431,7 @@ static efps_status_t go_live(verbs_ep_t *ep, struct rdma_event_channel *ch)
     verbs_ctx_t *ctx = ep->ctx;
     if (ep->state != VEP_CONNECTING) /* the acceptor already broke the protocol */
         return ep->down_status;
-    uint64_t now = efps__tp_now_ms();
+    uint64_t now = efps__now_ms();
     ep->state = VEP_CONNECTED;
     ep->established = true;
     ep->last_rx_ms = ep->last_tx_ms = now;
@@ -461,7 +461,7 @@ efps_status_t efps__verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *ad
     if (param == NULL)
         param = &none;
     uint32_t timeout = param->timeout_ms > 0 ? (uint32_t)param->timeout_ms : base->attr.timeout_ms;
-    uint64_t deadline = efps__tp_now_ms() + timeout;
+    uint64_t deadline = efps__now_ms() + timeout;
     uint8_t priv[VERBS_CM_REP_PRIV], req[VERBS_CM_REQ_PRIV] = {0};
     size_t plen = 0;
     efps_status_t status = EFPS_ERR_NOMEM;

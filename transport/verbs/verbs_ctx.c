@@ -172,13 +172,6 @@ void efps__verbs_check_timers(verbs_ctx_t *ctx, uint64_t now)
     }
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Takes the completion channel's events (and acks them in batches). */
 static void drain_channel(verbs_ctx_t *ctx)
 {
@@ -235,7 +228,7 @@ static void *progress_main(void *arg)
         if (cm)
             efps__verbs_cm_events(ctx);
         cm = false;
-        uint64_t now = efps__tp_now_ms();
+        uint64_t now = efps__now_ms();
         if (next_timer > now + tick) /* a new endpoint needs a shorter tick */
             next_timer = now + tick;
         if (now >= next_timer) {
@@ -245,7 +238,7 @@ static void *progress_main(void *arg)
             pthread_mutex_unlock(&ctx->base.lock);
             cm = true;
         }
-        uint64_t t = now_ns();
+        uint64_t t = efps__now_ns();
         if (n > 0)
             spin_until = t + VERBS_SPIN_NS;
         if (t < spin_until) {
@@ -259,7 +252,7 @@ static void *progress_main(void *arg)
         ibv_req_notify_cq(ctx->hw_cq, 0);
         pthread_mutex_unlock(&ctx->cq_lock);
         if (efps__verbs_progress_cq(ctx) > 0) {
-            spin_until = now_ns() + VERBS_SPIN_NS;
+            spin_until = efps__now_ns() + VERBS_SPIN_NS;
             continue;
         }
         int sleep_ms = closing ? 1 : (int)(next_timer > now ? next_timer - now : 0);

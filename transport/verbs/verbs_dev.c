@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <hwloc.h>
+#include <limits.h>
 #include <hwloc/openfabrics-verbs.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,10 +80,9 @@ static efps_status_t pick_gid(verbs_ctx_t *ctx)
     ctx->gid_index = -1;
     if (text == NULL || *text == '\0')
         return EFPS_OK;
-    char *end;
-    long idx = strtol(text, &end, 10);
+    long idx;
     struct ibv_gid_entry entry;
-    if (*end != '\0' || idx < 0 || idx > 0xffff ||
+    if (!efps__parse_long(text, 0, 0xffff, &idx) ||
         ibv_query_gid_ex(ctx->verbs, ctx->port, (uint32_t)idx, &entry, 0) != 0) {
         efps_error("verbs: EFPS_IB_GID='%s' is not a valid GID index of %s port %u", text,
                    ctx->dev_name, ctx->port);
@@ -101,9 +101,7 @@ static efps_status_t pick_placement(verbs_ctx_t *ctx)
     }
     long core = -1;
     if (strcasecmp(aff, "auto") != 0) {
-        char *end;
-        core = strtol(aff, &end, 10);
-        if (*aff == '\0' || *end != '\0' || core < 0) {
+        if (!efps__parse_long(aff, 0, LONG_MAX, &core)) {
             efps_error("verbs: EFPS_CPU_AFFINITY='%s': expected auto, none or a core number", aff);
             return EFPS_ERR_INVALID;
         }

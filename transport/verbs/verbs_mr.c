@@ -158,7 +158,7 @@ efps_status_t efps__verbs_mem_expose(efps_tp_ep_t *base, efps_tp_mr_t *region,
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_mr_t *mr = (verbs_mr_t *)region;
     verbs_ctx_t *ctx = ep->ctx;
-    uint64_t deadline = efps__tp_now_ms() + ctx->base.attr.timeout_ms;
+    uint64_t deadline = efps__now_ms() + ctx->base.attr.timeout_ms;
     efps_status_t status = EFPS_OK;
     pthread_mutex_lock(&ctx->base.lock);
     verbs_expo_t *x = find_expo(ctx, ep, mr);

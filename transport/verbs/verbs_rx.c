@@ -168,15 +168,15 @@ static void on_hello(verbs_ep_t *ep, const uint8_t *p, uint32_t len)
         violation(ep, "unexpected HELLO");
         return;
     }
-    uint32_t window = len == VERBS_HELLO_LEN ? (uint32_t)verbs_get(p + 8, 4) : 0;
-    if (len != VERBS_HELLO_LEN || verbs_get(p, 4) != VERBS_WIRE_MAGIC ||
+    uint32_t window = len == VERBS_HELLO_LEN ? (uint32_t)efps__get_le(p + 8, 4) : 0;
+    if (len != VERBS_HELLO_LEN || efps__get_le(p, 4) != VERBS_WIRE_MAGIC ||
         p[4] != VERBS_WIRE_VERSION || window == 0 || window > 65536) {
         violation(ep, "the first message is not an efps verbs HELLO (%u bytes, version %u)", len,
                   len > 4 ? p[4] : 0);
         return;
     }
     ep->peer_window = ep->wr_credits = window;
-    ep->peer_timeout_ms = (uint32_t)verbs_get(p + 12, 4);
+    ep->peer_timeout_ms = (uint32_t)efps__get_le(p + 12, 4);
     ep->peer_known = true;
     /* The connector sends HELLO once its queue pair is ready to send, hence
      * to receive: ours may send now even if ESTABLISHED is still on its way. */
@@ -235,7 +235,7 @@ static void on_credit(verbs_ep_t *ep, uint32_t imm)
  * credit goes straight back: nothing waits for the application here. */
 static void on_len(verbs_ep_t *ep, const uint8_t *p, uint32_t len)
 {
-    uint32_t total = len == 4 ? (uint32_t)verbs_get(p, 4) : 0;
+    uint32_t total = len == 4 ? (uint32_t)efps__get_le(p, 4) : 0;
     if (total == 0 || ep->next_write_len != 0) {
         violation(ep, "LEN of %u bytes announcing %u%s", len, total,
                   ep->next_write_len ? ", before the last one was used" : "");
@@ -301,7 +301,7 @@ void efps__verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc)
                                          "outside its region"
                                        : "");
         } else {
-            ep->last_rx_ms = efps__tp_now_ms();
+            ep->last_rx_ms = efps__now_ms();
             if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM)
                 on_write(ep, ntohl(wc->imm_data), wc->byte_len);
             else if (wc->opcode == IBV_WC_RECV)

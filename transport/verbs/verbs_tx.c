@@ -86,7 +86,7 @@ static bool post(verbs_ep_t *ep, struct ibv_send_wr *wr, const verbs_posted_t *w
     }
     ep->posted[ep->post_seq % ep->sq_cap] = *what;
     ep->post_seq++;
-    ep->last_tx_ms = efps__tp_now_ms();
+    ep->last_tx_ms = efps__now_ms();
     return true;
 }
 
@@ -97,7 +97,7 @@ static bool post_len(verbs_ep_t *ep, uint32_t len)
 {
     uint8_t *p = ep->txbuf + (size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX + VERBS_HELLO_LEN +
                  4u * (ep->post_seq % ep->sq_cap);
-    verbs_put(p, len, 4);
+    efps__put_le(p, len, 4);
     struct ibv_sge sge = {.addr = (uintptr_t)p, .length = 4, .lkey = ep->txbuf_mr->lkey};
     struct ibv_send_wr wr = {.sg_list = &sge,
                              .num_sge = 1,
@@ -226,10 +226,10 @@ efps_status_t efps__verbs_send_hello(verbs_ep_t *ep)
 {
     uint8_t *p = ep->txbuf + (size_t)EFPS_TP_MSG_DEPTH * EFPS_TP_MSG_MAX;
     memset(p, 0, VERBS_HELLO_LEN);
-    verbs_put(p, VERBS_WIRE_MAGIC, 4);
+    efps__put_le(p, VERBS_WIRE_MAGIC, 4);
     p[4] = VERBS_WIRE_VERSION;
-    verbs_put(p + 8, ep->ctx->base.attr.rq_depth, 4);
-    verbs_put(p + 12, ep->ctx->base.attr.timeout_ms, 4);
+    efps__put_le(p + 8, ep->ctx->base.attr.rq_depth, 4);
+    efps__put_le(p + 12, ep->ctx->base.attr.timeout_ms, 4);
     return post_ctrl(ep, VTX_HELLO, verbs_imm_type(VERBS_T_HELLO), VERBS_HELLO_LEN) ? EFPS_OK
                                                                                     : EFPS_ERR_PEER;
 }

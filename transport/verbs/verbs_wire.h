@@ -39,6 +39,8 @@
 #ifndef EFPS_VERBS_WIRE_H
 #define EFPS_VERBS_WIRE_H
 
+#include "efps_internal/util.h"
+
 #include <stdint.h>
 
 #define VERBS_WIRE_MARKER  0xefu
@@ -85,20 +87,6 @@ static inline uint32_t verbs_imm_credit(uint32_t writes, uint32_t msgs)
 static inline uint32_t verbs_imm_type(verbs_ctrl_t type)
 {
     return (uint32_t)type << 28;
-}
-
-static inline void verbs_put(uint8_t *p, uint64_t v, int bytes)
-{
-    for (int i = 0; i < bytes; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static inline uint64_t verbs_get(const uint8_t *p, int bytes)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++)
-        v |= (uint64_t)p[i] << (8 * i);
-    return v;
 }
 
 #endif
