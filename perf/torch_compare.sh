@@ -6,12 +6,16 @@
 # torch_compare.md + torch_compare.csv (the table) and torch_compare.png
 # (test accuracy against epochs, wall time and bytes on the wire).
 #
-# usage: perf/torch_compare.sh [--quick] [--out DIR] [--runs "NAME ..."] [train_resnet options...]
+# usage: perf/torch_compare.sh [--quick] [--out DIR] [--runs "NAME ..."] [--seeds "S ..."]
+#                              [train_resnet options...]
 #   --quick   smoke check of every run: resnet20, 512 training images, 2 steps
 #             per worker (about 5 minutes on 2 shared cores)
 #   --out DIR where everything goes (default perf/results)
 #   --runs    a subset of: efps-none ddp-fp32 efps-blocksign ddp-fp16
-#             ddp-powersgd1 efps-sign ddp-powersgd4 (default: all, in that order)
+#             ddp-powersgd1 efps-sign ddp-powersgd4 (default: all, in that order),
+#             and efps-blocksign-warmK (blocksign, the first K steps uncompressed)
+#   --seeds   run everything once per seed, seed S into DIR/seedS/, then the
+#             table of means and spreads over the seeds (DIR/torch_seeds.md)
 # Options after those go to train_resnet.py and override the defaults:
 #   --model resnet18 --dataset fashion-mnist --epochs 2 --train-subset 2048
 #   --test-subset 1500 --batch-size 16 --lr 0.05 --schedule cosine
@@ -33,11 +37,13 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=$root/perf/results
 runs="efps-none ddp-fp32 efps-blocksign ddp-fp16 ddp-powersgd1 efps-sign ddp-powersgd4"
 quick=0
+seeds=
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) quick=1; shift ;;
     --out) out=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
     *) break ;;
   esac
 done
@@ -66,6 +72,7 @@ run_args() { # the train_resnet options of one run
     efps-none) echo "--dist efps --compressor none" ;;
     efps-blocksign) echo "--dist efps --compressor blocksign" ;;
     efps-sign) echo "--dist efps --compressor sign" ;;
+    efps-blocksign-warm[0-9]*) echo "--dist efps --compressor blocksign --compress-warmup ${1#efps-blocksign-warm}" ;;
     ddp-fp32) echo "--dist ddp --ddp-hook none" ;;
     ddp-fp16) echo "--dist ddp --ddp-hook fp16" ;;
     ddp-powersgd1) echo "--dist ddp --ddp-hook powersgd --powersgd-rank 1" ;;
@@ -86,26 +93,44 @@ in_netns() {
   fi
 }
 
-for name in $runs; do
-  read -r -a extra <<<"$(run_args "$name")"
-  echo "== $name: train_resnet.py --workers 4 ${defaults[*]} ${extra[*]} $*"
-  start=$SECONDS
-  rm -f "$out/torch_$name.lo"
-  # argparse: a later option wins, so "$@" overrides the defaults
-  in_netns "$out/torch_$name.lo" nice "$py" "$root/examples/torch/train_resnet.py" --workers 4 \
-    "${defaults[@]}" "${extra[@]}" "$@" --progress line $count_lo --csv "$out/torch_$name.csv" \
-    >"$out/torch_$name.log" 2>&1 || { echo "== $name failed:"; tail -20 "$out/torch_$name.log"; exit 1; }
+# Every run of $runs into directory $1 (train_resnet options after it), then
+# that directory's table and plot.
+run_all() {
+  local dir=$1; shift
+  mkdir -p "$dir"
+  for name in $runs; do
+    read -r -a extra <<<"$(run_args "$name")"
+    echo "== $name: train_resnet.py --workers 4 ${defaults[*]} ${extra[*]} $*"
+    start=$SECONDS
+    rm -f "$dir/torch_$name.lo"
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+    # argparse: a later option wins, so "$@" overrides the defaults
+    in_netns "$dir/torch_$name.lo" nice "$py" "$root/examples/torch/train_resnet.py" --workers 4 \
+      "${defaults[@]}" "${extra[@]}" "$@" --progress line $count_lo --csv "$dir/torch_$name.csv" \
+      >"$dir/torch_$name.log" 2>&1 || { echo "== $name failed:"; tail -20 "$dir/torch_$name.log"; exit 1; }
 
-  echo "run_wall_s $((SECONDS - start))" >>"$out/torch_$name.log"
-  grep -E '^(epoch .* done|final|train_resnet: job)' "$out/torch_$name.log" || true
-done
+    echo "run_wall_s $((SECONDS - start))" >>"$dir/torch_$name.log"
+    echo "load_average before $load_before after $(cut -d' ' -f1-3 /proc/loadavg)" >>"$dir/torch_$name.log"
+    grep -E '^(epoch .* done|final|train_resnet: job|load_average)' "$dir/torch_$name.log" || true
+  done
 
-"$py" "$root/perf/torch_summary.py" "$out" $runs
-if command -v gnuplot >/dev/null; then
-  term=png
-  echo 'set terminal' | gnuplot 2>&1 | grep -q pngcairo && term=pngcairo
-  gnuplot -e "dir='$out'; term='$term'; runs='$runs'" "$root/perf/plot_torch.gp"
-  echo "plot: $out/torch_compare.png"
-else
-  echo "torch_compare: gnuplot not found, no plot" >&2
+  "$py" "$root/perf/torch_summary.py" "$dir" $runs
+  if command -v gnuplot >/dev/null; then
+    term=png
+    echo 'set terminal' | gnuplot 2>&1 | grep -q pngcairo && term=pngcairo
+    gnuplot -e "dir='$dir'; term='$term'; runs='$runs'" "$root/perf/plot_torch.gp"
+    echo "plot: $dir/torch_compare.png"
+  else
+    echo "torch_compare: gnuplot not found, no plot" >&2
+  fi
+}
+
+if [ -z "$seeds" ]; then
+  run_all "$out" "$@"
+  exit 0
 fi
+for s in $seeds; do
+  echo "==== seed $s"
+  run_all "$out/seed$s" "$@" --seed "$s"
+done
+"$py" "$root/perf/torch_summary.py" --seeds "$out" "$seeds" $runs

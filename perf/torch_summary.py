@@ -3,7 +3,9 @@
 .lo for each run and writes DIR/torch_compare.csv and DIR/torch_compare.md
 (the table, then the issue's bars computed from it).
 
-usage: torch_summary.py DIR RUN..."""
+usage: torch_summary.py DIR RUN...
+       torch_summary.py --seeds DIR "S ..." RUN...   (DIR/seedS/ per seed: the
+       means and spreads over the seeds, DIR/torch_seeds.md and .csv)"""
 import csv
 import os
 import re
@@ -28,6 +30,7 @@ def load(d, name):
         lo_run = int(txt) if txt.isdigit() else None
     lo = rows[-1].get("loopback_bytes") or None
     cpu = re.search(r"job cpu_s ([0-9.]+)", log)
+    load_avg = re.search(r"load_average before ([0-9.]+) .* after ([0-9.]+)", log)
     wall = re.search(r"run_wall_s ([0-9.]+)", log)
     last = rows[-1]
     steps = int(last["steps"])
@@ -38,7 +41,8 @@ def load(d, name):
                 fp32=int(last["fp32_bytes"]), method=last["wire_method"],
                 lo=None if lo is None else int(lo), lo_run=lo_run,
                 cpu_s=float(cpu.group(1)) if cpu else None,
-                run_wall=float(wall.group(1)) if wall else None)
+                run_wall=float(wall.group(1)) if wall else None,
+                load=(float(load_avg.group(1)), float(load_avg.group(2))) if load_avg else None)
 
 
 def mb(b):
@@ -132,5 +136,61 @@ def bars(by):
     return out
 
 
+def spread(xs):
+    m = sum(xs) / len(xs)
+    return m, min(xs), max(xs)
+
+
+def seeds_main(d, seeds, names):
+    """Means and spreads over seeds; the bars on the means, and per seed
+    (runs of one seed ran one after another: their time ratios are same-run)."""
+    seeds = seeds.split()
+    per = {n: [r for r in (load(os.path.join(d, "seed" + s), n) for s in seeds) if r] for n in names}
+    md = [f"Seeds {' '.join(seeds)}; accuracy: final test accuracy (%), mean [min, max]; bytes: "
+          "all workers, per step; fp32/wire: the fp32 gradient bytes each way (push and pull) over "
+          "the bytes sent (efps counted by libefps; DDP: the ring, computed).", "",
+          "| run | seeds | test acc mean [min, max] | per seed | wire MB/step | fp32 / wire | "
+          "DDP fp32 wire / wire | ms/step mean | job CPU s/step | load avg (before-after) |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
+    ddp = per.get("ddp-fp32") or []
+    for n in names:
+        rs = per[n]
+        if not rs:
+            continue
+        m, lo, hi = spread([r["acc"] for r in rs])
+        wire = sum(r["wire"] / r["steps"] for r in rs) / len(rs)
+        fp32 = sum(r["fp32"] / r["steps"] for r in rs) / len(rs)
+        ddpw = sum(r["wire"] / r["steps"] for r in ddp) / len(ddp) if ddp else None
+        step = sum(r["step_ms"] for r in rs) / len(rs)
+        cpu = [r["cpu_s"] / r["steps"] for r in rs if r["cpu_s"]]
+        loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in rs if r["load"])
+        row = dict(run=n, seeds=len(rs), acc_mean=f"{m:.2f}", acc_min=f"{lo:.2f}",
+                   acc_max=f"{hi:.2f}", accs=" / ".join(f"{r['acc']:.2f}" for r in rs),
+                   wire_mb_per_step=f"{wire / 1e6:.3f}", fp32_over_wire=f"{fp32 / wire:.1f}",
+                   ddp_over_wire=f"{ddpw / wire:.1f}" if ddpw else "", step_ms=f"{step:.0f}",
+                   cpu_s_per_step=f"{sum(cpu) / len(cpu):.2f}" if cpu else "", load=loads)
+        rows.append(row)
+        md.append(f"| {n} | {len(rs)} | **{m:.2f}** [{lo:.2f}, {hi:.2f}] | {row['accs']} | "
+                  f"{row['wire_mb_per_step']} | {row['fp32_over_wire']} | {row['ddp_over_wire']} | "
+                  f"{row['step_ms']} | {row['cpu_s_per_step']} | {loads} |")
+    with open(os.path.join(d, "torch_seeds.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    md.append("")
+    for s in seeds:
+        by = {n: r for n in names for r in [load(os.path.join(d, "seed" + s), n)] if r}
+        md.append(f"Seed {s}:")
+        md += bars(by)
+    text = "\n".join(md) + "\n"
+    with open(os.path.join(d, "torch_seeds.md"), "w") as f:
+        f.write(text)
+    sys.stdout.write(text)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--seeds"]:
+        seeds_main(sys.argv[2], sys.argv[3], sys.argv[4:])
+    else:
+        main()

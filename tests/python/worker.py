@@ -55,7 +55,8 @@ def main():
     out = cfg["out"]
     import efps
     import efps.torch
-    rank = int(os.environ["EFPS_RANK"])
+    from efps.torch.broadcast import rank_and_size
+    rank = rank_and_size()[0]  # EFPS_RANK under efps.run; torchrun's, mpirun's or srun's
     model = make_model(cfg)
     efps.torch.broadcast_parameters(model)
     save_params(model, os.path.join(out, "init.%d.pt" % rank))
@@ -103,7 +104,9 @@ if __name__ == "__main__":
         main()
     except BaseException as e:  # noqa: B902 - recorded for the test, then re-raised
         cfg = json.loads(sys.argv[1])
-        with open(os.path.join(cfg["out"], "exc.%s.txt" % os.environ.get("EFPS_RANK", "x")),
+        rank = next((os.environ[v] for v in ("EFPS_RANK", "RANK", "OMPI_COMM_WORLD_RANK",
+                                              "SLURM_PROCID") if os.environ.get(v)), "x")
+        with open(os.path.join(cfg["out"], "exc.%s.txt" % rank),
                   "w") as f:
             f.write("%s: %s\n" % (type(e).__name__, e))
             f.write("at %f\n" % time.time())
