@@ -1,6 +1,6 @@
 /* Address text <-> sockaddr, endpoint names and the clock: shared by every
  * transport (rdma_cm takes the same sockaddr as a socket does). */
-#include "transport/transport_int.h"
+#include "transport_int.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>

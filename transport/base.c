@@ -2,7 +2,7 @@
  * conditions, the software completion queue, and the application's poll
  * (which gives back the credit each completion held). The transports only
  * say what giving a receive credit back means for them (ops->rx_credit). */
-#include "transport/transport_int.h"
+#include "transport_int.h"
 
 #include <time.h>
 

@@ -3,7 +3,7 @@
  * is made; tcp: one for the DISCONNECT at connection time, sq_depth at the
  * first write, rq_depth at the first key exposed), so a push on the data path
  * never allocates and never finds the ring full. */
-#include "transport/transport_int.h"
+#include "transport_int.h"
 
 #include <assert.h>
 #include <stdlib.h>

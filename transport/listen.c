@@ -2,7 +2,7 @@
  * transport queues each request that has said who it is, the application
  * takes them with get_request. Destroying a listener is left to the
  * progress thread (it owns the socket or cm id); the caller waits for it. */
-#include "transport/transport_int.h"
+#include "transport_int.h"
 
 #include <stdlib.h>
 

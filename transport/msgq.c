@@ -2,7 +2,7 @@
  * yet: a ring of EFPS_TP_MSG_DEPTH slots that the transport fills (straight
  * from the socket, or chunk by chunk from receive buffers) and msg_recv
  * empties. Each message taken gives the peer a credit for one more. */
-#include "transport/transport_int.h"
+#include "transport_int.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* The transport-neutral API: picks a transport by name, checks arguments once
  * for all of them, then calls through the transport's operations table. */
-#include "transport/transport_int.h"
+#include "transport_int.h"
 
 #include <stdlib.h>
 #include <string.h>

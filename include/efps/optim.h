@@ -90,6 +90,13 @@ EFPS_API efps_status_t efps_worker_opt_encode(efps_worker_opt_t *w, const float 
  * preceding encode is EFPS_ERR_STATE. */
 EFPS_API efps_status_t efps_worker_opt_apply(efps_worker_opt_t *w, const void *update, float lr,
                                              float *x);
+/* Instead of an encode: this worker contributes nothing to this step (the
+ * parameter server's efps_ps_skip): m and the error are untouched, but the
+ * step is open, so the next efps_worker_opt_apply takes the servers' update
+ * as usual. The error keeps the lr it was formed at (that apply does not move
+ * the previous lr), so the next encode rescales it by the right ratio.
+ * EFPS_ERR_INVALID for a NULL w or a bad lr, EFPS_ERR_STATE after an encode not applied. */
+EFPS_API efps_status_t efps_worker_opt_skip(efps_worker_opt_t *w, float lr);
 /* Number of completed steps (encode + apply pairs). */
 EFPS_API uint64_t efps_worker_opt_steps(const efps_worker_opt_t *w);
 EFPS_API size_t efps_worker_opt_size(const efps_worker_opt_t *w);

@@ -16,7 +16,7 @@ struct efps_worker_opt {
     float prev_lr;    /* eta_{t-1}; 0 before the first step */
     int pending;      /* an encode waits for its apply */
     float pending_lr; /* the lr of that encode */
-    int pending_skip; /* that step was skipped (efps__worker_opt_skip) */
+    int pending_skip; /* that step was skipped (efps_worker_opt_skip) */
     float *m;         /* momentum m_i */
     float *m_next;    /* the new momentum, committed (swapped in) only on success */
     float *u;         /* Nesterov's u; NULL for heavy ball, where u = m_next */
@@ -35,13 +35,6 @@ struct efps_server_opt {
     float *err;      /* blocksign: server error e~, gradient units */
     float *err_next; /* blocksign: the new error, swapped in only on success */
 };
-
-/* This worker contributes nothing to this step (the parameter server's
- * efps_ps_skip): no encode, m and the error untouched, but the step is open,
- * so the next apply takes the servers' update as usual. The error keeps the
- * lr it was formed at (prev_lr is not moved by that apply), so the next
- * encode rescales it by the right ratio. */
-efps_status_t efps__worker_opt_skip(efps_worker_opt_t *w, float lr);
 
 /* Commits a state computed out of place: the new buffer becomes the current
  * one, the old one the scratch of the next step. */

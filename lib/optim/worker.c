@@ -159,7 +159,7 @@ efps_status_t efps_worker_opt_encode(efps_worker_opt_t *w, const float *grad, fl
     return EFPS_OK;
 }
 
-efps_status_t efps__worker_opt_skip(efps_worker_opt_t *w, float lr)
+efps_status_t efps_worker_opt_skip(efps_worker_opt_t *w, float lr)
 {
     if (w == NULL || !efps__optim_lr_ok(lr))
         return EFPS_ERR_INVALID;

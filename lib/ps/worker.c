@@ -7,8 +7,6 @@
  * the pull arena: nothing is copied on the data path. */
 #include "ps_int.h"
 
-#include "lib/optim/optim_internal.h"
-
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -541,7 +539,7 @@ efps_status_t efps_ps_skip(efps_ps_t *ps, uint32_t key, float lr)
             continue; /* pushed at this step before a later part failed */
         if ((st = wait_for(ps, push_done, p, "previous push")) != EFPS_OK)
             return st;
-        if ((st = efps__worker_opt_skip(s->opt, lr)) != EFPS_OK)
+        if ((st = efps_worker_opt_skip(s->opt, lr)) != EFPS_OK)
             return st;
         if ((st = send_part(ps, p, lr, true)) != EFPS_OK)
             return st;

@@ -15,8 +15,8 @@
 #ifndef EFPS_TCP_H
 #define EFPS_TCP_H
 
-#include "transport/tcp/tcp_wire.h"
-#include "transport/transport_int.h"
+#include "tcp_wire.h"
+#include "transport_int.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

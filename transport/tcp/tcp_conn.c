@@ -1,7 +1,7 @@
 /* Connections of the tcp transport: listening, the CONNECT / ACCEPT exchange
  * that carries the private data, the connecting side (done in the caller's
  * thread, with its timeout), endpoint failure and teardown. */
-#include "transport/tcp/tcp.h"
+#include "tcp.h"
 
 #include <errno.h>
 #include <netinet/in.h>

@@ -1,7 +1,7 @@
 /* The tcp transport's context: its progress thread (epoll over every socket
  * plus an eventfd that application threads use to hand it work), timers
  * (handshake deadlines, heartbeats, silent peers) and the completion queue. */
-#include "transport/tcp/tcp.h"
+#include "tcp.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 /* The tcp frame header on its own: decoded and checked without touching a
  * connection, so the receiver (tcp_rx.c) and the fuzz targets run the very
  * same checks. What needs the connection (regions, credit) is tcp_rx.c's. */
-#include "transport/tcp/tcp_wire.h"
+#include "tcp_wire.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -4,7 +4,7 @@
  * region that grants remote write and the secret was made for the endpoint
  * the write arrives on, so a peer can reach exactly the regions whose keys
  * it was given, and only over its own connection. */
-#include "transport/tcp/tcp.h"
+#include "tcp.h"
 
 #include <stdlib.h>
 #include <string.h>

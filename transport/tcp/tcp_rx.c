@@ -5,7 +5,7 @@
  * offset + length inside the region) before a single payload byte is read;
  * the payload then goes from the socket straight into its region. Anything
  * wrong closes that connection with a logged error naming the peer. */
-#include "transport/tcp/tcp.h"
+#include "tcp.h"
 
 #include <errno.h>
 #include <string.h>

@@ -2,7 +2,7 @@
  * (a header, and a payload pointer into a registered region or a message
  * slot); the progress thread hands header and payload to the kernel with one
  * sendmsg over many frames, straight from where the bytes live. */
-#include "transport/tcp/tcp.h"
+#include "tcp.h"
 
 #include <assert.h>
 #include <errno.h>

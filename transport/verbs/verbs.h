@@ -40,8 +40,8 @@
 #ifndef EFPS_VERBS_H
 #define EFPS_VERBS_H
 
-#include "transport/transport_int.h"
-#include "transport/verbs/verbs_wire.h"
+#include "transport_int.h"
+#include "verbs_wire.h"
 
 #include <infiniband/verbs.h>
 #include <pthread.h>

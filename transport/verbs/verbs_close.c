@@ -8,7 +8,7 @@
  * rdma_disconnect (the QP goes to error, posted sends flush), waits for the
  * flushes, drains the CQ of the QP's completions and only then destroys it,
  * so no stale completion can be taken for another QP with the same number. */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -9,7 +9,7 @@
  * from the start: the progress thread queues each CONNECT_REQUEST, the
  * application accepts it (QP, rdma_accept with our reply header) or
  * rejects it. */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -2,7 +2,7 @@
  * (busy-polls the CQ while completions keep coming, then sleeps on the
  * completion channel, the rdma_cm event channel and a kick eventfd), timers
  * and the application's poll. */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -14,7 +14,7 @@
  * application should run its compression threads there too (for instance
  * `numactl -N <node>` or `hwloc-bind`), so the kernels write the registered
  * buffers from the node the NIC reads them from. */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <errno.h>
 #include <hwloc.h>

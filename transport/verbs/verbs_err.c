@@ -2,7 +2,7 @@
  * errno set, NULL with errno set) plus work-completion statuses and rdma_cm
  * reject codes. They are turned into errno and efps_status_t here, and
  * nowhere else (as libfabric's vrb_convert_ret does). */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <errno.h>
 

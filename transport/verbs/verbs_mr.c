@@ -9,7 +9,7 @@
  * handed to a peer is {address, length, the window's rkey}. A device without
  * type-2 windows falls back to REMOTE_WRITE on the MR (any QP of our
  * protection domain may then use the key), with a warning. */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <errno.h>
 #include <stdlib.h>

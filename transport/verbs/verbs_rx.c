@@ -6,7 +6,7 @@
  * in it (a message chunk is copied out to the endpoint's message ring; a
  * write's data went straight into the application's region and its buffer
  * was never touched). */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>

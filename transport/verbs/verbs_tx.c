@@ -8,7 +8,7 @@
  * VERBS_RX_BUF chunks. Every send is signalled: the posted ring is freed in
  * order as completions come, and each write's last work request reports the
  * application's EFPS_TP_CQE_WRITE. */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <arpa/inet.h>
 #include <stdlib.h>
