@@ -53,7 +53,7 @@ bool ps_mac_equal(const uint8_t a[PS_MAC], const uint8_t b[PS_MAC])
 
 void ps_send_refuse(efps_tp_ep_t *ep, const char *fmt, ...)
 {
-    uint8_t buf[512];
+    uint8_t buf[1024];
     efps__put_le32(buf, PS_MSG_REFUSE);
     va_list ap;
     va_start(ap, fmt);

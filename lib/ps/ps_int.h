@@ -95,6 +95,9 @@ enum {
     PS_MSG_READY = 4,  /* server: the worker's slot rkey */
     PS_MSG_REFUSE = 5, /* either: a NUL-terminated reason, then the sender closes */
     PS_MSG_BYE = 6,    /* worker: finished */
+    /* server, before the run starts: u32 rank (as claimed), NUL-terminated
+     * text naming the peer refused or lost, and why (server_join.c) */
+    PS_MSG_NOTICE = 7,
     /* ckpt.c; numbered apart so other new messages need not renumber */
     PS_MSG_SAVE = 16,      /* worker rank 0: NUL-terminated path; between steps */
     PS_MSG_LOAD = 17,      /* every worker: NUL-terminated path; before its first push */
@@ -104,6 +107,7 @@ enum {
     PS_MSG_STATS = 19,
 };
 #define PS_STATS_PER_MSG 300
+#define PS_NOTICE_MAX    512 /* bytes of a NOTICE's text, with its NUL */
 #define PS_KEYS_PER_MSG  128
 #define PS_KEY_WIRE      20                         /* bytes of one key in a KEYS message */
 #define PS_LAYOUT_HEAD   (32 + EFPS_TP_RKEY_PACKED) /* bytes of a LAYOUT message */
@@ -163,6 +167,12 @@ void ps_nonce(uint8_t nonce[PS_NONCE]);
 void ps_mac(const char *secret, const char *label, const ps_hello_t *first,
             const ps_hello_t *second, uint8_t mac[PS_MAC]);
 bool ps_mac_equal(const uint8_t a[PS_MAC], const uint8_t b[PS_MAC]);
+
+/* "" or "s": "%d worker%s", n, ps_s(n). */
+static inline const char *ps_s(long n)
+{
+    return n == 1 ? "" : "s";
+}
 
 /* Sends a REFUSE with the formatted reason (best effort). */
 void ps_send_refuse(efps_tp_ep_t *ep, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

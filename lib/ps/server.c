@@ -94,11 +94,8 @@ static efps_status_t serve(server_t *sv)
                       sv->cfg.rank, sv->M - sv->gone, sv->cfg.timeout_ms);
             return EFPS_OK;
         }
-        if (ready < sv->M && efps__now_ms() - last > sv->cfg.timeout_ms) {
-            efps_error("server %d: only %d of %d workers joined within %d ms", sv->cfg.rank, ready,
-                       sv->M, sv->cfg.timeout_ms);
-            return EFPS_ERR_TIMEOUT;
-        }
+        if (ready < sv->M && efps__now_ms() - last > sv->cfg.timeout_ms)
+            return efps__srv_join_failed(sv, ready);
     }
     return EFPS_OK;
 }
@@ -136,6 +133,8 @@ static void server_free(server_t *sv)
     free(sv->conns);
     free(sv->by_rank);
     free(sv->inputs);
+    free(sv->missing_why);
+    free(sv->noticed);
     ps_layout_free(&sv->layout);
 }
 
@@ -167,7 +166,9 @@ static efps_status_t server_open(server_t *sv)
                            .hello_timeout_ms = (uint32_t)sv->lim.login_ms};
     sv->by_rank = calloc((size_t)sv->M, sizeof(*sv->by_rank));
     sv->inputs = calloc((size_t)sv->M, sizeof(*sv->inputs));
-    if (sv->by_rank == NULL || sv->inputs == NULL)
+    sv->missing_why = calloc((size_t)sv->M, sizeof(*sv->missing_why));
+    sv->noticed = calloc((size_t)sv->M, sizeof(*sv->noticed));
+    if (!sv->by_rank || !sv->inputs || !sv->missing_why || !sv->noticed)
         st = EFPS_ERR_NOMEM;
     else if ((st = efps_tp_open(sv->cfg.transport, &attr, &sv->tp)) == EFPS_OK)
         st = efps_tp_listen(sv->tp, sv->cfg.bind, &sv->listener);

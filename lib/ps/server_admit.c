@@ -16,10 +16,11 @@ efps_status_t efps__srv_refuse(server_t *sv, worker_t *w, const char *fmt, ...)
     va_end(ap);
     ps_send_refuse(w->ep, "%s", why);
     if (w->rank >= 0 && sv->by_rank[w->rank] == w) {
-        sv->by_rank[w->rank] = NULL;
+        efps__srv_release_rank(sv, w);
         efps_error("server %d: refused %s: %s", sv->cfg.rank, wname(w), why);
     } else
         efps__srv_stranger_log(sv, "refused %s: %s", wname(w), why);
+    efps__srv_notice(sv, w, "refused", why); /* before the run starts, to the joined workers */
     w->state = W_REFUSED;
     w->deadline = efps__now_ms() + PS_REFUSE_LINGER_MS;
     return EFPS_ERR_AUTH;
@@ -181,8 +182,11 @@ efps_status_t efps__srv_on_auth(server_t *sv, worker_t *w, const uint8_t *m, siz
     snprintf(w->name, sizeof(w->name), "worker %d (%s)", w->rank, addr);
     efps__put_le32(reply, PS_MSG_AUTH);
     ps_mac(sv->cfg.secret, "efps server", &w->mine, &w->hello, reply + 4);
-    efps_info("server %d: %s authenticated", sv->cfg.rank, wname(w));
-    return efps_tp_msg_send(w->ep, reply, sizeof(reply));
+    efps_debug("server %d: %s authenticated", sv->cfg.rank, wname(w));
+    efps_status_t st = efps_tp_msg_send(w->ep, reply, sizeof(reply));
+    if (st == EFPS_OK)
+        efps__srv_notices_to(sv, w); /* who was refused for the ranks still open */
+    return st;
 }
 
 /* ---- layouts ---------------------------------------------------------------------- */
@@ -225,7 +229,8 @@ static efps_status_t adopt_layout(server_t *sv, ps_layout_t *l)
 
 /* A layout setting this server was given must be what the workers declare;
  * the others come from the workers (all must agree). Checked once the
- * layout is known to be valid, so a malformed one gets its own refusal. */
+ * layout is known to be valid, so a malformed one gets its own refusal. A
+ * worker that differs is refused: its rank stays open for a correct one. */
 static efps_status_t check_given(server_t *sv, worker_t *w, const ps_layout_t *l)
 {
     char mine[32], theirs[32];
@@ -244,14 +249,11 @@ static efps_status_t check_given(server_t *sv, worker_t *w, const ps_layout_t *l
         snprintf(theirs, sizeof(theirs), "%zu", l->partition_bytes);
     } else
         return EFPS_OK;
-    ps_send_refuse(w->ep,
-                   "server %d was given %s=%s (by %s) but this worker declares %s %s: unset "
-                   "%s on the servers (they run the workers' layout) or make them agree",
-                   sv->cfg.rank, var, mine, by, field, theirs, var);
-    efps_error("server %d: %s declares %s %s but this server was given %s=%s (by %s): unset it "
-               "on the servers (they run the workers' layout) or make them agree",
-               sv->cfg.rank, wname(w), field, theirs, var, mine, by);
-    return EFPS_ERR_MISMATCH;
+    return efps__srv_refuse(sv, w,
+                            "server %d was given %s=%s (by %s) but this worker declares %s %s: "
+                            "unset %s on the servers (they run the workers' layout) or make "
+                            "them agree",
+                            sv->cfg.rank, var, mine, by, field, theirs, var);
 }
 
 /* The worker's layout is complete: adopt or compare it, give it its slots. */
@@ -269,11 +271,8 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
     if (!sv->have_layout) {
         if ((st = adopt_layout(sv, &w->pending)) != EFPS_OK)
             return st;
-    } else if (ps_layout_differs(&w->pending, &sv->layout, why, sizeof(why))) {
-        ps_send_refuse(w->ep, "model layout differs from the first worker's: %s", why);
-        efps_error("server %d: %s: model layout differs: %s", sv->cfg.rank, wname(w), why);
-        return EFPS_ERR_MISMATCH;
-    }
+    } else if (ps_layout_differs(&w->pending, &sv->layout, why, sizeof(why)))
+        return efps__srv_refuse(sv, w, "model layout differs from the first worker's: %s", why);
     ps_layout_free(&w->pending);
     w->got = calloc(sv->layout.nparts, sizeof(uint64_t));
     w->slots = efps_aligned_calloc(sv->slot_bytes);
@@ -290,7 +289,9 @@ static efps_status_t layout_done(server_t *sv, worker_t *w)
     efps__put_le32(msg, PS_MSG_READY);
     efps_tp_rkey_pack(&rkey, msg + 4);
     w->state = W_READY;
-    return efps_tp_msg_send(w->ep, msg, sizeof(msg));
+    if ((st = efps_tp_msg_send(w->ep, msg, sizeof(msg))) == EFPS_OK)
+        efps__srv_joined(sv, w);
+    return st;
 }
 
 efps_status_t efps__srv_on_layout(server_t *sv, worker_t *w, const uint8_t *m, size_t len)

@@ -110,6 +110,8 @@ static efps_status_t on_push(server_t *sv, worker_t *w, uint32_t imm)
     const size_t p = imm >> 1;
     spart_t *sp = p < sv->layout.nparts ? &sv->parts[p] : NULL;
     ps_msg_hdr_t h;
+    if (w->state == W_REFUSED || w->state == W_CLOSED)
+        return EFPS_OK; /* a joiner refused before the run started: its last writes */
     if (w->state == W_AUTH || w->state == W_AUTHED || w->state == W_LAYOUT) {
         /* It was given no region: the key it used is another's. Drop this
          * connection only; the run goes on. */
@@ -157,7 +159,7 @@ efps_status_t efps__srv_on_cqe(server_t *sv, const efps_tp_cqe_t *c)
             w->ep = NULL;
             w->state = W_CLOSED; /* freed by the next sweep */
         }
-        if (w->state >= W_GONE)
+        if (w->state >= W_GONE || efps__srv_lost_joiner(sv, w))
             return EFPS_OK;
         efps_error("server %d: %s disconnected: %s", sv->cfg.rank, wname(w),
                    efps_strerror(c->status == EFPS_OK ? EFPS_ERR_PEER : c->status));

@@ -76,6 +76,11 @@ typedef struct {
     int64_t next_sweep;
     int64_t log_last; /* rate limit of the lines about strangers */
     unsigned long log_suppressed;
+    /* The join phase (server_join.c): until every rank has joined at once,
+     * a refused or lost joiner is named to the workers that have joined. */
+    bool started;
+    char (*missing_why)[PS_NOTICE_MAX]; /* per rank: the last refusal or loss of it */
+    int64_t *noticed;                   /* per rank: when a notice about it last went out */
 } server_t;
 
 static inline const char *wname(const worker_t *w)
@@ -106,6 +111,23 @@ efps_status_t efps__srv_accept(server_t *sv, efps_tp_conn_req_t *req);
 efps_status_t efps__srv_on_auth(server_t *sv, worker_t *w, const uint8_t *m, size_t len);
 efps_status_t efps__srv_on_layout(server_t *sv, worker_t *w, const uint8_t *m, size_t len);
 efps_status_t efps__srv_on_keys(server_t *sv, worker_t *w, const uint8_t *m, size_t len);
+
+/* ---- server_join.c: the join phase ------------------------------------------------- */
+/* w leaves its rank (refused or lost): open again, its pushes uncounted. */
+void efps__srv_release_rank(server_t *sv, worker_t *w);
+/* Before the run starts, names refused or lost peer w (what: "refused",
+ * "lost") to every worker that has joined, if the rank it claims is open. */
+void efps__srv_notice(server_t *sv, const worker_t *w, const char *what, const char *why);
+/* w authenticated: it hears what is known about the ranks still open. */
+void efps__srv_notices_to(server_t *sv, worker_t *w);
+/* w has its slots (W_READY): the run starts when every rank has. */
+void efps__srv_joined(server_t *sv, worker_t *w);
+/* A joined worker disconnected: before the run starts its rank is open again
+ * (true); after, the run cannot go on (false). */
+bool efps__srv_lost_joiner(server_t *sv, worker_t *w);
+/* The join deadline passed with `ready` of M joined: logged, and every joined
+ * worker told which ranks are missing and the last reason. EFPS_ERR_TIMEOUT. */
+efps_status_t efps__srv_join_failed(server_t *sv, int ready);
 
 /* ---- server_msg.c: control messages ------------------------------------------------ */
 /* Takes every waiting control message of every connection. */

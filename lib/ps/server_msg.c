@@ -77,6 +77,8 @@ static efps_status_t on_msg(server_t *sv, worker_t *w, const uint8_t *m, size_t 
     }
     if (w->state == W_AUTH)
         return efps__srv_refuse(sv, w, "message type %u before authentication", type);
+    if (!sv->started) /* a joiner that breaks the protocol: its rank stays open */
+        return efps__srv_refuse(sv, w, "message type %u in state %d", type, w->state);
     efps_error("server %d: %s sent message type %u in state %d", sv->cfg.rank, wname(w), type,
                w->state);
     return EFPS_ERR_PROTO;

@@ -15,6 +15,7 @@
 
 #define PS_CONNECT_BACKOFF_MIN_MS 50
 #define PS_CONNECT_BACKOFF_MAX_MS 1000
+#define PS_NOTICE_GRACE_MS        3000
 
 typedef struct {
     efps_tp_ep_t *ep;
@@ -45,6 +46,12 @@ struct efps_ps {
     efps_tp_mr_t *push_mr, *pull_mr;
     part_state_t *st;
     uint64_t wire_bytes, fp32_bytes;
+    /* While waiting for the others to join, the last NOTICE (a peer refused
+     * or lost) about the first rank one named: that one is the root cause,
+     * later ones about other ranks are often its consequences (workers that
+     * gave up). Cleared by the first update (the run started). */
+    char notice[PS_NOTICE_MAX];
+    int64_t notice_rank;
 };
 
 static efps_status_t fail(efps_ps_t *ps, efps_status_t st)
@@ -56,20 +63,50 @@ static efps_status_t fail(efps_ps_t *ps, efps_status_t st)
 
 /* ---- connection and authentication ----------------------------------------- */
 
+/* A server names a peer it refused or lost before the run started (m:
+ * NUL-terminated): logged at once, so the user watching any worker sees
+ * the culprit, and kept for the error if the run then never starts. */
+static void on_notice(efps_ps_t *ps, const uint8_t *m, size_t len)
+{
+    if (len <= 8)
+        return;
+    const uint32_t rank = efps__get_le32(m + 4);
+    efps_error("worker %d: %s; still waiting for worker %u until the join deadline "
+               "(EFPS_TIMEOUT_MS, %d ms)",
+               ps->cfg.rank, (const char *)m + 8, rank, ps->cfg.timeout_ms);
+    if (ps->notice[0] != '\0' && ps->notice_rank != rank)
+        return;
+    const size_t k = strnlen((const char *)m + 8, sizeof(ps->notice) - 1);
+    memcpy(ps->notice, m + 8, k);
+    ps->notice[k] = '\0';
+    ps->notice_rank = rank;
+}
+
+/* The last notice, for an error while the run never started ("" if none or
+ * if why says it already). */
+static const char *notice_for(const efps_ps_t *ps, const char *why)
+{
+    return ps->notice[0] == '\0' || strstr(why, ps->notice) != NULL ? "" : ps->notice;
+}
+
 /* Takes the next control message of a server, expecting `type`; a REFUSE
  * is reported with the server's reason. */
 static efps_status_t expect_msg(efps_ps_t *ps, server_link_t *s, uint32_t type, uint8_t *buf,
                                 size_t cap, size_t *len_p)
 {
     size_t len = 0;
-    efps_status_t st = efps_tp_msg_recv(s->ep, buf, cap - 1, &len, ps->cfg.timeout_ms);
-    if (st != EFPS_OK) {
-        efps_error("worker %d: no answer from %s: %s", ps->cfg.rank, efps_tp_ep_name(s->ep),
-                   efps_strerror(st));
-        return st;
+    uint32_t got = PS_MSG_NOTICE;
+    while (got == PS_MSG_NOTICE) {
+        efps_status_t st = efps_tp_msg_recv(s->ep, buf, cap - 1, &len, ps->cfg.timeout_ms);
+        if (st != EFPS_OK) {
+            efps_error("worker %d: no answer from %s: %s", ps->cfg.rank, efps_tp_ep_name(s->ep),
+                       efps_strerror(st));
+            return st;
+        }
+        buf[len] = '\0';
+        if ((got = len >= 4 ? efps__get_le32(buf) : 0) == PS_MSG_NOTICE)
+            on_notice(ps, buf, len);
     }
-    buf[len] = '\0';
-    uint32_t got = len >= 4 ? efps__get_le32(buf) : 0;
     if (got == PS_MSG_REFUSE) {
         efps_error("worker %d: %s refused us: %s", ps->cfg.rank, efps_tp_ep_name(s->ep),
                    (const char *)buf + 4);
@@ -236,27 +273,33 @@ efps_status_t efps_ps_declare_block(efps_ps_t *ps, uint32_t key, size_t n, size_
 /* ---- progress ------------------------------------------------------------------ */
 
 /* The reason a server gave before it went away (a REFUSE it sent on
- * stopping, e.g. naming the worker that died), if one is still queued. */
-static bool server_reason(efps_tp_ep_t *ep, char *why, size_t cap)
+ * stopping, e.g. naming the worker that died), if one is still queued.
+ * A NOTICE on the way is logged. */
+static bool server_reason(efps_ps_t *ps, efps_tp_ep_t *ep, char *why, size_t cap)
 {
     uint8_t m[EFPS_TP_MSG_MAX];
     size_t len = 0;
-    while (efps_tp_msg_recv(ep, m, sizeof(m) - 1, &len, 0) == EFPS_OK)
+    while (efps_tp_msg_recv(ep, m, sizeof(m) - 1, &len, 0) == EFPS_OK) {
+        m[len] = '\0';
+        if (len > 4 && efps__get_le32(m) == PS_MSG_NOTICE)
+            on_notice(ps, m, len);
         if (len > 4 && efps__get_le32(m) == PS_MSG_REFUSE) {
-            m[len] = '\0';
             const size_t k = strnlen((const char *)m + 4, cap - 1);
             memcpy(why, m + 4, k);
             why[k] = '\0';
             return true;
         }
+    }
     return false;
 }
 
 static efps_status_t on_cqe(efps_ps_t *ps, const efps_tp_cqe_t *c)
 {
-    char why[512];
-    if (c->type == EFPS_TP_CQE_DISCONNECT && server_reason(c->ep, why, sizeof(why))) {
-        efps_error("worker %d: %s: %s", ps->cfg.rank, efps_tp_ep_name(c->ep), why);
+    char why[PS_NOTICE_MAX + 512];
+    if (c->type == EFPS_TP_CQE_DISCONNECT && server_reason(ps, c->ep, why, sizeof(why))) {
+        const char *more = notice_for(ps, why);
+        efps_error("worker %d: %s: %s%s%s", ps->cfg.rank, efps_tp_ep_name(c->ep), why,
+                   *more ? "; last notice: " : "", more);
         return fail(ps, EFPS_ERR_PEER);
     }
     if (c->type == EFPS_TP_CQE_DISCONNECT || c->status != EFPS_OK) {
@@ -278,6 +321,7 @@ static efps_status_t on_cqe(efps_ps_t *ps, const efps_tp_cqe_t *c)
         return fail(ps, EFPS_ERR_PROTO);
     }
     p->arrived++;
+    ps->notice[0] = '\0'; /* an update: every worker has joined */
     return EFPS_OK;
 }
 
@@ -308,16 +352,21 @@ static efps_status_t wait_for(efps_ps_t *ps, bool (*done)(efps_ps_t *, size_t), 
             return st;
         if (any)
             last = efps__now_ms();
-        char why[512]; /* a server that stops the run says why (e.g. who left) */
+        char why[PS_NOTICE_MAX + 512]; /* a server that stops the run says why (e.g. who left) */
         for (int i = 0; !any && i < ps->nservers; i++)
-            if (server_reason(ps->srv[i].ep, why, sizeof(why))) {
-                efps_error("worker %d: %s: %s", ps->cfg.rank, efps_tp_ep_name(ps->srv[i].ep), why);
+            if (server_reason(ps, ps->srv[i].ep, why, sizeof(why))) {
+                const char *more = notice_for(ps, why);
+                efps_error("worker %d: %s: %s%s%s", ps->cfg.rank, efps_tp_ep_name(ps->srv[i].ep),
+                           why, *more ? "; last notice: " : "", more);
                 return fail(ps, EFPS_ERR_PEER);
             }
-        if (!any && efps__now_ms() - last > ps->cfg.timeout_ms) {
-            efps_error("worker %d: %s: nothing from %s for %d ms", ps->cfg.rank, what,
-                       efps_tp_ep_name(ps->srv[ps->layout.parts[arg].server].ep),
-                       ps->cfg.timeout_ms);
+        /* While a joiner is missing, the server's verdict at its join deadline
+         * (which names the missing rank) is worth a little more patience. */
+        const int limit = ps->cfg.timeout_ms + (ps->notice[0] ? PS_NOTICE_GRACE_MS : 0);
+        if (!any && efps__now_ms() - last > limit) {
+            efps_error("worker %d: %s: nothing from %s for %d ms%s%s", ps->cfg.rank, what,
+                       efps_tp_ep_name(ps->srv[ps->layout.parts[arg].server].ep), limit,
+                       ps->notice[0] ? "; the run never started, last notice: " : "", ps->notice);
             return fail(ps, EFPS_ERR_TIMEOUT);
         }
     }
