@@ -68,6 +68,11 @@ static int serve(const efps_ps_config_t *cfg)
     efps_server_t *srv;
     if (efps_server_create(cfg, &srv) != EFPS_OK)
         return 1;
+    if (efps_log_level() < EFPS_LOG_INFO) { /* at info the library logged it already */
+        char line[512];
+        efps_server_describe(srv, line, sizeof(line));
+        fprintf(stderr, "efps-server: %s\n", line);
+    }
     running = srv;
     if (signalled)
         efps_server_stop(srv);

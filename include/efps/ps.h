@@ -177,6 +177,10 @@ EFPS_API void efps_server_stop(efps_server_t *srv);
 EFPS_API void efps_server_destroy(efps_server_t *srv);
 /* The port listened on (the one picked for port 0); 0 for NULL. */
 EFPS_API uint16_t efps_server_port(const efps_server_t *srv);
+/* One line for a start-up message, into buf (cut to cap-1): the address
+ * listened on, the transport (and device), the workers expected and where
+ * the layout (compressor, block, partition size) comes from. */
+EFPS_API void efps_server_describe(const efps_server_t *srv, char *buf, size_t cap);
 /* create + run + destroy, as a process exit status: 0 when every worker
  * finished, 1 otherwise (the reason logged). */
 EFPS_API int efps_server_main(const efps_ps_config_t *cfg);

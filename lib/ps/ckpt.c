@@ -148,8 +148,8 @@ efps_status_t efps__ps_server_ckpt(int server, uint32_t type, const uint8_t *m, 
     else if (count > 0)
         st = efps_server_opts_load(file, opts, count);
     if (st == EFPS_OK)
-        efps_info("server %d: %s %s (%zu parts)", server, type == PS_MSG_SAVE ? "saved" : "loaded",
-                  file, count);
+        efps_info("server %d: %s %s (%zu part%s)", server, type == PS_MSG_SAVE ? "saved" : "loaded",
+                  file, count, ps_s((long)count));
     efps__put_le32(reply, PS_MSG_CKPT_DONE);
     efps__put_le32(reply + 4, (uint32_t)st);
     int w = snprintf((char *)reply + 8, cap - 8, "%s", efps_strerror(st));

@@ -179,9 +179,9 @@ bool ps_layout_differs(const ps_layout_t *a, const ps_layout_t *b, char *why, si
         const ps_key_t *x = &a->keys[i], *y = &b->keys[i];
         if (x->key != y->key || x->n != y->n || x->block != y->block) {
             snprintf(why, cap,
-                     "declaration %zu: key %u of %zu elements (block %zu) vs key %u of %zu "
+                     "declaration %zu: key %u of %zu element%s (block %zu) vs key %u of %zu "
                      "(block %zu)",
-                     i, x->key, x->n, x->block, y->key, y->n, y->block);
+                     i, x->key, x->n, ps_s((long)x->n), x->block, y->key, y->n, y->block);
             return true;
         }
     }

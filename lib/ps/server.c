@@ -177,9 +177,37 @@ static efps_status_t server_open(server_t *sv)
                    efps_strerror(st));
         return st;
     }
-    efps_info("server %d: listening on %s (%s) for %d workers", sv->cfg.rank, sv->cfg.bind,
-              efps_tp_name(sv->tp), sv->M);
     return write_port_file(sv);
+}
+
+/* "compressor blocksign (given by --compressor)" or "" where the workers decide. */
+static int given_one(char *buf, size_t cap, const char *what, const char *value, const char *by)
+{
+    return by == NULL ? 0 : snprintf(buf, cap, ", %s %s (given by %s)", what, value, by);
+}
+
+static void describe(const server_t *sv, char *buf, size_t cap)
+{
+    char host[EFPS_TP_NAME_MAX], dev[96] = "", given[192] = "", num[2][32];
+    efps__srv_host_of(sv->cfg.bind, host, sizeof(host));
+    if (strcmp(efps_tp_name(sv->tp), "verbs") == 0) {
+        efps_tp_attr_t attr;
+        efps_tp_query(sv->tp, &attr);
+        const char *d = attr.device ? attr.device : efps_config_get("EFPS_IB_DEV");
+        snprintf(dev, sizeof(dev), " (device %s)",
+                 d && *d ? d : "the one the address is on: EFPS_IB_DEV unset");
+    }
+    snprintf(num[0], sizeof(num[0]), "%zu", sv->optim.block);
+    snprintf(num[1], sizeof(num[1]), "%zu", sv->cfg.partition_bytes);
+    int n = given_one(given, sizeof(given), "compressor",
+                      efps_compressor_name(sv->optim.compressor), sv->set_comp);
+    n += given_one(given + n, sizeof(given) - (size_t)n, "block", num[0], sv->set_block);
+    given_one(given + n, sizeof(given) - (size_t)n, "partition bytes", num[1], sv->set_part);
+    snprintf(buf, cap,
+             "server %d listening on %s:%u, transport %s%s, %d worker%s expected, "
+             "layout from the workers%s%s",
+             sv->cfg.rank, host, efps_tp_listener_port(sv->listener), efps_tp_name(sv->tp), dev,
+             sv->M, ps_s(sv->M), given[0] ? " except" : "", given[0] ? given + 1 : "");
 }
 
 /* Where a layout setting came from: the configuration (efps-server's
@@ -217,6 +245,11 @@ efps_status_t efps_server_create(const efps_ps_config_t *cfg, efps_server_t **sr
     }
     if (st == EFPS_OK)
         st = server_open(sv);
+    if (st == EFPS_OK) {
+        char line[512];
+        describe(sv, line, sizeof(line));
+        efps_info("%s", line);
+    }
     if (st != EFPS_OK) {
         efps_server_destroy(srv);
         return st;
@@ -230,6 +263,14 @@ uint16_t efps_server_port(const efps_server_t *srv)
     return srv == NULL ? 0 : efps_tp_listener_port(srv->sv.listener);
 }
 
+void efps_server_describe(const efps_server_t *srv, char *buf, size_t cap)
+{
+    if (buf != NULL && cap > 0 && srv == NULL)
+        buf[0] = '\0';
+    else if (buf != NULL && cap > 0)
+        describe(&srv->sv, buf, cap);
+}
+
 efps_status_t efps_server_run(efps_server_t *srv)
 {
     if (srv == NULL)
@@ -240,7 +281,7 @@ efps_status_t efps_server_run(efps_server_t *srv)
     server_t *sv = &srv->sv;
     efps_status_t st = serve(sv);
     if (st == EFPS_OK)
-        efps_info("server %d: all %d workers finished", sv->cfg.rank, sv->M);
+        efps_info("server %d: all %d worker%s finished", sv->cfg.rank, sv->M, ps_s(sv->M));
     else if (st != EFPS_ERR_STOPPED) {
         efps_error("server %d: stopping: %s", sv->cfg.rank, efps_strerror(st));
         linger(sv, 1000);

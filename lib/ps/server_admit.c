@@ -64,7 +64,7 @@ void efps__srv_sweep(server_t *sv)
 }
 
 /* The host part of "host:port" or "[v6]:port". */
-static void host_of(const char *addr, char *buf, size_t cap)
+void efps__srv_host_of(const char *addr, char *buf, size_t cap)
 {
     snprintf(buf, cap, "%s", addr != NULL ? addr : "?");
     char *colon = strrchr(buf, ':');
@@ -97,7 +97,7 @@ efps_status_t efps__srv_accept(server_t *sv, efps_tp_conn_req_t *req)
 {
     char host[EFPS_TP_NAME_MAX];
     const char *peer = efps_tp_req_peer(req);
-    host_of(peer, host, sizeof(host));
+    efps__srv_host_of(peer, host, sizeof(host));
     const char *full = over_cap(sv, host);
     if (full != NULL) {
         efps__srv_stranger_log(sv, "rejected a connection from %s: %s", peer != NULL ? peer : "?",
@@ -222,8 +222,8 @@ static efps_status_t adopt_layout(server_t *sv, ps_layout_t *l)
     if (sv->bcast == NULL)
         return EFPS_ERR_NOMEM;
     sv->have_layout = true;
-    efps_info("server %d: layout of %zu keys, %zu parts, %zu bytes here", sv->cfg.rank,
-              sv->layout.nkeys, np, sv->slot_bytes);
+    efps_info("server %d: layout of %zu key%s, %zu part%s, %zu bytes here", sv->cfg.rank,
+              sv->layout.nkeys, ps_s((long)sv->layout.nkeys), np, ps_s((long)np), sv->slot_bytes);
     return efps_tp_mem_reg(sv->tp, sv->bcast, 2 * sv->bcast_bytes, 0, &sv->bcast_mr);
 }
 

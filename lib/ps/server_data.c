@@ -32,8 +32,8 @@ efps_status_t efps__srv_left_early(server_t *sv, worker_t *d, size_t p)
             most = sv->by_rank[r]->got[p];
     char why[160];
     snprintf(why, sizeof(why),
-             "left early: it finalized after %llu steps of part %zu, others went on to step %llu",
-             (unsigned long long)d->got[p], p, (unsigned long long)most);
+             "left early: it finalized after %llu step%s of part %zu, others went on to step %llu",
+             (unsigned long long)d->got[p], ps_s((long)d->got[p]), p, (unsigned long long)most);
     efps_error("server %d: %s %s", sv->cfg.rank, wname(d), why);
     efps__srv_tell_others(sv, d, why);
     return EFPS_ERR_PEER;

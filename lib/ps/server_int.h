@@ -105,6 +105,8 @@ efps_status_t efps__srv_refuse(server_t *sv, worker_t *w, const char *fmt, ...)
 void efps__srv_conn_free(worker_t *w);
 /* Login deadlines, refused peers due to be closed, and freeing what closed. */
 void efps__srv_sweep(server_t *sv);
+/* The host part of "host:port" or "[v6]:port". */
+void efps__srv_host_of(const char *addr, char *buf, size_t cap);
 /* A connection request: admitted (capped in total and per source address) or rejected. */
 efps_status_t efps__srv_accept(server_t *sv, efps_tp_conn_req_t *req);
 /* The messages of admission: AUTH, LAYOUT, KEYS (the last one makes w join). */

@@ -36,7 +36,8 @@ efps_status_t efps__wire_layout_head(const uint8_t *m, size_t len, efps__layout_
                                      char *why, size_t cap)
 {
     if (len != PS_LAYOUT_HEAD || efps__get_le32(m) != PS_MSG_LAYOUT) {
-        snprintf(why, cap, "LAYOUT message of %zu bytes, expected %d", len, PS_LAYOUT_HEAD);
+        snprintf(why, cap, "LAYOUT message of %zu byte%s, expected %d", len, ps_s((long)len),
+                 PS_LAYOUT_HEAD);
         return EFPS_ERR_PROTO;
     }
     efps__layout_head_t h = {.compressor = efps__get_le32(m + 4),
@@ -65,13 +66,14 @@ efps_status_t efps__wire_keys(ps_layout_t *l, uint64_t announced, const uint8_t 
 {
     const uint64_t cnt = len >= 8 ? efps__get_le32(m + 4) : 0;
     if (len < 8 || efps__get_le32(m) != PS_MSG_KEYS) {
-        snprintf(why, cap, "KEYS message of %zu bytes", len);
+        snprintf(why, cap, "KEYS message of %zu byte%s", len, ps_s((long)len));
         return EFPS_ERR_PROTO;
     }
     if (cnt == 0 || cnt > PS_KEYS_PER_MSG)
         return bad(why, cap, "KEYS count", cnt, 1, PS_KEYS_PER_MSG);
     if (len != 8 + PS_KEY_WIRE * cnt) {
-        snprintf(why, cap, "KEYS message of %zu bytes for %llu keys", len, (unsigned long long)cnt);
+        snprintf(why, cap, "KEYS message of %zu byte%s for %llu key%s", len, ps_s((long)len),
+                 (unsigned long long)cnt, ps_s((long)cnt));
         return EFPS_ERR_PROTO;
     }
     if (cnt > announced - l->nkeys)

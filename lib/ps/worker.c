@@ -137,9 +137,9 @@ static efps_status_t connect_retrying(efps_ps_t *ps, int i, const char *addr,
         const bool again = st == EFPS_ERR_PEER || st == EFPS_ERR_TIMEOUT || st == EFPS_ERR_SYSTEM;
         if (!again || efps__now_ms() + backoff >= end) {
             efps_error("worker %d: cannot connect to server %d (%s): tried for %lld ms "
-                       "(%d attempts), last error: %s",
+                       "(%d attempt%s), last error: %s",
                        ps->cfg.rank, i, addr, (long long)(efps__now_ms() - t0), attempt + 1,
-                       efps_strerror(st));
+                       ps_s(attempt + 1), efps_strerror(st));
             return st;
         }
         if (attempt == 0)
@@ -265,7 +265,7 @@ efps_status_t efps_ps_declare_block(efps_ps_t *ps, uint32_t key, size_t n, size_
     }
     efps_status_t st = ps_layout_add(&ps->layout, key, n, block);
     if (st != EFPS_OK)
-        efps_error("declare key %u of %zu elements: %s", key, n,
+        efps_error("declare key %u of %zu element%s: %s", key, n, ps_s((long)n),
                    st == EFPS_ERR_INVALID ? "duplicate key or bad size" : efps_strerror(st));
     return st;
 }
