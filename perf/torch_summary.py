@@ -145,11 +145,14 @@ def seeds_main(d, seeds, names):
     """Means and spreads over seeds; the bars on the means, and per seed
     (runs of one seed ran one after another: their time ratios are same-run)."""
     seeds = seeds.split()
-    per = {n: [r for r in (load(os.path.join(d, "seed" + s), n) for s in seeds) if r] for n in names}
+    # a run counts once it has finished (its log ends with run_wall_s)
+    per = {n: [r for r in (load(os.path.join(d, "seed" + s), n) for s in seeds)
+               if r and r["run_wall"] is not None] for n in names}
     md = [f"Seeds {' '.join(seeds)}; accuracy: final test accuracy (%), mean [min, max]; bytes: "
           "all workers, per step; fp32/wire: the fp32 gradient bytes each way (push and pull) over "
           "the bytes sent (efps counted by libefps; DDP: the ring, computed).", "",
-          "| run | seeds | test acc mean [min, max] | per seed | wire MB/step | fp32 / wire | "
+          "| run | seeds | test acc mean [min, max] | per seed (epoch 1 / final) | wire MB/step | "
+          "fp32 / wire | "
           "DDP fp32 wire / wire | ms/step mean | job CPU s/step | load avg (before-after) |",
           "|---|---|---|---|---|---|---|---|---|---|"]
     rows = []
@@ -166,7 +169,8 @@ def seeds_main(d, seeds, names):
         cpu = [r["cpu_s"] / r["steps"] for r in rs if r["cpu_s"]]
         loads = ", ".join(f"{r['load'][0]:.1f}-{r['load'][1]:.1f}" for r in rs if r["load"])
         row = dict(run=n, seeds=len(rs), acc_mean=f"{m:.2f}", acc_min=f"{lo:.2f}",
-                   acc_max=f"{hi:.2f}", accs=" / ".join(f"{r['acc']:.2f}" for r in rs),
+                   acc_max=f"{hi:.2f}",
+                   accs="; ".join(" / ".join(f"{a:.2f}" for a in r["accs"]) for r in rs),
                    wire_mb_per_step=f"{wire / 1e6:.3f}", fp32_over_wire=f"{fp32 / wire:.1f}",
                    ddp_over_wire=f"{ddpw / wire:.1f}" if ddpw else "", step_ms=f"{step:.0f}",
                    cpu_s_per_step=f"{sum(cpu) / len(cpu):.2f}" if cpu else "", load=loads)
@@ -180,7 +184,10 @@ def seeds_main(d, seeds, names):
         w.writerows(rows)
     md.append("")
     for s in seeds:
-        by = {n: r for n in names for r in [load(os.path.join(d, "seed" + s), n)] if r}
+        by = {n: r for n in names for r in [load(os.path.join(d, "seed" + s), n)]
+              if r and r["run_wall"] is not None}
+        if not by:
+            continue
         md.append(f"Seed {s}:")
         md += bars(by)
     text = "\n".join(md) + "\n"
