@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "efps/efps.h"
 #include "efps_internal/util.h"
+#include "problems.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -359,14 +360,14 @@ static int parse_args(int argc, char **argv, args_t *a)
 
 /* ---- the run ---------------------------------------------------------------------- */
 
-static efps_sim_problem_t *make_problem(const args_t *a)
+static sim_problem_t *make_problem(const args_t *a)
 {
-    efps_sim_problem_t *p = NULL;
+    sim_problem_t *p = NULL;
     efps_status_t st =
         strcmp(a->problem, "lsq") == 0
-            ? efps_sim_problem_lsq_create(a->dim, a->samples, a->batch, a->noise, a->seed, &p)
-            : efps_sim_problem_mlp_create(a->dim, a->hidden, a->classes, a->samples, a->batch,
-                                          a->seed, &p);
+            ? sim_problem_lsq_create(a->dim, a->samples, a->batch, a->noise, a->seed, &p)
+            : sim_problem_mlp_create(a->dim, a->hidden, a->classes, a->samples, a->batch, a->seed,
+                                     &p);
     if (st != EFPS_OK) {
         fprintf(stderr, "efps-sim: cannot build the %s problem: %s\n", a->problem,
                 efps_strerror(st));
@@ -375,12 +376,12 @@ static efps_sim_problem_t *make_problem(const args_t *a)
     return p;
 }
 
-static efps_sim_t *make_sim(const args_t *a, efps_sim_problem_t *p)
+static efps_sim_t *make_sim(const args_t *a, sim_problem_t *p)
 {
-    const size_t n = efps_sim_problem_dim(p);
+    const size_t n = sim_problem_dim(p);
     efps_sim_t *sim = NULL;
     if (a->resume != NULL) {
-        efps_status_t st = efps_sim_load(a->resume, efps_sim_problem_grad, p, &sim);
+        efps_status_t st = efps_sim_load(a->resume, sim_problem_grad, p, &sim);
         if (st != EFPS_OK) {
             fprintf(stderr, "efps-sim: cannot resume from %s: %s\n", a->resume, efps_strerror(st));
             return NULL;
@@ -396,9 +397,9 @@ static efps_sim_t *make_sim(const args_t *a, efps_sim_problem_t *p)
     float *x0 = malloc(n * sizeof(float));
     if (x0 == NULL)
         return NULL;
-    efps_sim_problem_init(p, x0);
+    sim_problem_init(p, x0);
     efps_status_t st =
-        efps_sim_create(&a->opt, n, a->workers, x0, efps_sim_problem_grad, p, a->seed, &sim);
+        efps_sim_create(&a->opt, n, a->workers, x0, sim_problem_grad, p, a->seed, &sim);
     free(x0);
     if (st != EFPS_OK)
         fprintf(stderr, "efps-sim: cannot create the simulation (see the log above)\n");
@@ -425,11 +426,11 @@ static void print_header(const args_t *a, efps_sim_t *sim)
     printf("%10s %12s %14s\n", "step", "lr", "loss");
 }
 
-static int run(const args_t *a, efps_sim_t *sim, efps_sim_problem_t *p)
+static int run(const args_t *a, efps_sim_t *sim, sim_problem_t *p)
 {
     print_header(a, sim);
     if (efps_sim_steps(sim) == 0)
-        printf("%10d %12s %14.6g\n", 0, "-", efps_sim_problem_loss(p, efps_sim_x(sim, 0)));
+        printf("%10d %12s %14.6g\n", 0, "-", sim_problem_loss(p, efps_sim_x(sim, 0)));
     while (efps_sim_steps(sim) < a->stop_after) {
         const float lr = efps_lr_at(&a->lr, efps_sim_steps(sim));
         efps_status_t st = efps_sim_step(sim, lr);
@@ -441,7 +442,7 @@ static int run(const args_t *a, efps_sim_t *sim, efps_sim_problem_t *p)
         const uint64_t t = efps_sim_steps(sim);
         if (t % a->every == 0 || t == a->stop_after)
             printf("%10llu %12.6g %14.6g\n", (unsigned long long)t, (double)lr,
-                   efps_sim_problem_loss(p, efps_sim_x(sim, 0)));
+                   sim_problem_loss(p, efps_sim_x(sim, 0)));
     }
     if (a->save != NULL) {
         efps_status_t st = efps_sim_save(sim, a->save);
@@ -461,7 +462,7 @@ int main(int argc, char **argv)
     const int parsed = parse_args(argc, argv, &a);
     if (parsed != 0)
         return parsed > 0 ? 0 : 2;
-    efps_sim_problem_t *p = make_problem(&a);
+    sim_problem_t *p = make_problem(&a);
     if (p == NULL)
         return 1;
     efps_sim_t *sim = make_sim(&a, p);
@@ -469,6 +470,6 @@ int main(int argc, char **argv)
     if (sim != NULL)
         rc = run(&a, sim, p) == 0 ? 0 : 1;
     efps_sim_destroy(sim);
-    efps_sim_problem_destroy(p);
+    sim_problem_destroy(p);
     return rc;
 }

@@ -247,36 +247,6 @@ EFPS_API efps_status_t efps_sim_save(const efps_sim_t *sim, const char *path);
 EFPS_API efps_status_t efps_sim_load(const char *path, efps_sim_grad_fn grad, void *user,
                                      efps_sim_t **sim_p);
 
-/* ---- built-in problems for the simulation ---------------------------------
- * Synthetic, deterministic for a seed, computed in plain loops (so the same
- * bits everywhere). Workers draw iid minibatches from the whole data set with
- * the per-call seed. A problem keeps scratch buffers: one thread at a time. */
-typedef struct efps_sim_problem efps_sim_problem_t;
-
-/* Least squares: f(x) = 1/(2N) sum_j (a_j . x - b_j)^2, a_j ~ N(0, I_dim),
- * b = A x* + noise * N(0, 1), x* ~ N(0, I). x0 = 0. */
-EFPS_API efps_status_t efps_sim_problem_lsq_create(size_t dim, size_t samples, size_t batch,
-                                                   float noise, uint64_t seed,
-                                                   efps_sim_problem_t **p_p);
-/* Two-layer network (inputs -> hidden tanh -> classes, softmax cross-entropy,
- * mean over samples) on a synthetic classification set: inputs ~ N(0, I),
- * labels from a random teacher network of the same shape. x0: small random
- * weights, zero biases. Parameter layout: W1 [hidden][inputs], b1 [hidden],
- * W2 [classes][hidden], b2 [classes]. */
-EFPS_API efps_status_t efps_sim_problem_mlp_create(size_t inputs, size_t hidden, size_t classes,
-                                                   size_t samples, size_t batch, uint64_t seed,
-                                                   efps_sim_problem_t **p_p);
-EFPS_API void efps_sim_problem_destroy(efps_sim_problem_t *p);
-/* Number of parameters. */
-EFPS_API size_t efps_sim_problem_dim(const efps_sim_problem_t *p);
-/* The initial parameters (dim floats). */
-EFPS_API void efps_sim_problem_init(const efps_sim_problem_t *p, float *x);
-/* Full-data loss at x (accumulated in double). */
-EFPS_API double efps_sim_problem_loss(efps_sim_problem_t *p, const float *x);
-/* Minibatch gradient; an efps_sim_grad_fn with user = the problem. */
-EFPS_API efps_status_t efps_sim_problem_grad(int worker, uint64_t step, uint64_t seed,
-                                             const float *x, float *grad, void *problem);
-
 #ifdef __cplusplus
 }
 #endif

@@ -3,6 +3,7 @@
  * config seeds are plain text, kept as they are). Each file starts with the target's mode
  * byte (see each fuzz_<name>.c). */
 #include "efps/optim.h"
+#include "problems.h"
 #include "lib/ps/ps_int.h"
 #include "nn/idx.h"
 #include "transport/tcp/tcp_wire.h"
@@ -140,17 +141,17 @@ static void ckpt_seeds(void)
         efps_server_opt_destroy(ss[i]);
     }
     /* a simulation two steps in: non-zero state everywhere */
-    efps_sim_problem_t *p;
-    if (efps_sim_problem_lsq_create(6, 32, 4, 0.1f, 7, &p) != EFPS_OK)
+    sim_problem_t *p;
+    if (sim_problem_lsq_create(6, 32, 4, 0.1f, 7, &p) != EFPS_OK)
         exit(1);
     float x0[6];
-    efps_sim_problem_init(p, x0);
-    if (efps_sim_create(&bs, 6, 2, x0, efps_sim_problem_grad, p, 11, &sim) != EFPS_OK ||
+    sim_problem_init(p, x0);
+    if (efps_sim_create(&bs, 6, 2, x0, sim_problem_grad, p, 11, &sim) != EFPS_OK ||
         efps_sim_step(sim, 0.1f) != EFPS_OK || efps_sim_step(sim, 0.1f) != EFPS_OK)
         exit(1);
     ckpt_seed("sim", 2, efps_sim_save(sim, path));
     efps_sim_destroy(sim);
-    efps_sim_problem_destroy(p);
+    sim_problem_destroy(p);
 }
 
 /* Appends a frame (header, then len payload bytes) to buf at *off. */

@@ -19,6 +19,7 @@
 #include <zlib.h>
 
 #include "efps/optim.h"
+#include "problems.h"
 
 static char dir[64];
 
@@ -257,11 +258,11 @@ static void test_sets(void **state)
 static void test_sim_resume_bit_identical(void **state)
 {
     (void)state;
-    efps_sim_problem_t *p = NULL;
-    assert_int_equal(efps_sim_problem_mlp_create(8, 12, 3, 256, 8, 11, &p), EFPS_OK);
-    const size_t n = efps_sim_problem_dim(p);
+    sim_problem_t *p = NULL;
+    assert_int_equal(sim_problem_mlp_create(8, 12, 3, 256, 8, 11, &p), EFPS_OK);
+    const size_t n = sim_problem_dim(p);
     float *x0 = malloc(n * sizeof(float));
-    efps_sim_problem_init(p, x0);
+    sim_problem_init(p, x0);
     const efps_lr_schedule_t sched = {
         .kind = EFPS_LR_COSINE, .base_lr = 0.2f, .warmup_steps = 5, .total_steps = 40};
     for (int comp = 0; comp < 3; comp++) {
@@ -271,11 +272,9 @@ static void test_sim_resume_bit_identical(void **state)
                                          .nesterov = 1,
                                          .weight_decay = 1e-4f};
         efps_sim_t *whole = NULL;
-        assert_int_equal(efps_sim_create(&cfg, n, 4, x0, efps_sim_problem_grad, p, 77, &whole),
-                         EFPS_OK);
+        assert_int_equal(efps_sim_create(&cfg, n, 4, x0, sim_problem_grad, p, 77, &whole), EFPS_OK);
         efps_sim_t *part = NULL;
-        assert_int_equal(efps_sim_create(&cfg, n, 4, x0, efps_sim_problem_grad, p, 77, &part),
-                         EFPS_OK);
+        assert_int_equal(efps_sim_create(&cfg, n, 4, x0, sim_problem_grad, p, 77, &part), EFPS_OK);
         assert_non_null(whole);
         assert_non_null(part);
         for (uint64_t t = 0; t < 40; t++)
@@ -285,7 +284,7 @@ static void test_sim_resume_bit_identical(void **state)
         assert_int_equal(efps_sim_save(part, path_of("sim")), EFPS_OK);
         efps_sim_destroy(part); /* the process "stops" */
         part = NULL;
-        assert_int_equal(efps_sim_load(path_of("sim"), efps_sim_problem_grad, p, &part), EFPS_OK);
+        assert_int_equal(efps_sim_load(path_of("sim"), sim_problem_grad, p, &part), EFPS_OK);
         assert_int_equal(efps_sim_steps(part), 17);
         assert_int_equal(efps_sim_workers(part), 4);
         assert_int_equal(efps_sim_size(part), n);
@@ -300,7 +299,7 @@ static void test_sim_resume_bit_identical(void **state)
         efps_sim_destroy(part);
     }
     free(x0);
-    efps_sim_problem_destroy(p);
+    sim_problem_destroy(p);
 }
 
 /* ---- damaged files ---------------------------------------------------------------------- */
@@ -431,7 +430,7 @@ static void test_wrong_kind_and_io(void **state)
     assert_int_equal(efps_server_opt_load(path_of("worker"), &s), EFPS_ERR_MISMATCH);
     assert_null(s);
     efps_sim_t *sim = NULL;
-    assert_int_equal(efps_sim_load(path_of("worker"), efps_sim_problem_grad, NULL, &sim),
+    assert_int_equal(efps_sim_load(path_of("worker"), sim_problem_grad, NULL, &sim),
                      EFPS_ERR_MISMATCH);
     assert_null(sim);
     efps_worker_opt_t *w = NULL;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "efps/optim.h"
+#include "problems.h"
 #include "test_optim_ref.h"
 
 static uint64_t next_u64(uint64_t *s)
@@ -201,23 +202,23 @@ typedef struct {
 } problem_case_t;
 
 /* Final full-data loss of one run (cosine schedule, Nesterov, mu 0.9). */
-static double train(efps_sim_problem_t *p, const problem_case_t *pc, efps_compressor_t comp, int M,
+static double train(sim_problem_t *p, const problem_case_t *pc, efps_compressor_t comp, int M,
                     float lr)
 {
-    const size_t n = efps_sim_problem_dim(p);
+    const size_t n = sim_problem_dim(p);
     float *x0 = malloc(n * sizeof(float));
-    efps_sim_problem_init(p, x0);
+    sim_problem_init(p, x0);
     const efps_optim_config_t cfg = {
         .compressor = comp, .block = 0, .momentum = 0.9f, .nesterov = 1};
     const efps_lr_schedule_t sched = {
         .kind = EFPS_LR_COSINE, .base_lr = lr, .total_steps = pc->steps};
     efps_sim_t *sim = NULL;
-    assert_int_equal(efps_sim_create(&cfg, n, M, x0, efps_sim_problem_grad, p, 42, &sim), EFPS_OK);
+    assert_int_equal(efps_sim_create(&cfg, n, M, x0, sim_problem_grad, p, 42, &sim), EFPS_OK);
     assert_non_null(sim);
     for (uint64_t t = 0; t < pc->steps; t++)
         assert_int_equal(efps_sim_step(sim, efps_lr_at(&sched, t)), EFPS_OK);
     assert_true(efps_sim_workers_agree(sim));
-    const double loss = efps_sim_problem_loss(p, efps_sim_x(sim, 0));
+    const double loss = sim_problem_loss(p, efps_sim_x(sim, 0));
     efps_sim_destroy(sim);
     free(x0);
     return loss;
@@ -237,15 +238,15 @@ static void test_convergence(void **state)
     print_message("%-36s %2s %9s %10s %10s %10s %10s %8s\n", "problem", "M", "initial", "none",
                   "blocksign", "sign", "sign(lr')", "bs/none");
     for (int k = 0; k < 2; k++) {
-        efps_sim_problem_t *p = NULL;
+        sim_problem_t *p = NULL;
         if (cases[k].mlp)
-            assert_int_equal(efps_sim_problem_mlp_create(16, 32, 4, 2048, 16, 1, &p), EFPS_OK);
+            assert_int_equal(sim_problem_mlp_create(16, 32, 4, 2048, 16, 1, &p), EFPS_OK);
         else
-            assert_int_equal(efps_sim_problem_lsq_create(64, 2048, 16, 0.1f, 1, &p), EFPS_OK);
-        const size_t n = efps_sim_problem_dim(p);
+            assert_int_equal(sim_problem_lsq_create(64, 2048, 16, 0.1f, 1, &p), EFPS_OK);
+        const size_t n = sim_problem_dim(p);
         float *x0 = malloc(n * sizeof(float));
-        efps_sim_problem_init(p, x0);
-        const double initial = efps_sim_problem_loss(p, x0);
+        sim_problem_init(p, x0);
+        const double initial = sim_problem_loss(p, x0);
         free(x0);
         for (int M = 4; M <= 8; M += 4) {
             const float lr = cases[k].lr;
@@ -259,52 +260,52 @@ static void test_convergence(void **state)
             assert_true(bs <= 1.02 * none);
             assert_true(isfinite(sign) && isfinite(sign2));
         }
-        efps_sim_problem_destroy(p);
+        sim_problem_destroy(p);
     }
 }
 
 static void test_problems(void **state)
 {
     (void)state;
-    efps_sim_problem_t *p = NULL;
-    assert_int_equal(efps_sim_problem_lsq_create(0, 10, 1, 0.1f, 1, &p), EFPS_ERR_INVALID);
-    assert_int_equal(efps_sim_problem_lsq_create(4, 10, 1, -1.0f, 1, &p), EFPS_ERR_INVALID);
-    assert_int_equal(efps_sim_problem_mlp_create(4, 4, 1, 10, 1, 1, &p), EFPS_ERR_INVALID);
+    sim_problem_t *p = NULL;
+    assert_int_equal(sim_problem_lsq_create(0, 10, 1, 0.1f, 1, &p), EFPS_ERR_INVALID);
+    assert_int_equal(sim_problem_lsq_create(4, 10, 1, -1.0f, 1, &p), EFPS_ERR_INVALID);
+    assert_int_equal(sim_problem_mlp_create(4, 4, 1, 10, 1, 1, &p), EFPS_ERR_INVALID);
     assert_null(p);
     /* The least-squares gradient is that of its loss: a finite-difference check
      * with a batch that covers the data (samples = 1, batch = 1). */
-    assert_int_equal(efps_sim_problem_lsq_create(5, 1, 1, 0.0f, 3, &p), EFPS_OK);
+    assert_int_equal(sim_problem_lsq_create(5, 1, 1, 0.0f, 3, &p), EFPS_OK);
     float x[5] = {0.3f, -0.2f, 0.1f, 0.5f, -0.4f}, g[5];
-    assert_int_equal(efps_sim_problem_grad(0, 0, 9, x, g, p), EFPS_OK);
+    assert_int_equal(sim_problem_grad(0, 0, 9, x, g, p), EFPS_OK);
     for (int i = 0; i < 5; i++) {
         const float h = 1e-2f, keep = x[i];
         x[i] = keep + h;
-        const double up = efps_sim_problem_loss(p, x);
+        const double up = sim_problem_loss(p, x);
         x[i] = keep - h;
-        const double down = efps_sim_problem_loss(p, x);
+        const double down = sim_problem_loss(p, x);
         x[i] = keep;
         assert_true(fabs((up - down) / (2 * h) - g[i]) < 1e-3 * (1 + fabs(g[i])));
     }
-    efps_sim_problem_destroy(p);
+    sim_problem_destroy(p);
     /* The same for the network, with one sample. */
-    assert_int_equal(efps_sim_problem_mlp_create(3, 4, 3, 1, 1, 3, &p), EFPS_OK);
-    const size_t n = efps_sim_problem_dim(p);
+    assert_int_equal(sim_problem_mlp_create(3, 4, 3, 1, 1, 3, &p), EFPS_OK);
+    const size_t n = sim_problem_dim(p);
     assert_int_equal(n, 4 * 3 + 4 + 3 * 4 + 3);
     float w[31], gw[31];
-    efps_sim_problem_init(p, w);
+    sim_problem_init(p, w);
     for (size_t i = 0; i < n; i++)
         w[i] += 0.1f * (float)((i * 7) % 5) - 0.2f; /* biases non-zero too */
-    assert_int_equal(efps_sim_problem_grad(0, 0, 1, w, gw, p), EFPS_OK);
+    assert_int_equal(sim_problem_grad(0, 0, 1, w, gw, p), EFPS_OK);
     for (size_t i = 0; i < n; i++) {
         const float h = 1e-2f, keep = w[i];
         w[i] = keep + h;
-        const double up = efps_sim_problem_loss(p, w);
+        const double up = sim_problem_loss(p, w);
         w[i] = keep - h;
-        const double down = efps_sim_problem_loss(p, w);
+        const double down = sim_problem_loss(p, w);
         w[i] = keep;
         assert_true(fabs((up - down) / (2 * h) - gw[i]) < 2e-3 * (1 + fabs(gw[i])));
     }
-    efps_sim_problem_destroy(p);
+    sim_problem_destroy(p);
 }
 
 int main(void)

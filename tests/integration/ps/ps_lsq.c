@@ -4,6 +4,7 @@
  * The model is cut into --keys keys; backward pushes them last key first and
  * forward pulls them first key first, as a training program does. */
 #include "efps/efps.h"
+#include "problems.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -52,7 +53,7 @@ static int write_x(const char *path, const float *x, size_t n)
     return ok ? 0 : 1;
 }
 
-static int run_sim(const opts_t *o, efps_sim_problem_t *prob)
+static int run_sim(const opts_t *o, sim_problem_t *prob)
 {
     efps_optim_config_t cfg = {.momentum = o->ps.momentum,
                                .nesterov = o->ps.nesterov,
@@ -61,10 +62,10 @@ static int run_sim(const opts_t *o, efps_sim_problem_t *prob)
     if (efps_compressor_parse(o->ps.compressor, &cfg.compressor) != EFPS_OK)
         return 2;
     float *x0 = malloc(o->dim * sizeof(float));
-    efps_sim_problem_init(prob, x0);
+    sim_problem_init(prob, x0);
     efps_sim_t *sim;
     efps_status_t st =
-        efps_sim_create(&cfg, o->dim, o->workers, x0, efps_sim_problem_grad, prob, o->seed, &sim);
+        efps_sim_create(&cfg, o->dim, o->workers, x0, sim_problem_grad, prob, o->seed, &sim);
     free(x0);
     if (st != EFPS_OK)
         return 1;
@@ -72,20 +73,19 @@ static int run_sim(const opts_t *o, efps_sim_problem_t *prob)
         if (efps_sim_step(sim, lr_at(o, t)) != EFPS_OK)
             return 1;
     int rc = efps_sim_workers_agree(sim) ? write_x(o->out, efps_sim_x(sim, 0), o->dim) : 1;
-    printf("sim: loss %.6g after %d steps\n", efps_sim_problem_loss(prob, efps_sim_x(sim, 0)),
-           o->steps);
+    printf("sim: loss %.6g after %d steps\n", sim_problem_loss(prob, efps_sim_x(sim, 0)), o->steps);
     efps_sim_destroy(sim);
     return rc;
 }
 
-static int run_worker(const opts_t *o, efps_sim_problem_t *prob)
+static int run_worker(const opts_t *o, sim_problem_t *prob)
 {
     efps_ps_t *ps;
     if (efps_ps_init(&o->ps, &ps) != EFPS_OK)
         return 1;
     const int rank = efps_ps_rank(ps);
     float *x = malloc(o->dim * sizeof(float)), *g = malloc(o->dim * sizeof(float));
-    efps_sim_problem_init(prob, x);
+    sim_problem_init(prob, x);
     const size_t per = (o->dim + (size_t)o->keys - 1) / (size_t)o->keys;
     efps_status_t st = EFPS_OK;
     for (int k = 0; k < o->keys && st == EFPS_OK; k++)
@@ -95,7 +95,7 @@ static int run_worker(const opts_t *o, efps_sim_problem_t *prob)
         if (rank == o->leave[0] && t == o->leave[1])
             break;
         const uint64_t seed = efps_sim_sample_seed(o->seed, rank, (uint64_t)t);
-        st = efps_sim_problem_grad(rank, (uint64_t)t, seed, x, g, prob);
+        st = sim_problem_grad(rank, (uint64_t)t, seed, x, g, prob);
         if (rank == o->zero[0] && t == o->zero[1])
             memset(g, 0, o->dim * sizeof(float));
         const int skip = rank == o->skip[0] && t == o->skip[1];
@@ -112,7 +112,7 @@ static int run_worker(const opts_t *o, efps_sim_problem_t *prob)
         st = fin;
     int rc = st == EFPS_OK ? write_x(o->out, x, o->dim) : 1;
     if (st == EFPS_OK && rank == 0)
-        printf("worker 0: loss %.6g after %d steps\n", efps_sim_problem_loss(prob, x), o->steps);
+        printf("worker 0: loss %.6g after %d steps\n", sim_problem_loss(prob, x), o->steps);
     if (st != EFPS_OK)
         fprintf(stderr, "ps_lsq: worker %d failed: %s\n", rank, efps_strerror(st));
     free(x);
@@ -221,10 +221,10 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    efps_sim_problem_t *prob;
-    if (efps_sim_problem_lsq_create(o.dim, 2048, 32, 0.1f, o.seed, &prob) != EFPS_OK)
+    sim_problem_t *prob;
+    if (sim_problem_lsq_create(o.dim, 2048, 32, 0.1f, o.seed, &prob) != EFPS_OK)
         return 1;
     int rc = o.sim ? run_sim(&o, prob) : run_worker(&o, prob);
-    efps_sim_problem_destroy(prob);
+    sim_problem_destroy(prob);
     return rc;
 }

@@ -2,7 +2,7 @@
  * two-layer tanh network on a teacher-labelled classification set
  * (nonconvex). Plain loops, a fixed order, no FMA contraction: the same bits
  * everywhere, so simulated runs can be compared bit for bit. */
-#include "optim_internal.h"
+#include "problems.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -10,7 +10,7 @@
 
 enum kind { LSQ, MLP };
 
-struct efps_sim_problem {
+struct sim_problem {
     enum kind kind;
     size_t dim;     /* parameters */
     size_t samples; /* data set size */
@@ -57,7 +57,7 @@ static void fill_normal(rng_t *r, float *v, size_t count, double scale)
 
 /* ---- life cycle ------------------------------------------------------------------ */
 
-void efps_sim_problem_destroy(efps_sim_problem_t *p)
+void sim_problem_destroy(sim_problem_t *p)
 {
     if (p == NULL)
         return;
@@ -71,10 +71,10 @@ void efps_sim_problem_destroy(efps_sim_problem_t *p)
     free(p);
 }
 
-static efps_sim_problem_t *alloc_problem(enum kind kind, size_t dim, size_t in, size_t samples,
-                                         size_t batch)
+static sim_problem_t *alloc_problem(enum kind kind, size_t dim, size_t in, size_t samples,
+                                    size_t batch)
 {
-    efps_sim_problem_t *p = calloc(1, sizeof(*p));
+    sim_problem_t *p = calloc(1, sizeof(*p));
     if (p == NULL)
         return NULL;
     p->kind = kind;
@@ -85,7 +85,7 @@ static efps_sim_problem_t *alloc_problem(enum kind kind, size_t dim, size_t in, 
     p->a = malloc(samples * in * sizeof(float));
     p->x0 = calloc(dim, sizeof(float));
     if (p->a == NULL || p->x0 == NULL) {
-        efps_sim_problem_destroy(p);
+        sim_problem_destroy(p);
         return NULL;
     }
     return p;
@@ -98,8 +98,8 @@ static int sizes_ok(size_t a, size_t b, size_t c)
     return a > 0 && a <= lim && b > 0 && b <= lim && c > 0 && c <= lim;
 }
 
-efps_status_t efps_sim_problem_lsq_create(size_t dim, size_t samples, size_t batch, float noise,
-                                          uint64_t seed, efps_sim_problem_t **p_p)
+efps_status_t sim_problem_lsq_create(size_t dim, size_t samples, size_t batch, float noise,
+                                     uint64_t seed, sim_problem_t **p_p)
 {
     if (p_p == NULL || !sizes_ok(dim, samples, batch) || dim * samples > ((size_t)1 << 28) ||
         !(noise >= 0.0f && isfinite(noise))) {
@@ -107,11 +107,11 @@ efps_status_t efps_sim_problem_lsq_create(size_t dim, size_t samples, size_t bat
                    dim, samples, batch);
         return EFPS_ERR_INVALID;
     }
-    efps_sim_problem_t *p = alloc_problem(LSQ, dim, dim, samples, batch);
+    sim_problem_t *p = alloc_problem(LSQ, dim, dim, samples, batch);
     float *xstar = malloc(dim * sizeof(float));
     if (p == NULL || xstar == NULL || (p->b = malloc(samples * sizeof(float))) == NULL) {
         free(xstar);
-        efps_sim_problem_destroy(p);
+        sim_problem_destroy(p);
         return EFPS_ERR_NOMEM;
     }
     rng_t r = {seed};
@@ -135,7 +135,7 @@ typedef struct {
     const float *w1, *b1, *w2, *b2;
 } mlp_view_t;
 
-static mlp_view_t mlp_view(const efps_sim_problem_t *p, const float *x)
+static mlp_view_t mlp_view(const sim_problem_t *p, const float *x)
 {
     mlp_view_t v;
     v.w1 = x;
@@ -147,7 +147,7 @@ static mlp_view_t mlp_view(const efps_sim_problem_t *p, const float *x)
 
 /* Forward pass of one sample: p->h = tanh(W1 a + b1), p->p = softmax(W2 h + b2).
  * Returns -log p[y] (y < classes) or 0. */
-static float mlp_forward(efps_sim_problem_t *p, const float *x, const float *a, uint32_t y)
+static float mlp_forward(sim_problem_t *p, const float *x, const float *a, uint32_t y)
 {
     const mlp_view_t v = mlp_view(p, x);
     for (size_t k = 0; k < p->hidden; k++) {
@@ -175,8 +175,7 @@ static float mlp_forward(efps_sim_problem_t *p, const float *x, const float *a, 
 }
 
 /* Adds the gradient of -log p[y] for one sample (after mlp_forward) to g. */
-static void mlp_backward(efps_sim_problem_t *p, const float *x, const float *a, uint32_t y,
-                         float *g)
+static void mlp_backward(sim_problem_t *p, const float *x, const float *a, uint32_t y, float *g)
 {
     const mlp_view_t v = mlp_view(p, x);
     float *gw1 = g, *gb1 = gw1 + p->hidden * p->in, *gw2 = gb1 + p->hidden,
@@ -201,7 +200,7 @@ static void mlp_backward(efps_sim_problem_t *p, const float *x, const float *a, 
 
 /* Labels drawn from a teacher network's softmax: some noise is inherent, so
  * the best loss is above zero, as in real data. */
-static efps_status_t mlp_label(efps_sim_problem_t *p, rng_t *r)
+static efps_status_t mlp_label(sim_problem_t *p, rng_t *r)
 {
     float *teacher = calloc(p->dim, sizeof(float));
     if (teacher == NULL)
@@ -226,9 +225,8 @@ static efps_status_t mlp_label(efps_sim_problem_t *p, rng_t *r)
     return EFPS_OK;
 }
 
-efps_status_t efps_sim_problem_mlp_create(size_t inputs, size_t hidden, size_t classes,
-                                          size_t samples, size_t batch, uint64_t seed,
-                                          efps_sim_problem_t **p_p)
+efps_status_t sim_problem_mlp_create(size_t inputs, size_t hidden, size_t classes, size_t samples,
+                                     size_t batch, uint64_t seed, sim_problem_t **p_p)
 {
     if (p_p == NULL || !sizes_ok(inputs, hidden, classes) || !sizes_ok(samples, batch, 1) ||
         classes < 2 || inputs * hidden > ((size_t)1 << 24) ||
@@ -238,7 +236,7 @@ efps_status_t efps_sim_problem_mlp_create(size_t inputs, size_t hidden, size_t c
         return EFPS_ERR_INVALID;
     }
     const size_t dim = hidden * inputs + hidden + classes * hidden + classes;
-    efps_sim_problem_t *p = alloc_problem(MLP, dim, inputs, samples, batch);
+    sim_problem_t *p = alloc_problem(MLP, dim, inputs, samples, batch);
     if (p == NULL)
         return EFPS_ERR_NOMEM;
     p->hidden = hidden;
@@ -248,13 +246,13 @@ efps_status_t efps_sim_problem_mlp_create(size_t inputs, size_t hidden, size_t c
     p->dh = malloc(hidden * sizeof(float));
     p->p = malloc(classes * sizeof(float));
     if (p->y == NULL || p->h == NULL || p->dh == NULL || p->p == NULL) {
-        efps_sim_problem_destroy(p);
+        sim_problem_destroy(p);
         return EFPS_ERR_NOMEM;
     }
     rng_t r = {seed};
     fill_normal(&r, p->a, samples * inputs, 1.0);
     if (mlp_label(p, &r) != EFPS_OK) {
-        efps_sim_problem_destroy(p);
+        sim_problem_destroy(p);
         return EFPS_ERR_NOMEM;
     }
     mlp_view_t v = mlp_view(p, p->x0);
@@ -266,17 +264,17 @@ efps_status_t efps_sim_problem_mlp_create(size_t inputs, size_t hidden, size_t c
 
 /* ---- the calls ------------------------------------------------------------------------ */
 
-size_t efps_sim_problem_dim(const efps_sim_problem_t *p)
+size_t sim_problem_dim(const sim_problem_t *p)
 {
     return p->dim;
 }
 
-void efps_sim_problem_init(const efps_sim_problem_t *p, float *x)
+void sim_problem_init(const sim_problem_t *p, float *x)
 {
     memcpy(x, p->x0, p->dim * sizeof(float));
 }
 
-static float lsq_residual(const efps_sim_problem_t *p, const float *x, size_t j)
+static float lsq_residual(const sim_problem_t *p, const float *x, size_t j)
 {
     const float *a = p->a + j * p->dim;
     float t = 0.0f;
@@ -285,7 +283,7 @@ static float lsq_residual(const efps_sim_problem_t *p, const float *x, size_t j)
     return t - p->b[j];
 }
 
-double efps_sim_problem_loss(efps_sim_problem_t *p, const float *x)
+double sim_problem_loss(sim_problem_t *p, const float *x)
 {
     double sum = 0.0;
     for (size_t j = 0; j < p->samples; j++) {
@@ -299,11 +297,11 @@ double efps_sim_problem_loss(efps_sim_problem_t *p, const float *x)
     return sum / (double)p->samples;
 }
 
-efps_status_t efps_sim_problem_grad(int worker, uint64_t step, uint64_t seed, const float *x,
-                                    float *grad, void *problem)
+efps_status_t sim_problem_grad(int worker, uint64_t step, uint64_t seed, const float *x,
+                               float *grad, void *problem)
 {
     (void)worker, (void)step; /* the minibatch comes from seed alone */
-    efps_sim_problem_t *p = problem;
+    sim_problem_t *p = problem;
     if (p == NULL || x == NULL || grad == NULL)
         return EFPS_ERR_INVALID;
     memset(grad, 0, p->dim * sizeof(float));
