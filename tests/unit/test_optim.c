@@ -217,15 +217,13 @@ static void test_matches_transcription(void **state)
 }
 
 /* The kernels give the same bits in every variant, so the whole optimizer
- * must too. A variant the CPU has but the library refuses is a failure,
- * unless EFPS_TEST_ALLOW_MISSING_VARIANTS=1 (kernels still being written). */
+ * must too. A variant the CPU has but the library refuses is a failure. */
 static void test_variants_bit_identical(void **state)
 {
     (void)state;
     case_t cases[MAX_CASES];
     const int count = make_cases(cases);
     const efps_simd_t saved = efps_compress_simd();
-    const char *allow = getenv("EFPS_TEST_ALLOW_MISSING_VARIANTS");
     float *base[MAX_CASES];
     assert_int_equal(efps_compress_set_simd(EFPS_SIMD_SCALAR), EFPS_OK);
     for (int k = 0; k < count; k++)
@@ -236,14 +234,8 @@ static void test_variants_bit_identical(void **state)
             print_message("variant %s: not on this CPU, skipped\n", efps_simd_name(v));
             continue;
         }
-        if (efps_compress_set_simd((efps_simd_t)v) != EFPS_OK) {
-            print_message("variant %s: the CPU has it but the library refuses it\n",
-                          efps_simd_name(v));
-            if (allow != NULL && strcmp(allow, "1") == 0)
-                continue;
-            fail_msg("kernel variant %s missing (EFPS_TEST_ALLOW_MISSING_VARIANTS=1 to skip)",
-                     efps_simd_name(v));
-        }
+        if (efps_compress_set_simd((efps_simd_t)v) != EFPS_OK)
+            fail_msg("variant %s: the CPU has it but the library refuses it", efps_simd_name(v));
         for (int k = 0; k < count; k++) {
             float *x = run_case(&cases[k]);
             assert_memory_equal(x, base[k], cases[k].n * sizeof(float));
