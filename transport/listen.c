@@ -53,6 +53,7 @@ efps_status_t efps__tp_listen_get(efps_tp_listener_t *l, int timeout_ms, efps_tp
         }
         efps_tp_conn_req_t *req = efps__tp_listen_pop(l);
         if (req != NULL) {
+            req->ep->state = EFPS_TP_EP_REQUEST;
             ctx->ops->request_taken(req);
             *req_p = req;
             status = EFPS_OK;
@@ -70,7 +71,8 @@ void efps__tp_listen_destroy(efps_tp_listener_t *l)
     efps_tp_ctx_t *ctx = l->ctx;
     pthread_mutex_lock(&ctx->lock);
     l->destroying = true;
-    ctx->ops->listener_closing(l);
+    ctx->listeners_dirty = true;
+    ctx->ops->kick(ctx);
     pthread_cond_broadcast(&ctx->ev_cond); /* get_request waiters give up */
     while (!l->closed)
         efps__tp_wait(&ctx->ev_cond, &ctx->lock, 0);

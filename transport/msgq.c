@@ -68,7 +68,7 @@ efps_status_t efps__tp_msgq_recv(efps_tp_ep_t *ep, void *buf, size_t cap, size_t
             status = take(ep, buf, cap, len_p) ? EFPS_OK : EFPS_ERR_INVALID;
             break;
         }
-        if (!ctx->ops->ep_live(ep)) {
+        if (!efps__tp_ep_live(ep)) {
             status = EFPS_ERR_PEER;
             break;
         }

@@ -69,13 +69,14 @@ efps_status_t efps_tp_open(const char *name, const efps_tp_attr_t *attr, efps_tp
     if (status != EFPS_OK)
         return status;
     if (strcasecmp(name, "auto") == 0) {
-        for (size_t i = 0; i < N_TRANSPORTS && ops == NULL; i++)
-            if (transports[i]->probe(&full) == EFPS_OK)
+        /* The first that can run here; tcp, last, always can (sockets exist
+         * everywhere), so it is the fallback and is not asked. */
+        ops = transports[N_TRANSPORTS - 1];
+        for (size_t i = 0; i + 1 < N_TRANSPORTS; i++)
+            if (transports[i]->probe(&full) == EFPS_OK) {
                 ops = transports[i];
-        if (ops == NULL) {
-            efps_error("transport auto: no transport can run here");
-            return EFPS_ERR_UNSUPPORTED;
-        }
+                break;
+            }
     } else {
         ops = find_transport(name);
         if (ops == NULL) {
@@ -251,16 +252,17 @@ efps_status_t efps_tp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t
     if (status == EFPS_OK && ep_p == NULL)
         status = EFPS_ERR_INVALID;
     if (status != EFPS_OK) {
-        ops->reject(req); /* accept consumes req, also on error */
+        efps__tp_reject(req); /* accept consumes req, also on error */
         return status;
     }
-    return ops->accept(req, param, ep_p);
+    efps_tp_conn_param_t none = {0};
+    return ops->accept(req, param != NULL ? param : &none, ep_p);
 }
 
 void efps_tp_reject(efps_tp_conn_req_t *req)
 {
     if (req != NULL)
-        req->ctx->ops->reject(req);
+        efps__tp_reject(req);
 }
 
 efps_status_t efps_tp_connect(efps_tp_ctx_t *ctx, const char *address,
@@ -281,7 +283,7 @@ efps_status_t efps_tp_connect(efps_tp_ctx_t *ctx, const char *address,
 void efps_tp_ep_destroy(efps_tp_ep_t *ep)
 {
     if (ep != NULL)
-        ep->ctx->ops->ep_destroy(ep);
+        efps__tp_ep_destroy(ep);
 }
 
 const char *efps_tp_ep_name(const efps_tp_ep_t *ep)
@@ -303,7 +305,7 @@ const void *efps_tp_ep_peer_priv(const efps_tp_ep_t *ep, size_t *len_p)
 
 efps_status_t efps_tp_ep_status(const efps_tp_ep_t *ep)
 {
-    return ep->ctx->ops->ep_status(ep);
+    return efps__tp_ep_status(ep);
 }
 
 /* ---- data transfer -------------------------------------------------------- */

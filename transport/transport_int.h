@@ -6,6 +6,7 @@
 #ifndef EFPS_TRANSPORT_INT_H
 #define EFPS_TRANSPORT_INT_H
 
+#include "efps/core.h"
 #include "efps/transport.h"
 #include "efps_internal/util.h"
 
@@ -38,6 +39,8 @@ struct efps_tp_ctx {
     pthread_cond_t ev_cond; /* anything else: messages, requests, teardown */
     unsigned cq_waiters;
     efps_tp_cq_t cq;
+    bool listeners_dirty; /* a listener is destroying: the progress thread closes it */
+    efps_tp_ep_t *eps;    /* every endpoint, internal ones too (lock held) */
 };
 
 /* The messages an endpoint received and the application has not taken:
@@ -57,8 +60,24 @@ struct efps_tp_mr {
     unsigned access;
 };
 
+/* An endpoint's life, the same for every transport (base.c). */
+typedef enum {
+    EFPS_TP_EP_OPENING,   /* internal: tcp's accepted socket before its CONNECT,
+                           * verbs' connect() running in the caller's thread */
+    EFPS_TP_EP_QUEUED,    /* a request on its listener's queue (internal) */
+    EFPS_TP_EP_REQUEST,   /* handed to the application as a request */
+    EFPS_TP_EP_CONNECTED, /* an endpoint */
+    EFPS_TP_EP_DOWN,      /* failed or closed; the application still owns it */
+} efps_tp_ep_state_t;
+
 struct efps_tp_ep {
     efps_tp_ctx_t *ctx;
+    /* Lock held for all four. */
+    efps_tp_ep_state_t state;
+    efps_status_t down_status; /* DOWN: what later calls return */
+    bool rejecting;            /* torn down as a refused request */
+    bool destroy_done;         /* the progress thread has finished its teardown */
+    efps_tp_ep_t *next, *prev; /* ctx->eps */
     void *context;
     char name[EFPS_TP_NAME_MAX];
     uint8_t peer_priv[EFPS_TP_PRIV_MAX];
@@ -82,6 +101,7 @@ struct efps_tp_listener {
 
 struct efps_tp_conn_req {
     efps_tp_ctx_t *ctx; /* not the listener: a request outlives its listener */
+    efps_tp_ep_t *ep;   /* the endpoint it becomes, or is rejected as */
     efps_tp_conn_req_t *queue_next;
     char peer[EFPS_TP_ADDR_MAX];
     uint8_t priv[EFPS_TP_PRIV_MAX];
@@ -104,13 +124,16 @@ struct efps_transport_ops {
     efps_status_t (*mem_expose)(efps_tp_ep_t *ep, efps_tp_mr_t *mr, efps_tp_rkey_t *rkey_p);
     efps_status_t (*listen)(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                             efps_tp_listener_t **listener_p);
+    /* param is never NULL; starts with efps__tp_accept_begin. */
     efps_status_t (*accept)(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
                             efps_tp_ep_t **ep_p);
-    void (*reject)(efps_tp_conn_req_t *req);
     efps_status_t (*connect)(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                              const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p);
-    void (*ep_destroy)(efps_tp_ep_t *ep);
-    efps_status_t (*ep_status)(const efps_tp_ep_t *ep);
+    /* Lock held: has the progress thread tear ep down (closing what the
+     * transport holds), which ends with efps__tp_ep_destroyed(ep). */
+    void (*ep_teardown)(efps_tp_ep_t *ep);
+    /* Frees a torn-down endpoint (lock not held). */
+    void (*ep_free)(efps_tp_ep_t *ep);
     efps_status_t (*write_imm)(efps_tp_ep_t *ep, efps_tp_mr_t *local, size_t local_offset,
                                size_t length, const efps_tp_rkey_t *remote, uint64_t remote_offset,
                                uint32_t imm, uint64_t user_context);
@@ -120,12 +143,15 @@ struct efps_transport_ops {
     /* The application took a RECV completion (message false) or a message:
      * the peer may send one more. */
     void (*rx_credit)(efps_tp_ep_t *ep, bool message);
-    /* ep is connected (a message may still come). */
-    bool (*ep_live)(const efps_tp_ep_t *ep);
-    /* req left its listener's queue for the application. */
+    /* req left its listener's queue for the application (now a REQUEST). */
     void (*request_taken)(efps_tp_conn_req_t *req);
-    /* The listener is destroying: the progress thread must close it. */
-    void (*listener_closing)(efps_tp_listener_t *listener);
+    /* Lock held, through efps__tp_ep_fail (once per endpoint): ep failed
+     * for why; the transport logs it at level, closes what it holds and
+     * takes ep down with status (efps__tp_ep_go_down). */
+    void (*ep_failed)(efps_tp_ep_t *ep, efps_log_level_t level, efps_status_t status,
+                      const char *why);
+    /* Lock held: wakes the progress thread (listeners_dirty is set). */
+    void (*kick)(efps_tp_ctx_t *ctx);
 };
 
 extern const struct efps_transport_ops efps__tcp_ops;
@@ -171,6 +197,40 @@ void efps__tp_push_cqe(efps_tp_ctx_t *ctx, const efps_tp_cqe_t *cqe);
  * ops->rx_credit) a receive credit. */
 efps_status_t efps__tp_base_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int max, int timeout_ms,
                                  int *count_p);
+
+/* ---- an endpoint's life cycle (transport/base.c) -------------------------
+ * The states above and what the application's calls on them mean; each
+ * transport says only how it tears an endpoint down (ops->ep_teardown) and
+ * frees it (ops->ep_free). */
+
+/* efps_tp_ep_status: EFPS_OK connected, the down status once down,
+ * EFPS_ERR_STATE before. */
+efps_status_t efps__tp_ep_status(const efps_tp_ep_t *ep);
+/* Lock held: ep is connected (a message may still come). */
+bool efps__tp_ep_live(const efps_tp_ep_t *ep);
+/* Lock held: ep goes down; later calls return status (EFPS_ERR_PEER for
+ * EFPS_OK: a clean close is still the peer gone). true when it was
+ * connected: the caller reports the DISCONNECT. */
+bool efps__tp_ep_go_down(efps_tp_ep_t *ep, efps_status_t status);
+/* Lock held: hands ep to the progress thread for teardown and waits. */
+void efps__tp_ep_teardown_wait(efps_tp_ep_t *ep);
+/* Progress thread, lock held: ep's teardown is finished; its waiter wakes. */
+void efps__tp_ep_destroyed(efps_tp_ep_t *ep);
+/* efps_tp_accept's first step: takes the lock (held on return, also on
+ * error: the progress thread may be failing this request and reads its name
+ * when it does), names the endpoint, and is EFPS_ERR_PEER when the peer went
+ * away while the request waited. */
+efps_status_t efps__tp_accept_begin(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param);
+/* Lock held: ep failed (or closes) for the formatted reason: once per
+ * endpoint (nothing when it is down already), through ops->ep_failed. */
+void efps__tp_ep_fail(efps_tp_ep_t *ep, efps_log_level_t level, efps_status_t status,
+                      const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Lock held: ep joins / leaves ctx->eps (leaving twice is harmless). */
+void efps__tp_ep_link(efps_tp_ctx_t *ctx, efps_tp_ep_t *ep);
+void efps__tp_ep_unlink(efps_tp_ctx_t *ctx, efps_tp_ep_t *ep);
+/* efps_tp_ep_destroy and efps_tp_reject: teardown, then free. */
+void efps__tp_ep_destroy(efps_tp_ep_t *ep);
+void efps__tp_reject(efps_tp_conn_req_t *req);
 
 /* ---- a listener's request queue (transport/listen.c) --------------------- */
 

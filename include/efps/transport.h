@@ -42,8 +42,9 @@
  *   queue makes efps_tp_write_imm return EFPS_ERR_NO_RESOURCE: poll, retry.
  * - at most rq_depth EFPS_TP_CQE_RECV of one endpoint wait unpolled; beyond
  *   that the transport stops taking the peer's data until the application
- *   polls (TCP: the socket is not read; verbs: receive-not-ready retries), so
- *   a slow consumer throttles its writers instead of losing completions.
+ *   polls (TCP: the socket is not read; verbs: the writer holds one credit
+ *   per receive the reader has posted, and waits for more), so a slow
+ *   consumer throttles its writers instead of losing completions.
  * - at most EFPS_TP_MSG_DEPTH messages per direction are in flight.
  *
  * Failure. A peer that closes, resets, breaks the protocol or stays silent

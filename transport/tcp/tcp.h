@@ -58,14 +58,6 @@ typedef struct {
 } tcp_tx_t;
 
 typedef enum {
-    TCP_EP_HANDSHAKE, /* accepted socket, waiting for CONNECT (internal) */
-    TCP_EP_QUEUED,    /* CONNECT arrived, on the listener's queue (internal) */
-    TCP_EP_REQUEST,   /* handed to the application as a request */
-    TCP_EP_CONNECTED, /* an endpoint */
-    TCP_EP_DOWN,      /* failed or closed; the application still owns it */
-} tcp_ep_state_t;
-
-typedef enum {
     TCP_RX_HEADER,       /* reading a header */
     TCP_RX_HEADER_READY, /* a whole header, not yet started (maybe no credit) */
     TCP_RX_PAYLOAD,      /* reading a payload into rx_dst */
@@ -92,11 +84,8 @@ typedef struct tcp_ep {
     tcp_poll_kind_t poll_kind; /* TCP_POLL_EP; epoll data.ptr points here */
     tcp_ctx_t *ctx;
     int fd; /* -1 once closed */
-    tcp_ep_state_t state;
-    efps_status_t down_status;
     char addr[EFPS_TP_ADDR_MAX];
     struct tcp_listener *listener; /* HANDSHAKE / QUEUED only */
-    struct tcp_ep *next, *prev;    /* ctx->eps */
     struct tcp_ep *zombie_next;    /* ctx->zombies */
     uint64_t deadline_ms;          /* HANDSHAKE: CONNECT must arrive by then */
     uint32_t hb_ms;                /* send a PING after this much idle time */
@@ -104,7 +93,6 @@ typedef struct tcp_ep {
     uint32_t events;               /* epoll interest now set */
     unsigned kick;                 /* TCP_KICK_*; nonzero: on ctx->kicks */
     struct tcp_ep *kick_next;
-    bool destroy_done, rejecting;
     bool inbound;     /* came in through a listener (a stranger until given a key) */
     unsigned cq_uses; /* tcp_cq_use_t: what its completion-queue share covers */
     uint32_t cq_held; /* entries it reserved in ctx->base.cq */
@@ -143,8 +131,7 @@ struct tcp_ctx {
     int epfd, evfd;
     tcp_poll_kind_t evfd_kind;
     pthread_t thread;
-    bool stop, kicked, regions_dead, listeners_dirty;
-    tcp_ep_t *eps;      /* every endpoint, internal ones too */
+    bool stop, kicked, regions_dead;
     tcp_ep_t *kicks;    /* endpoints with work for the thread */
     tcp_ep_t *zombies;  /* internal endpoints to free after this round */
     unsigned n_pending; /* HANDSHAKE + QUEUED */
@@ -190,16 +177,14 @@ void efps__tcp_reap_dead_regions(tcp_ctx_t *ctx);
 /* ---- tcp_conn.c ---------------------------------------------------------- */
 efps_status_t efps__tcp_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                                efps_tp_listener_t **listener_p);
-/* ops->request_taken, ops->listener_closing (lock held). */
+/* ops->request_taken (lock held). */
 void efps__tcp_request_taken(efps_tp_conn_req_t *req);
-void efps__tcp_listener_closing(efps_tp_listener_t *listener);
 efps_status_t efps__tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
                                efps_tp_ep_t **ep_p);
-void efps__tcp_reject(efps_tp_conn_req_t *req);
 efps_status_t efps__tcp_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                                 const efps_tp_conn_param_t *param, efps_tp_ep_t **ep_p);
-void efps__tcp_ep_destroy(efps_tp_ep_t *ep);
-efps_status_t efps__tcp_ep_status(const efps_tp_ep_t *ep);
+/* ops->ep_teardown: the progress thread tears ep down. */
+void efps__tcp_ep_teardown_start(efps_tp_ep_t *ep);
 /* Progress thread: accepts every waiting socket of a listener. */
 void efps__tcp_accept_sockets(tcp_listener_t *l);
 /* Progress thread, lock held: listens again where it paused (out of fds). */
@@ -208,11 +193,12 @@ void efps__tcp_resume_listeners(tcp_ctx_t *ctx);
 void efps__tcp_close_listeners(tcp_ctx_t *ctx);
 /* Progress thread, lock held: the application's destroy / reject. */
 void efps__tcp_ep_teardown(tcp_ep_t *ep);
-/* Lock held: closes ep's socket, flushes its writes with EFPS_ERR_PEER and
- * reports why (DISCONNECT completion, or just the log for internal ones).
- * Logs "<name>: <message>; connection closed" at level. */
-void efps__tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
-                       ...) __attribute__((format(printf, 4, 5)));
+/* ops->ep_failed (through efps__tp_ep_fail, lock held): closes ep's socket,
+ * flushes its writes with EFPS_ERR_PEER and reports why (DISCONNECT
+ * completion, or just the log for internal ones). Logs "<name>: <why>;
+ * connection closed" at level. */
+void efps__tcp_ep_failed(efps_tp_ep_t *ep, efps_log_level_t level, efps_status_t status,
+                         const char *why);
 /* Lock held: ep's share of the completion queue covers use (reserved the
  * first time). EFPS_ERR_NOMEM if the ring cannot grow. */
 efps_status_t efps__tcp_cq_hold(tcp_ep_t *ep, tcp_cq_use_t use);

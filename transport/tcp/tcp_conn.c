@@ -39,6 +39,7 @@ static tcp_ep_t *ep_alloc(tcp_ctx_t *ctx, int fd, const struct sockaddr *peer)
         return NULL;
     ep->base.ctx = &ctx->base;
     ep->req.ctx = &ctx->base;
+    ep->req.ep = &ep->base;
     ep->poll_kind = TCP_POLL_EP;
     ep->ctx = ctx;
     ep->fd = fd;
@@ -84,30 +85,9 @@ efps_status_t efps__tcp_cq_hold(tcp_ep_t *ep, tcp_cq_use_t use)
     return EFPS_OK;
 }
 
-/* Lock held. */
-static void ep_link(tcp_ctx_t *ctx, tcp_ep_t *ep)
-{
-    ep->prev = NULL;
-    ep->next = ctx->eps;
-    if (ctx->eps != NULL)
-        ctx->eps->prev = ep;
-    ctx->eps = ep;
-}
-
-static void ep_unlink(tcp_ctx_t *ctx, tcp_ep_t *ep)
-{
-    if (ep->prev != NULL)
-        ep->prev->next = ep->next;
-    else if (ctx->eps == ep)
-        ctx->eps = ep->next;
-    if (ep->next != NULL)
-        ep->next->prev = ep->prev;
-    ep->next = ep->prev = NULL;
-}
-
 static bool is_internal(const tcp_ep_t *ep)
 {
-    return ep->state == TCP_EP_HANDSHAKE || ep->state == TCP_EP_QUEUED;
+    return ep->base.state == EFPS_TP_EP_OPENING || ep->base.state == EFPS_TP_EP_QUEUED;
 }
 
 /* Lock held (or the context is single-threaded): epoll off, socket closed. */
@@ -171,17 +151,11 @@ static void log_failure(tcp_ep_t *ep, efps_log_level_t level, const char *why)
                   from, ep->base.name, why, quiet);
 }
 
-void efps__tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t status, const char *fmt,
-                       ...)
+void efps__tcp_ep_failed(efps_tp_ep_t *base, efps_log_level_t level, efps_status_t status,
+                         const char *why)
 {
+    tcp_ep_t *ep = TCP_EP(base);
     tcp_ctx_t *ctx = ep->ctx;
-    if (ep->state == TCP_EP_DOWN)
-        return;
-    char why[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof(why), fmt, ap);
-    va_end(ap);
     log_failure(ep, level, why);
 
     close_socket(ep);
@@ -194,10 +168,7 @@ void efps__tcp_ep_fail(tcp_ep_t *ep, efps_log_level_t level, efps_status_t statu
         ctx->zombies = ep;
         return;
     }
-    bool connected = ep->state == TCP_EP_CONNECTED;
-    ep->state = TCP_EP_DOWN;
-    ep->down_status = status == EFPS_OK ? EFPS_ERR_PEER : status;
-    if (connected) {
+    if (efps__tp_ep_go_down(&ep->base, status)) {
         efps_tp_cqe_t cqe = {.type = EFPS_TP_CQE_DISCONNECT, .status = status, .ep = &ep->base};
         efps__tp_push_cqe(&ctx->base, &cqe);
     }
@@ -211,11 +182,11 @@ static void send_goodbye(tcp_ep_t *ep)
     tcp_frame_t type;
     if (ep->fd < 0)
         return;
-    if (ep->state == TCP_EP_CONNECTED)
+    if (ep->base.state == EFPS_TP_EP_CONNECTED)
         efps__tcp_tx_flush_now(ep); /* then BYE, if all of it went */
-    if (ep->state == TCP_EP_CONNECTED && ep->tx_count == 0 && ep->tx_done == 0)
+    if (ep->base.state == EFPS_TP_EP_CONNECTED && ep->tx_count == 0 && ep->tx_done == 0)
         type = TCP_F_BYE;
-    else if (ep->rejecting)
+    else if (ep->base.rejecting)
         type = TCP_F_REJECT;
     else
         return;
@@ -254,40 +225,14 @@ void efps__tcp_ep_teardown(tcp_ep_t *ep)
         ep->listener = NULL;
         ctx->n_pending--;
     }
-    ep_unlink(ctx, ep);
-    ep->destroy_done = true;
-    pthread_cond_broadcast(&ctx->base.ev_cond);
+    efps__tp_ep_unlink(&ctx->base, &ep->base);
+    efps__tp_ep_destroyed(&ep->base);
 }
 
-/* Lock held: hands ep to the progress thread for teardown and waits. */
-static void teardown_by_thread(tcp_ep_t *ep)
+/* Lock held: the progress thread tears ep down (efps__tp_ep_teardown_wait). */
+void efps__tcp_ep_teardown_start(efps_tp_ep_t *base)
 {
-    tcp_ctx_t *ctx = ep->ctx;
-    efps__tcp_kick(ctx, ep, TCP_KICK_DESTROY);
-    while (!ep->destroy_done)
-        efps__tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
-}
-
-void efps__tcp_ep_destroy(efps_tp_ep_t *base)
-{
-    tcp_ep_t *ep = TCP_EP(base);
-    tcp_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->base.lock);
-    teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->base.lock);
-    efps_debug("tcp: endpoint %s destroyed", base->name);
-    efps__tcp_ep_free(ep);
-}
-
-efps_status_t efps__tcp_ep_status(const efps_tp_ep_t *base)
-{
-    tcp_ep_t *ep = TCP_EP(base);
-    pthread_mutex_lock(&ep->ctx->base.lock);
-    efps_status_t status = ep->state == TCP_EP_CONNECTED ? EFPS_OK
-                           : ep->state == TCP_EP_DOWN    ? ep->down_status
-                                                         : EFPS_ERR_STATE;
-    pthread_mutex_unlock(&ep->ctx->base.lock);
-    return status;
+    efps__tcp_kick(TCP_EP(base)->ctx, TCP_EP(base), TCP_KICK_DESTROY);
 }
 
 /* ---- listening ------------------------------------------------------------ */
@@ -393,19 +338,19 @@ void efps__tcp_accept_sockets(tcp_listener_t *l)
             continue;
         }
         efps__tcp_sock_setup(fd, ctx->base.attr.timeout_ms);
-        ep->state = TCP_EP_HANDSHAKE;
+        ep->base.state = EFPS_TP_EP_OPENING;
         ep->listener = l;
         ep->inbound = true;
         ep->deadline_ms = efps__now_ms() + ctx->base.attr.hello_timeout_ms;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ep->poll_kind};
         pthread_mutex_lock(&ctx->base.lock);
         ctx->n_pending++;
-        ep_link(ctx, ep);
+        efps__tp_ep_link(&ctx->base, &ep->base);
         if (epoll_ctl(ctx->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
             ep->events = EPOLLIN;
         else
-            efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_SYSTEM, "epoll_ctl: %s",
-                              strerror(errno));
+            efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_SYSTEM, "epoll_ctl: %s",
+                             strerror(errno));
         pthread_mutex_unlock(&ctx->base.lock);
         efps_debug("tcp: port %u: connection from %s", l->base.port, ep->addr);
     }
@@ -424,7 +369,7 @@ void efps__tcp_resume_listeners(tcp_ctx_t *ctx)
 
 void efps__tcp_close_listeners(tcp_ctx_t *ctx)
 {
-    ctx->listeners_dirty = false;
+    ctx->base.listeners_dirty = false;
     for (tcp_listener_t **pp = &ctx->listeners; *pp != NULL;) {
         tcp_listener_t *l = *pp;
         if (!l->base.destroying) {
@@ -433,10 +378,10 @@ void efps__tcp_close_listeners(tcp_ctx_t *ctx)
         }
         epoll_ctl(ctx->epfd, EPOLL_CTL_DEL, l->fd, NULL);
         close(l->fd);
-        for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
-            next = ep->next;
+        for (tcp_ep_t *ep = TCP_EP(ctx->base.eps), *next; ep != NULL; ep = next) {
+            next = TCP_EP(ep->base.next);
             if (ep->listener == l)
-                efps__tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_STATE, "listener closed");
+                efps__tp_ep_fail(&(ep)->base, EFPS_LOG_DEBUG, EFPS_ERR_STATE, "listener closed");
         }
         *pp = l->next;
         l->base.closed = true;
@@ -444,19 +389,11 @@ void efps__tcp_close_listeners(tcp_ctx_t *ctx)
     pthread_cond_broadcast(&ctx->base.ev_cond);
 }
 
-void efps__tcp_listener_closing(efps_tp_listener_t *listener)
-{
-    tcp_ctx_t *ctx = TCP_CTX(listener->ctx);
-    ctx->listeners_dirty = true;
-    efps__tcp_kick_ctx(ctx);
-}
-
 void efps__tcp_request_taken(efps_tp_conn_req_t *req)
 {
     tcp_ep_t *ep = TCP_REQ_EP(req);
     ep->listener = NULL;
     ep->ctx->n_pending--;
-    ep->state = TCP_EP_REQUEST;
 }
 
 /* ---- accepting side --------------------------------------------------------- */
@@ -465,22 +402,13 @@ efps_status_t efps__tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param
 {
     tcp_ep_t *ep = TCP_REQ_EP(req);
     tcp_ctx_t *ctx = ep->ctx;
-    efps_tp_conn_param_t none = {0};
-    if (param == NULL)
-        param = &none;
-    /* Under the lock: the progress thread may be failing this request now,
-     * and reads its name and queues when it does. */
-    pthread_mutex_lock(&ctx->base.lock);
-    efps__tp_ep_set_name(&ep->base, param->label, ep->addr);
-    efps_status_t status = ep_alloc_queues(ep);
-    if (status == EFPS_OK && ep->state != TCP_EP_REQUEST) {
-        efps_error("tcp: accept %s: the peer went away before it was accepted", ep->base.name);
-        status = EFPS_ERR_PEER;
-    }
+    efps_status_t status = efps__tp_accept_begin(req, param);
+    if (status == EFPS_OK)
+        status = ep_alloc_queues(ep);
     if (status == EFPS_OK)
         status = efps__tcp_cq_hold(ep, TCP_CQ_DISCONNECT);
     if (status != EFPS_OK) {
-        teardown_by_thread(ep);
+        efps__tp_ep_teardown_wait(&ep->base);
         pthread_mutex_unlock(&ctx->base.lock);
         efps__tcp_ep_free(ep);
         return status;
@@ -490,7 +418,7 @@ efps_status_t efps__tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param
     ep->base.peer_priv_len = ep->req.priv_len;
     if (param->priv_len > 0)
         memcpy(ep->local_priv, param->priv, param->priv_len);
-    ep->state = TCP_EP_CONNECTED;
+    ep->base.state = EFPS_TP_EP_CONNECTED;
     uint64_t now = efps__now_ms();
     atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
     atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
@@ -502,18 +430,6 @@ efps_status_t efps__tcp_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param
     efps_info("tcp: accepted %s", ep->base.name);
     *ep_p = &ep->base;
     return EFPS_OK;
-}
-
-void efps__tcp_reject(efps_tp_conn_req_t *req)
-{
-    tcp_ep_t *ep = TCP_REQ_EP(req);
-    tcp_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->base.lock);
-    ep->rejecting = true;
-    teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->base.lock);
-    efps_info("tcp: rejected connection from %s", ep->addr);
-    efps__tcp_ep_free(ep);
 }
 
 /* ---- connecting side -------------------------------------------------------- */
@@ -687,7 +603,7 @@ efps_status_t efps__tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr
     if (status != EFPS_OK)
         goto err_close;
 
-    ep->state = TCP_EP_CONNECTED;
+    ep->base.state = EFPS_TP_EP_CONNECTED;
     uint64_t now = efps__now_ms();
     atomic_store_explicit(&ep->last_rx_ms, now, memory_order_relaxed);
     atomic_store_explicit(&ep->last_tx_ms, now, memory_order_relaxed);
@@ -703,7 +619,7 @@ efps_status_t efps__tcp_connect(efps_tp_ctx_t *base, const struct sockaddr *addr
     if (status == EFPS_OK) {
         ep->events = EPOLLIN;
         efps__tcp_set_heartbeat(ep);
-        ep_link(ctx, ep);
+        efps__tp_ep_link(&ctx->base, &ep->base);
     }
     pthread_mutex_unlock(&ctx->base.lock);
     if (status != EFPS_OK)

@@ -67,7 +67,7 @@ static void run_kicks(tcp_ctx_t *ctx)
 {
     pthread_mutex_lock(&ctx->base.lock);
     ctx->kicked = false;
-    if (ctx->listeners_dirty)
+    if (ctx->base.listeners_dirty)
         efps__tcp_close_listeners(ctx);
     if (ctx->regions_dead)
         efps__tcp_reap_dead_regions(ctx);
@@ -100,22 +100,22 @@ static void run_kicks(tcp_ctx_t *ctx)
 static void check_ep_timers(tcp_ep_t *ep, uint64_t now)
 {
     uint32_t timeout = ep->ctx->base.attr.timeout_ms;
-    if (ep->state == TCP_EP_HANDSHAKE && now >= ep->deadline_ms) {
-        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                          "no complete connection request within %u ms",
-                          ep->ctx->base.attr.hello_timeout_ms);
+    if (ep->base.state == EFPS_TP_EP_OPENING && now >= ep->deadline_ms) {
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                         "no complete connection request within %u ms",
+                         ep->ctx->base.attr.hello_timeout_ms);
         return;
     }
-    if (ep->state != TCP_EP_CONNECTED)
+    if (ep->base.state != EFPS_TP_EP_CONNECTED)
         return;
     uint64_t last_rx = atomic_load_explicit(&ep->last_rx_ms, memory_order_relaxed);
     uint64_t last_tx = atomic_load_explicit(&ep->last_tx_ms, memory_order_relaxed);
     /* A receiver that is not reading (no credit) hears nothing by its own
      * choice; its clock restarts when it reads again. */
     if (!ep->rx_blocked && now > last_rx && now - last_rx >= timeout) {
-        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                          "peer silent for %llu ms (timeout %u ms)",
-                          (unsigned long long)(now - last_rx), timeout);
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                         "peer silent for %llu ms (timeout %u ms)",
+                         (unsigned long long)(now - last_rx), timeout);
         return;
     }
     if (ep->tx_count == 0 && now > last_tx && now - last_tx >= ep->hb_ms) {
@@ -133,8 +133,8 @@ static void run_timers(tcp_ctx_t *ctx, uint64_t *next_check_p)
     pthread_mutex_lock(&ctx->base.lock);
     *next_check_p = now + ctx->tick_ms;
     efps__tcp_resume_listeners(ctx);
-    for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
-        next = ep->next; /* a failing internal endpoint leaves the list */
+    for (tcp_ep_t *ep = TCP_EP(ctx->base.eps), *next; ep != NULL; ep = next) {
+        next = TCP_EP(ep->base.next); /* a failing internal endpoint leaves the list */
         check_ep_timers(ep, now);
     }
     pthread_mutex_unlock(&ctx->base.lock);
@@ -265,9 +265,9 @@ static void tcp_close(efps_tp_ctx_t *base)
 
     /* Alone now: free whatever the application left open. */
     free_zombies(ctx);
-    while (ctx->eps != NULL) {
-        tcp_ep_t *ep = ctx->eps;
-        if (ep->state == TCP_EP_CONNECTED || ep->state == TCP_EP_DOWN)
+    while (TCP_EP(ctx->base.eps) != NULL) {
+        tcp_ep_t *ep = TCP_EP(ctx->base.eps);
+        if (ep->base.state == EFPS_TP_EP_CONNECTED || ep->base.state == EFPS_TP_EP_DOWN)
             efps_debug("tcp: close: endpoint %s was still open", ep->base.name);
         efps__tcp_ep_teardown(ep); /* unlinks it */
         efps__tcp_ep_free(ep);
@@ -288,9 +288,14 @@ static void tcp_close(efps_tp_ctx_t *base)
     free(ctx);
 }
 
-static bool tcp_ep_live(const efps_tp_ep_t *ep)
+static void tcp_kick(efps_tp_ctx_t *ctx)
 {
-    return TCP_EP(ep)->state == TCP_EP_CONNECTED;
+    efps__tcp_kick_ctx(TCP_CTX(ctx));
+}
+
+static void tcp_ep_free(efps_tp_ep_t *ep)
+{
+    efps__tcp_ep_free(TCP_EP(ep));
 }
 
 const struct efps_transport_ops efps__tcp_ops = {
@@ -304,14 +309,13 @@ const struct efps_transport_ops efps__tcp_ops = {
     .mem_expose = efps__tcp_mem_expose,
     .listen = efps__tcp_listen,
     .accept = efps__tcp_accept,
-    .reject = efps__tcp_reject,
     .connect = efps__tcp_connect,
-    .ep_destroy = efps__tcp_ep_destroy,
-    .ep_status = efps__tcp_ep_status,
+    .ep_teardown = efps__tcp_ep_teardown_start,
+    .ep_free = tcp_ep_free,
     .write_imm = efps__tcp_write_imm,
     .msg_send = efps__tcp_msg_send,
     .rx_credit = efps__tcp_rx_credit,
-    .ep_live = tcp_ep_live,
     .request_taken = efps__tcp_request_taken,
-    .listener_closing = efps__tcp_listener_closing,
+    .ep_failed = efps__tcp_ep_failed,
+    .kick = tcp_kick,
 };

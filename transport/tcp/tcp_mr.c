@@ -99,7 +99,7 @@ efps_status_t efps__tcp_mem_expose(efps_tp_ep_t *base, efps_tp_mr_t *region, efp
         status = EFPS_ERR_NOMEM;
     }
     pthread_mutex_lock(&ctx->base.lock);
-    if (status == EFPS_OK && ep->state != TCP_EP_CONNECTED) {
+    if (status == EFPS_OK && ep->base.state != EFPS_TP_EP_CONNECTED) {
         efps_error("tcp: expose region %u to %s: the connection is down", mr->id, base->name);
         status = EFPS_ERR_PEER;
     }
@@ -191,11 +191,11 @@ tcp_mr_t *efps__tcp_region(tcp_ctx_t *ctx, uint32_t id)
 void efps__tcp_reap_dead_regions(tcp_ctx_t *ctx)
 {
     ctx->regions_dead = false;
-    for (tcp_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
-        next = ep->next;
+    for (tcp_ep_t *ep = TCP_EP(ctx->base.eps), *next; ep != NULL; ep = next) {
+        next = TCP_EP(ep->base.next);
         if (ep->rx_region != NULL && ep->rx_region->dead)
-            efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_STATE,
-                              "region %u was deregistered while a write into it was arriving",
-                              ep->rx_region->id);
+            efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_STATE,
+                             "region %u was deregistered while a write into it was arriving",
+                             ep->rx_region->id);
     }
 }

@@ -14,7 +14,7 @@
 
 /* Fails the connection for a protocol violation; evaluates to false. */
 #define violation(ep, ...)                                                                         \
-    (efps__tcp_ep_fail((ep), EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__), false)
+    (efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__), false)
 
 /* Lock held: stops reading until the application gives credit back. */
 static bool block(tcp_ep_t *ep)
@@ -92,14 +92,14 @@ static bool finish_frame(tcp_ep_t *ep)
         tcp_listener_t *l = ep->listener;
         ep->req.priv_len = (uint8_t)h->length;
         ep->peer_timeout_ms = h->imm;
-        ep->state = TCP_EP_QUEUED;
+        ep->base.state = EFPS_TP_EP_QUEUED;
         efps__tp_listen_queue(&l->base, &ep->req);
         efps_debug("tcp: connection request from %s (%u bytes of private data)", ep->addr,
                    h->length);
         break;
     }
     case TCP_F_BYE:
-        efps__tcp_ep_fail(ep, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
         return false;
     default: /* PING: it arrived, that was all it had to say */
         break;
@@ -107,11 +107,11 @@ static bool finish_frame(tcp_ep_t *ep)
     return true;
 }
 
-static tcp_phase_t phase_of(tcp_ep_state_t state)
+static tcp_phase_t phase_of(efps_tp_ep_state_t state)
 {
-    return state == TCP_EP_HANDSHAKE   ? TCP_PHASE_HANDSHAKE
-           : state == TCP_EP_CONNECTED ? TCP_PHASE_OPEN
-                                       : TCP_PHASE_CLOSED;
+    return state == EFPS_TP_EP_OPENING     ? TCP_PHASE_HANDSHAKE
+           : state == EFPS_TP_EP_CONNECTED ? TCP_PHASE_OPEN
+                                           : TCP_PHASE_CLOSED;
 }
 
 /* Lock held: a whole header has arrived. Validates it and decides where its
@@ -120,7 +120,7 @@ static bool start_frame(tcp_ep_t *ep)
 {
     char why[160];
     tcp_hdr_t *h = &ep->rx_hdr;
-    if (efps__tcp_hdr_check(ep->rx_hdr_buf, TCP_HDR_LEN, phase_of(ep->state), h, why,
+    if (efps__tcp_hdr_check(ep->rx_hdr_buf, TCP_HDR_LEN, phase_of(ep->base.state), h, why,
                             sizeof(why)) != EFPS_OK)
         return violation(ep, "%s", why);
     ep->rx_want = h->length;
@@ -134,7 +134,8 @@ static bool start_frame(tcp_ep_t *ep)
             return block(ep);
         ep->rx_dst = efps__tp_msgq_tail(&ep->base.msgs);
         if (ep->rx_dst == NULL) {
-            efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_NOMEM, "out of memory for a message");
+            efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_NOMEM,
+                             "out of memory for a message");
             return false;
         }
         break;
@@ -155,22 +156,24 @@ static bool start_frame(tcp_ep_t *ep)
 /* Lock held: the peer closed its side. Says what it interrupted. */
 static void on_eof(tcp_ep_t *ep)
 {
-    bool internal = ep->state == TCP_EP_HANDSHAKE || ep->state == TCP_EP_QUEUED;
+    bool internal = ep->base.state == EFPS_TP_EP_OPENING || ep->base.state == EFPS_TP_EP_QUEUED;
     if (ep->rx_state == TCP_RX_PAYLOAD)
-        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
-                          "closed in the middle of a %s frame (%zu of %zu payload bytes)",
-                          efps__tcp_frame_name(ep->rx_hdr.type), ep->rx_got, ep->rx_want);
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                         "closed in the middle of a %s frame (%zu of %zu payload bytes)",
+                         efps__tcp_frame_name(ep->rx_hdr.type), ep->rx_got, ep->rx_want);
     else if (ep->rx_hdr_got > 0)
-        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, internal ? EFPS_ERR_PROTO : EFPS_ERR_PEER,
-                          "truncated frame header (%zu of %d bytes), then closed", ep->rx_hdr_got,
-                          TCP_HDR_LEN);
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, internal ? EFPS_ERR_PROTO : EFPS_ERR_PEER,
+                         "truncated frame header (%zu of %d bytes), then closed", ep->rx_hdr_got,
+                         TCP_HDR_LEN);
     else if (internal && ep->rx_total == 0)
-        efps__tcp_ep_fail(ep, EFPS_LOG_DEBUG, EFPS_ERR_PEER, "closed without sending anything");
-    else if (internal || ep->state == TCP_EP_REQUEST)
-        efps__tcp_ep_fail(ep, EFPS_LOG_WARN, EFPS_ERR_PEER, "closed before it was accepted");
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_DEBUG, EFPS_ERR_PEER,
+                         "closed without sending anything");
+    else if (internal || ep->base.state == EFPS_TP_EP_REQUEST)
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_WARN, EFPS_ERR_PEER,
+                         "closed before it was accepted");
     else
-        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
-                          "the peer closed the connection without saying goodbye");
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                         "the peer closed the connection without saying goodbye");
 }
 
 void efps__tcp_rx_progress(tcp_ep_t *ep)
@@ -208,8 +211,8 @@ void efps__tcp_rx_progress(tcp_ep_t *ep)
             if (got == 0)
                 on_eof(ep);
             else
-                efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "receive failed: %s",
-                                  strerror(err));
+                efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PEER, "receive failed: %s",
+                                 strerror(err));
             pthread_mutex_unlock(&ctx->base.lock);
             return;
         }
@@ -242,8 +245,8 @@ void efps__tcp_rx_hangup(tcp_ep_t *ep)
         int err = 0;
         socklen_t len = sizeof(err);
         getsockopt(ep->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection lost: %s",
-                          err ? strerror(err) : "hang-up");
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection lost: %s",
+                         err ? strerror(err) : "hang-up");
     }
     pthread_mutex_unlock(&ctx->base.lock);
 }

@@ -22,7 +22,7 @@ static tcp_tx_t *tx_tail(tcp_ep_t *ep)
 /* Lock held: why the endpoint cannot take new work, or EFPS_OK. */
 static efps_status_t usable(const tcp_ep_t *ep)
 {
-    return ep->state == TCP_EP_CONNECTED ? EFPS_OK : EFPS_ERR_PEER;
+    return ep->base.state == EFPS_TP_EP_CONNECTED ? EFPS_OK : EFPS_ERR_PEER;
 }
 
 static void queue_frame(tcp_ep_t *ep, tcp_frame_t type, const void *payload, uint32_t len,
@@ -185,7 +185,7 @@ void efps__tcp_tx_progress(tcp_ep_t *ep)
     pthread_mutex_lock(&ctx->base.lock);
     for (int round = 0; round < 16; round++) {
         more = false;
-        if (ep->fd < 0 || ep->state != TCP_EP_CONNECTED || ep->tx_count == 0)
+        if (ep->fd < 0 || ep->base.state != EFPS_TP_EP_CONNECTED || ep->tx_count == 0)
             break;
         size_t total;
         struct msghdr msg = {.msg_iov = iov};
@@ -202,7 +202,8 @@ void efps__tcp_tx_progress(tcp_ep_t *ep)
             break;
         }
         if (sent < 0) {
-            efps__tcp_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "send failed: %s", strerror(err));
+            efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PEER, "send failed: %s",
+                             strerror(err));
             break;
         }
         atomic_store_explicit(&ep->last_tx_ms, efps__now_ms(), memory_order_relaxed);

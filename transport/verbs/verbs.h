@@ -110,14 +110,6 @@ typedef struct {
 } verbs_op_t;
 
 typedef enum {
-    VEP_CONNECTING, /* connect() is running in the application's thread */
-    VEP_QUEUED,     /* a request on its listener's queue (internal) */
-    VEP_REQUEST,    /* handed to the application as a request */
-    VEP_CONNECTED,  /* an endpoint (sends wait for `established`) */
-    VEP_DOWN,       /* failed or closed; the application still owns it */
-} verbs_ep_state_t;
-
-typedef enum {
     VCLOSE_NONE,
     VCLOSE_BYE,   /* waiting for our BYE to complete */
     VCLOSE_FLUSH, /* disconnected, waiting for posted sends to flush */
@@ -132,16 +124,13 @@ typedef struct verbs_ep {
     struct rdma_cm_id *id;
     struct ibv_qp *qp;
     uint32_t qp_num;
-    verbs_ep_state_t state;
-    efps_status_t down_status; /* what later calls return */
     efps_status_t disc_status; /* what the DISCONNECT completion says */
     char addr[EFPS_TP_ADDR_MAX];
-    struct verbs_ep *next, *prev;    /* ctx->eps */
     struct verbs_ep *hnext;          /* ctx->qp_hash chain */
-    struct verbs_listener *listener; /* VEP_QUEUED only */
+    struct verbs_listener *listener; /* EFPS_TP_EP_QUEUED only */
     bool passive, established, hashed, reserved;
     bool peer_known; /* we know the peer's window (accept reply / HELLO) */
-    bool want_destroy, destroy_done, rejecting, disconnected, disc_pending;
+    bool want_destroy, disconnected, disc_pending;
     bool internal; /* freed by the progress thread: the application never saw it */
     verbs_close_t closing;
     uint64_t deadline_ms; /* queued request / establishment / closing step */
@@ -216,12 +205,11 @@ struct verbs_ctx {
     /* the thread */
     int epfd, evfd;
     pthread_t thread;
-    bool stop, kicked, listeners_dirty, teardown_dirty;
+    bool stop, kicked, teardown_dirty;
     void *cpuset; /* hwloc_cpuset_t to pin the thread to, NULL: none */
     void *topology;
     uint32_t tick_ms;
 
-    verbs_ep_t *eps;
     verbs_ep_t *qp_hash[VERBS_QP_HASH];
     verbs_listener_t *listeners;
     verbs_mr_t *mrs;
@@ -315,7 +303,6 @@ void efps__verbs_ep_free_queues(verbs_ep_t *ep);
 /* ---- verbs_conn.c ----------------------------------------------------------- */
 void efps__verbs_ep_free(verbs_ep_t *ep);
 /* Lock held: off ctx->eps. */
-void efps__verbs_ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep);
 /* Lock held: gives back the CQ, SRQ and completion-ring shares of its QP. */
 void efps__verbs_ep_release(verbs_ep_t *ep);
 /* Progress thread, lock held: a CONNECT_REQUEST for a new id on listener l. */
@@ -323,17 +310,15 @@ void efps__verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_c
                             const uint8_t *priv, size_t plen);
 efps_status_t efps__verbs_listen(efps_tp_ctx_t *ctx, const struct sockaddr *addr, socklen_t addrlen,
                                  efps_tp_listener_t **listener_p);
-/* ops->request_taken, ops->listener_closing (lock held). */
+/* ops->request_taken (lock held). */
 void efps__verbs_request_taken(efps_tp_conn_req_t *req);
-void efps__verbs_listener_closing(efps_tp_listener_t *listener);
 efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_param_t *param,
                                  efps_tp_ep_t **ep_p);
-void efps__verbs_reject(efps_tp_conn_req_t *req);
 efps_status_t efps__verbs_connect(efps_tp_ctx_t *ctx, const struct sockaddr *addr,
                                   socklen_t addrlen, const efps_tp_conn_param_t *param,
                                   efps_tp_ep_t **ep_p);
-void efps__verbs_ep_destroy(efps_tp_ep_t *ep);
-efps_status_t efps__verbs_ep_status(const efps_tp_ep_t *ep);
+/* ops->ep_teardown: the progress thread tears ep down. */
+void efps__verbs_ep_teardown_start(efps_tp_ep_t *ep);
 /* ---- verbs_close.c ---------------------------------------------------------- */
 /* Refuses a request with our marker (the connector reads "rejected by the peer"). */
 void efps__verbs_reject_id(struct rdma_cm_id *id);
@@ -341,8 +326,6 @@ void efps__verbs_reject_id(struct rdma_cm_id *id);
 void efps__verbs_drain_cq(verbs_ctx_t *ctx);
 /* Lock held: rdma_disconnect once (the QP goes to error, the peer is told). */
 void efps__verbs_disconnect(verbs_ep_t *ep);
-/* Lock held: hands ep to the progress thread for teardown and waits. */
-void efps__verbs_teardown_by_thread(verbs_ep_t *ep);
 /* Progress thread, no lock held: reads and handles every waiting cm event. */
 void efps__verbs_cm_events(verbs_ctx_t *ctx);
 /* Progress thread, lock held: destroys, rejects and closes what the
@@ -350,11 +333,12 @@ void efps__verbs_cm_events(verbs_ctx_t *ctx);
 void efps__verbs_run_teardowns(verbs_ctx_t *ctx);
 /* Progress thread, lock held: deadlines of requests, establishment. */
 void efps__verbs_check_timers(verbs_ctx_t *ctx, uint64_t now);
-/* Lock held: the endpoint is down. Logs "<name>: <why>; connection closed"
- * at level, disconnects, flushes its writes with EFPS_ERR_PEER and reports
- * one DISCONNECT (after the flushed writes). */
-void efps__verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
-                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* ops->ep_failed (through efps__tp_ep_fail, lock held): the endpoint is
+ * down. Logs "<name>: <why>; connection closed" at level, disconnects,
+ * flushes its writes with EFPS_ERR_PEER and reports one DISCONNECT (after
+ * the flushed writes). */
+void efps__verbs_ep_failed(efps_tp_ep_t *ep, efps_log_level_t level, efps_status_t status,
+                           const char *why);
 /* Lock held: every posted send of a failed endpoint is accounted for: the
  * DISCONNECT it owes can go out. */
 void efps__verbs_ep_flushed(verbs_ep_t *ep);

@@ -38,28 +38,19 @@ void efps__verbs_disconnect(verbs_ep_t *ep)
                    strerror(efps__verbs_errno(-1)));
 }
 
-void efps__verbs_ep_fail(verbs_ep_t *ep, efps_log_level_t level, efps_status_t status,
-                         const char *fmt, ...)
+void efps__verbs_ep_failed(efps_tp_ep_t *base, efps_log_level_t level, efps_status_t status,
+                           const char *why)
 {
+    verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
-    if (ep->state == VEP_DOWN)
-        return;
-    char why[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof(why), fmt, ap);
-    va_end(ap);
-    bool request = ep->state == VEP_QUEUED || ep->state == VEP_REQUEST;
+    bool request = ep->base.state == EFPS_TP_EP_QUEUED || ep->base.state == EFPS_TP_EP_REQUEST;
     EFPS_LOG(level, "verbs: %s%s: %s; connection closed", request ? "connection from " : "",
              ep->base.name, why);
-    bool connected = ep->state == VEP_CONNECTED;
-    if (ep->state == VEP_QUEUED) { /* nobody outside knows it */
-        ep->rejecting = ep->want_destroy = ep->internal = true;
+    if (ep->base.state == EFPS_TP_EP_QUEUED) { /* nobody outside knows it */
+        ep->base.rejecting = ep->want_destroy = ep->internal = true;
         ctx->teardown_dirty = true;
     }
-    ep->state = VEP_DOWN;
-    ep->down_status = status == EFPS_OK ? EFPS_ERR_PEER : status;
-    if (connected) {
+    if (efps__tp_ep_go_down(&ep->base, status)) {
         efps__verbs_disconnect(ep);
         efps__verbs_tx_flush_pending(ep, true);
         ep->disc_status = status;
@@ -121,9 +112,8 @@ static void finish_teardown(verbs_ep_t *ep)
     if (ep->listener != NULL)
         efps__tp_listen_unqueue(&ep->listener->base, &ep->req);
     ep->listener = NULL;
-    efps__verbs_ep_unlink(ctx, ep);
-    ep->destroy_done = true;
-    pthread_cond_broadcast(&ctx->base.ev_cond);
+    efps__tp_ep_unlink(&ctx->base, &ep->base);
+    efps__tp_ep_destroyed(&ep->base);
     if (ep->internal)
         efps__verbs_ep_free(ep);
 }
@@ -137,15 +127,15 @@ static bool teardown_step(verbs_ep_t *ep)
         uint32_t wait = ctx->base.attr.timeout_ms < 1000 ? ctx->base.attr.timeout_ms : 1000;
         ep->deadline_ms = now;
         /* A peer that reads BYE knows the close was meant, not a crash. */
-        if (ep->state == VEP_CONNECTED && ep->established && ep->pend_count == 0 &&
+        if (ep->base.state == EFPS_TP_EP_CONNECTED && ep->established && ep->pend_count == 0 &&
             efps__verbs_send_bye(ep) == EFPS_OK)
             ep->deadline_ms = now + wait;
         ep->closing = VCLOSE_BYE;
     }
     if (ep->closing == VCLOSE_BYE) {
-        if (!ep->bye_done && ep->state == VEP_CONNECTED && now < ep->deadline_ms)
+        if (!ep->bye_done && ep->base.state == EFPS_TP_EP_CONNECTED && now < ep->deadline_ms)
             return false;
-        if (ep->rejecting && ep->qp == NULL && ep->id != NULL)
+        if (ep->base.rejecting && ep->qp == NULL && ep->id != NULL)
             efps__verbs_reject_id(ep->id);
         else
             efps__verbs_disconnect(ep);
@@ -161,7 +151,7 @@ static bool teardown_step(verbs_ep_t *ep)
 
 static void close_listeners(verbs_ctx_t *ctx)
 {
-    ctx->listeners_dirty = false;
+    ctx->base.listeners_dirty = false;
     for (verbs_listener_t **pp = &ctx->listeners; *pp != NULL;) {
         verbs_listener_t *l = *pp;
         if (!l->base.destroying) {
@@ -173,7 +163,7 @@ static void close_listeners(verbs_ctx_t *ctx)
         for (efps_tp_conn_req_t *req; (req = efps__tp_listen_pop(&l->base)) != NULL;) {
             verbs_ep_t *ep = VERBS_REQ_EP(req);
             ep->listener = NULL;
-            ep->rejecting = ep->want_destroy = ep->internal = true;
+            ep->base.rejecting = ep->want_destroy = ep->internal = true;
             ctx->teardown_dirty = true;
         }
         *pp = l->next;
@@ -184,55 +174,31 @@ static void close_listeners(verbs_ctx_t *ctx)
 
 void efps__verbs_run_teardowns(verbs_ctx_t *ctx)
 {
-    if (ctx->listeners_dirty)
+    if (ctx->base.listeners_dirty)
         close_listeners(ctx);
     bool busy = false;
-    for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
-        next = ep->next;
+    for (verbs_ep_t *ep = VERBS_EP(ctx->base.eps), *next; ep != NULL; ep = next) {
+        next = VERBS_EP(ep->base.next);
         if (ep->want_destroy && !teardown_step(ep))
             busy = true;
     }
     ctx->teardown_dirty = busy;
 }
 
-/* Lock held: hands ep to the progress thread for teardown and waits. */
-void efps__verbs_teardown_by_thread(verbs_ep_t *ep)
+/* Lock held: the progress thread tears ep down (efps__tp_ep_teardown_wait). */
+void efps__verbs_ep_teardown_start(efps_tp_ep_t *base)
 {
-    verbs_ctx_t *ctx = ep->ctx;
+    verbs_ep_t *ep = VERBS_EP(base);
     ep->want_destroy = true;
-    ctx->teardown_dirty = true;
-    efps__verbs_kick(ctx);
-    while (!ep->destroy_done)
-        efps__tp_wait(&ctx->base.ev_cond, &ctx->base.lock, 0);
-}
-
-void efps__verbs_ep_destroy(efps_tp_ep_t *base)
-{
-    verbs_ep_t *ep = VERBS_EP(base);
-    verbs_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->base.lock);
-    efps__verbs_teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->base.lock);
-    efps_debug("verbs: endpoint %s destroyed", base->name);
-    efps__verbs_ep_free(ep);
-}
-
-efps_status_t efps__verbs_ep_status(const efps_tp_ep_t *base)
-{
-    verbs_ep_t *ep = VERBS_EP(base);
-    pthread_mutex_lock(&ep->ctx->base.lock);
-    efps_status_t status = ep->state == VEP_CONNECTED ? EFPS_OK
-                           : ep->state == VEP_DOWN    ? ep->down_status
-                                                      : EFPS_ERR_STATE;
-    pthread_mutex_unlock(&ep->ctx->base.lock);
-    return status;
+    ep->ctx->teardown_dirty = true;
+    efps__verbs_kick(ep->ctx);
 }
 
 void efps__verbs_conn_free_all(verbs_ctx_t *ctx)
 {
-    while (ctx->eps != NULL) {
-        verbs_ep_t *ep = ctx->eps;
-        if (ep->state == VEP_CONNECTED || ep->state == VEP_DOWN)
+    while (VERBS_EP(ctx->base.eps) != NULL) {
+        verbs_ep_t *ep = VERBS_EP(ctx->base.eps);
+        if (ep->base.state == EFPS_TP_EP_CONNECTED || ep->base.state == EFPS_TP_EP_DOWN)
             efps_debug("verbs: close: endpoint %s was still open", ep->base.name);
         efps__verbs_tx_abandon_posted(ep, false);
         efps__verbs_tx_flush_pending(ep, false);
@@ -245,7 +211,7 @@ void efps__verbs_conn_free_all(verbs_ctx_t *ctx)
         ep->qp = NULL;
         ep->id = NULL;
         efps__verbs_ep_release(ep);
-        efps__verbs_ep_unlink(ctx, ep);
+        efps__tp_ep_unlink(&ctx->base, &ep->base);
         efps__verbs_ep_free(ep);
     }
     while (ctx->listeners != NULL) {
@@ -265,11 +231,11 @@ static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uin
         return;
     }
     if (ev->event == RDMA_CM_EVENT_DEVICE_REMOVAL) {
-        for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
-            next = ep->next;
-            if (ep->state != VEP_CONNECTING)
-                efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TRANSPORT,
-                                    "RDMA device %s was removed", ctx->dev_name);
+        for (verbs_ep_t *ep = VERBS_EP(ctx->base.eps), *next; ep != NULL; ep = next) {
+            next = VERBS_EP(ep->base.next);
+            if (ep->base.state != EFPS_TP_EP_OPENING)
+                efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_TRANSPORT,
+                                 "RDMA device %s was removed", ctx->dev_name);
         }
         return;
     }
@@ -281,7 +247,7 @@ static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uin
         return; /* an endpoint on its way out */
     switch (ev->event) {
     case RDMA_CM_EVENT_ESTABLISHED:
-        if (ep->state == VEP_CONNECTED && !ep->established) {
+        if (ep->base.state == EFPS_TP_EP_CONNECTED && !ep->established) {
             ep->established = true;
             pthread_cond_broadcast(&ctx->base.ev_cond); /* a memory-window bind waits for it */
             efps__verbs_tx_progress(ep);
@@ -292,15 +258,15 @@ static void on_event(verbs_ctx_t *ctx, const struct rdma_cm_event *ev, const uin
         /* The peer's BYE (if it sent one) completed before its disconnect
          * request left: take it first, so a clean close reads as one. */
         efps__verbs_drain_cq(ctx);
-        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER,
-                            "the peer disconnected without saying goodbye");
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                         "the peer disconnected without saying goodbye");
         ep->disconnected = true;
         break;
     case RDMA_CM_EVENT_CONNECT_ERROR:
     case RDMA_CM_EVENT_UNREACHABLE:
     case RDMA_CM_EVENT_REJECTED:
-        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_PEER, "connection setup failed: %s (%d)",
-                            rdma_event_str(ev->event), ev->status);
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PEER,
+                         "connection setup failed: %s (%d)", rdma_event_str(ev->event), ev->status);
         break;
     default: /* TIMEWAIT_EXIT, ADDR_CHANGE...: nothing to do */
         efps_debug("verbs: %s: %s", ep->base.name, rdma_event_str(ev->event));

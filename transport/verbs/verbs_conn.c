@@ -31,6 +31,7 @@ static verbs_ep_t *ep_alloc(verbs_ctx_t *ctx, const struct sockaddr *peer)
         return NULL;
     ep->base.ctx = &ctx->base;
     ep->req.ctx = &ctx->base;
+    ep->req.ep = &ep->base;
     ep->ctx = ctx;
     efps__tp_format_addr(peer, ep->addr, sizeof(ep->addr));
     memcpy(ep->req.peer, ep->addr, sizeof(ep->req.peer));
@@ -42,26 +43,6 @@ void efps__verbs_ep_free(verbs_ep_t *ep)
 {
     efps__verbs_ep_free_queues(ep);
     free(ep);
-}
-
-static void ep_link(verbs_ctx_t *ctx, verbs_ep_t *ep)
-{
-    ep->prev = NULL;
-    ep->next = ctx->eps;
-    if (ctx->eps != NULL)
-        ctx->eps->prev = ep;
-    ctx->eps = ep;
-}
-
-void efps__verbs_ep_unlink(verbs_ctx_t *ctx, verbs_ep_t *ep)
-{
-    if (ep->prev != NULL)
-        ep->prev->next = ep->next;
-    else if (ctx->eps == ep)
-        ctx->eps = ep->next;
-    if (ep->next != NULL)
-        ep->next->prev = ep->prev;
-    ep->next = ep->prev = NULL;
 }
 
 static size_t cq_share(const verbs_ctx_t *ctx)
@@ -179,18 +160,10 @@ err_destroy:
     return status;
 }
 
-void efps__verbs_listener_closing(efps_tp_listener_t *listener)
-{
-    verbs_ctx_t *ctx = VERBS_CTX(listener->ctx);
-    ctx->listeners_dirty = true;
-    efps__verbs_kick(ctx);
-}
-
 void efps__verbs_request_taken(efps_tp_conn_req_t *req)
 {
     verbs_ep_t *ep = VERBS_REQ_EP(req);
     ep->listener = NULL;
-    ep->state = VEP_REQUEST;
 }
 
 /* Progress thread, lock held: a CONNECT_REQUEST on listener l for a new id. */
@@ -225,10 +198,10 @@ void efps__verbs_on_request(verbs_ctx_t *ctx, verbs_listener_t *l, struct rdma_c
     }
     memcpy(ep->req.priv, priv + VERBS_REQ_HDR, priv[2]);
     ep->req.priv_len = priv[2];
-    ep->state = VEP_QUEUED;
+    ep->base.state = EFPS_TP_EP_QUEUED;
     ep->listener = l;
     ep->deadline_ms = efps__now_ms() + ctx->base.attr.timeout_ms;
-    ep_link(ctx, ep);
+    efps__tp_ep_link(&ctx->base, &ep->base);
     efps__tp_listen_queue(&l->base, &ep->req);
     efps_debug("verbs: port %u: %s (%u bytes of private data)", l->base.port, what, priv[2]);
 }
@@ -239,16 +212,7 @@ efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_par
 {
     verbs_ep_t *ep = VERBS_REQ_EP(req);
     verbs_ctx_t *ctx = ep->ctx;
-    efps_tp_conn_param_t none = {0};
-    if (param == NULL)
-        param = &none;
-    pthread_mutex_lock(&ctx->base.lock);
-    efps__tp_ep_set_name(&ep->base, param->label, ep->addr);
-    efps_status_t status = EFPS_OK;
-    if (ep->state != VEP_REQUEST) {
-        efps_error("verbs: accept %s: the peer went away before it was accepted", ep->base.name);
-        status = EFPS_ERR_PEER;
-    }
+    efps_status_t status = efps__tp_accept_begin(req, param);
     if (status == EFPS_OK) {
         status = ep_create_qp(ep);
         /* rdma_cm refuses a QP for a request whose connector gave up. */
@@ -271,7 +235,7 @@ efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_par
         /* Connected before rdma_accept, under the lock: the connector's HELLO
          * can only be handled once we are done here. Sends wait for
          * ESTABLISHED (or the HELLO): until then its QP may not receive. */
-        ep->state = VEP_CONNECTED;
+        ep->base.state = EFPS_TP_EP_CONNECTED;
         uint64_t now = efps__now_ms();
         ep->last_rx_ms = ep->last_tx_ms = now;
         ep->deadline_ms = now + ctx->base.attr.timeout_ms;
@@ -283,13 +247,12 @@ efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_par
         if (rdma_accept(ep->id, &cp) != 0) {
             int err = efps__verbs_errno(-1);
             efps_error("verbs: accept %s: rdma_accept: %s", ep->base.name, strerror(err));
-            ep->state = VEP_DOWN;
-            ep->down_status = status = EFPS_ERR_PEER;
+            efps__tp_ep_go_down(&ep->base, status = EFPS_ERR_PEER);
         }
     }
     if (status != EFPS_OK) {
-        ep->rejecting = ep->qp == NULL;
-        efps__verbs_teardown_by_thread(ep);
+        ep->base.rejecting = ep->qp == NULL;
+        efps__tp_ep_teardown_wait(&ep->base);
         pthread_mutex_unlock(&ctx->base.lock);
         efps__verbs_ep_free(ep);
         return status;
@@ -298,18 +261,6 @@ efps_status_t efps__verbs_accept(efps_tp_conn_req_t *req, const efps_tp_conn_par
     efps_info("verbs: accepted %s", ep->base.name);
     *ep_p = &ep->base;
     return EFPS_OK;
-}
-
-void efps__verbs_reject(efps_tp_conn_req_t *req)
-{
-    verbs_ep_t *ep = VERBS_REQ_EP(req);
-    verbs_ctx_t *ctx = ep->ctx;
-    pthread_mutex_lock(&ctx->base.lock);
-    ep->rejecting = true;
-    efps__verbs_teardown_by_thread(ep);
-    pthread_mutex_unlock(&ctx->base.lock);
-    efps_info("verbs: rejected connection from %s", ep->addr);
-    efps__verbs_ep_free(ep);
 }
 
 /* ---- connecting side (the caller's thread) --------------------------------------- */
@@ -429,10 +380,10 @@ static efps_status_t take_reply(verbs_ep_t *ep, const uint8_t *rep, size_t len)
 static efps_status_t go_live(verbs_ep_t *ep, struct rdma_event_channel *ch)
 {
     verbs_ctx_t *ctx = ep->ctx;
-    if (ep->state != VEP_CONNECTING) /* the acceptor already broke the protocol */
-        return ep->down_status;
+    if (ep->base.state != EFPS_TP_EP_OPENING) /* the acceptor already broke the protocol */
+        return ep->base.down_status;
     uint64_t now = efps__now_ms();
-    ep->state = VEP_CONNECTED;
+    ep->base.state = EFPS_TP_EP_CONNECTED;
     ep->established = true;
     ep->last_rx_ms = ep->last_tx_ms = now;
     efps__verbs_set_heartbeat(ep);
@@ -443,7 +394,7 @@ static efps_status_t go_live(verbs_ep_t *ep, struct rdma_event_channel *ch)
         status = EFPS_ERR_SYSTEM;
     }
     if (status != EFPS_OK) {
-        ep->state = VEP_CONNECTING; /* undone by the caller like any failure */
+        ep->base.state = EFPS_TP_EP_OPENING; /* undone by the caller like any failure */
         return status;
     }
     (void)ch;
@@ -474,7 +425,7 @@ efps_status_t efps__verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *ad
     }
     efps__tp_ep_set_name(&ep->base, param->label, ep->addr);
     ep->base.context = param->context;
-    ep->state = VEP_CONNECTING;
+    ep->base.state = EFPS_TP_EP_OPENING;
     ch = rdma_create_event_channel();
     if (ch == NULL || rdma_create_id(ch, &ep->id, ep, RDMA_PS_TCP) != 0) {
         efps_error("verbs: connect to %s: cannot create an rdma_cm id: %s", ep->base.name,
@@ -497,7 +448,7 @@ efps_status_t efps__verbs_connect(efps_tp_ctx_t *base, const struct sockaddr *ad
     pthread_mutex_lock(&ctx->base.lock);
     status = ep_create_qp(ep);
     if (status == EFPS_OK)
-        ep_link(ctx, ep);
+        efps__tp_ep_link(&ctx->base, &ep->base);
     pthread_mutex_unlock(&ctx->base.lock);
     if (status != EFPS_OK)
         goto err;
@@ -536,8 +487,7 @@ err:
     efps__verbs_tx_abandon_posted(ep, false);
     efps__tp_cq_purge(&ctx->base.cq, &ep->base); /* a failed HELLO may have reported */
     efps__verbs_hash_del(ctx, ep);
-    if (ep->next != NULL || ep->prev != NULL || ctx->eps == ep)
-        efps__verbs_ep_unlink(ctx, ep);
+    efps__tp_ep_unlink(&ctx->base, &ep->base); /* harmless when not linked */
     if (ep->qp != NULL)
         rdma_destroy_qp(ep->id);
     efps__verbs_ep_release(ep);

@@ -133,24 +133,24 @@ int efps__verbs_progress_cq(verbs_ctx_t *ctx)
 static void check_ep(verbs_ep_t *ep, uint64_t now)
 {
     uint32_t timeout = ep->ctx->base.attr.timeout_ms;
-    if (ep->state == VEP_DOWN && ep->disc_pending && now >= ep->deadline_ms) {
+    if (ep->base.state == EFPS_TP_EP_DOWN && ep->disc_pending && now >= ep->deadline_ms) {
         /* The device never flushed them: account for them ourselves. */
         efps__verbs_tx_abandon_posted(ep, true);
         efps__verbs_ep_flushed(ep);
         return;
     }
-    if (ep->state != VEP_CONNECTED || ep->closing != VCLOSE_NONE)
+    if (ep->base.state != EFPS_TP_EP_CONNECTED || ep->closing != VCLOSE_NONE)
         return;
     if (!ep->established) {
         if (now >= ep->deadline_ms)
-            efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                                "connection not established within %u ms", timeout);
+            efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                             "connection not established within %u ms", timeout);
         return;
     }
     if (now > ep->last_rx_ms && now - ep->last_rx_ms >= timeout) {
-        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
-                            "peer silent for %llu ms (timeout %u ms)",
-                            (unsigned long long)(now - ep->last_rx_ms), timeout);
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_TIMEOUT,
+                         "peer silent for %llu ms (timeout %u ms)",
+                         (unsigned long long)(now - ep->last_rx_ms), timeout);
         return;
     }
     if (now > ep->last_tx_ms && now - ep->last_tx_ms >= ep->hb_ms)
@@ -159,12 +159,12 @@ static void check_ep(verbs_ep_t *ep, uint64_t now)
 
 void efps__verbs_check_timers(verbs_ctx_t *ctx, uint64_t now)
 {
-    for (verbs_ep_t *ep = ctx->eps, *next; ep != NULL; ep = next) {
-        next = ep->next;
-        if (ep->state == VEP_QUEUED && now >= ep->deadline_ms && !ep->want_destroy) {
+    for (verbs_ep_t *ep = VERBS_EP(ctx->base.eps), *next; ep != NULL; ep = next) {
+        next = VERBS_EP(ep->base.next);
+        if (ep->base.state == EFPS_TP_EP_QUEUED && now >= ep->deadline_ms && !ep->want_destroy) {
             efps_warn("verbs: connection request from %s not taken within %u ms: rejected",
                       ep->addr, ctx->base.attr.timeout_ms);
-            ep->rejecting = ep->want_destroy = true;
+            ep->base.rejecting = ep->want_destroy = true;
             ctx->teardown_dirty = true;
             continue;
         }
@@ -215,7 +215,8 @@ static void *progress_main(void *arg)
     efps__verbs_pin_thread(ctx);
     for (;;) {
         pthread_mutex_lock(&ctx->base.lock);
-        bool stop = ctx->stop, work = ctx->kicked || ctx->teardown_dirty || ctx->listeners_dirty;
+        bool stop = ctx->stop,
+             work = ctx->kicked || ctx->teardown_dirty || ctx->base.listeners_dirty;
         ctx->kicked = false;
         if (work && !stop)
             efps__verbs_run_teardowns(ctx);
@@ -454,9 +455,14 @@ static void verbs_rx_credit(efps_tp_ep_t *base, bool message)
     efps__verbs_send_credit(ep, false);
 }
 
-static bool verbs_ep_live(const efps_tp_ep_t *ep)
+static void verbs_kick(efps_tp_ctx_t *ctx)
 {
-    return VERBS_EP(ep)->state == VEP_CONNECTED;
+    efps__verbs_kick(VERBS_CTX(ctx));
+}
+
+static void verbs_ep_free(efps_tp_ep_t *ep)
+{
+    efps__verbs_ep_free(VERBS_EP(ep));
 }
 
 const struct efps_transport_ops efps__verbs_ops = {
@@ -470,14 +476,13 @@ const struct efps_transport_ops efps__verbs_ops = {
     .mem_expose = efps__verbs_mem_expose,
     .listen = efps__verbs_listen,
     .accept = efps__verbs_accept,
-    .reject = efps__verbs_reject,
     .connect = efps__verbs_connect,
-    .ep_destroy = efps__verbs_ep_destroy,
-    .ep_status = efps__verbs_ep_status,
+    .ep_teardown = efps__verbs_ep_teardown_start,
+    .ep_free = verbs_ep_free,
     .write_imm = efps__verbs_write_imm,
     .msg_send = efps__verbs_msg_send,
     .rx_credit = verbs_rx_credit,
-    .ep_live = verbs_ep_live,
     .request_taken = efps__verbs_request_taken,
-    .listener_closing = efps__verbs_listener_closing,
+    .ep_failed = efps__verbs_ep_failed,
+    .kick = verbs_kick,
 };

@@ -116,7 +116,7 @@ static efps_status_t wait_bindable(verbs_ep_t *ep, uint64_t deadline)
 {
     verbs_ctx_t *ctx = ep->ctx;
     for (;;) {
-        if (ep->state != VEP_CONNECTED || ep->closing != VCLOSE_NONE)
+        if (ep->base.state != EFPS_TP_EP_CONNECTED || ep->closing != VCLOSE_NONE)
             return EFPS_ERR_PEER;
         if (ep->established && !ep->bind_inflight)
             return EFPS_OK;
@@ -142,7 +142,7 @@ static efps_status_t bind_window(verbs_ep_t *ep, verbs_expo_t *x, uint64_t deadl
     }
     status = efps__verbs_post_bind(ep, x);
     while (status == EFPS_OK && x->state == 0) {
-        if (ep->state != VEP_CONNECTED)
+        if (ep->base.state != EFPS_TP_EP_CONNECTED)
             status = EFPS_ERR_PEER; /* the flush completes the bind later */
         else if (!efps__tp_wait(&ctx->base.ev_cond, &ctx->base.lock, deadline))
             status = EFPS_ERR_TIMEOUT;

@@ -138,7 +138,8 @@ void efps__verbs_rx_free(verbs_ctx_t *ctx)
 /* ---- what arrived ------------------------------------------------------------ */
 
 /* Fails the endpoint for a protocol violation. */
-#define violation(ep, ...) efps__verbs_ep_fail((ep), EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__)
+#define violation(ep, ...)                                                                         \
+    efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_PROTO, __VA_ARGS__)
 
 static void on_write(verbs_ep_t *ep, uint32_t imm, uint32_t len)
 {
@@ -207,7 +208,8 @@ static void on_msg_chunk(verbs_ep_t *ep, uint32_t imm, const uint8_t *p, uint32_
     }
     uint8_t *slot = efps__tp_msgq_tail(&ep->base.msgs);
     if (slot == NULL) {
-        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, EFPS_ERR_NOMEM, "out of memory for a message");
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, EFPS_ERR_NOMEM,
+                         "out of memory for a message");
         return;
     }
     memcpy(slot + ep->msg_rx_got, p, len);
@@ -268,7 +270,7 @@ static void on_send(verbs_ep_t *ep, const struct ibv_wc *wc, const uint8_t *p)
             on_credit(ep, imm);
         break;
     case VERBS_T_BYE:
-        efps__verbs_ep_fail(ep, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_INFO, EFPS_OK, "the peer disconnected");
         break;
     case VERBS_T_LEN:
         on_len(ep, p, wc->byte_len);
@@ -286,20 +288,21 @@ void efps__verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc)
     ctx->rx_posted--;
     /* CONNECTING too: the acceptor may send the moment it is established,
      * before connect() in the application's thread has finished. */
-    if (ep != NULL && (ep->state == VEP_CONNECTED || ep->state == VEP_CONNECTING) &&
+    if (ep != NULL &&
+        (ep->base.state == EFPS_TP_EP_CONNECTED || ep->base.state == EFPS_TP_EP_OPENING) &&
         ep->closing == VCLOSE_NONE) {
         if (wc->status != IBV_WC_SUCCESS) {
             /* An access error here is the peer's write refused by our
              * adapter: a key not given to this connection, or a range
              * outside the region. */
             bool access = wc->status == IBV_WC_REM_ACCESS_ERR;
-            efps__verbs_ep_fail(ep, EFPS_LOG_ERROR,
-                                access ? EFPS_ERR_PROTO : efps__verbs_wc_status(wc->status),
-                                "receive failed: %s (vendor error 0x%x)%s",
-                                ibv_wc_status_str(wc->status), wc->vendor_err,
-                                access ? ": a write with a key not given to this connection, or "
-                                         "outside its region"
-                                       : "");
+            efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR,
+                             access ? EFPS_ERR_PROTO : efps__verbs_wc_status(wc->status),
+                             "receive failed: %s (vendor error 0x%x)%s",
+                             ibv_wc_status_str(wc->status), wc->vendor_err,
+                             access ? ": a write with a key not given to this connection, or "
+                                      "outside its region"
+                                    : "");
         } else {
             ep->last_rx_ms = efps__now_ms();
             if (wc->opcode == IBV_WC_RECV_RDMA_WITH_IMM)

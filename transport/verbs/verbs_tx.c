@@ -63,7 +63,7 @@ static uint32_t sq_room(const verbs_ep_t *ep)
 
 static bool can_send(const verbs_ep_t *ep)
 {
-    return ep->state == VEP_CONNECTED && ep->established && ep->closing == VCLOSE_NONE;
+    return ep->base.state == EFPS_TP_EP_CONNECTED && ep->established && ep->closing == VCLOSE_NONE;
 }
 
 /* Posts one signalled work request and remembers what it was. A failure here
@@ -78,10 +78,10 @@ static bool post(verbs_ep_t *ep, struct ibv_send_wr *wr, const verbs_posted_t *w
     int rc = ibv_post_send(ep->qp, wr, &bad);
     if (rc != 0) {
         int err = efps__verbs_errno(rc);
-        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR,
-                            efps__verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NO_RESOURCE
-                                                                            : EFPS_ERR_TRANSPORT,
-                            "ibv_post_send: %s", strerror(err));
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR,
+                         efps__verbs_errno_status(err) == EFPS_ERR_NOMEM ? EFPS_ERR_NO_RESOURCE
+                                                                         : EFPS_ERR_TRANSPORT,
+                         "ibv_post_send: %s", strerror(err));
         return false;
     }
     ep->posted[ep->post_seq % ep->sq_cap] = *what;
@@ -179,7 +179,7 @@ void efps__verbs_tx_progress(verbs_ep_t *ep)
     while (ep->pend_count > 0 && can_send(ep)) {
         verbs_op_t *op = &ep->pend[ep->pend_head];
         bool done = op->kind == VTX_WRITE ? post_write(ep, op) : post_msg(ep, op);
-        if (!done || ep->state != VEP_CONNECTED)
+        if (!done || ep->base.state != EFPS_TP_EP_CONNECTED)
             return; /* no credit or room yet; or the endpoint failed (queue flushed) */
         ep->pend_head = (ep->pend_head + 1) % ep->pend_cap;
         ep->pend_count--;
@@ -326,11 +326,11 @@ void efps__verbs_tx_complete(verbs_ep_t *ep, const struct ibv_wc *wc)
     ep->done_seq++;
     efps_status_t status = efps__verbs_wc_status(wc->status);
     finish_posted(ep, &p, status);
-    if (status != EFPS_OK && ep->state == VEP_CONNECTED && ep->closing == VCLOSE_NONE)
-        efps__verbs_ep_fail(ep, EFPS_LOG_ERROR, status, "%s failed: %s (vendor error 0x%x)",
-                            kind_name((verbs_tx_kind_t)p.kind), ibv_wc_status_str(wc->status),
-                            wc->vendor_err);
-    if (ep->state == VEP_DOWN || ep->closing != VCLOSE_NONE) {
+    if (status != EFPS_OK && ep->base.state == EFPS_TP_EP_CONNECTED && ep->closing == VCLOSE_NONE)
+        efps__tp_ep_fail(&(ep)->base, EFPS_LOG_ERROR, status, "%s failed: %s (vendor error 0x%x)",
+                         kind_name((verbs_tx_kind_t)p.kind), ibv_wc_status_str(wc->status),
+                         wc->vendor_err);
+    if (ep->base.state == EFPS_TP_EP_DOWN || ep->closing != VCLOSE_NONE) {
         if (ep->done_seq == ep->post_seq)
             efps__verbs_ep_flushed(ep);
         return; /* failing or closing: nothing new goes out */
@@ -382,8 +382,9 @@ efps_status_t efps__verbs_write_imm(efps_tp_ep_t *base, efps_tp_mr_t *local, siz
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
     pthread_mutex_lock(&ctx->base.lock);
-    efps_status_t status =
-        ep->state == VEP_CONNECTED && ep->closing == VCLOSE_NONE ? EFPS_OK : EFPS_ERR_PEER;
+    efps_status_t status = ep->base.state == EFPS_TP_EP_CONNECTED && ep->closing == VCLOSE_NONE
+                               ? EFPS_OK
+                               : EFPS_ERR_PEER;
     if (status == EFPS_OK && ep->base.sq_used >= ctx->base.attr.sq_depth)
         status = EFPS_ERR_NO_RESOURCE;
     if (status != EFPS_OK) {
@@ -412,8 +413,9 @@ efps_status_t efps__verbs_msg_send(efps_tp_ep_t *base, const void *buf, size_t l
     verbs_ep_t *ep = VERBS_EP(base);
     verbs_ctx_t *ctx = ep->ctx;
     pthread_mutex_lock(&ctx->base.lock);
-    efps_status_t status =
-        ep->state == VEP_CONNECTED && ep->closing == VCLOSE_NONE ? EFPS_OK : EFPS_ERR_PEER;
+    efps_status_t status = ep->base.state == EFPS_TP_EP_CONNECTED && ep->closing == VCLOSE_NONE
+                               ? EFPS_OK
+                               : EFPS_ERR_PEER;
     if (status == EFPS_OK && ep->msg_tx_inflight >= EFPS_TP_MSG_DEPTH)
         status = EFPS_ERR_NO_RESOURCE;
     if (status != EFPS_OK) {
