@@ -1,10 +1,13 @@
-/* The tcp transport's insides, shared by its files:
- *   tcp_ctx.c   context, progress thread, kicks, timers
+/* The tcp transport's insides, shared by its files. They form a chain: each
+ * calls only the ones above it in this list (the endpoint's life cycle is in
+ * transport/base.c; tests/build/check_file_graph.py checks the chain):
  *   tcp_hdr.c   the frame header decoded and checked on its own
+ *   tcp_wake.c  kicks to the progress thread, epoll interest, heartbeat, CQ share
  *   tcp_mr.c    region table (ids, access), reg / dereg, per-endpoint keys
- *   tcp_conn.c  listen / accept / connect / destroy, endpoint failure
  *   tcp_tx.c    write_imm, msg_send, sending queued frames
  *   tcp_rx.c    the receive state machine, header validation, receive credit
+ *   tcp_conn.c  listen / accept / connect / teardown, endpoint failure
+ *   tcp_ctx.c   context, progress thread, timers, the operations table
  *
  * Threads. One progress thread per context does all socket I/O after a
  * connection exists and is the only one that closes sockets or changes epoll

@@ -71,20 +71,6 @@ void efps__tcp_ep_free(tcp_ep_t *ep)
     free(ep);
 }
 
-efps_status_t efps__tcp_cq_hold(tcp_ep_t *ep, tcp_cq_use_t use)
-{
-    const efps_tp_attr_t *attr = &ep->ctx->base.attr;
-    uint32_t n = use == TCP_CQ_WRITES ? attr->sq_depth : use == TCP_CQ_RECVS ? attr->rq_depth : 1;
-    if (ep->cq_uses & use)
-        return EFPS_OK;
-    efps_status_t status = efps__tp_cq_reserve(&ep->ctx->base.cq, n);
-    if (status != EFPS_OK)
-        return status;
-    ep->cq_uses |= use;
-    ep->cq_held += n;
-    return EFPS_OK;
-}
-
 static bool is_internal(const tcp_ep_t *ep)
 {
     return ep->base.state == EFPS_TP_EP_OPENING || ep->base.state == EFPS_TP_EP_QUEUED;

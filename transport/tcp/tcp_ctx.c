@@ -16,49 +16,6 @@ static efps_status_t tcp_probe(const efps_tp_attr_t *attr)
     return EFPS_OK; /* sockets exist everywhere */
 }
 
-/* ---- helpers (lock held) -------------------------------------------------- */
-void efps__tcp_kick_ctx(tcp_ctx_t *ctx)
-{
-    if (ctx->kicked)
-        return;
-    ctx->kicked = true;
-    uint64_t one = 1;
-    ssize_t rc = write(ctx->evfd, &one, sizeof(one));
-    (void)rc; /* EAGAIN only if the counter is huge: it is readable anyway */
-}
-
-void efps__tcp_kick(tcp_ctx_t *ctx, tcp_ep_t *ep, unsigned what)
-{
-    if (ep->kick == 0) {
-        ep->kick_next = ctx->kicks;
-        ctx->kicks = ep;
-    }
-    ep->kick |= what;
-    efps__tcp_kick_ctx(ctx);
-}
-
-void efps__tcp_set_events(tcp_ep_t *ep, uint32_t events)
-{
-    if (ep->fd < 0 || ep->events == events)
-        return;
-    struct epoll_event ev = {.events = events, .data.ptr = &ep->poll_kind};
-    if (epoll_ctl(ep->ctx->epfd, EPOLL_CTL_MOD, ep->fd, &ev) == 0)
-        ep->events = events;
-    else
-        efps_error("tcp: %s: epoll_ctl: %s", ep->base.name, strerror(errno));
-}
-
-void efps__tcp_set_heartbeat(tcp_ep_t *ep)
-{
-    tcp_ctx_t *ctx = ep->ctx;
-    uint32_t t = ctx->base.attr.timeout_ms, peer = ep->peer_timeout_ms;
-    if (peer != 0 && peer < t)
-        t = peer < 100 ? 100 : peer; /* a peer cannot make us ping like mad */
-    ep->hb_ms = t / 4;
-    if (ep->hb_ms / 2 < ctx->tick_ms)
-        ctx->tick_ms = ep->hb_ms / 2 > 0 ? ep->hb_ms / 2 : 1;
-}
-
 /* ---- progress thread ------------------------------------------------------ */
 
 /* Runs the work application threads queued. Pops one endpoint at a time, so

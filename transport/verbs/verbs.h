@@ -1,12 +1,15 @@
-/* The verbs transport's insides, shared by its files:
+/* The verbs transport's insides, shared by its files. They form a chain:
+ * each calls only the ones above it in this list (the endpoint's life cycle
+ * is in transport/base.c; tests/build/check_file_graph.py checks the chain):
  *   verbs_err.c   verbs' error conventions converted in one place
  *   verbs_dev.c   probe, device / port / GID choice, hwloc placement
- *   verbs_ctx.c   context, progress thread, timers, credit given back
- *   verbs_mr.c    ibv_reg_mr / dereg, keys bound to one QP (type-2 memory windows)
- *   verbs_rx.c    the shared receive queue and its buffers, arrivals
+ *   verbs_wake.c  kicks, heartbeat, CQ size, the QP-number table, disconnect / reject
  *   verbs_tx.c    credits, the pending queue, posting, send completions
+ *   verbs_mr.c    ibv_reg_mr / dereg, keys bound to one QP (type-2 memory windows)
+ *   verbs_rx.c    the shared receive queue and its buffers, arrivals, draining the CQ
  *   verbs_conn.c  rdma_cm: listen / accept / connect
  *   verbs_close.c failure, events of live connections, teardown
+ *   verbs_ctx.c   context, progress thread, timers, credit given back, the operations table
  *
  * Resources. Per context: one protection domain, one completion queue (with
  * its completion channel) for every send and receive, one shared receive

@@ -16,28 +16,6 @@
 #include <string.h>
 
 /* ---- failure ------------------------------------------------------------------ */
-void efps__verbs_ep_flushed(verbs_ep_t *ep)
-{
-    if (!ep->disc_pending)
-        return;
-    ep->disc_pending = false;
-    efps_tp_cqe_t cqe = {
-        .type = EFPS_TP_CQE_DISCONNECT, .status = ep->disc_status, .ep = &ep->base};
-    efps__tp_push_cqe(&ep->ctx->base, &cqe);
-}
-
-void efps__verbs_disconnect(verbs_ep_t *ep)
-{
-    if (ep->qp == NULL || ep->disconnected)
-        return;
-    ep->disconnected = true;
-    /* Moves the QP to error (posted sends flush) and tells the peer. Fails
-     * harmlessly when the peer disconnected first. */
-    if (rdma_disconnect(ep->id) != 0)
-        efps_debug("verbs: %s: rdma_disconnect: %s", ep->base.name,
-                   strerror(efps__verbs_errno(-1)));
-}
-
 void efps__verbs_ep_failed(efps_tp_ep_t *base, efps_log_level_t level, efps_status_t status,
                            const char *why)
 {
@@ -63,36 +41,6 @@ void efps__verbs_ep_failed(efps_tp_ep_t *base, efps_log_level_t level, efps_stat
 }
 
 /* ---- teardown (progress thread, lock held) ------------------------------------------ */
-void efps__verbs_reject_id(struct rdma_cm_id *id)
-{
-    uint8_t blob[VERBS_REJ_LEN] = {0};
-    efps__put_le(blob, VERBS_WIRE_MAGIC, 4);
-    blob[4] = VERBS_WIRE_VERSION;
-    rdma_reject(id, blob, sizeof(blob));
-}
-
-/* Polls the CQ dry (lock held): every completion of a QP in error is in. */
-void efps__verbs_drain_cq(verbs_ctx_t *ctx)
-{
-    struct ibv_wc wc[32];
-    int n;
-    do {
-        pthread_mutex_lock(&ctx->cq_lock);
-        n = ibv_poll_cq(ctx->hw_cq, 32, wc);
-        pthread_mutex_unlock(&ctx->cq_lock);
-        for (int i = 0; i < n; i++) {
-            if (wc[i].wr_id & VERBS_WR_RECV) {
-                efps__verbs_rx_complete(ctx, &wc[i]);
-            } else {
-                verbs_ep_t *ep = efps__verbs_ep_by_qp(ctx, wc[i].qp_num);
-                if (ep != NULL)
-                    efps__verbs_tx_complete(ep, &wc[i]);
-            }
-        }
-    } while (n > 0);
-    efps__verbs_rx_refill(ctx);
-}
-
 static void finish_teardown(verbs_ep_t *ep)
 {
     verbs_ctx_t *ctx = ep->ctx;

@@ -318,3 +318,25 @@ void efps__verbs_rx_complete(verbs_ctx_t *ctx, const struct ibv_wc *wc)
     }
     ctx->rx_free[ctx->n_free++] = idx; /* the caller reposts */
 }
+
+/* Polls the CQ dry (lock held): every completion of a QP in error is in. */
+void efps__verbs_drain_cq(verbs_ctx_t *ctx)
+{
+    struct ibv_wc wc[32];
+    int n;
+    do {
+        pthread_mutex_lock(&ctx->cq_lock);
+        n = ibv_poll_cq(ctx->hw_cq, 32, wc);
+        pthread_mutex_unlock(&ctx->cq_lock);
+        for (int i = 0; i < n; i++) {
+            if (wc[i].wr_id & VERBS_WR_RECV) {
+                efps__verbs_rx_complete(ctx, &wc[i]);
+            } else {
+                verbs_ep_t *ep = efps__verbs_ep_by_qp(ctx, wc[i].qp_num);
+                if (ep != NULL)
+                    efps__verbs_tx_complete(ep, &wc[i]);
+            }
+        }
+    } while (n > 0);
+    efps__verbs_rx_refill(ctx);
+}

@@ -434,3 +434,14 @@ efps_status_t efps__verbs_msg_send(efps_tp_ep_t *base, const void *buf, size_t l
     pthread_mutex_unlock(&ctx->base.lock);
     return EFPS_OK;
 }
+
+/* Lock held: every posted send of a failed endpoint is accounted for. */
+void efps__verbs_ep_flushed(verbs_ep_t *ep)
+{
+    if (!ep->disc_pending)
+        return;
+    ep->disc_pending = false;
+    efps_tp_cqe_t cqe = {
+        .type = EFPS_TP_CQE_DISCONNECT, .status = ep->disc_status, .ep = &ep->base};
+    efps__tp_push_cqe(&ep->ctx->base, &cqe);
+}
