@@ -17,18 +17,32 @@
 #define PS_CONNECT_BACKOFF_MAX_MS 1000
 #define PS_NOTICE_GRACE_MS        3000
 
+/* Pipelining (see the comment above drain()): parts of about 1/64 of a
+ * server's share of the model when the partition does not change the math,
+ * and a window of 1/8 of that share (at least 4 parts) of pushes in flight. */
+#define PS_AUTO_PARTS      64
+#define PS_AUTO_PART_MIN   ((size_t)4 << 10)
+#define PS_AUTO_PART_MAX   ((size_t)4 << 20)
+#define PS_WINDOW_SHARE    8
+#define PS_WINDOW_PARTS    4
+#define PS_WINDOW_STALL_MS 200 /* blocked this long with nothing arriving: post one more */
+
 typedef struct {
     efps_tp_ep_t *ep;
     ps_hello_t hello, peer;
     efps_tp_rkey_t slot_rkey; /* this worker's slot arena on that server */
     size_t slot_bytes;
+    size_t window, flight;      /* bytes of pushes allowed / posted whose update is not here yet */
+    size_t *queue, qhead, qlen; /* parts pushed but not posted yet, in push order */
 } server_link_t;
 
 typedef struct {
     efps_worker_opt_t *opt;
     uint64_t pushed, arrived, applied;
     float lr;
-    bool inflight; /* a push write not yet completed locally */
+    bool inflight; /* a push queued or posted, not yet completed locally */
+    size_t from;   /* where its write starts: 0, or the header alone for a skip */
+    size_t flight; /* bytes posted that count against the window until the update */
 } part_state_t;
 
 struct efps_ps {
@@ -38,7 +52,7 @@ struct efps_ps {
     efps_tp_ctx_t *tp;
     server_link_t *srv;
     ps_layout_t layout;
-    bool started;
+    bool started, auto_partition;
     efps_status_t failed;
     size_t *part_off, *slot_off; /* per part: in the worker arenas, in the server's slots */
     size_t arena_bytes;
@@ -227,6 +241,12 @@ efps_status_t efps_ps_init(const efps_ps_config_t *cfg, efps_ps_t **ps_p)
     if ((st = efps_optim_config_check(&ps->optim)) != EFPS_OK)
         goto err_free;
     ps->nservers = ps_count_servers(ps->cfg.servers);
+    /* Parts change the math only for blocksign with one block per part: a
+     * partition nobody set is otherwise ours to choose (auto_partition). */
+    const char *env_part = getenv("EFPS_PARTITION_BYTES");
+    ps->auto_partition = (cfg == NULL || cfg->partition_bytes == 0) &&
+                         (env_part == NULL || *env_part == '\0') &&
+                         !(ps->optim.compressor == EFPS_COMP_BLOCKSIGN && ps->optim.block == 0);
     ps_layout_init(&ps->layout, &ps->optim, ps->cfg.partition_bytes, ps->nservers);
     ps->srv = calloc((size_t)ps->nservers, sizeof(*ps->srv));
     efps_tp_attr_t attr = {.timeout_ms = (uint32_t)ps->cfg.timeout_ms};
@@ -322,6 +342,8 @@ static efps_status_t on_cqe(efps_ps_t *ps, const efps_tp_cqe_t *c)
     }
     p->arrived++;
     ps->notice[0] = '\0'; /* an update: every worker has joined */
+    ps->srv[ps->layout.parts[part].server].flight -= p->flight;
+    p->flight = 0;
     return EFPS_OK;
 }
 
@@ -340,18 +362,29 @@ static efps_status_t progress(efps_ps_t *ps, int timeout_ms, bool *any_p)
     return st;
 }
 
-/* Waits until done(ps, arg) holds; fails after timeout_ms without any completion. */
+static efps_status_t drain(efps_ps_t *ps, bool force);
+
+/* Waits until done(ps, arg) holds; fails after timeout_ms without any
+ * completion. Posts held-back pushes as the window opens. */
 static efps_status_t wait_for(efps_ps_t *ps, bool (*done)(efps_ps_t *, size_t), size_t arg,
                               const char *what)
 {
-    int64_t last = efps__now_ms();
-    while (!done(ps, arg)) {
+    int64_t last = efps__now_ms(), stall = last;
+    efps_status_t st = drain(ps, false);
+    while (st == EFPS_OK && !done(ps, arg)) {
         bool any = false;
-        efps_status_t st = progress(ps, 10, &any);
-        if (st != EFPS_OK)
+        if ((st = progress(ps, 10, &any)) != EFPS_OK)
             return st;
         if (any)
-            last = efps__now_ms();
+            last = stall = efps__now_ms();
+        /* Blocked, pushes held back, nothing arriving: a worker that pushes
+         * its keys in another order than its peers could otherwise wait for
+         * pushes they hold back for the same reason. One more goes out. */
+        const bool force = efps__now_ms() - stall > PS_WINDOW_STALL_MS;
+        if (force)
+            stall = efps__now_ms();
+        if ((st = drain(ps, force)) != EFPS_OK)
+            return st;
         char why[PS_NOTICE_MAX + 512]; /* a server that stops the run says why (e.g. who left) */
         for (int i = 0; !any && i < ps->nservers; i++)
             if (server_reason(ps, ps->srv[i].ep, why, sizeof(why))) {
@@ -370,7 +403,7 @@ static efps_status_t wait_for(efps_ps_t *ps, bool (*done)(efps_ps_t *, size_t), 
             return fail(ps, EFPS_ERR_TIMEOUT);
         }
     }
-    return EFPS_OK;
+    return st;
 }
 
 static bool push_done(efps_ps_t *ps, size_t part)
@@ -435,6 +468,18 @@ static efps_status_t alloc_parts(efps_ps_t *ps)
         if (st != EFPS_OK)
             return st;
     }
+    for (int i = 0; i < ps->nservers; i++) {
+        server_link_t *s = &ps->srv[i];
+        size_t largest = 0;
+        for (size_t p = 0; p < l->nparts; p++)
+            if (l->parts[p].server == i && l->parts[p].bytes > largest)
+                largest = l->parts[p].bytes;
+        s->window = s->slot_bytes / PS_WINDOW_SHARE;
+        if (s->window < PS_WINDOW_PARTS * largest)
+            s->window = PS_WINDOW_PARTS * largest;
+        if ((s->queue = calloc(l->nparts, sizeof(size_t))) == NULL)
+            return EFPS_ERR_NOMEM;
+    }
     ps->push_arena = efps_aligned_calloc(ps->arena_bytes);
     ps->pull_arena = efps_aligned_calloc(ps->arena_bytes);
     if (!ps->push_arena || !ps->pull_arena)
@@ -446,8 +491,37 @@ static efps_status_t alloc_parts(efps_ps_t *ps)
     return st;
 }
 
+/* The partition when nobody chose one: about PS_AUTO_PARTS parts in a
+ * server's share of the bytes on the wire (pipelining needs parts small
+ * against what a server carries per step), at least PS_AUTO_PART_MIN of them
+ * on the wire (small messages cost TCP/IP headers), a power of two of fp32
+ * bytes, whole blocks. */
+static size_t auto_partition(const ps_layout_t *l)
+{
+    const size_t probe = (size_t)1 << 20; /* wire bytes per fp32 byte, compressed */
+    const double ratio = (double)efps_encoded_size(&l->optim, probe) / (4.0 * (double)probe);
+    double wire = 0;
+    for (size_t i = 0; i < l->nkeys; i++)
+        wire += 4.0 * (double)l->keys[i].n * ratio;
+    double want = wire / l->num_servers / PS_AUTO_PARTS;
+    if (want < PS_AUTO_PART_MIN)
+        want = PS_AUTO_PART_MIN;
+    want /= ratio; /* in fp32 bytes */
+    size_t p = PS_AUTO_PART_MIN;
+    while (p < PS_AUTO_PART_MAX && 2.0 * (double)p <= want)
+        p *= 2;
+    while (l->optim.compressor == EFPS_COMP_BLOCKSIGN && p < 4 * l->optim.block)
+        p *= 2; /* a part of whole blocks: the blocks stay the tensor's */
+    return p;
+}
+
 static efps_status_t start(efps_ps_t *ps)
 {
+    if (ps->auto_partition) {
+        ps->layout.partition_bytes = auto_partition(&ps->layout);
+        efps_info("worker %d: parts of up to %zu fp32 bytes (EFPS_PARTITION_BYTES unset)",
+                  ps->cfg.rank, ps->layout.partition_bytes);
+    }
     efps_status_t st = ps_layout_finish(&ps->layout);
     if (st == EFPS_OK && ps->layout.nkeys == 0)
         st = EFPS_ERR_STATE;
@@ -475,20 +549,25 @@ static efps_status_t start(efps_ps_t *ps)
 
 /* ---- push and pull ------------------------------------------------------------- */
 
-/* Writes part p's push from byte `from` on (0: all of it; its payload size:
- * the header alone, as efps_ps_skip sends). */
-static efps_status_t post_push(efps_ps_t *ps, size_t p, size_t from)
+/* Writes part p's push, queued by send_part, from byte st[p].from on (0:
+ * all of it; its payload size: the header alone, as efps_ps_skip sends). */
+static efps_status_t post_push(efps_ps_t *ps, size_t p)
 {
     const ps_part_t *part = &ps->layout.parts[p];
     server_link_t *s = &ps->srv[part->server];
-    const uint32_t imm = ps_imm((uint32_t)p, ps->st[p].pushed);
+    part_state_t *ps_p = &ps->st[p];
+    const size_t from = ps_p->from;
+    const uint32_t imm = ps_imm((uint32_t)p, ps_p->pushed - 1);
     int64_t start_ms = efps__now_ms();
     for (;;) {
         efps_status_t st =
             efps_tp_write_imm(s->ep, ps->push_mr, ps->part_off[p] + from, part->bytes - from,
                               &s->slot_rkey, ps->slot_off[p] + from, imm, p);
-        if (st == EFPS_OK)
+        if (st == EFPS_OK) {
+            ps_p->flight = part->bytes - from;
+            s->flight += ps_p->flight;
             return st;
+        }
         if (st != EFPS_ERR_NO_RESOURCE) {
             efps_error("worker %d: push of part %zu to %s: %s", ps->cfg.rank, p,
                        efps_tp_ep_name(s->ep), efps_strerror(st));
@@ -504,12 +583,44 @@ static efps_status_t post_push(efps_ps_t *ps, size_t p, size_t from)
     }
 }
 
+/* Pushes leave in push order, each once the bytes a server has in flight
+ * from us (posted, update not back) leave room for it in its window, or at
+ * once when nothing is in flight. A server reduces a part only when all M
+ * copies are in, so a worker whose connection wins more than its share of
+ * the server's link (TCP is not fair over seconds) gains nothing by running
+ * ahead: its updates wait for the slowest copy while the server's egress
+ * idles. The window keeps the M pushes of a part close together, so the
+ * server sends updates while it still receives pushes; the window's share
+ * bounds how late the last update comes after the last push. force: post
+ * one regardless (see wait_for). */
+static efps_status_t drain(efps_ps_t *ps, bool force)
+{
+    for (int i = 0; i < ps->nservers; i++) {
+        server_link_t *s = &ps->srv[i];
+        while (s->qlen > 0) {
+            const size_t p = s->queue[s->qhead];
+            const size_t bytes = ps->layout.parts[p].bytes - ps->st[p].from;
+            if (!force && s->flight > 0 && s->flight + bytes > s->window)
+                break;
+            force = false;
+            efps_status_t st = post_push(ps, p);
+            if (st != EFPS_OK)
+                return st;
+            s->qhead = (s->qhead + 1) % ps->layout.nparts;
+            s->qlen--;
+        }
+    }
+    return EFPS_OK;
+}
+
 /* Sends part p's push, or with skip its header alone, flagged: the server
- * counts it as a payload of zero bytes. */
+ * counts it as a payload of zero bytes. It goes out now or, when the
+ * server's window is full, from a later call (drain). */
 static efps_status_t send_part(efps_ps_t *ps, size_t p, float lr, bool skip)
 {
     part_state_t *s = &ps->st[p];
     const ps_part_t *part = &ps->layout.parts[p];
+    server_link_t *srv = &ps->srv[part->server];
     uint8_t *buf = ps->push_arena + ps->part_off[p];
     ps_msg_hdr_t h = {.magic = PS_MAGIC,
                       .part = (uint32_t)p,
@@ -517,15 +628,14 @@ static efps_status_t send_part(efps_ps_t *ps, size_t p, float lr, bool skip)
                       .lr = lr,
                       .payload = skip ? PS_SKIP_PAYLOAD : (uint32_t)part->payload};
     memcpy(buf + part->payload, &h, sizeof(h));
-    efps_status_t st = post_push(ps, p, skip ? part->payload : 0);
-    if (st != EFPS_OK)
-        return st;
+    s->from = skip ? part->payload : 0;
     s->inflight = true;
     s->lr = lr;
     s->pushed++;
+    srv->queue[(srv->qhead + srv->qlen++) % ps->layout.nparts] = p;
     ps->wire_bytes += skip ? PS_TRAILER : part->bytes;
     ps->fp32_bytes += skip ? 0 : 4 * part->n;
-    return EFPS_OK;
+    return drain(ps, false);
 }
 
 /* What push and skip check first; the first of either starts the run. */
@@ -676,8 +786,10 @@ efps_status_t efps_ps_finalize(efps_ps_t *ps)
     if (ps->started && ps->failed == EFPS_OK)
         say_bye(ps);
     efps_status_t st = ps->failed;
-    for (int i = 0; i < ps->nservers; i++)
+    for (int i = 0; i < ps->nservers; i++) {
         efps_tp_ep_destroy(ps->srv[i].ep);
+        free(ps->srv[i].queue);
+    }
     efps_tp_mem_dereg(ps->push_mr);
     efps_tp_mem_dereg(ps->pull_mr);
     efps_tp_close(ps->tp);

@@ -2,7 +2,7 @@
 # S servers x M workers train least squares for 50 steps over loopback; every
 # worker must end with the same parameters, bit-identical to efps_sim.
 # usage: run_ps.sh --servers S --workers M --compressor C [--block B]
-#                  [--partition-bytes P] [--dim D --keys K] [--bare-servers] [--mpirun]
+#                  [--partition-bytes P | --auto-partition] [--dim D --keys K] [--bare-servers] [--mpirun]
 # (efps_sim blocks the whole vector: a block must divide each key's D/K elements)
 # --bare-servers: the servers get no EFPS_COMPRESSOR/EFPS_BLOCK/
 # EFPS_PARTITION_BYTES and run the layout the workers declare.
@@ -15,6 +15,7 @@ while [ $# -gt 0 ]; do
     --compressor) C=$2; shift 2 ;;
     --block) export EFPS_BLOCK=$2; shift 2 ;;
     --partition-bytes) export EFPS_PARTITION_BYTES=$2; shift 2 ;;
+    --auto-partition) unset EFPS_PARTITION_BYTES; shift ;; # the workers choose (lib/ps/worker.c)
     --bare-servers) SERVER_UNSET="-u EFPS_COMPRESSOR -u EFPS_BLOCK -u EFPS_PARTITION_BYTES"; shift ;;
     --dim) DIM=$2; shift 2 ;;
     --keys) KEYS=$2; shift 2 ;;
