@@ -156,6 +156,12 @@ struct efps_transport_ops {
 
 extern const struct efps_transport_ops efps__tcp_ops;
 extern const struct efps_transport_ops efps__verbs_ops;
+/* Discovery for efps_tp_ports / _port_gids / _resolve (verbs/verbs_info.c). */
+efps_status_t efps__verbs_ports(efps_tp_port_info_t *ports, size_t cap, size_t *n_p);
+efps_status_t efps__verbs_port_gids(const char *device, uint8_t port, efps_tp_gid_info_t *gids,
+                                    size_t cap, size_t *n_p);
+efps_status_t efps__verbs_resolve(const char *address, int timeout_ms, char *device, size_t cap,
+                                  uint8_t *port_p);
 
 /* ---- helpers shared by the transports (transport/addr.c, transport/cq.c) -- */
 

@@ -49,7 +49,8 @@ typedef enum {
 /* Every field has an "unset" value (NULL, 0, or -1 where 0 is meaningful);
  * unset fields are taken from EFPS_* variables, then from the launcher
  * (mpirun: OMPI_COMM_WORLD_RANK/SIZE, Slurm: SLURM_PROCID/SLURM_NTASKS,
- * torchrun: RANK/WORLD_SIZE), then from the defaults of efps-info.
+ * torchrun: RANK/WORLD_SIZE), then from the defaults (docs/configuration.md;
+ * `efps-info` prints each value in effect and where it came from).
  * With a launcher and no EFPS_ROLE, launcher ranks 0..S-1 are the servers
  * and the rest the workers (S = number of entries of the server list). */
 typedef struct {
@@ -79,6 +80,11 @@ EFPS_API void efps_ps_config_init(efps_ps_config_t *cfg);
  * storage. EFPS_ERR_INVALID (logged, naming the variable) when a value is
  * malformed or a required one is missing. */
 EFPS_API efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg, efps_ps_config_t *out_p);
+
+/* The launcher this process runs under, as efps_ps_config_resolve sees it:
+ * "mpirun", "slurm" or "torchrun" with the names of its rank and size
+ * variables (either pointer may be NULL); NULL when there is none. */
+EFPS_API const char *efps_ps_launcher(const char **rank_var_p, const char **size_var_p);
 
 typedef struct efps_ps efps_ps_t;
 

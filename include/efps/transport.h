@@ -302,6 +302,42 @@ EFPS_API efps_status_t efps_tp_poll(efps_tp_ctx_t *ctx, efps_tp_cqe_t *cqes, int
 /* "WRITE", "RECV", "DISCONNECT". */
 EFPS_API const char *efps_tp_cqe_type_name(efps_tp_cqe_type_t type);
 
+/* ---- what the machine offers (efps-info) ----------------------------------
+ * Discovery without opening a transport, as ibv_devinfo and rdma_cm see it.
+ * A library built without verbs returns EFPS_ERR_UNSUPPORTED from each. */
+typedef struct {
+    char device[64];        /* "rxe0", "mlx5_0" */
+    uint8_t port;           /* 1.. */
+    const char *state;      /* "active", "down", "init", "armed", "active defer" */
+    const char *link_layer; /* "Ethernet" (RoCE), "InfiniBand" */
+    uint32_t max_msg;       /* largest message of the port, bytes */
+    uint32_t gids;          /* valid entries of its GID table */
+} efps_tp_port_info_t;
+
+/* Every port of every RDMA device, up to cap of them, into ports; *n_p is
+ * how many there are (may exceed cap). EFPS_OK with *n_p 0: no device. */
+EFPS_API efps_status_t efps_tp_ports(efps_tp_port_info_t *ports, size_t cap, size_t *n_p);
+
+typedef struct {
+    uint32_t index;   /* what EFPS_IB_GID takes */
+    char gid[48];     /* IPv6 notation: "::ffff:10.23.0.1", "fe80::..." */
+    const char *type; /* "IB", "RoCE v1", "RoCE v2" */
+    char netdev[32];  /* the network interface it belongs to, "" if none */
+} efps_tp_gid_info_t;
+
+/* The valid GID entries of device's port, up to cap, into gids; *n_p is how
+ * many there are. EFPS_ERR_INVALID: no such device or port. */
+EFPS_API efps_status_t efps_tp_port_gids(const char *device, uint8_t port, efps_tp_gid_info_t *gids,
+                                         size_t cap, size_t *n_p);
+
+/* Resolves "host:port" with rdma_cm as a verbs connect would (within
+ * timeout_ms), and names the RDMA device (into device, cap bytes) and port
+ * that would carry the connection. EFPS_ERR_INVALID (address malformed or
+ * unknown), EFPS_ERR_UNSUPPORTED (no RDMA device reaches it: the reason
+ * logged), EFPS_ERR_TIMEOUT, EFPS_ERR_SYSTEM. */
+EFPS_API efps_status_t efps_tp_resolve(const char *address, int timeout_ms, char *device,
+                                       size_t cap, uint8_t *port_p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,5 +1,6 @@
 /* The one table of EFPS_* environment variables, with defaults and meanings.
- * efps-info prints it; efps_config_check_env() warns about typos. */
+ * efps-info prints it with the value in effect; efps_config_check_env() warns
+ * about typos. */
 #include "efps/core.h"
 
 #include <stdlib.h>

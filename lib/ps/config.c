@@ -34,24 +34,44 @@ static efps_status_t env_long(const char *var, long lo, long hi, long *v_p)
     return parse_long(var, text, lo, hi, v_p);
 }
 
+/* The launchers whose rank and size variables are taken, in this order. */
+static const char *const launchers[][3] = {
+    {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
+    {"slurm", "SLURM_PROCID", "SLURM_NTASKS"},
+    {"torchrun", "RANK", "WORLD_SIZE"},
+};
+
+/* Index into launchers of the one this process runs under, or -1. */
+static int launcher_index(void)
+{
+    for (size_t i = 0; i < sizeof(launchers) / sizeof(launchers[0]); i++)
+        if (getenv(launchers[i][1]) != NULL && getenv(launchers[i][2]) != NULL)
+            return (int)i;
+    return -1;
+}
+
+const char *efps_ps_launcher(const char **rank_var_p, const char **size_var_p)
+{
+    int i = launcher_index();
+    if (i < 0)
+        return NULL;
+    if (rank_var_p != NULL)
+        *rank_var_p = launchers[i][1];
+    if (size_var_p != NULL)
+        *size_var_p = launchers[i][2];
+    return launchers[i][0];
+}
+
 /* The launcher this process runs under, if any: rank and size. */
 static const char *launcher(long *rank_p, long *size_p)
 {
-    static const char *const vars[][3] = {
-        {"mpirun", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"},
-        {"slurm", "SLURM_PROCID", "SLURM_NTASKS"},
-        {"torchrun", "RANK", "WORLD_SIZE"},
-    };
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
-        const char *r = getenv(vars[i][1]), *s = getenv(vars[i][2]);
-        if (r == NULL || s == NULL)
-            continue;
-        if (parse_long(vars[i][1], r, 0, INT_MAX, rank_p) != EFPS_OK ||
-            parse_long(vars[i][2], s, 1, INT_MAX, size_p) != EFPS_OK || *rank_p >= *size_p)
-            return NULL;
-        return vars[i][0];
-    }
-    return NULL;
+    const char *rv, *sv, *who = efps_ps_launcher(&rv, &sv);
+    if (who == NULL)
+        return NULL;
+    if (parse_long(rv, getenv(rv), 0, INT_MAX, rank_p) != EFPS_OK ||
+        parse_long(sv, getenv(sv), 1, INT_MAX, size_p) != EFPS_OK || *rank_p >= *size_p)
+        return NULL;
+    return who;
 }
 
 int ps_count_servers(const char *list)

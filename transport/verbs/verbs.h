@@ -238,6 +238,8 @@ const char *efps__verbs_reject_reason(int status);
 
 /* ---- verbs_dev.c ------------------------------------------------------------ */
 efps_status_t efps__verbs_probe(const efps_tp_attr_t *attr);
+/* "IB", "RoCE v1", "RoCE v2" (verbs_dev.c). */
+const char *efps__verbs_gid_type_name(enum ibv_gid_type type);
 /* Picks the device (attr->device or the first with an active port), its port
  * and GID setting, and the progress thread's cpuset. */
 efps_status_t efps__verbs_pick_device(verbs_ctx_t *ctx, const efps_tp_attr_t *attr);

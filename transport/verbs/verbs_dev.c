@@ -212,7 +212,7 @@ efps_status_t efps__verbs_pick_device(verbs_ctx_t *ctx, const efps_tp_attr_t *at
     return status;
 }
 
-static const char *gid_type_name(enum ibv_gid_type type)
+const char *efps__verbs_gid_type_name(enum ibv_gid_type type)
 {
     switch (type) {
     case IBV_GID_TYPE_IB:
@@ -262,12 +262,12 @@ efps_status_t efps__verbs_check_id(verbs_ctx_t *ctx, struct rdma_cm_id *id, cons
     if (ctx->gid_index >= 0 && (int)entry.gid_index != ctx->gid_index) {
         efps_error("verbs: %s: the address maps to GID index %u (%s) of %s port %u, not "
                    "EFPS_IB_GID=%d: use the IP address of GID %d, or unset EFPS_IB_GID",
-                   what, entry.gid_index, gid_type_name(entry.gid_type), ctx->dev_name,
+                   what, entry.gid_index, efps__verbs_gid_type_name(entry.gid_type), ctx->dev_name,
                    id->port_num, ctx->gid_index, ctx->gid_index);
         return EFPS_ERR_INVALID;
     }
     efps_debug("verbs: %s: %s port %u GID index %u (%s)", what, ctx->dev_name, id->port_num,
-               entry.gid_index, gid_type_name(entry.gid_type));
+               entry.gid_index, efps__verbs_gid_type_name(entry.gid_type));
     if (entry.gid_type == IBV_GID_TYPE_ROCE_V1)
         efps_warn("verbs: %s uses a RoCE v1 GID (index %u): RoCE v2 is routable and preferred "
                   "(set the port's default_roce_mode)",
