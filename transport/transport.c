@@ -52,6 +52,12 @@ static efps_status_t fill_attr(const efps_tp_attr_t *in, efps_tp_attr_t *out)
         const char *dev = efps_config_get("EFPS_IB_DEV");
         out->device = (dev != NULL && *dev != '\0') ? dev : NULL;
     }
+    if (out->device != NULL && *out->device == '\0')
+        out->device = NULL; /* "" set by a program: the first active device */
+    if (out->gid == NULL)
+        out->gid = efps_config_get("EFPS_IB_GID");
+    if (out->cpu_affinity == NULL)
+        out->cpu_affinity = efps_config_get("EFPS_CPU_AFFINITY");
     return EFPS_OK;
 }
 

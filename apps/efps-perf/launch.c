@@ -44,7 +44,7 @@ int launch_servers(int S, int M, const efps_ps_config_t *base, const char *host,
             cfg.num_workers = M;
             cfg.servers = list;
             cfg.bind = bind;
-            setenv("EFPS_PORT_FILE", path, 1);
+            cfg.port_file = path;
             _exit(efps_server_main(&cfg));
         }
     }

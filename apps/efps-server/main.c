@@ -39,6 +39,7 @@ static void usage(FILE *f)
         "                          (required; make one: openssl rand -hex 32)\n"
         "      --insecure          run without a secret: anyone can join      EFPS_INSECURE=1\n"
         "  -P, --port-file PATH    write the port listened on to PATH (with --bind :0)\n"
+        "                                                                     EFPS_PORT_FILE\n"
         "  -v, --verbose           log at info level                          EFPS_LOG\n"
         "  -h, --help              this text\n");
 }
@@ -155,7 +156,6 @@ int main(int argc, char **argv)
     efps_ps_config_init(&cfg);
     cfg.role = EFPS_ROLE_SERVER;
     static char secret[1024];
-    const char *port_file = NULL;
     int c, li = -1, k;
     cli_init("efps-server");
     opterr = 0;
@@ -180,10 +180,10 @@ int main(int argc, char **argv)
             cfg.compressor = compressors[k];
             break;
         case 'P':
-            port_file = optarg;
+            cfg.port_file = optarg;
             break;
         case 'I':
-            setenv("EFPS_INSECURE", "1", 1);
+            cfg.insecure = 1;
             break;
         case 'v':
             efps_log_set_level(EFPS_LOG_INFO);
@@ -210,7 +210,5 @@ int main(int argc, char **argv)
     }
     if (optind < argc)
         return cli_unexpected(argv[optind]);
-    if (port_file != NULL)
-        setenv("EFPS_PORT_FILE", port_file, 1);
     return serve(&cfg);
 }

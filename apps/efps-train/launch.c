@@ -102,7 +102,7 @@ static int start_server(const train_opts_t *o, int s, const char *list, const ch
         cfg.transport = o->transport;
         cfg.compressor = o->compressor;
         cfg.block = o->block;
-        setenv("EFPS_PORT_FILE", port_file, 1);
+        cfg.port_file = port_file;
         _exit(efps_server_main(&cfg));
     }
     *c = (child_t){.pid = pid, .server = 1, .rank = s};

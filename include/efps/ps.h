@@ -47,7 +47,8 @@ typedef enum {
 } efps_role_t;
 
 /* Every field has an "unset" value (NULL, 0, or -1 where 0 is meaningful);
- * unset fields are taken from EFPS_* variables, then from the launcher
+ * a set field wins over its EFPS_* variable; unset fields are taken from
+ * EFPS_* variables, then from the launcher
  * (mpirun: OMPI_COMM_WORLD_RANK/SIZE, Slurm: SLURM_PROCID/SLURM_NTASKS,
  * torchrun: RANK/WORLD_SIZE), then from the defaults (docs/configuration.md;
  * `efps-info` prints each value in effect and where it came from).
@@ -70,6 +71,16 @@ typedef struct {
     float momentum; /* mu */
     int nesterov;
     float weight_decay;
+    /* The other settings of a job (docs/configuration.md). EFPS_LOG and
+     * EFPS_SIMD are the process's: efps_log_set_level, efps_compress_set_simd. */
+    const char *port_file;    /* server: EFPS_PORT_FILE, where to write the port listened on */
+    const char *ib_dev;       /* verbs: EFPS_IB_DEV, the RDMA device */
+    const char *ib_gid;       /* verbs: EFPS_IB_GID, a GID index as text ("1"; "": rdma_cm's) */
+    const char *cpu_affinity; /* verbs: EFPS_CPU_AFFINITY: auto, none or a core number */
+    int insecure;             /* 1: run without a secret (as EFPS_INSECURE=1); 0: the variable */
+    int login_timeout_ms;     /* server: 0: EFPS_LOGIN_TIMEOUT_MS */
+    int max_pending;          /* server: 0: EFPS_MAX_PENDING */
+    int max_pending_per_host; /* server: 0: EFPS_MAX_PENDING_PER_HOST */
 } efps_ps_config_t;
 
 /* All fields unset, hyperparameters zero. */

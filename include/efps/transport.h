@@ -97,7 +97,8 @@ typedef struct {
     uint32_t sq_depth;   /* outstanding writes per endpoint; 0: 64 */
     uint32_t rq_depth;   /* unpolled arrivals per endpoint before throttling; 0: 256 */
     uint32_t timeout_ms; /* a silent peer is dead after this; 0: EFPS_TIMEOUT_MS */
-    const char *device;  /* verbs: device name (NULL: EFPS_IB_DEV); tcp: unused */
+    const char *device;  /* verbs: device name (NULL: EFPS_IB_DEV, "": the first
+                            with an active port); tcp: unused */
     /* tcp: how long an incoming connection may stay before it has sent its
      * connection request (the transport's own hello); then its socket is
      * closed and freed, so strangers that connect and say nothing cannot
@@ -105,6 +106,13 @@ typedef struct {
      * deadline. 0 (or more than timeout_ms): timeout_ms. verbs: unused (rdma_cm owns the
      * handshake). */
     uint32_t hello_timeout_ms;
+    /* verbs: the GID index as text ("1"), which must be the one each
+     * connection's address maps to; "": whatever rdma_cm picks; NULL:
+     * EFPS_IB_GID. tcp: unused. */
+    const char *gid;
+    /* verbs: where the progress thread runs: "auto" (near the device),
+     * "none", or a core number; NULL: EFPS_CPU_AFFINITY. tcp: unused. */
+    const char *cpu_affinity;
 } efps_tp_attr_t;
 
 /* Opens a transport: name "tcp", "verbs" or "auto" (verbs when an active RDMA

@@ -159,6 +159,47 @@ static efps_status_t resolve_role(const efps_ps_config_t *cfg, efps_ps_config_t 
     return EFPS_OK;
 }
 
+/* An integer setting: the struct's value when set (> 0), else the variable's. */
+static efps_status_t int_setting(int set, const char *var, long lo, long hi, int *v_p)
+{
+    long v = set;
+    efps_status_t st = EFPS_OK;
+    if (set <= 0)
+        st = env_long(var, lo, hi, &v);
+    else if (v < lo || v > hi) {
+        efps_error("configuration: %d for %s is not in [%ld, %ld]", set, var, lo, hi);
+        st = EFPS_ERR_INVALID;
+    }
+    if (st == EFPS_OK)
+        *v_p = (int)v;
+    return st;
+}
+
+static bool insecure(const efps_ps_config_t *cfg)
+{
+    return cfg->insecure == 1 || strcmp(efps_config_get("EFPS_INSECURE"), "1") == 0;
+}
+
+/* The settings besides the job's shape: files, the RDMA device, admission. */
+static efps_status_t resolve_rest(const efps_ps_config_t *cfg, efps_ps_config_t *o)
+{
+    o->port_file = cfg->port_file ? cfg->port_file : efps_config_get("EFPS_PORT_FILE");
+    o->ib_dev = cfg->ib_dev ? cfg->ib_dev : efps_config_get("EFPS_IB_DEV");
+    o->ib_gid = cfg->ib_gid ? cfg->ib_gid : efps_config_get("EFPS_IB_GID");
+    o->cpu_affinity = cfg->cpu_affinity ? cfg->cpu_affinity : efps_config_get("EFPS_CPU_AFFINITY");
+    o->insecure = insecure(cfg);
+    if (o->role != EFPS_ROLE_SERVER)
+        return EFPS_OK;
+    efps_status_t st = int_setting(cfg->login_timeout_ms, "EFPS_LOGIN_TIMEOUT_MS", 1, INT_MAX,
+                                   &o->login_timeout_ms);
+    if (st == EFPS_OK)
+        st = int_setting(cfg->max_pending, "EFPS_MAX_PENDING", 1, 1 << 20, &o->max_pending);
+    if (st == EFPS_OK)
+        st = int_setting(cfg->max_pending_per_host, "EFPS_MAX_PENDING_PER_HOST", 1, 1 << 20,
+                         &o->max_pending_per_host);
+    return st;
+}
+
 efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg, efps_ps_config_t *out_p)
 {
     efps_ps_config_t def, o;
@@ -211,31 +252,32 @@ efps_status_t efps_ps_config_resolve(const efps_ps_config_t *cfg, efps_ps_config
         else
             o.bind = addr;
     }
+    if ((st = resolve_rest(cfg, &o)) != EFPS_OK)
+        return st;
     *out_p = o;
     return EFPS_OK;
 }
 
-efps_status_t efps__ps_limits(efps__ps_limits_t *lim_p)
+efps_status_t efps__ps_limits(const efps_ps_config_t *cfg, efps__ps_limits_t *lim_p)
 {
-    long login, total, host;
-    efps_status_t st = env_long("EFPS_LOGIN_TIMEOUT_MS", 1, INT_MAX, &login);
+    efps__ps_limits_t lim;
+    efps_status_t st =
+        int_setting(cfg->login_timeout_ms, "EFPS_LOGIN_TIMEOUT_MS", 1, INT_MAX, &lim.login_ms);
     if (st == EFPS_OK)
-        st = env_long("EFPS_MAX_PENDING", 1, 1 << 20, &total);
+        st = int_setting(cfg->max_pending, "EFPS_MAX_PENDING", 1, 1 << 20, &lim.max_pending);
     if (st == EFPS_OK)
-        st = env_long("EFPS_MAX_PENDING_PER_HOST", 1, 1 << 20, &host);
-    if (st != EFPS_OK)
-        return st;
-    *lim_p = (efps__ps_limits_t){
-        .login_ms = (int)login, .max_pending = (int)total, .max_per_host = (int)host};
-    return EFPS_OK;
+        st = int_setting(cfg->max_pending_per_host, "EFPS_MAX_PENDING_PER_HOST", 1, 1 << 20,
+                         &lim.max_per_host);
+    if (st == EFPS_OK)
+        *lim_p = lim;
+    return st;
 }
 
 efps_status_t efps__ps_check_secret(const efps_ps_config_t *cfg, const char *who)
 {
     if (cfg->secret != NULL && *cfg->secret != '\0')
         return EFPS_OK;
-    const char *insecure = efps_config_get("EFPS_INSECURE");
-    if (insecure != NULL && strcmp(insecure, "1") == 0) {
+    if (insecure(cfg)) {
         efps_warn("%s: INSECURE: no EFPS_SECRET and EFPS_INSECURE=1: anyone who can reach the "
                   "servers can join this job, read the model and write into it",
                   who);

@@ -21,16 +21,17 @@ int ps_count_servers(const char *list);
 void ps_server_entry(const char *list, int i, char *buf, size_t cap);
 
 /* ---- configuration (config.c) ------------------------------------------------ */
-/* The server's admission limits (EFPS_LOGIN_TIMEOUT_MS, EFPS_MAX_PENDING,
- * EFPS_MAX_PENDING_PER_HOST). */
+/* The server's admission limits: cfg's fields, else EFPS_LOGIN_TIMEOUT_MS,
+ * EFPS_MAX_PENDING, EFPS_MAX_PENDING_PER_HOST. */
 typedef struct {
     int login_ms;     /* an unauthenticated connection must log in within this */
     int max_pending;  /* unauthenticated connections at once, in all */
     int max_per_host; /* ... and from one source address */
 } efps__ps_limits_t;
-efps_status_t efps__ps_limits(efps__ps_limits_t *lim_p);
+efps_status_t efps__ps_limits(const efps_ps_config_t *cfg, efps__ps_limits_t *lim_p);
 /* Secure by default: EFPS_ERR_AUTH (logged, saying how to make a secret)
- * when cfg has no secret, unless EFPS_INSECURE=1 (then a loud warning). */
+ * when cfg has no secret, unless cfg->insecure or EFPS_INSECURE=1 (then a
+ * loud warning). */
 efps_status_t efps__ps_check_secret(const efps_ps_config_t *cfg, const char *who);
 
 /* ---- layout ---------------------------------------------------------------- */

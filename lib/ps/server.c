@@ -36,11 +36,11 @@ static efps_status_t turn(server_t *sv, bool *any_p)
     return efps__srv_retry_pending(sv);
 }
 
-/* EFPS_PORT_FILE: tells a launcher which port "port 0" became. Written to a
+/* port_file (EFPS_PORT_FILE): tells a launcher which port "port 0" became. Written to a
  * temporary name and renamed, so a reader never sees half a number. */
 static efps_status_t write_port_file(const server_t *sv)
 {
-    const char *path = efps_config_get("EFPS_PORT_FILE");
+    const char *path = sv->cfg.port_file;
     if (path == NULL || *path == '\0')
         return EFPS_OK;
     char tmp[4096];
@@ -158,12 +158,15 @@ static efps_status_t server_open(server_t *sv)
     char who[32];
     snprintf(who, sizeof(who), "server %d", sv->cfg.rank);
     if ((st = efps__ps_check_secret(&sv->cfg, who)) != EFPS_OK ||
-        (st = efps__ps_limits(&sv->lim)) != EFPS_OK)
+        (st = efps__ps_limits(&sv->cfg, &sv->lim)) != EFPS_OK)
         return st;
     /* The transport drops a connection that never says hello by the same
      * login deadline this server gives an unauthenticated peer. */
     efps_tp_attr_t attr = {.timeout_ms = (uint32_t)sv->cfg.timeout_ms,
-                           .hello_timeout_ms = (uint32_t)sv->lim.login_ms};
+                           .hello_timeout_ms = (uint32_t)sv->lim.login_ms,
+                           .device = sv->cfg.ib_dev,
+                           .gid = sv->cfg.ib_gid,
+                           .cpu_affinity = sv->cfg.cpu_affinity};
     sv->by_rank = calloc((size_t)sv->M, sizeof(*sv->by_rank));
     sv->inputs = calloc((size_t)sv->M, sizeof(*sv->inputs));
     sv->missing_why = calloc((size_t)sv->M, sizeof(*sv->missing_why));

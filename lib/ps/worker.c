@@ -249,7 +249,10 @@ efps_status_t efps_ps_init(const efps_ps_config_t *cfg, efps_ps_t **ps_p)
                          !(ps->optim.compressor == EFPS_COMP_BLOCKSIGN && ps->optim.block == 0);
     ps_layout_init(&ps->layout, &ps->optim, ps->cfg.partition_bytes, ps->nservers);
     ps->srv = calloc((size_t)ps->nservers, sizeof(*ps->srv));
-    efps_tp_attr_t attr = {.timeout_ms = (uint32_t)ps->cfg.timeout_ms};
+    efps_tp_attr_t attr = {.timeout_ms = (uint32_t)ps->cfg.timeout_ms,
+                           .device = ps->cfg.ib_dev,
+                           .gid = ps->cfg.ib_gid,
+                           .cpu_affinity = ps->cfg.cpu_affinity};
     if (ps->srv == NULL)
         st = EFPS_ERR_NOMEM;
     else

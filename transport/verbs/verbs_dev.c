@@ -74,9 +74,9 @@ static void describe(struct ibv_context **list, int n, char *buf, size_t cap)
     }
 }
 
-static efps_status_t pick_gid(verbs_ctx_t *ctx)
+/* text: attr->gid (EFPS_IB_GID unless the program set it). */
+static efps_status_t pick_gid(verbs_ctx_t *ctx, const char *text)
 {
-    const char *text = efps_config_get("EFPS_IB_GID");
     ctx->gid_index = -1;
     if (text == NULL || *text == '\0')
         return EFPS_OK;
@@ -92,9 +92,9 @@ static efps_status_t pick_gid(verbs_ctx_t *ctx)
     return EFPS_OK;
 }
 
-static efps_status_t pick_placement(verbs_ctx_t *ctx)
+/* aff: attr->cpu_affinity (EFPS_CPU_AFFINITY unless the program set it). */
+static efps_status_t pick_placement(verbs_ctx_t *ctx, const char *aff)
 {
-    const char *aff = efps_config_get("EFPS_CPU_AFFINITY");
     if (strcasecmp(aff, "none") == 0) {
         efps_info("verbs: progress thread not pinned (EFPS_CPU_AFFINITY=none)");
         return EFPS_OK;
@@ -206,9 +206,9 @@ efps_status_t efps__verbs_pick_device(verbs_ctx_t *ctx, const efps_tp_attr_t *at
     ctx->max_msg = ibv_query_port(ctx->verbs, ctx->port, &pa) == 0 && pa.max_msg_sz > 0
                        ? pa.max_msg_sz
                        : (1u << 30);
-    efps_status_t status = pick_gid(ctx);
+    efps_status_t status = pick_gid(ctx, attr->gid);
     if (status == EFPS_OK)
-        status = pick_placement(ctx);
+        status = pick_placement(ctx, attr->cpu_affinity);
     return status;
 }
 

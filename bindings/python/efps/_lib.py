@@ -110,6 +110,14 @@ class PsConfig(ctypes.Structure):
         ("momentum", c_float),
         ("nesterov", c_int),
         ("weight_decay", c_float),
+        ("port_file", c_char_p),
+        ("ib_dev", c_char_p),
+        ("ib_gid", c_char_p),
+        ("cpu_affinity", c_char_p),
+        ("insecure", c_int),
+        ("login_timeout_ms", c_int),
+        ("max_pending", c_int),
+        ("max_pending_per_host", c_int),
     ]
 
 
