@@ -198,8 +198,8 @@ static void check_server(out_t *o, info_tally_t *t, const info_config_t *ic, con
             snprintf(detail, sizeof(detail), "%s", info_log_last());
             info_check(o, t, name, "fail", detail,
                        "use the IP address of an RDMA interface (rdma link show; ip addr show "
-                       "dev <netdev>): rdma_cm has no route over loopback or a network without "
-                       "RDMA");
+                       "dev <netdev>) on a network this machine's RDMA device reaches (ip route "
+                       "get ADDR)");
         }
         snprintf(name, sizeof(name), "tcp %s", entry);
         info_check(o, t, name, "skip", "transport verbs: servers listen with rdma_cm, not tcp",
