@@ -1,7 +1,7 @@
 /* What the machine offers (efps-info): the neutral entry points. The verbs
  * transport answers them (transport/verbs/verbs_info.c); a library built
  * without verbs has no RDMA to describe. */
-#include "transport/transport_int.h"
+#include "transport_int.h"
 
 efps_status_t efps_tp_ports(efps_tp_port_info_t *ports, size_t cap, size_t *n_p)
 {

@@ -1,6 +1,6 @@
 /* Discovery for efps-info (efps_tp_ports, efps_tp_port_gids, efps_tp_resolve):
  * what ibv_devinfo and rdma_cm see, without opening a transport. */
-#include "transport/verbs/verbs.h"
+#include "verbs.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
