@@ -18,6 +18,10 @@ usage: perf/cluster/cluster.sh [options]
 Runs efps-server and efps-train on an emulated cluster of shaped links.
 
   --servers S        server hosts                                   (1)
+  --colocate         server s on worker s's host instead of a host of its own
+  --ddp              no servers: examples/torch/train_resnet.py --dist ddp
+                     (gloo, fp32) on the workers' hosts (summary.csv only;
+                     its step is the epoch's mean, the first step included)
   --workers M        worker hosts, one efps-train worker each       (2)
   --rate R           every host link, both directions, tc units: 1mbit,
                      10mbit, 1gbit; "none" = not shaped             (none)
@@ -31,7 +35,14 @@ Runs efps-server and efps-train on an emulated cluster of shaped links.
   --batch N          images per worker and step                     (64)
   --epochs N                                                        (1)
   --partition-bytes N  largest tensor part (EFPS_PARTITION_BYTES)   (library's)
-  --queue MS         tbf queue of each link direction, in ms at --rate (100)
+  --queue MS         tbf queue of the switch's port to each host, in ms at
+                     --rate: a shallow switch buffer drops on incast   (100)
+  --host-queue MS    tbf queue of each host's own egress (1000): a host's
+                     NIC holds its own senders back instead of dropping
+                     (a 100 ms queue here dropped a third of a server's
+                     packets under the machine's BBR)
+  --sample MS        every MS, the byte counters of every link
+                     (samples.csv; perf/cluster/timeline.py plots them)
   --bulk SECONDS     before training, time a bulk TCP transfer of about
                      SECONDS at --rate each way between worker 0 and server 0
                      (bulk.csv): checks that the links are really shaped
@@ -57,6 +68,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 SERVERS=1 WORKERS=2 RATE=none DELAY="" LOSS="" COMPRESSOR=blocksign BLOCK=2048
 MODEL=resnet8 IMAGES=1024 TEST_IMAGES=100 BATCH=64 EPOCHS=1 BULK="" TRAIN=1
 TIMEOUT=1800 BUILD=$root/build OUT="" NICE=${NICE:-10} QUEUE_MS=100 PARTITION=""
+SAMPLE_MS="" HOST_QUEUE_MS=1000 COLOCATE=0 DDP=0
 PORT=7000 BULK_PORT=9000
 
 need() { [ $# -ge 2 ] && [ -n "$2" ] || die "missing value for '$1' (see --help)"; }
@@ -65,8 +77,10 @@ while [ $# -gt 0 ]; do
   case $1 in
     -h|--help) usage; exit 0 ;;
     --no-train) TRAIN=0; shift; continue ;;
+    --colocate) COLOCATE=1; shift; continue ;;
+    --ddp) DDP=1; SERVERS=0; shift; continue ;;
     --servers|--workers|--rate|--delay|--loss|--compressor|--block|--model|--images|\
-    --test-images|--batch|--epochs|--bulk|--timeout|--build|--out|--queue|--partition-bytes) need "$@" ;;
+    --test-images|--batch|--epochs|--bulk|--timeout|--build|--out|--queue|--partition-bytes|--sample|--host-queue) need "$@" ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
   case $1 in
@@ -84,6 +98,8 @@ while [ $# -gt 0 ]; do
     --epochs) int_arg "$1" "$2"; EPOCHS=$2 ;;
     --bulk) int_arg "$1" "$2"; BULK=$2 ;;
     --queue) int_arg "$1" "$2"; QUEUE_MS=$2 ;;
+    --sample) int_arg "$1" "$2"; SAMPLE_MS=$2 ;;
+    --host-queue) int_arg "$1" "$2"; HOST_QUEUE_MS=$2 ;;
     --partition-bytes) int_arg "$1" "$2" 64; PARTITION=$2 ;;
     --timeout) int_arg "$1" "$2"; TIMEOUT=$2 ;;
     --build) BUILD=$2 ;;
@@ -92,7 +108,9 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 [ -n "$OUT" ] || die "--out DIR is required (see --help)"
+[ "$DDP" -eq 0 ] || SERVERS=0
 [ "$SERVERS" -le 254 ] && [ "$WORKERS" -le 254 ] || die "at most 254 servers and 254 workers"
+[ "$COLOCATE" -eq 0 ] || [ "$SERVERS" -le "$WORKERS" ] || die "--colocate needs --servers <= --workers"
 case $COMPRESSOR in none|sign|blocksign) ;; *) die "--compressor needs none, sign or blocksign, not '$COMPRESSOR'" ;; esac
 
 # "10mbit" -> 10000000 (tc's decimal units); "none" -> 0.
@@ -176,11 +194,12 @@ ip -n "$SW" link add br0 type bridge
 ip -n "$SW" link set br0 up
 
 # tbf at --rate: a bucket of 10 ms of the rate (at least 4 KiB: a few frames)
-# and a queue of up to --queue ms; GSO packets larger than the bucket are
-# segmented by tbf itself. A short queue drops packets when M workers push to
-# one server at once (incast), as a shallow switch buffer does.
-shape() { # shape NS DEV WITH_NETEM
-  local ns=$1 dev=$2 netem=$3 burst parent=root
+# and a queue of up to --queue ms on the switch's ports (--host-queue on a
+# host's own egress); GSO packets larger than the bucket are segmented by tbf
+# itself. A short queue drops packets when M workers push to one server at
+# once (incast), as a shallow switch buffer does.
+shape() { # shape NS DEV WITH_NETEM QUEUE_MS
+  local ns=$1 dev=$2 netem=$3 q=$4 burst parent=root
   if [ "$netem" -eq 1 ] && [ -n "$DELAY$LOSS" ]; then
     tc -n "$ns" qdisc add dev "$dev" root handle 1: netem limit 100000 \
       ${DELAY:+delay "$DELAY"} ${LOSS:+loss "$LOSS"}
@@ -189,7 +208,7 @@ shape() { # shape NS DEV WITH_NETEM
   [ "$RATE_BPS" -gt 0 ] || return 0
   burst=$(( RATE_BPS / 800 > 4096 ? RATE_BPS / 800 : 4096 ))
   # shellcheck disable=SC2086
-  tc -n "$ns" qdisc add dev "$dev" $parent handle 10: tbf rate "$RATE_BPS"bit burst "$burst" latency "${QUEUE_MS}ms"
+  tc -n "$ns" qdisc add dev "$dev" $parent handle 10: tbf rate "$RATE_BPS"bit burst "$burst" latency "${q}ms"
 }
 
 add_host() { # add_host NS ADDR PORT
@@ -201,21 +220,24 @@ add_host() { # add_host NS ADDR PORT
   ip -n "$SW" link set "$port" master br0 up
   ip -n "$ns" addr add "$addr/15" dev eth0
   ip -n "$ns" link set eth0 up
-  shape "$ns" eth0 1   # host -> switch
-  shape "$SW" "$port" 0 # switch -> host
+  shape "$ns" eth0 1 "$HOST_QUEUE_MS" # host -> switch
+  shape "$SW" "$port" 0 "$QUEUE_MS"   # switch -> host
 }
 
-server_addr() { echo "198.18.0.$(( $1 + 1 ))"; }
+# --colocate: server s runs on worker s's host (BytePS' advice: S = M, every
+# host a worker and a server), its traffic with that worker stays on the host.
+server_addr() { if [ "$COLOCATE" -eq 1 ]; then worker_addr "$1"; else echo "198.18.0.$(( $1 + 1 ))"; fi; }
+server_ns() { if [ "$COLOCATE" -eq 1 ]; then echo "${PFX}w$1"; else echo "${PFX}s$1"; fi; }
 worker_addr() { echo "198.18.1.$(( $1 + 1 ))"; }
 LIST=""
 for ((s = 0; s < SERVERS; s++)); do
-  add_host "${PFX}s$s" "$(server_addr $s)" "${PORT_PFX}s$s"
+  [ "$COLOCATE" -eq 1 ] || add_host "${PFX}s$s" "$(server_addr $s)" "${PORT_PFX}s$s"
   LIST+="${LIST:+,}$(server_addr $s):$PORT"
 done
 for ((w = 0; w < WORKERS; w++)); do
   add_host "${PFX}w$w" "$(worker_addr $w)" "${PORT_PFX}w$w"
 done
-echo "cluster.sh: $SERVERS server and $WORKERS worker hosts (${PFX}*), links $RATE${DELAY:+, delay $DELAY}${LOSS:+, loss $LOSS}"
+echo "cluster.sh: $SERVERS server$([ "$COLOCATE" -eq 0 ] || echo "s on the first worker hosts") and $WORKERS worker hosts (${PFX}*), links $RATE${DELAY:+, delay $DELAY}${LOSS:+, loss $LOSS}"
 
 # wait_listen NS ADDR PORT PID: until something listens there (10 s), or PID dies.
 wait_listen() {
@@ -262,8 +284,8 @@ print("%d,%.6f,%.0f" % (n, dt, 8 * (n90 - n10) / dt if dt > 0 else 0))
 }
 if [ -n "$BULK" ]; then
   echo "direction,rate_bps,bytes,seconds,goodput_bps" > "$OUT/bulk.csv"
-  bulk "${PFX}w0" "${PFX}s0" "$(server_addr 0)" worker0-to-server0
-  bulk "${PFX}s0" "${PFX}w0" "$(worker_addr 0)" server0-to-worker0
+  bulk "${PFX}w0" "$(server_ns 0)" "$(server_addr 0)" worker0-to-server0
+  bulk "$(server_ns 0)" "${PFX}w0" "$(worker_addr 0)" server0-to-worker0
   awk -F, 'NR > 1 { printf "cluster.sh: bulk %s: %.3f Mb/s at %.3f Mb/s (%.3f)\n", $1, $5 / 1e6, $2 / 1e6, $5 / $2 }' "$OUT/bulk.csv"
 fi
 [ "$TRAIN" -eq 1 ] || exit 0
@@ -285,14 +307,35 @@ counters() {
   done > "$1"
 }
 
+# --sample MS: every host link's byte counters over time, read from the
+# bridge's side of each veth (its tx is the host's ingress): samples.csv,
+# time on CLOCK_MONOTONIC as the step CSVs' start_s.
+sampler() {
+  ip netns exec "$SW" /usr/bin/python3 -c '
+import os, sys, time
+pfx, every = sys.argv[1], float(sys.argv[2]) / 1000
+ports = sorted(p for p in os.listdir("/sys/class/net") if p.startswith(pfx))
+def rd(p, w):
+    with open("/sys/class/net/%s/statistics/%s_bytes" % (p, w)) as f:
+        return f.read().strip()
+print("t," + ",".join("%s_in,%s_out" % (p[len(pfx):], p[len(pfx):]) for p in ports), flush=True)
+while True:
+    print("%.4f,%s" % (time.monotonic(), ",".join(rd(p, "tx") + "," + rd(p, "rx") for p in ports)), flush=True)
+    time.sleep(every)
+' "$PORT_PFX" "$SAMPLE_MS" > "$OUT/samples.csv" &
+  PIDS+=($!) SAMPLER=$!
+}
+SAMPLER=""
+[ -z "$SAMPLE_MS" ] || sampler
+
 SPIDS=() WPIDS=()
 for ((s = 0; s < SERVERS; s++)); do
-  ip netns exec "${PFX}s$s" env "${COMMON[@]}" nice -n "$NICE" "$SERVER_BIN" --rank "$s" \
+  ip netns exec "$(server_ns $s)" env "${COMMON[@]}" nice -n "$NICE" "$SERVER_BIN" --rank "$s" \
     --bind "$(server_addr $s):$PORT" > "$OUT/server.$s.log" 2>&1 &
   PIDS+=($!) SPIDS+=($!)
 done
 for ((s = 0; s < SERVERS; s++)); do
-  wait_listen "${PFX}s$s" "$(server_addr $s)" "$PORT" "${SPIDS[$s]}" ||
+  wait_listen "$(server_ns $s)" "$(server_addr $s)" "$PORT" "${SPIDS[$s]}" ||
     die "server $s did not start: $(cat "$OUT/server.$s.log")"
 done
 counters "$OUT/links.before"
@@ -301,6 +344,16 @@ t0=$(date +%s.%N)
 for ((w = 0; w < WORKERS; w++)); do
   csv=()
   [ "$w" -ne 0 ] || csv=(--csv "$OUT/epochs.csv")
+  if [ "$DDP" -eq 1 ]; then # torch's DDP over gloo, the same model and data
+    ip netns exec "${PFX}w$w" env RANK="$w" WORLD_SIZE="$WORKERS" LOCAL_RANK=0 \
+      MASTER_ADDR="$(worker_addr 0)" MASTER_PORT="$PORT" GLOO_SOCKET_IFNAME=eth0 \
+      nice -n "$NICE" /usr/bin/python3 "$root/examples/torch/train_resnet.py" --dist ddp \
+      --model "$MODEL" --dataset fashion-mnist --train-subset "$IMAGES" --test-subset "$TEST_IMAGES" \
+      --batch-size "$BATCH" --epochs "$EPOCHS" --threads 1 --progress none "${csv[@]}" \
+      > "$OUT/worker.$w.log" 2>&1 &
+    PIDS+=($!) WPIDS+=($!)
+    continue
+  fi
   ip netns exec "${PFX}w$w" env "${COMMON[@]}" EFPS_RANK="$w" nice -n "$NICE" "$TRAIN_BIN" \
     --model "$MODEL" --compressor "$COMPRESSOR" --block "$BLOCK" --transport tcp \
     --train-subset "$IMAGES" --test-subset "$TEST_IMAGES" --batch "$BATCH" --epochs "$EPOCHS" \
@@ -328,6 +381,7 @@ while [ ${#done_w[@]} -lt "$WORKERS" ]; do
   sleep 0.1
 done
 t1=$(date +%s.%N)
+[ -z "$SAMPLER" ] || kill -TERM "$SAMPLER" 2> /dev/null || true
 for ((s = 0; s < SERVERS; s++)); do
   [ -z "${done_s[$s]:-}" ] || continue
   timeout 30 tail --pid="${SPIDS[$s]}" -f /dev/null || die "server $s did not exit after the workers"
@@ -346,6 +400,21 @@ done > "$OUT/tc.txt"
 } > "$OUT/links.csv"
 rm -f "$OUT/links.before" "$OUT/links.after"
 
+# DDP: train_resnet.py's epoch CSV has the mean step (all steps, the first too)
+if [ "$DDP" -eq 1 ]; then
+  awk -F, -v M="$WORKERS" -v R="$RATE_BPS" -v MO="$MODEL" -v I="$IMAGES" -v B="$BATCH" -v E="$EPOCHS" '
+    FILENAME ~ /links.csv$/ { if (FNR > 1) for (k = 2; k <= 3; k++) if ($k > big) { big = $k; host = $1 (k == 2 ? "-tx" : "-rx") }; next }
+    FNR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    { steps += $col["steps"]; secs += $col["epoch_s"]; wall = $col["wall_s"] }
+    END {
+      bps = big / steps; wire = R > 0 ? 8 * bps / R : 0; st = secs / steps
+      print "servers,workers,rate_bps,delay,loss,compressor,model,images,batch,epochs,steps,wall_s,step_s,compute_s,push_s,pull_s,push_bytes,busiest_link,busiest_bytes_per_step,wire_step_s,step_over_wire,compute_max_s,drops,partition_bytes,cpu_s,colocated"
+      printf "0,%d,%d,0,0,ddp-fp32,%s,%d,%d,%d,%d,%s,%.6f,0,0,0,0,%s,%.0f,%.6f,%.3f,0,0,0,0,0\n", M, R, MO, I, B, E, steps, wall, st, host, bps, wire, (wire > 0 ? st / wire : 0)
+    }' "$OUT/links.csv" "$OUT/epochs.csv" > "$OUT/summary.csv"
+  awk -F, 'NR == 2 { printf "cluster.sh: DDP fp32 (gloo), %d workers, %s: %d steps, %.3f s per step; busiest link %s %.0f B/step = %.3f s on the wire (step / wire %.2f)\n", $2, ($3 > 0 ? $3 / 1e6 " Mb/s" : "unshaped"), $11, $13, $18, $19, $20, $21 }' "$OUT/summary.csv"
+  exit 0
+fi
+
 # ---- summary ------------------------------------------------------------------
 # Means over every worker's steps but each epoch's first (connection set-up,
 # no pulls yet, or waiting for worker 0's evaluation) and last (it also
@@ -357,7 +426,7 @@ steps=$(( $(wc -l < "$OUT/steps.0") - 1 ))
 drops=$(awk '/dropped/ { gsub(/,/, ""); for (i = 1; i < NF; i++) if ($i == "(dropped") d += $(i + 1) } END { print d + 0 }' "$OUT/tc.txt")
 awk -F, -v S="$SERVERS" -v M="$WORKERS" -v R="$RATE_BPS" -v D="${DELAY:-0}" -v L="${LOSS:-0}" \
     -v C="$COMPRESSOR" -v MO="$MODEL" -v I="$IMAGES" -v B="$BATCH" -v E="$EPOCHS" \
-    -v T="$steps" -v DROPS="$drops" -v PB="${PARTITION:-0}" -v W="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" '
+    -v T="$steps" -v DROPS="$drops" -v PB="${PARTITION:-0}" -v CO="$COLOCATE" -v W="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')" '
   FILENAME ~ /links.csv$/ { if (FNR > 1) for (k = 2; k <= 3; k++) if ($k > big) { big = $k; host = $1 (k == 2 ? "-tx" : "-rx") }; next }
   FNR > 1 { rows++; for (i = 1; i <= 9; i++) v[rows, i] = $i; if ($2 > last[$1]) last[$1] = $2 }
   END {
@@ -369,8 +438,8 @@ awk -F, -v S="$SERVERS" -v M="$WORKERS" -v R="$RATE_BPS" -v D="${DELAY:-0}" -v L
     if (n == 0) { print "cluster.sh: too few steps for a summary (need 3 per epoch)" > "/dev/stderr"; exit 1 }
     bps = big / T; wire = R > 0 ? 8 * bps / R : 0
     for (k in cm) { nk++; cmax += cm[k] }
-    print "servers,workers,rate_bps,delay,loss,compressor,model,images,batch,epochs,steps,wall_s,step_s,compute_s,push_s,pull_s,push_bytes,busiest_link,busiest_bytes_per_step,wire_step_s,step_over_wire,compute_max_s,drops,partition_bytes,cpu_s"
-    printf "%d,%d,%d,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.6f,%.6f,%.6f,%.6f,%.0f,%s,%.0f,%.6f,%.3f,%.6f,%d,%d,%.6f\n", S, M, R, D, L, C, MO, I, B, E, T, W,
-           st / n, co / n, pu / n, pl / n, by / n, host, bps, wire, (wire > 0 ? st / n / wire : 0), cmax / nk, DROPS, PB, cpu / n
+    print "servers,workers,rate_bps,delay,loss,compressor,model,images,batch,epochs,steps,wall_s,step_s,compute_s,push_s,pull_s,push_bytes,busiest_link,busiest_bytes_per_step,wire_step_s,step_over_wire,compute_max_s,drops,partition_bytes,cpu_s,colocated"
+    printf "%d,%d,%d,%s,%s,%s,%s,%d,%d,%d,%d,%s,%.6f,%.6f,%.6f,%.6f,%.0f,%s,%.0f,%.6f,%.3f,%.6f,%d,%d,%.6f,%d\n", S, M, R, D, L, C, MO, I, B, E, T, W,
+           st / n, co / n, pu / n, pl / n, by / n, host, bps, wire, (wire > 0 ? st / n / wire : 0), cmax / nk, DROPS, PB, cpu / n, CO
   }' "$OUT/links.csv" "$OUT"/steps.* > "$OUT/summary.csv"
 awk -F, 'NR == 2 { printf "cluster.sh: %s, %d workers, %d servers, %s: %d steps in %.1f s; per step %.3f s = compute %.3f + push %.3f + pull %.3f; busiest link %s %.0f B/step = %.3f s on the wire (step / wire %.2f); %d packets dropped by the links\n", $6, $2, $1, ($3 > 0 ? $3 / 1e6 " Mb/s" : "unshaped"), $11, $12, $13, $14, $15, $16, $18, $19, $20, $21, $23 }' "$OUT/summary.csv"

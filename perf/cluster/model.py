@@ -91,10 +91,47 @@ def resnet_tensors(depth, width=16, hw=28, cin=1, classes=10, batch=64):
     return out
 
 
+def resnet50_imagenet(batch=256):
+    """torchvision's ResNet-50 (v1.5) at 224 x 224: 25,557,032 parameters in
+    161 tensors (53 convolutions, 53 batch norms, fc weight and bias)."""
+    out = []
+
+    def conv(name, ci, co, k, hw_out):
+        out.append((name + ".weight", co * ci * k * k, 2.0 * ci * co * k * k * hw_out * hw_out * batch))
+
+    def bn(name, c, hw_):
+        out.append((name + ".gamma", c, 25.0 * c * hw_ * hw_ * batch))
+        out.append((name + ".beta", c, 0.0))
+
+    conv("conv1", 3, 64, 7, 112)
+    bn("bn1", 64, 112)
+    c, size = 64, 56
+    for stage, (blocks, width) in enumerate(((3, 64), (4, 128), (6, 256), (3, 512))):
+        for b in range(blocks):
+            stride = 2 if stage > 0 and b == 0 else 1
+            size_out = size // stride
+            pre = "layer%d.%d" % (stage + 1, b)
+            conv(pre + ".conv1", c, width, 1, size)
+            bn(pre + ".bn1", width, size)
+            conv(pre + ".conv2", width, width, 3, size_out)
+            bn(pre + ".bn2", width, size_out)
+            conv(pre + ".conv3", width, 4 * width, 1, size_out)
+            bn(pre + ".bn3", 4 * width, size_out)
+            if b == 0:
+                conv(pre + ".downsample", c, 4 * width, 1, size_out)
+                bn(pre + ".downsample.bn", 4 * width, size_out)
+            c, size = 4 * width, size_out
+    out.append(("fc.weight", c * 1000, 2.0 * c * 1000 * batch))
+    out.append(("fc.bias", 1000, 0.0))
+    return out
+
+
 def model_tensors(name, batch=64):
+    if name == "resnet50-imagenet":
+        return resnet50_imagenet(batch)
     if name.startswith("resnet"):
         return resnet_tensors(int(name[6:]), batch=batch)
-    raise SystemExit("model.py: unknown model '%s' (resnet<6n+2>)" % name)
+    raise SystemExit("model.py: unknown model '%s' (resnet<6n+2>, resnet50-imagenet)" % name)
 
 
 # ---- keys, parts, bytes ----------------------------------------------------------
@@ -119,9 +156,28 @@ class Key:
         self.parts = []  # [(n, bytes on the wire, server)]
 
 
+def auto_partition(total_n, compressor, block, servers):
+    """lib/ps/worker.c's partition when EFPS_PARTITION_BYTES is unset: about
+    64 parts in a server's share of the wire bytes, at least 4 KiB of them on
+    the wire, a power of two of fp32 bytes, whole blocks."""
+    probe = 1 << 20
+    ratio = payload_bytes(compressor, probe, block) / (4.0 * probe)
+    want = max(4.0 * total_n * ratio / servers / 64, 4096.0) / ratio
+    p = 4096
+    while p < 4 << 20 and 2 * p <= want:
+        p *= 2
+    while compressor == "blocksign" and p < 4 * block:
+        p *= 2
+    return p
+
+
 def make_keys(tensors, compressor, block, group_below=512, servers=1,
-              partition_bytes=4 << 20):
-    """efps-train's keys (sync.c) and the server of each part (layout.c)."""
+              partition_bytes=0):
+    """efps-train's keys (sync.c) and the server of each part (layout.c);
+    partition_bytes 0: the library's choice (auto_partition)."""
+    if not partition_bytes:
+        partition_bytes = (4 << 20 if compressor == "blocksign" and not block else
+                           auto_partition(sum(t[1] for t in tensors), compressor, block, servers))
     group = [i for i, t in enumerate(tensors) if t[1] < group_below]
     keys = []
     if len(group) >= 2:
@@ -188,25 +244,46 @@ class Kernels:
 # ---- the parameter-server step --------------------------------------------------
 
 
-def ps_step(tensors, keys, compute, m, servers, rate_bps, latency, comp, kern,
-            duplex="full", steps=6):
-    """Seconds per step of a synchronous PS run, by a small event simulation."""
-    fwd_frac = 1.0 / 3.0
+def compute_split(tensors, compute, overlap):
+    """Forward and backward seconds per tensor: a third and two thirds of the
+    step's compute in proportion to each layer's work; overlap < 1 moves that
+    share of backward before it (as if backward's pushes came later)."""
     work = sum(t[2] for t in tensors) or 1.0
-    f = [compute * fwd_frac * t[2] / work for t in tensors]
-    b = [compute * (1 - fwd_frac) * t[2] / work for t in tensors]
+    bwd = compute * 2.0 / 3.0 * overlap
+    fwd = compute - bwd
+    return ([fwd * t[2] / work for t in tensors], [bwd * t[2] / work for t in tensors])
+
+
+def ps_step(tensors, keys, compute, m, servers, rate_bps, latency, comp, kern,
+            duplex="full", steps=6, colocated=False, overlap=1.0):
+    """Seconds per step of a synchronous PS run, by a small event simulation
+    of worker 0 (the others alike). colocated: server s on worker s's host:
+    a worker's copy of its own server's parts never leaves the host, and
+    each host's link carries both its worker's and its server's traffic,
+    modelled as two flows sharing the rate in proportion to their bytes
+    (both run most of the step; a FIFO of the two would serialise them)."""
+    f, b = compute_split(tensors, compute, overlap)
     key_of = {}
     for k in keys:
         for i in k.members:
             key_of[i] = k
     bps = rate_bps * TCP_EFFICIENCY / 8.0 if rate_bps > 0 else float("inf")
-    up = dn = 0.0
-    ingress = [0.0] * servers
-    egress = [0.0] * servers
+    # links as the times they are busy until: worker 0's up/down, each
+    # server's ingress/egress
+    link = {"up": 0.0, "dn": 0.0}
+    for s in range(servers):
+        link["in%d" % s] = link["out%d" % s] = 0.0
+    up, dn = "up", "dn"
+    wshare = 1.0  # the worker's share of its link's rate
+    if colocated:
+        total = sum(nb for k in keys for (_, nb, _) in k.parts)
+        own = sum(nb for k in keys for (_, nb, s) in k.parts if s == 0)
+        wshare = (total - own) / float(total - own + (m - 1) * own)
     scpu = [0.0] * servers
     ready = {}  # key index -> time its update is at the worker
     t = 0.0
     starts = []
+    copies = m - 1 if colocated else m  # pushes crossing a server's link
     for step in range(steps):
         starts.append(t)
         pulled = set()
@@ -226,23 +303,28 @@ def ps_step(tensors, keys, compute, m, servers, rate_bps, latency, comp, kern,
             t += kern.encode(comp, k.n)
             done = t
             for (n, nbytes, s) in k.parts:
-                w = nbytes / bps
-                start = max(t, up)
-                up = start + w
-                ing = max(t, ingress[s])
-                ingress[s] = max(ing + m * w, up)
+                w = nbytes / bps / wshare  # a worker's copy, on its link
+                ws = nbytes / bps / (1 - wshare if colocated else 1.0)  # on a server's
+                local = colocated and s == 0
+                ins, outs = "in%d" % s, "out%d" % s
+                pushed = t
+                if not local:
+                    link[up] = max(t, link[up]) + w
+                    pushed = link[up]
+                ing = max(t, link[ins])
+                link[ins] = max(ing + copies * ws, pushed)
                 if duplex == "half":
-                    egress[s] = ingress[s]
-                arrive = ingress[s] + latency
-                red = max(arrive, scpu[s]) + kern.reduce(comp, n, m)
+                    link[outs] = link[ins]
+                red = max(link[ins] + latency, scpu[s]) + kern.reduce(comp, n, m)
                 scpu[s] = red
-                eg = max(red, egress[s])
-                egress[s] = eg + m * w
+                link[outs] = max(red, link[outs]) + copies * ws
                 if duplex == "half":
-                    ingress[s] = egress[s]
-                dstart = max(red, dn)
-                dn = max(dstart + w, egress[s])
-                done = max(done, dn + latency)
+                    link[ins] = link[outs]
+                if local:
+                    done = max(done, red)
+                else:
+                    link[dn] = max(max(red, link[dn]) + w, link[outs])
+                    done = max(done, link[dn] + latency)
             ready[k.index] = done
     tail = starts[-1] - starts[len(starts) // 2]
     return tail / (len(starts) - 1 - len(starts) // 2)
@@ -252,17 +334,16 @@ def ps_step(tensors, keys, compute, m, servers, rate_bps, latency, comp, kern,
 
 
 def ring_step(tensors, compute, m, rate_bps, latency, elem_bytes=4, bucket=25 << 20,
-              extra_bytes=None, extra_compute=0.0, rounds=1):
+              extra_bytes=None, extra_compute=0.0, rounds=1, overlap=1.0):
     """DDP: buckets of gradients all-reduced in backward order, one at a time."""
-    fwd_frac = 1.0 / 3.0
-    work = sum(t[2] for t in tensors) or 1.0
+    f, b = compute_split(tensors, compute, overlap)
     bps = rate_bps * TCP_EFFICIENCY / 8.0 if rate_bps > 0 else float("inf")
-    t = compute * fwd_frac
+    t = sum(f)
     ring = 0.0
     acc = 0
     sizes = extra_bytes or [elem_bytes * x[1] for x in tensors]
     for i in reversed(range(len(tensors))):
-        t += compute * (1 - fwd_frac) * tensors[i][2] / work
+        t += b[i]
         acc += sizes[i]
         if acc >= bucket or i == 0:
             start = max(t, ring)
@@ -303,11 +384,17 @@ def parse_rate(text):
     return float(t)
 
 
+OVERLAP = None  # --overlap: replaces the calibration's
+
+
 def load_calib(path):
-    if not path:
-        return {}
-    with open(path) as f:
-        return json.load(f)
+    calib = {}
+    if path:
+        with open(path) as f:
+            calib = json.load(f)
+    if OVERLAP is not None:
+        calib["overlap"] = OVERLAP
+    return calib
 
 
 def calib_compute(calib, model, m):
@@ -323,22 +410,25 @@ def calib_compute(calib, model, m):
 
 
 def predict(calib, model, m, servers, rate_bps, comp, block=2048, compute=None,
-            latency=None, duplex=None, batch=64, partition_bytes=4 << 20):
+            latency=None, duplex=None, batch=64, partition_bytes=0, colocated=False,
+            overlap=None):
     tensors = model_tensors(model, batch)
     if compute is None:
         compute = calib_compute(calib, model, m)
     if latency is None:
         latency = calib.get("latency_s", 100e-6)
     kern = Kernels(calib)
+    if overlap is None:
+        overlap = calib.get("overlap", 1.0)
     if comp in ("none", "sign", "blocksign"):
-        keys = make_keys(tensors, comp, block, servers=servers,
-                         partition_bytes=partition_bytes or 4 << 20)
+        keys = make_keys(tensors, comp, block, servers=servers, partition_bytes=partition_bytes)
         return ps_step(tensors, keys, compute, m, servers, rate_bps, latency, comp, kern,
-                       duplex or calib.get("duplex", "full"))
-    if comp == "ring-fp32":
-        return ring_step(tensors, compute, m, rate_bps, latency, 4)
+                       duplex or calib.get("duplex", "full"), colocated=colocated,
+                       overlap=overlap)
+    if comp in ("ring-fp32", "ddp-fp32"):
+        return ring_step(tensors, compute, m, rate_bps, latency, 4, overlap=overlap)
     if comp == "ring-fp16":
-        return ring_step(tensors, compute, m, rate_bps, latency, 2)
+        return ring_step(tensors, compute, m, rate_bps, latency, 2, overlap=overlap)
     if comp == "powersgd":
         return powersgd_step(tensors, compute, m, rate_bps, latency)
     raise SystemExit("model.py: unknown scheme '%s'" % comp)
@@ -367,14 +457,43 @@ def cmd_predict(a):
     r = parse_rate(a.rate)
     for comp in a.compressor.split(","):
         t = predict(calib, a.model, a.workers, a.servers, r, comp, a.block, a.compute,
-                    duplex=a.duplex, partition_bytes=a.partition_bytes)
+                    duplex=a.duplex, partition_bytes=a.partition_bytes, colocated=a.colocated)
         print("%-10s %s M=%d S=%d %s: %.4f s per step" % (comp, a.model, a.workers, a.servers,
                                                           a.rate, t))
+
+
+def run_setting(s):
+    """predict()'s keywords for a run's summary row."""
+    return {"partition_bytes": int(s.get("partition_bytes") or 0),
+            "colocated": s.get("colocated", "0") == "1"}
 
 
 def read_summary(d):
     with open(os.path.join(d, "summary.csv")) as f:
         return next(csv.DictReader(f))
+
+
+def ddp_refs(runs):
+    """DDP runs have no per-step split (train_resnet.py's epoch CSV): their
+    compute is the step of the unshaped DDP run with the same M."""
+    refs = {}
+    for d in runs:
+        s = read_summary(d)
+        if s["compressor"].startswith("ddp") and float(s["rate_bps"]) == 0:
+            refs[int(s["workers"])] = float(s["step_s"])
+    return refs
+
+
+def measured_any(d, s, refs):
+    """(mean step, compute per step, is the compute reference itself)."""
+    if s["compressor"].startswith("ddp"):
+        m = int(s["workers"])
+        if m not in refs:
+            raise SystemExit("model.py: %s: DDP needs an unshaped DDP run with %d workers "
+                             "among the runs (its compute)" % (d, m))
+        return float(s["step_s"]), refs[m], float(s["rate_bps"]) == 0
+    step, own = measured(d)
+    return step, own, False
 
 
 def measured(d):
@@ -408,15 +527,20 @@ def cmd_validate(a):
     print("%-10s %2s %2s %9s %8s %8s | %9s %6s | %9s %6s | %s" % (
         "compressor", "M", "S", "rate", "measured", "slowest", "predicted", "error",
         "own comp.", "error", "run"))
+    refs = ddp_refs(a.runs)
     for d in a.runs:
         s = read_summary(d)
         m, srv, rate = int(s["workers"]), int(s["servers"]), float(s["rate_bps"])
         comp, model = s["compressor"], s["model"]
-        meas, own = measured(d)
-        pb = int(s.get("partition_bytes") or 0)
-        p1 = predict(calib, model, m, srv, rate, comp, duplex=a.duplex, partition_bytes=pb)
-        p2 = predict(calib, model, m, srv, rate, comp, compute=own, duplex=a.duplex,
-                     partition_bytes=pb)
+        meas, own, ref = measured_any(d, s, refs)
+        if ref:
+            continue
+        kw = run_setting(s)
+        try:  # with the calibration's compute, when it has the model
+            p1 = predict(calib, model, m, srv, rate, comp, duplex=a.duplex, **kw)
+        except SystemExit:
+            p1 = float("nan")
+        p2 = predict(calib, model, m, srv, rate, comp, compute=own, duplex=a.duplex, **kw)
         e1, e2 = p1 / meas - 1, p2 / meas - 1
         rows.append((e1, e2))
         print("%-10s %2d %2d %6g Mb %8.3f %8.3f | %9.3f %+5.0f%% | %9.3f %+5.0f%% | %s" % (
@@ -425,7 +549,9 @@ def cmd_validate(a):
     if rows:
         for j, what in ((0, "calibrated compute"),
                         (1, "each run's own compute (its slowest worker's, per step)")):
-            errs = [abs(r[j]) for r in rows]
+            errs = [abs(r[j]) for r in rows if r[j] == r[j]]
+            if not errs:
+                continue
             print("with %s: mean |error| %.0f%%, max %.0f%%, within 15%%: %d of %d" % (
                 what, 100 * sum(errs) / len(errs), 100 * max(errs),
                 sum(e <= 0.15 for e in errs), len(errs)))
@@ -437,21 +563,106 @@ def validate_markdown(a, calib):
           "busiest link on the wire (s) | step / wire | predicted (s) | error |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     errs = []
+    refs = ddp_refs(a.runs)
     for d in a.runs:
         s = read_summary(d)
         m, srv, rate = int(s["workers"]), int(s["servers"]), float(s["rate_bps"])
-        meas, own = measured(d)
+        meas, own, ref = measured_any(d, s, refs)
+        if ref:
+            continue
+        kw = run_setting(s)
         p = predict(calib, s["model"], m, srv, rate, s["compressor"], compute=own,
-                    duplex=a.duplex, partition_bytes=int(s.get("partition_bytes") or 0))
+                    duplex=a.duplex, **kw)
         wire = float(s["wire_step_s"])
         errs.append(abs(p / meas - 1))
-        pb = int(s.get("partition_bytes") or 0)
-        parts = "%d KiB" % (pb // 1024) if pb else "4 MiB"
-        print("| %s | %d | %d | %g Mb/s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %+.0f%% |" % (
-            s["model"], m, srv, rate / 1e6, s["compressor"], parts, meas, own, wire, meas / wire,
-            p, 100 * (p / meas - 1)))
+        pb = kw["partition_bytes"]
+        parts = "%d KiB" % (pb // 1024) if pb else "auto"
+        if s["compressor"].startswith("ddp"):
+            parts = "25 MB buckets"
+        servers = "%d%s" % (srv, " (on workers)" if kw["colocated"] else "")
+        print("| %s | %d | %s | %g Mb/s | %s | %s | %.2f | %.2f | %.2f | %.2f | %.2f | %+.0f%% |" % (
+            s["model"], m, servers, rate / 1e6, s["compressor"], parts, meas, own, wire,
+            meas / wire, p, 100 * (p / meas - 1)))
     print("\nmean |error| %.0f%%, max %.0f%%, %d of %d within 15%%" % (
         100 * sum(errs) / len(errs), 100 * max(errs), sum(e <= 0.15 for e in errs), len(errs)))
+
+
+def cmd_table(a):
+    """README's emulated table: time per step of each scheme at each rate and
+    M (1 server), blocksign's speed-up over none and over DDP fp32; with
+    --dat, the same points and the model's predictions for gnuplot."""
+    calib = load_calib(a.calib)
+    refs = ddp_refs(a.runs)
+    cell, pred = {}, {}
+    for d in a.runs:
+        s = read_summary(d)
+        if int(s["servers"]) > 1 or s.get("colocated", "0") == "1":
+            continue
+        if d.rstrip("/").split("/")[-1].startswith("base-"):
+            continue
+        m, rate, comp = int(s["workers"]), float(s["rate_bps"]), s["compressor"]
+        meas, own, ref = measured_any(d, s, refs)
+        if ref:
+            continue
+        cell[(m, rate, comp)] = meas
+        pred[(m, rate, comp)] = predict(calib, s["model"], m, int(s["servers"]) or 1, rate, comp,
+                                        compute=own, **run_setting(s))
+    comps = ("none", "sign", "blocksign", "ddp-fp32")
+    print("| M | link | none (s) | sign (s) | blocksign (s) | DDP fp32 (s) | blocksign vs none | "
+          "blocksign vs DDP fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (m, rate) in sorted({(k[0], k[1]) for k in cell}, key=lambda x: (x[0], -x[1])):
+        v = [cell.get((m, rate, c)) for c in comps]
+        sp = lambda x: "%.2fx" % (x / v[2]) if x and v[2] else "-"
+        print("| %d | %g Mb/s | %s | %s | %s |" % (
+            m, rate / 1e6, " | ".join("%.2f" % x if x else "-" for x in v), sp(v[0]), sp(v[3])))
+    if a.dat:
+        with open(a.dat, "w") as f:
+            f.write("# M rate_mbit scheme measured_s predicted_s\n")
+            for k in sorted(cell):
+                f.write("%d %g %s %.4f %.4f\n" % (k[0], k[1] / 1e6, k[2], cell[k], pred[k]))
+
+
+# ResNet-50 (v1.5) training throughput of one GPU, batch 256, from NVIDIA's
+# DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md,
+# "Training performance results" (pytorch-21.03 NGC container): images/s.
+GPUS = {"a100-amp": ("A100 80GB, mixed precision", 2470.0),
+        "a100-tf32": ("A100 80GB, TF32", 938.0),
+        "v100-amp": ("V100 16GB, mixed precision", 1200.0)}
+NETWORKS = (("10 GbE", 10e9, 20e-6), ("25 GbE", 25e9, 20e-6), ("100 GbE", 100e9, 10e-6),
+            ("HDR InfiniBand", 200e9, 2e-6))
+
+
+def cmd_extrapolate(a):
+    """ResNet-50 on ImageNet: time per step of none and blocksign over the PS
+    (S = 1, M/4 on hosts of their own, M colocated) and DDP fp32 (ring)."""
+    calib = load_calib(a.calib)
+    # a GPU's backward runs its layers in order of their work: pushes overlap
+    # it (the emulated runs on a loaded CPU did not: their calibration says 0)
+    calib["overlap"] = 1.0 if a.overlap is None else a.overlap
+    name, ips = GPUS[a.gpu]
+    compute = a.batch / ips
+    print("ResNet-50 / ImageNet, batch %d per GPU, compute %.1f ms per step (%s, %.0f images/s); "
+          "ms per step (blocksign's wall-clock saving against the faster fp32 scheme)\n"
+          % (a.batch, 1e3 * compute, name, ips))
+    print("| network | M | DDP fp32 | none S=1 | none S=M/4 | none S=M (on workers) | "
+          "blocksign S=1 | blocksign S=M/4 | blocksign S=M (on workers) | saving |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for net, rate, lat in NETWORKS:
+        for m in a.nodes:
+            row, best = [], {}
+            ring = predict(calib, "resnet50-imagenet", m, 1, rate, "ring-fp32", compute=compute,
+                           latency=lat, batch=a.batch)
+            row.append(ring)
+            for comp in ("none", "blocksign"):
+                for srv, colo in ((1, False), (max(1, m // 4), False), (m, True)):
+                    t = predict(calib, "resnet50-imagenet", m, srv, rate, comp, compute=compute,
+                                latency=lat, batch=a.batch, colocated=colo)
+                    row.append(t)
+                    best[comp] = min(best.get(comp, t), t)
+            fp32 = min(ring, best["none"])
+            print("| %s | %d | %s | %.0f%% |" % (net, m, " | ".join("%.0f" % (1e3 * x) for x in row),
+                                                100 * (1 - best["blocksign"] / fp32)))
 
 
 def main(argv):
@@ -474,16 +685,34 @@ def main(argv):
     pr.add_argument("--compute", type=float, default=None,
                     help="compute seconds per step (default: the calibration's)")
     pr.add_argument("--duplex", choices=["full", "half"], default=None)
-    pr.add_argument("--partition-bytes", type=int, default=4 << 20,
-                    help="largest part of a tensor, fp32 bytes (EFPS_PARTITION_BYTES)")
+    pr.add_argument("--partition-bytes", type=int, default=0,
+                    help="largest part of a tensor, fp32 bytes (EFPS_PARTITION_BYTES; 0: the "
+                    "library's choice)")
+    pr.add_argument("--colocated", action="store_true", help="server s on worker s's host")
     v = sub.add_parser("validate", help="predicted against measured runs of cluster.sh")
     v.add_argument("--calib", required=True)
     v.add_argument("--duplex", choices=["full", "half"], default=None)
     v.add_argument("--markdown", action="store_true",
                    help="a table of the runs with each run's own compute")
     v.add_argument("runs", nargs="+", help="cluster.sh --out directories")
+    t = sub.add_parser("table", help="README's emulated table from cluster.sh runs")
+    t.add_argument("--calib", required=True)
+    t.add_argument("--dat", help="also write the points and predictions for gnuplot here")
+    t.add_argument("runs", nargs="+")
+    e = sub.add_parser("extrapolate", help="ResNet-50 on ImageNet on 8-64 GPU nodes")
+    e.add_argument("--calib", default="")
+    e.add_argument("--gpu", choices=sorted(GPUS), default="a100-amp")
+    e.add_argument("--batch", type=int, default=256)
+    e.add_argument("--nodes", type=lambda x: [int(v) for v in x.split(",")], default=[8, 16, 32, 64])
+    for sp in (pr, v, t, e):
+        sp.add_argument("--overlap", type=float, default=None,
+                        help="share of backward that overlaps the pushes (calibration's "
+                        "'overlap', else 1): 0 = every push after the step's compute")
     a = p.parse_args(argv)
-    {"keys": cmd_keys, "predict": cmd_predict, "validate": cmd_validate}[a.cmd](a)
+    global OVERLAP
+    OVERLAP = a.overlap if a.cmd != "keys" else None
+    {"keys": cmd_keys, "predict": cmd_predict, "validate": cmd_validate,
+     "extrapolate": cmd_extrapolate, "table": cmd_table}[a.cmd](a)
 
 
 if __name__ == "__main__":
