@@ -3,6 +3,7 @@
  * placement never travels on the wire. */
 #include "ps_int.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,31 +97,62 @@ static efps_status_t check_unique(const ps_layout_t *l)
     return st;
 }
 
+static efps_status_t invalid(char *why, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static efps_status_t invalid(char *why, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, cap, fmt, ap);
+    va_end(ap);
+    return EFPS_ERR_INVALID;
+}
+
 /* The number of parts, each term and the sum checked against the limits
- * before anything is allocated by it. */
-static efps_status_t count_parts(const ps_layout_t *l, size_t *nparts_p)
+ * before anything is allocated by it. The bookkeeping per part (~200 bytes
+ * on a server) is bounded by the model itself: beyond PS_PARTS_FREE parts,
+ * each must stand for PS_MODEL_PER_PART bytes of fp32 model on average, so a
+ * short LAYOUT cannot make a server reserve far more than the model. */
+static efps_status_t count_parts(const ps_layout_t *l, size_t *nparts_p, char *why, size_t cap)
 {
     uint64_t nparts = 0, elems = 0;
-    if (l->partition_bytes < PS_MIN_PARTITION || l->partition_bytes > PS_MAX_PARTITION ||
-        l->num_servers < 1)
-        return EFPS_ERR_INVALID;
+    if (l->partition_bytes < PS_MIN_PARTITION || l->partition_bytes > PS_MAX_PARTITION)
+        return invalid(why, cap, "partition bytes %zu outside [%d, %llu]", l->partition_bytes,
+                       PS_MIN_PARTITION, (unsigned long long)PS_MAX_PARTITION);
+    if (l->num_servers < 1)
+        return invalid(why, cap, "no servers");
     for (size_t i = 0; i < l->nkeys; i++) {
         const uint64_t n = l->keys[i].n, pe = part_elems(l, &l->keys[i]);
         if (n == 0 || n > PS_MAX_KEY_ELEMS || l->keys[i].block > PS_MAX_BLOCK)
-            return EFPS_ERR_INVALID;
+            return invalid(why, cap, "key %u: %llu elements (1..2^40), block %zu (at most 2^31)",
+                           l->keys[i].key, (unsigned long long)n, l->keys[i].block);
         elems += n; /* each term < 2^41 and at most 2^20 of them: no wrap */
         nparts += (n + pe - 1) / pe;
         if (elems > PS_MAX_ELEMS || nparts > PS_MAX_PARTS)
-            return EFPS_ERR_INVALID;
+            return invalid(why, cap, "more than %u parts or %llu elements in all", PS_MAX_PARTS,
+                           (unsigned long long)PS_MAX_ELEMS);
     }
+    if (nparts > PS_PARTS_FREE && nparts > elems * 4 / PS_MODEL_PER_PART)
+        return invalid(why, cap,
+                       "partition bytes %zu cut %llu bytes of model into %llu parts: beyond %u "
+                       "parts each must average %d bytes (a larger EFPS_PARTITION_BYTES)",
+                       l->partition_bytes, (unsigned long long)(elems * 4),
+                       (unsigned long long)nparts, PS_PARTS_FREE, PS_MODEL_PER_PART);
     *nparts_p = (size_t)nparts;
-    return check_unique(l);
+    const efps_status_t st = check_unique(l);
+    return st == EFPS_ERR_INVALID ? invalid(why, cap, "a key declared twice") : st;
 }
 
 efps_status_t ps_layout_finish(ps_layout_t *l)
 {
+    char why[256];
+    return efps__layout_finish(l, why, sizeof(why));
+}
+
+efps_status_t efps__layout_finish(ps_layout_t *l, char *why, size_t cap)
+{
     size_t nparts = 0;
-    efps_status_t st = count_parts(l, &nparts);
+    efps_status_t st = count_parts(l, &nparts, why, cap);
     if (st != EFPS_OK)
         return st;
     l->parts = calloc(nparts ? nparts : 1, sizeof(*l->parts));

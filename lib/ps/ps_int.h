@@ -73,6 +73,11 @@ void ps_layout_free(ps_layout_t *l);
 #define PS_MIN_PARTITION 64
 #define PS_MAX_PARTITION (UINT64_C(1) << 30) /* a part's write stays below EFPS_TP_WRITE_MAX */
 #define PS_MAX_PARTS     (1u << 24)
+/* Beyond PS_PARTS_FREE parts, a layout needs PS_MODEL_PER_PART bytes of
+ * fp32 model per part on average: the servers' bookkeeping per part (~200
+ * bytes) stays a few percent of the model, whatever a LAYOUT asks. */
+#define PS_PARTS_FREE     (1u << 16)
+#define PS_MODEL_PER_PART 4096
 efps_status_t ps_layout_add(ps_layout_t *l, uint32_t key, size_t n, size_t block);
 /* ps_layout_add without the duplicate check (ps_layout_finish makes it):
  * linear time for a layout received from the wire. */
@@ -83,6 +88,8 @@ efps_optim_config_t ps_key_optim(const ps_layout_t *l, const ps_key_t *k);
  * EFPS_ERR_INVALID for a duplicate key, a partition size out of range, or
  * more parts or elements than the limits above. */
 efps_status_t ps_layout_finish(ps_layout_t *l);
+/* The same, with the reason for EFPS_ERR_INVALID, naming the field, in why. */
+efps_status_t efps__layout_finish(ps_layout_t *l, char *why, size_t cap);
 const ps_key_t *ps_layout_find(const ps_layout_t *l, uint32_t key);
 /* Explains the first difference between two layouts into why; false if equal. */
 bool ps_layout_differs(const ps_layout_t *a, const ps_layout_t *b, char *why, size_t cap);

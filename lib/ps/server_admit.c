@@ -260,12 +260,9 @@ static efps_status_t check_given(server_t *sv, worker_t *w, const ps_layout_t *l
 static efps_status_t layout_done(server_t *sv, worker_t *w)
 {
     char why[256];
-    efps_status_t st = ps_layout_finish(&w->pending);
+    efps_status_t st = efps__layout_finish(&w->pending, why, sizeof(why));
     if (st == EFPS_ERR_INVALID)
-        return efps__srv_refuse(sv, w,
-                                "bad layout: a key declared twice, or more than %u parts or %llu "
-                                "elements in all",
-                                PS_MAX_PARTS, (unsigned long long)PS_MAX_ELEMS);
+        return efps__srv_refuse(sv, w, "bad layout: %s", why);
     if (st != EFPS_OK || (st = check_given(sv, w, &w->pending)) != EFPS_OK)
         return st;
     if (!sv->have_layout) {

@@ -525,7 +525,12 @@ static efps_status_t start(efps_ps_t *ps)
         efps_info("worker %d: parts of up to %zu fp32 bytes (EFPS_PARTITION_BYTES unset)",
                   ps->cfg.rank, ps->layout.partition_bytes);
     }
-    efps_status_t st = ps_layout_finish(&ps->layout);
+    char why[256];
+    efps_status_t st = efps__layout_finish(&ps->layout, why, sizeof(why));
+    if (st == EFPS_ERR_INVALID) {
+        efps_error("worker %d: the declared layout: %s", ps->cfg.rank, why);
+        return fail(ps, st);
+    }
     if (st == EFPS_OK && ps->layout.nkeys == 0)
         st = EFPS_ERR_STATE;
     if (st == EFPS_OK)

@@ -125,6 +125,8 @@ def case_layout():
          [ec.layout_head(comp, BLOCK, 64, 256)] +
          [ec.keys_msg([(k + 128 * i, 1 << 40, 0) for k in range(128)]) for i in range(2)],
          "parts"),
+        ("one key of 2^28 elements in parts of 64 bytes (2^24 parts, ~940 MB of bookkeeping)",
+         [ec.layout_head(comp, 0, 64, 1), ec.keys_msg([(1, 1 << 28, 0)])], "partition bytes 64"),
         ("a key declared twice", [ec.layout_head(comp, BLOCK, 4096, 2),
                                   ec.keys_msg([(5, 10, 0), (5, 10, 0)])], "twice"),
     ]

@@ -344,6 +344,30 @@ static void test_wire(void **state)
     assert_int_equal(ps_layout_finish(&l), EFPS_ERR_INVALID); /* partition 0 */
     ps_layout_free(&l);
 
+    /* issue 10: one key of 2^28 elements in parts of 64 bytes asked for 2^24
+     * parts (~940 MB of bookkeeping on a server) in a 130-byte LAYOUT+KEYS:
+     * beyond 2^16 parts each must stand for 4 KiB of model on average */
+    ps_layout_init(&l, &oc, 64, 1);
+    assert_int_equal(efps__layout_append(&l, 1, (size_t)1 << 28, 0), EFPS_OK);
+    assert_int_equal(efps__layout_finish(&l, why, sizeof(why)), EFPS_ERR_INVALID);
+    assert_non_null(strstr(why, "partition bytes 64"));
+    assert_null(l.parts);
+    ps_layout_free(&l);
+    ps_layout_init(&l, &oc, 64, 1); /* 2^16 parts of 64 bytes: within the free count */
+    assert_int_equal(efps__layout_append(&l, 1, (size_t)16 << 16, 0), EFPS_OK);
+    assert_int_equal(ps_layout_finish(&l), EFPS_OK);
+    assert_int_equal(l.nparts, 1u << 16);
+    ps_layout_free(&l);
+    ps_layout_init(&l, &oc, 64, 1); /* one part more: refused */
+    assert_int_equal(efps__layout_append(&l, 1, ((size_t)16 << 16) + 1, 0), EFPS_OK);
+    assert_int_equal(ps_layout_finish(&l), EFPS_ERR_INVALID);
+    ps_layout_free(&l);
+    ps_layout_init(&l, &oc, 4096, 1); /* 4 KiB parts: 2^18 of them for a 1 GiB model are fine */
+    assert_int_equal(efps__layout_append(&l, 1, (size_t)1 << 28, 0), EFPS_OK);
+    assert_int_equal(ps_layout_finish(&l), EFPS_OK);
+    assert_int_equal(l.nparts, 1u << 18);
+    ps_layout_free(&l);
+
     const uint8_t *mac = NULL;
     uint8_t auth[4 + PS_MAC] = {0};
     efps__put_le32(auth, PS_MSG_AUTH);
