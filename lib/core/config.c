@@ -35,6 +35,9 @@ static const efps_config_var_t vars[] = {
      "server: unauthenticated connections at once from one address"},
     {"EFPS_PORT_FILE", "",
      "server: write the port it listens on to this file (useful with port 0)"},
+    {"EFPS_CKPT_DIR", "",
+     "server: the only directory its checkpoints go to and come from (default: its working "
+     "directory); a worker names the file, never the path"},
     {"EFPS_CPU_AFFINITY", "auto", "pin the progress thread: auto|none|<core>"},
     {"EFPS_LIBRARY", "",
      "python binding: path of the libefps.so to load (else build tree, prefix)"},

@@ -273,6 +273,40 @@ def case_foreign_key():
     check(wait(srv, 20) == 0, "server exits 0, blaming nobody")
 
 
+# ---- issue 10 leftover: checkpoint names stay inside the server's EFPS_CKPT_DIR ----
+def case_ckpt():
+    ckdir = os.path.join(TMP, "ckdir")
+    os.mkdir(ckdir)
+    srv, port, log = start_server(1, EFPS_CKPT_DIR=ckdir)
+    c = ec.login(port, SECRET, 0, 1)
+    c.send_msg(ec.layout_head(ec.COMP["blocksign"], BLOCK, 4096, 1))
+    c.send_msg(ec.keys_msg([(100, 1024, BLOCK)]))
+    t, _ = c.recv_msg()
+    check(t == ec.MSG_READY, "joined")
+
+    def save(name):
+        c.send_msg(struct.pack("<I", 16) + name.encode() + b"\0")  # PS_MSG_SAVE
+        t, body = c.recv_msg()
+        status = struct.unpack("<i", body[:4])[0] if t == 18 else None
+        return status, body[4:].rstrip(b"\0").decode(errors="replace")
+
+    outside = os.path.join(TMP, "outside")
+    for name in [outside, "../outside", "..", "sub/x"]:
+        status, why = save(name)
+        check(status not in (None, 0) and "plain file name" in why and "EFPS_CKPT_DIR" in why,
+              "SAVE %r refused naming the rule (%s)" % (name, why))
+    check(not any(f.startswith("outside") for f in os.listdir(TMP)),
+          "nothing written outside the checkpoint directory")
+    status, why = save("ck")
+    check(status == 0 and os.path.exists(os.path.join(ckdir, "ck.server0")),
+          "SAVE 'ck' writes ck.server0 in EFPS_CKPT_DIR (%s)" % why)
+    check(srv.poll() is None, "the server keeps serving")
+    c.send_msg(struct.pack("<I", ec.MSG_BYE))
+    c.recv_msg()
+    c.close()
+    check(wait(srv, 20) == 0, "server exits 0")
+
+
 # ---- item 8: logs about strangers are rate-limited and name the address ------------
 def case_logs():
     srv, port, log = start_server(1, EFPS_MAX_PENDING_PER_HOST="1000", EFPS_MAX_PENDING="1000")

@@ -41,6 +41,11 @@ def job_env(extra=None):
 def run_efps(out, cfg, workers=2, servers=1, timeout=240, env=None):
     """worker.py under python3 -m efps.run; returns the CompletedProcess."""
     cfg = dict(cfg, out=str(out))
+    # The servers keep their checkpoint files only in EFPS_CKPT_DIR (a worker
+    # names the file, never where a server writes): next to the workers' here.
+    ck = cfg.get("save") or cfg.get("load")
+    if ck:
+        env = dict(env or {}, EFPS_CKPT_DIR=os.path.dirname(os.path.abspath(ck)))
     cmd = [PY, "-m", "efps.run", "--workers", str(workers), "--servers", str(servers),
            "--compressor", cfg.get("compressor", "blocksign"), "--block", str(cfg.get("block", 0)),
            WORKER, json.dumps(cfg)]
