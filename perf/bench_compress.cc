@@ -8,7 +8,8 @@
 //   ef_compress_to   reads x and err_in, writes err_out and the packed tensor
 //                    (two error buffers swapped every call, as a caller keeps them)
 //   server_reduce    reads m packed tensors and err, writes err and the packed output
-//   server_reduce_to reads m packed tensors and err_in, writes err_out and the packed
+//   server_reduce_to reads m packed tensors (m = 4, 32, and 5: a division) and err_in,
+//                    writes err_out and the packed
 //                    output (two error buffers swapped every call)
 //   decompress       reads the packed tensor, writes out
 //   decompress_add   reads the packed tensor and acc, writes acc
@@ -125,19 +126,28 @@ void BM_ef_compress_to(benchmark::State &st, efps_simd_t simd, size_t block)
     st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(12 * n + ps));
 }
 
-// The m = kWorkers packed pushes a server step reduces (made with the scalar
-// variant; the variant under test is selected afterwards).
+// The m packed pushes a server step reduces: random sign bits and positive
+// scales written straight into the packed layout (any such bytes are a valid
+// push, and 64 pushes of 64 Mi elements are made in a moment this way).
 struct Pushes {
-    Pushes(size_t n, size_t block) : ps(efps_packed_size(n, block))
+    Pushes(size_t n, size_t block, int m) : ps(efps_packed_size(n, block))
     {
-        Buf x(4 * n), err(4 * n);
-        fill(x.f(), n, 1);
-        efps_compress_set_simd(EFPS_SIMD_SCALAR);
-        for (int w = 0; w < kWorkers; w++) {
+        const size_t nb = efps_packed_blocks(n, block), so = efps_packed_signs_offset(n, block);
+        uint64_t seed = 10;
+        for (int w = 0; w < m; w++) {
             bufs.push_back(new Buf(ps));
-            fill(err.f(), n, 10 + w);
-            efps_ef_compress(x.f(), 1.0f, err.f(), 1.0f, n, block, bufs.back()->p);
-            ptrs.push_back(bufs.back()->p);
+            uint8_t *p = static_cast<uint8_t *>(bufs.back()->p);
+            std::memset(p, 0, ps);
+            fill(reinterpret_cast<float *>(p), nb, 10 + (uint64_t)w);
+            for (size_t k = 0; k < nb; k++) {
+                float *s = reinterpret_cast<float *>(p) + k;
+                *s = std::fabs(*s) + 1e-3f;
+            }
+            for (size_t off = so; off + 8 <= so + (n + 7) / 8; off += 8) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                std::memcpy(p + off, &seed, 8);
+            }
+            ptrs.push_back(p);
         }
     }
     ~Pushes()
@@ -155,7 +165,7 @@ struct Pushes {
 void BM_server_reduce(benchmark::State &st, efps_simd_t simd, size_t block)
 {
     const size_t n = (size_t)st.range(0);
-    Pushes in(n, block);
+    Pushes in(n, block, kWorkers);
     Buf err(4 * n), out(in.ps);
     fill(err.f(), n, 2);
     if (use(st, simd))
@@ -164,21 +174,21 @@ void BM_server_reduce(benchmark::State &st, efps_simd_t simd, size_t block)
     st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(8 * n + (kWorkers + 1) * in.ps));
 }
 
-void BM_server_reduce_to(benchmark::State &st, efps_simd_t simd, size_t block)
+void BM_server_reduce_to(benchmark::State &st, efps_simd_t simd, size_t block, int m)
 {
     const size_t n = (size_t)st.range(0);
-    Pushes in(n, block);
+    Pushes in(n, block, m);
     Buf e0(4 * n), e1(4 * n), out(in.ps);
     fill(e0.f(), n, 2), fill(e1.f(), n, 3);
     float *err[2] = {e0.f(), e1.f()};
     int cur = 0;
     if (use(st, simd))
         for (auto _ : st) {
-            check(st, efps_server_reduce_to(in.ptrs.data(), kWorkers, n, block, err[cur], 0.9f,
-                                            err[!cur], out.p));
+            check(st, efps_server_reduce_to(in.ptrs.data(), m, n, block, err[cur], 0.9f, err[!cur],
+                                            out.p));
             cur = !cur;
         }
-    st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(8 * n + (kWorkers + 1) * in.ps));
+    st.SetBytesProcessed((int64_t)st.iterations() * (int64_t)(8 * n + (size_t)(m + 1) * in.ps));
 }
 
 void BM_decompress(benchmark::State &st, efps_simd_t simd, size_t block, bool add)
@@ -286,7 +296,8 @@ void register_all()
             benchmark::RegisterBenchmark(("ef_compress_b0/" + v).c_str(), BM_ef_compress, s, 0)->Arg(n);
             benchmark::RegisterBenchmark(("ef_compress_to_b2048/" + v).c_str(), BM_ef_compress_to, s, 2048)->Arg(n);
             benchmark::RegisterBenchmark(("server_reduce_m4/" + v).c_str(), BM_server_reduce, s, 2048)->Arg(n);
-            benchmark::RegisterBenchmark(("server_reduce_to_m4/" + v).c_str(), BM_server_reduce_to, s, 2048)->Arg(n);
+            for (int m : {4, 5, 32})
+                benchmark::RegisterBenchmark(("server_reduce_to_m" + std::to_string(m) + "/" + v).c_str(), BM_server_reduce_to, s, 2048, m)->Arg(n);
             benchmark::RegisterBenchmark(("decompress/" + v).c_str(), BM_decompress, s, 2048, false)->Arg(n);
             benchmark::RegisterBenchmark(("decompress_add/" + v).c_str(), BM_decompress, s, 2048, true)->Arg(n);
             benchmark::RegisterBenchmark(("sign_pack/" + v).c_str(), BM_sign_pack, s)->Arg(n);

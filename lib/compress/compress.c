@@ -136,7 +136,7 @@ static int aligned64(const void *p)
  * writes to memory interleaved; at 64 Mi elements, block 2048, on the AMD
  * EPYC VM we measure on (perf/bench_compress, before p was buffered): 2048 ->
  * 0.96 of the memory pass, 4096 -> 0.79, 16384 -> 0.79, 65536 -> 0.74. */
-#define CHUNK_ELEMS 2048
+#define CHUNK_ELEMS EFPS_CHUNK_ELEMS
 
 /* The two phases over all blocks in chunks of step blocks: a chunk's scales,
  * then, if all are finite, its signs and new error. In place step covers the

@@ -21,6 +21,10 @@
  * (GCC's own choice for the larger ones) costs a factor of three. */
 #define EFPS_INLINE static inline __attribute__((always_inline))
 
+/* Elements per chunk of the out-of-place calls (compress.c says why 2048):
+ * a server chunk's p goes through a stack buffer of this many floats. */
+#define EFPS_CHUNK_ELEMS 2048
+
 /* The 16 partial sums of a block's L1 norm (docs/design.md "Determinism"). */
 #define EFPS_L1_PARTIALS 16
 

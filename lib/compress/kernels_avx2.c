@@ -33,12 +33,26 @@ EFPS_INLINE __m256i lanes(size_t len)
                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-/* Lane j all-ones where bit j of bits is set. */
+/* Row b: lane j is the sign bit where bit j of b is set, else 0 (8 KiB, in
+ * L1 while a kernel runs): one load turns a sign byte into a lane mask, where
+ * broadcast, and and compare took three operations. */
+#define LUT_LANE(b, j) (((b) >> (j)) & 1 ? 0x80000000u : 0u)
+#define LUT_ROW(b)                                                                                 \
+    {                                                                                              \
+        LUT_LANE(b, 0), LUT_LANE(b, 1), LUT_LANE(b, 2), LUT_LANE(b, 3), LUT_LANE(b, 4),            \
+            LUT_LANE(b, 5), LUT_LANE(b, 6), LUT_LANE(b, 7)                                         \
+    }
+#define LUT_4(b)  LUT_ROW(b), LUT_ROW(b + 1), LUT_ROW(b + 2), LUT_ROW(b + 3)
+#define LUT_16(b) LUT_4(b), LUT_4(b + 4), LUT_4(b + 8), LUT_4(b + 12)
+#define LUT_64(b) LUT_16(b), LUT_16(b + 16), LUT_16(b + 32), LUT_16(b + 48)
+static const uint32_t sign_lut[256][W]
+    __attribute__((aligned(32))) = {LUT_64(0), LUT_64(64), LUT_64(128), LUT_64(192)};
+
+/* Lane j is the sign bit (-0.0f) where bit j of bits (< 256) is set, else
+ * +0.0f: blendv selects by it, xor flips signs with it. */
 EFPS_INLINE __m256 bits_to_lanes(unsigned bits)
 {
-    const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
-    return _mm256_castsi256_ps(
-        _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)bits), sel), sel));
+    return _mm256_load_ps((const float *)sign_lut[bits & 255]);
 }
 
 /* Bits [i, i+len) of a sign stream, len <= 8, reading no byte past i+len. */
@@ -213,10 +227,11 @@ EFPS_INLINE vec_t vset1(float v)
 {
     return _mm256_set1_ps(v);
 }
-/* Lane j: neg where bit j of bits is set, else pos. */
-EFPS_INLINE vec_t vselect(unsigned bits, vec_t pos, vec_t neg)
+/* Lane j: -v[j] where bit j of bits is set, else v[j] (a sign flip: the
+ * bits of -s). */
+EFPS_INLINE vec_t vsigned(unsigned bits, vec_t v)
 {
-    return _mm256_blendv_ps(pos, neg, bits_to_lanes(bits));
+    return _mm256_xor_ps(v, bits_to_lanes(bits));
 }
 EFPS_INLINE vec_t vload(const float *p, size_t len)
 {

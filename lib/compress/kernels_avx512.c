@@ -46,7 +46,6 @@ EFPS_INLINE unsigned load_bits(const uint8_t *s, size_t i, size_t len)
     return (v >> sh) & ((1u << len) - 1);
 }
 
-/* Worker p = fl(a*x) + fl(b*err) for the lanes in k. */
 /* Loads the lanes in k; a full vector (the hot path) without a mask. */
 EFPS_INLINE __m512 load_lanes(const float *p, __mmask16 k)
 {
@@ -205,10 +204,13 @@ EFPS_INLINE vec_t vset1(float v)
 {
     return _mm512_set1_ps(v);
 }
-/* Lane j: neg where bit j of bits is set, else pos. */
-EFPS_INLINE vec_t vselect(unsigned bits, vec_t pos, vec_t neg)
+/* Lane j: -v[j] where bit j of bits is set, else v[j] (a sign flip: the
+ * bits of -s). */
+EFPS_INLINE vec_t vsigned(unsigned bits, vec_t v)
 {
-    return _mm512_mask_blend_ps((__mmask16)bits, pos, neg);
+    const __m512i vi = _mm512_castps_si512(v);
+    return _mm512_castsi512_ps(
+        _mm512_mask_xor_epi32(vi, (__mmask16)bits, vi, _mm512_set1_epi32(INT32_MIN)));
 }
 EFPS_INLINE vec_t vload(const float *p, size_t len)
 {
