@@ -1,10 +1,28 @@
 /* The transport-neutral API: picks a transport by name, checks arguments once
  * for all of them, then calls through the transport's operations table. */
+#include "efps_internal/config.h"
 #include "transport_int.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+/* transport's settings (efps_internal/config.h). */
+static const efps__setting_t settings[] = {
+    {"EFPS_TRANSPORT", "auto",
+     "transport: auto|tcp|verbs (auto = verbs if an active device exists)"},
+    {"EFPS_TIMEOUT_MS", "30000", "a peer silent for this long is declared dead"},
+    {"EFPS_IB_DEV", "", "RDMA device name (default: first active one)"},
+    {"EFPS_IB_GID", "", "GID index (default: a RoCE v2 GID when there is one)"},
+    {"EFPS_CPU_AFFINITY", "auto", "pin the progress thread: auto|none|<core>"},
+    {NULL, NULL, NULL},
+};
+static efps__config_table_t table = {"transport", EFPS__LAYER_TRANSPORT, settings, NULL};
+
+__attribute__((constructor(EFPS__CONFIG_PRIORITY))) static void register_settings(void)
+{
+    efps__config_register(&table);
+}
 
 /* Preferred first: "auto" takes the first whose probe succeeds (verbs needs
  * an RDMA device with an active port). A library built without verbs

@@ -118,6 +118,7 @@ void info_config(out_t *o, const info_config_t *ic)
 {
     out_obj(o, "config");
     out_text(o, "  %-26s %-20s %s\n", "variable", "value", "from");
+    const char *layer = "";
     for (const efps_config_var_t *v = efps_config_vars(); v->name != NULL; v++) {
         char val[256], src[128];
         value_of(ic, v->name, v->deflt, val, sizeof(val), src, sizeof(src));
@@ -125,8 +126,12 @@ void info_config(out_t *o, const info_config_t *ic)
             out_obj(o, v->name);
             out_str(o, "value", val);
             out_str(o, "source", src);
+            out_str(o, "layer", v->layer);
             out_close(o);
         } else {
+            if (strcmp(layer, v->layer) != 0)
+                out_text(o, "  [%s]\n", v->layer);
+            layer = v->layer;
             out_text(o, "  %-26s %-20s %s\n", v->name, *val ? val : "(unset)", src);
         }
     }

@@ -100,15 +100,19 @@ extern int efps__log_level __attribute__((visibility("hidden")));
 #define efps_trace(...) EFPS_LOG(EFPS_LOG_TRACE, __VA_ARGS__)
 
 /* ---- configuration ------------------------------------------------------
- * Every EFPS_* environment variable is declared once in a table with its
- * default and meaning. */
+ * Every EFPS_* environment variable is declared once, with its default and
+ * meaning, by the layer that reads it (core, compress, transport, ps). */
 typedef struct {
     const char *name;  /* "EFPS_LOG" */
     const char *deflt; /* default value as text, "" for none */
     const char *help;  /* one line */
+    const char *layer; /* who declares it: "core", "compress", "transport", "ps",
+                          "bindings" (read by the Python binding) */
 } efps_config_var_t;
 
-/* The table, terminated by an entry whose name is NULL. */
+/* Every declared variable, bottom layer first, terminated by an entry whose
+ * name is NULL. (A program linked with libefps.a sees the layers it links:
+ * all of them once it calls efps_ps_init or efps_server_create.) */
 EFPS_API const efps_config_var_t *efps_config_vars(void);
 /* The value of a declared variable: the environment's, else its default.
  * Asking for an undeclared name is a bug and returns NULL. */

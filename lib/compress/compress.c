@@ -1,5 +1,6 @@
 /* Public compression calls: argument checks, packed layout, variant dispatch.
  * The arithmetic is in kernels_<variant>.c. */
+#include "efps_internal/config.h"
 #include "kernels.h"
 
 #include <math.h>
@@ -11,6 +12,18 @@ static const efps_kernels_t *const variants[] = {
     [EFPS_SIMD_AVX2] = &efps__kernels_avx2,
     [EFPS_SIMD_AVX512] = &efps__kernels_avx512,
 };
+
+/* compress's settings (efps_internal/config.h). */
+static const efps__setting_t settings[] = {
+    {"EFPS_SIMD", "", "force a kernel variant: scalar|avx2|avx512 (default: best the CPU has)"},
+    {NULL, NULL, NULL},
+};
+static efps__config_table_t table = {"compress", EFPS__LAYER_COMPRESS, settings, NULL};
+
+__attribute__((constructor(EFPS__CONFIG_PRIORITY))) static void register_settings(void)
+{
+    efps__config_register(&table);
+}
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static const efps_kernels_t *active;

@@ -1,60 +1,71 @@
-/* The one table of EFPS_* environment variables, with defaults and meanings.
- * efps-info prints it with the value in effect; efps_config_check_env() warns
- * about typos. */
-#include "efps/core.h"
+/* The registry of EFPS_* settings (efps_internal/config.h) and core's own:
+ * every layer registers its table before main; efps_config_get answers from
+ * them, efps_config_vars lists them all (efps-info prints it with the value
+ * in effect, docs/configuration.md is generated from it), and
+ * efps_config_check_env() warns about typos. */
+#include "efps_internal/config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const efps_config_var_t vars[] = {
+static const efps__setting_t core_settings[] = {
     {"EFPS_LOG", "warn", "log level: error|warn|info|debug|trace"},
-    {"EFPS_SIMD", "", "force a kernel variant: scalar|avx2|avx512 (default: best the CPU has)"},
-    {"EFPS_ROLE", "",
-     "worker|server (unset: worker; under a launcher, ranks below the number of servers serve)"},
-    {"EFPS_RANK", "", "rank of this process within its role"},
-    {"EFPS_NUM_WORKERS", "", "number of worker processes"},
-    {"EFPS_SERVERS", "", "server list host:port,host:port,..."},
-    {"EFPS_TRANSPORT", "auto",
-     "transport: auto|tcp|verbs (auto = verbs if an active device exists)"},
-    {"EFPS_IB_DEV", "", "RDMA device name (default: first active one)"},
-    {"EFPS_IB_GID", "", "GID index (default: a RoCE v2 GID when there is one)"},
-    {"EFPS_COMPRESSOR", "blocksign", "compressor: none|sign|blocksign"},
-    {"EFPS_BLOCK", "0", "elements per block; 0 = one block per tensor part"},
-    {"EFPS_PARTITION_BYTES", "4194304", "largest tensor part, in fp32 bytes"},
-    {"EFPS_TIMEOUT_MS", "30000", "a peer silent for this long is declared dead"},
-    {"EFPS_SECRET", "",
-     "shared secret for the handshake (HMAC-SHA256); required: make one with "
-     "`openssl rand -hex 32`"},
-    {"EFPS_INSECURE", "", "1: run without EFPS_SECRET (anyone who reaches a server can join)"},
-    {"EFPS_BIND", "", "server: address:port to listen on (default: its EFPS_SERVERS entry)"},
-    {"EFPS_LOGIN_TIMEOUT_MS", "5000",
-     "server: a connection that has not authenticated (or, tcp, not sent the transport's "
-     "hello) within this is closed"},
-    {"EFPS_MAX_PENDING", "256", "server: unauthenticated connections at once, in all"},
-    {"EFPS_MAX_PENDING_PER_HOST", "16",
-     "server: unauthenticated connections at once from one address"},
-    {"EFPS_PORT_FILE", "",
-     "server: write the port it listens on to this file (useful with port 0)"},
-    {"EFPS_CKPT_DIR", "",
-     "server: the only directory its checkpoints go to and come from (default: its working "
-     "directory); a worker names the file, never the path"},
-    {"EFPS_CPU_AFFINITY", "auto", "pin the progress thread: auto|none|<core>"},
-    {"EFPS_LIBRARY", "",
-     "python binding: path of the libefps.so to load (else build tree, prefix)"},
     {NULL, NULL, NULL},
 };
 
+static efps__config_table_t core_table = {"core", EFPS__LAYER_CORE, core_settings, NULL};
+
+/* Written only by constructors, before main and before any thread. */
+static efps__config_table_t *tables;
+
+void efps__config_register(efps__config_table_t *table)
+{
+    efps__config_table_t **p = &tables;
+    while (*p != NULL && (*p)->order <= table->order) /* kept in layer order */
+        p = &(*p)->next;
+    table->next = *p;
+    *p = table;
+}
+
+__attribute__((constructor(EFPS__CONFIG_PRIORITY))) static void register_core(void)
+{
+    efps__config_register(&core_table);
+}
+
+static pthread_once_t list_once = PTHREAD_ONCE_INIT;
+static efps_config_var_t *list;
+static const efps_config_var_t list_end = {NULL, NULL, NULL, NULL};
+
+/* Every table's settings in one array, bottom layer first, made once. */
+static void make_list(void)
+{
+    size_t n = 0, k = 0;
+    for (const efps__config_table_t *t = tables; t != NULL; t = t->next)
+        for (const efps__setting_t *s = t->vars; s->name != NULL; s++)
+            n++;
+    list = calloc(n + 1, sizeof(*list));
+    if (list == NULL)
+        return;
+    for (const efps__config_table_t *t = tables; t != NULL; t = t->next)
+        for (const efps__setting_t *s = t->vars; s->name != NULL; s++)
+            list[k++] = (efps_config_var_t){s->name, s->deflt, s->help, t->layer};
+}
+
 const efps_config_var_t *efps_config_vars(void)
 {
-    return vars;
+    pthread_once(&list_once, make_list);
+    return list != NULL ? list : &list_end;
 }
 
 const char *efps_config_get(const char *name)
 {
-    for (const efps_config_var_t *v = vars; v->name != NULL; v++) {
-        if (strcmp(v->name, name) == 0) {
-            const char *e = getenv(name);
-            return (e != NULL && *e != '\0') ? e : v->deflt;
+    for (const efps__config_table_t *t = tables; t != NULL; t = t->next) {
+        for (const efps__setting_t *s = t->vars; s->name != NULL; s++) {
+            if (strcmp(s->name, name) == 0) {
+                const char *e = getenv(name);
+                return (e != NULL && *e != '\0') ? e : s->deflt;
+            }
         }
     }
     return NULL;
@@ -101,7 +112,7 @@ int efps_config_check_env(void)
             continue;
         const char *best = NULL;
         size_t best_d = (size_t)-1;
-        for (const efps_config_var_t *v = vars; v->name != NULL; v++) {
+        for (const efps_config_var_t *v = efps_config_vars(); v->name != NULL; v++) {
             size_t d = edit_distance(name, v->name);
             if (d < best_d) {
                 best_d = d;

@@ -1,11 +1,58 @@
 /* Resolving a parameter-server configuration: the struct first, then EFPS_*
  * variables, then the launcher's variables (mpirun, Slurm, torchrun). */
+#include "efps_internal/config.h"
 #include "ps_int.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* ps's settings (efps_internal/config.h). */
+static const efps__setting_t settings[] = {
+    {"EFPS_ROLE", "",
+     "worker|server (unset: worker; under a launcher, ranks below the number of servers serve)"},
+    {"EFPS_RANK", "", "rank of this process within its role"},
+    {"EFPS_NUM_WORKERS", "", "number of worker processes"},
+    {"EFPS_SERVERS", "", "server list host:port,host:port,..."},
+    {"EFPS_COMPRESSOR", "blocksign", "compressor: none|sign|blocksign"},
+    {"EFPS_BLOCK", "0", "elements per block; 0 = one block per tensor part"},
+    {"EFPS_PARTITION_BYTES", "4194304", "largest tensor part, in fp32 bytes"},
+    {"EFPS_SECRET", "",
+     "shared secret for the handshake (HMAC-SHA256); required: make one with "
+     "`openssl rand -hex 32`"},
+    {"EFPS_INSECURE", "", "1: run without EFPS_SECRET (anyone who reaches a server can join)"},
+    {"EFPS_BIND", "", "server: address:port to listen on (default: its EFPS_SERVERS entry)"},
+    {"EFPS_LOGIN_TIMEOUT_MS", "5000",
+     "server: a connection that has not authenticated (or, tcp, not sent the transport's "
+     "hello) within this is closed"},
+    {"EFPS_MAX_PENDING", "256", "server: unauthenticated connections at once, in all"},
+    {"EFPS_MAX_PENDING_PER_HOST", "16",
+     "server: unauthenticated connections at once from one address"},
+    {"EFPS_PORT_FILE", "",
+     "server: write the port it listens on to this file (useful with port 0)"},
+    {"EFPS_CKPT_DIR", "",
+     "server: the only directory its checkpoints go to and come from (default: its working "
+     "directory); a worker names the file, never the path"},
+    {NULL, NULL, NULL},
+};
+static efps__config_table_t table = {"ps", EFPS__LAYER_PS, settings, NULL};
+
+/* Read by the Python binding before it loads libefps; declared here so that
+ * a library it loads does not call it unknown. */
+static const efps__setting_t binding_settings[] = {
+    {"EFPS_LIBRARY", "",
+     "python binding: path of the libefps.so to load (else build tree, prefix)"},
+    {NULL, NULL, NULL},
+};
+static efps__config_table_t binding_table = {"bindings", EFPS__LAYER_BINDINGS, binding_settings,
+                                             NULL};
+
+__attribute__((constructor(EFPS__CONFIG_PRIORITY))) static void register_settings(void)
+{
+    efps__config_register(&table);
+    efps__config_register(&binding_table);
+}
 
 void efps_ps_config_init(efps_ps_config_t *cfg)
 {

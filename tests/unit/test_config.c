@@ -1,13 +1,14 @@
 /* Settings: every EFPS_* variable that a program may also set in a config
  * struct (efps_ps_config_t, efps_tp_attr_t) takes the struct's value when
  * it is set and the variable's otherwise; the launcher is named as the
- * resolution sees it. */
+ * resolution sees it; each layer declares its own settings. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "efps/compress.h"
 #include "efps/ps.h"
 #include "efps/transport.h"
 
@@ -189,6 +190,78 @@ static void test_launcher_named(void **state)
     assert_string_equal(efps_ps_launcher(NULL, NULL), "mpirun");
 }
 
+/* Each layer declares its own settings; core's table holds only core's. */
+static void test_layers(void **state)
+{
+    (void)state;
+    static const char *const order[] = {"core", "compress", "transport", "ps", "bindings"};
+    static const struct {
+        const char *name, *layer, *deflt;
+    } want[] = {{"EFPS_LOG", "core", "warn"},
+                {"EFPS_SIMD", "compress", ""},
+                {"EFPS_TRANSPORT", "transport", "auto"},
+                {"EFPS_TIMEOUT_MS", "transport", "30000"},
+                {"EFPS_IB_GID", "transport", ""},
+                {"EFPS_CPU_AFFINITY", "transport", "auto"},
+                {"EFPS_SERVERS", "ps", ""},
+                {"EFPS_COMPRESSOR", "ps", "blocksign"},
+                {"EFPS_BLOCK", "ps", "0"},
+                {"EFPS_PARTITION_BYTES", "ps", "4194304"},
+                {"EFPS_PORT_FILE", "ps", ""},
+                {"EFPS_LIBRARY", "bindings", ""}};
+    (void)efps_compress_simd(); /* link compress.c, whose table this checks */
+    size_t found = 0, last = 0, core = 0;
+    for (const efps_config_var_t *v = efps_config_vars(); v->name != NULL; v++) {
+        size_t k = 0;
+        while (k < sizeof(order) / sizeof(order[0]) && strcmp(order[k], v->layer) != 0)
+            k++;
+        assert_true(k < sizeof(order) / sizeof(order[0])); /* a known layer */
+        assert_true(k >= last);                            /* bottom layer first */
+        last = k;
+        core += k == 0;
+        for (const efps_config_var_t *u = efps_config_vars(); u < v; u++)
+            assert_string_not_equal(u->name, v->name); /* declared once */
+        for (size_t w = 0; w < sizeof(want) / sizeof(want[0]); w++) {
+            if (strcmp(want[w].name, v->name) != 0)
+                continue;
+            assert_string_equal(v->layer, want[w].layer);
+            assert_string_equal(v->deflt, want[w].deflt);
+            assert_string_equal(efps_config_get(v->name), want[w].deflt); /* env unset */
+            found++;
+        }
+    }
+    assert_int_equal(found, sizeof(want) / sizeof(want[0]));
+    assert_int_equal(core, 1); /* EFPS_LOG alone */
+}
+
+static char warned[4096];
+static void keep_line(efps_log_level_t level, const char *line, void *arg)
+{
+    (void)level;
+    (void)arg;
+    strncat(warned, line, sizeof(warned) - strlen(warned) - 2);
+    strcat(warned, "\n");
+}
+
+/* A typo is named with the closest setting of any layer; declared ones of
+ * every layer are not warned about. */
+static void test_check_env_every_layer(void **state)
+{
+    (void)state;
+    efps_log_set_level(EFPS_LOG_WARN);
+    efps_log_set_handler(keep_line, NULL);
+    warned[0] = '\0';
+    const int base = efps_config_check_env();
+    setenv("EFPS_IB_GID", "1", 1);
+    setenv("EFPS_PORT_FILE", "/tmp/x", 1);
+    setenv("EFPS_TIMEOUT", "5", 1);
+    warned[0] = '\0';
+    assert_int_equal(efps_config_check_env(), base + 1);
+    assert_non_null(strstr(warned, "EFPS_TIMEOUT (did you mean EFPS_TIMEOUT_MS?)"));
+    unsetenv("EFPS_TIMEOUT");
+    efps_log_set_handler(NULL, NULL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +271,8 @@ int main(void)
         cmocka_unit_test_setup(test_insecure_field, clean_env),
         cmocka_unit_test_setup(test_tp_attr, clean_env),
         cmocka_unit_test_setup(test_launcher_named, clean_env),
+        cmocka_unit_test_setup(test_layers, clean_env),
+        cmocka_unit_test_setup(test_check_env_every_layer, clean_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -63,9 +63,13 @@ check("protocol version is PS_PROTO_VERSION",
       doc["protocol_version"] == int(define(ps_int_h, "PS_PROTO_VERSION")))
 check("no ports", doc["rdma"]["ports"] == [] and "no RDMA device" in doc["rdma"]["note"],
       str(doc["rdma"]))
-check("every setting listed with its source",
-      doc["config"]["EFPS_TIMEOUT_MS"] == {"value": "30000", "source": "default"},
+check("every setting listed with its source and layer",
+      doc["config"]["EFPS_TIMEOUT_MS"] == {"value": "30000", "source": "default",
+                                           "layer": "transport"},
       str(doc["config"].get("EFPS_TIMEOUT_MS")))
+check("each layer's settings", [doc["config"][n]["layer"] for n in
+      ("EFPS_LOG", "EFPS_SIMD", "EFPS_IB_GID", "EFPS_SERVERS")] ==
+      ["core", "compress", "transport", "ps"])
 check("kernel named", doc["cpu"]["kernel"] in ("scalar", "avx2", "avx512"))
 check("summary: nothing failed", doc["summary"]["fail"] == 0, str(doc["summary"]))
 
@@ -74,7 +78,8 @@ rc, doc, _ = as_json(EFPS_TIMEOUT_MS="1234", SLURM_PROCID="2", SLURM_NTASKS="4",
                      EFPS_SERVERS="127.0.0.1:1", EFPS_SECRET="s3cr3t-value",
                      EFPS_TRANSPORT="tcp")
 cfg = doc["config"]
-check("environment source", cfg["EFPS_TIMEOUT_MS"] == {"value": "1234", "source": "environment"})
+check("environment source", cfg["EFPS_TIMEOUT_MS"]["value"] == "1234" and
+      cfg["EFPS_TIMEOUT_MS"]["source"] == "environment")
 check("launcher source for the rank",
       cfg["EFPS_RANK"]["value"] == "1" and "SLURM_PROCID" in cfg["EFPS_RANK"]["source"],
       str(cfg["EFPS_RANK"]))
