@@ -27,13 +27,18 @@ import sys
 def objects(build, backend):
     """file name (tcp_conn.c) -> path of its object in the build tree."""
     found = {}
-    suffix = os.sep + os.path.join("transport", backend) + os.sep
+    # build/transport/CMakeFiles/efps_transport.dir/tcp/ (one object library
+    # per layer) or build/CMakeFiles/efps_obj.dir/transport/tcp/ (older trees)
     for root, _, files in os.walk(build):
-        if suffix not in root + os.sep:
+        if os.path.basename(root) != backend or "transport" not in root:
             continue
         for f in files:
-            if f.endswith(".c.o"):
-                found[f[:-2]] = os.path.join(root, f)
+            path = os.path.join(root, f)
+            # a tree reconfigured across layouts keeps stale objects: the
+            # newest object of a file is the one this build made
+            if f.endswith(".c.o") and (f[:-2] not in found or
+                                       os.path.getmtime(path) > os.path.getmtime(found[f[:-2]])):
+                found[f[:-2]] = path
     return found
 
 

@@ -7,6 +7,7 @@ import re
 import resource
 import secrets
 import selectors
+import shutil
 import socket
 import struct
 import subprocess
@@ -331,6 +332,64 @@ def case_logs():
     check(total == 200, "and count what was held back: %d refusals accounted for" % total)
 
 
+# ---- item 8: efps-perf's servers take EFPS_SECRET, never a fixed one --------------
+# Before the fix every efps-perf run used the secret "efps-perf", so anyone who
+# reached its servers' ports could join them.
+def perf_server_port(perf):
+    """The tcp port a server forked by efps-perf listens on, once it does."""
+    for _ in range(400):
+        kids = set()
+        for d in os.listdir("/proc"):
+            try:
+                if d.isdigit() and int(open("/proc/%s/stat" % d).read().rsplit(")", 1)[1]
+                                       .split()[1]) == perf.pid:
+                    kids.add(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+        out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            m = re.search(r"127\.0\.0\.1:(\d+).*pid=(\d+)", line)
+            if m and int(m.group(2)) in kids:
+                return int(m.group(1))
+        if perf.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise SystemExit("no efps-perf server found listening")
+
+
+def auth_answer(port, secret):
+    """What the server answers an AUTH made with secret: 'accepted' or the refusal."""
+    try:
+        ec.login(port, secret, 0, 1).close()
+        return "accepted"
+    except ec.Refused as e:
+        return str(e)
+    except (AssertionError, EOFError, OSError) as e:
+        return "no answer: %r" % e
+
+
+def case_perf_secret():
+    perf = os.path.join(BUILD, "apps/efps-perf/efps-perf")
+    for given in (None, secrets.token_hex(32)):
+        e = {k: v for k, v in BASE_ENV.items() if k != "EFPS_SECRET"}
+        if given:
+            e["EFPS_SECRET"] = given
+        log = os.path.join(TMP, "perf.%d.log" % len(procs))
+        p = subprocess.Popen([perf, "-s", str(64 << 20), "-n", "200", "-r", "1", "--no-raw"],
+                             env=e, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                             start_new_session=True)  # its forked servers go with it
+        procs.append((p, log))
+        port = perf_server_port(p)
+        what = "EFPS_SECRET given" if given else "no EFPS_SECRET"
+        why = auth_answer(port, "efps-perf")
+        check("wrong secret" in why, "%s: the old fixed secret is refused (%s)" % (what, why))
+        if given:
+            why = auth_answer(port, given)
+            check("wrong secret" not in why, "%s: EFPS_SECRET passes AUTH (%s)" % (what, why))
+        os.killpg(p.pid, 9)
+        p.wait()
+
+
 # ---- load: 1,500 idle and 1,500 refused-but-talking strangers during a real job ----
 # Idle: half never send a byte (the transport's handshake deadline), half send
 # the transport hello and then nothing (the server's login deadline).
@@ -469,4 +528,5 @@ if __name__ == "__main__":
             if log != os.devnull:
                 print("--- " + log + "\n" + open(log).read())
         sys.exit(1)
+    shutil.rmtree(TMP, ignore_errors=True)  # kept when a case failed, for its logs
     print("OK: " + sys.argv[1])
