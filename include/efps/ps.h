@@ -81,6 +81,8 @@ typedef struct {
     int login_timeout_ms;     /* server: 0: EFPS_LOGIN_TIMEOUT_MS */
     int max_pending;          /* server: 0: EFPS_MAX_PENDING */
     int max_pending_per_host; /* server: 0: EFPS_MAX_PENDING_PER_HOST */
+    const char *ckpt_dir;     /* server: EFPS_CKPT_DIR, the only folder its checkpoint
+                                 files go to (NULL: the variable; "": its working dir) */
 } efps_ps_config_t;
 
 /* All fields unset, hyperparameters zero. */

@@ -154,8 +154,10 @@ efps_status_t efps_ps_load(efps_ps_t *ps, const char *path)
 /* ---- the server's side ----------------------------------------------------- */
 
 /* The file a server reads or writes for a worker's name: only a plain name
- * (no '/', not "." or ".."), inside EFPS_CKPT_DIR. NULL with why set if not. */
-static char *server_file(const uint8_t *m, size_t len, int server, char *why, size_t cap)
+ * (no '/', not "." or ".."), inside dir (the config's ckpt_dir / EFPS_CKPT_DIR).
+ * NULL with why set if not. */
+static char *server_file(const char *dir, const uint8_t *m, size_t len, int server, char *why,
+                         size_t cap)
 {
     const char *name = (const char *)m + 4;
     if (len < 6 || m[len - 1] != '\0' || len - 5 > CKPT_PATH_MAX) {
@@ -169,7 +171,6 @@ static char *server_file(const uint8_t *m, size_t len, int server, char *why, si
                  name);
         return NULL;
     }
-    const char *dir = efps_config_get("EFPS_CKPT_DIR");
     if (dir == NULL || *dir == '\0')
         dir = ".";
     const size_t n = strlen(dir) + len + 32;
@@ -181,13 +182,13 @@ static char *server_file(const uint8_t *m, size_t len, int server, char *why, si
     return file;
 }
 
-efps_status_t efps__ps_server_ckpt(int server, uint32_t type, const uint8_t *m, size_t len,
-                                   efps_server_opt_t **opts, size_t count, uint8_t *reply,
-                                   size_t cap, size_t *reply_len_p)
+efps_status_t efps__ps_server_ckpt(int server, const char *dir, uint32_t type, const uint8_t *m,
+                                   size_t len, efps_server_opt_t **opts, size_t count,
+                                   uint8_t *reply, size_t cap, size_t *reply_len_p)
 {
     efps_status_t st = EFPS_OK;
     char why[256] = "";
-    char *file = server_file(m, len, server, why, sizeof(why));
+    char *file = server_file(dir, m, len, server, why, sizeof(why));
     if (file == NULL)
         st = EFPS_ERR_INVALID;
     else if (count > 0 && type == PS_MSG_SAVE)

@@ -235,6 +235,7 @@ static efps_status_t resolve_rest(const efps_ps_config_t *cfg, efps_ps_config_t 
     o->ib_gid = cfg->ib_gid ? cfg->ib_gid : efps_config_get("EFPS_IB_GID");
     o->cpu_affinity = cfg->cpu_affinity ? cfg->cpu_affinity : efps_config_get("EFPS_CPU_AFFINITY");
     o->insecure = insecure(cfg);
+    o->ckpt_dir = cfg->ckpt_dir ? cfg->ckpt_dir : efps_config_get("EFPS_CKPT_DIR");
     if (o->role != EFPS_ROLE_SERVER)
         return EFPS_OK;
     efps_status_t st = int_setting(cfg->login_timeout_ms, "EFPS_LOGIN_TIMEOUT_MS", 1, INT_MAX,

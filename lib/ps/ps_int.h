@@ -215,8 +215,8 @@ efps_status_t efps__ps_ask(efps_ps_t *ps, int s, const uint8_t *msg, size_t len,
                            uint32_t reply_type, uint8_t *reply, size_t cap, size_t *len_p);
 /* A server's answer to PS_MSG_SAVE / PS_MSG_LOAD m (len bytes) over its parts
  * opts[count] (replaced on a load); the reply (PS_MSG_CKPT_DONE) into reply. */
-efps_status_t efps__ps_server_ckpt(int server, uint32_t type, const uint8_t *m, size_t len,
-                                   efps_server_opt_t **opts, size_t count, uint8_t *reply,
-                                   size_t cap, size_t *reply_len_p);
+efps_status_t efps__ps_server_ckpt(int server, const char *dir, uint32_t type, const uint8_t *m,
+                                   size_t len, efps_server_opt_t **opts, size_t count,
+                                   uint8_t *reply, size_t cap, size_t *reply_len_p);
 
 #endif

@@ -41,8 +41,8 @@ static efps_status_t on_ckpt(server_t *sv, worker_t *w, uint32_t type, const uin
             opts[n++] = sv->parts[p].opt;
     uint8_t reply[256];
     size_t rlen = 0;
-    if (efps__ps_server_ckpt(sv->cfg.rank, type, m, len, opts, n, reply, sizeof(reply), &rlen) ==
-        EFPS_OK)
+    if (efps__ps_server_ckpt(sv->cfg.rank, sv->cfg.ckpt_dir, type, m, len, opts, n, reply,
+                             sizeof(reply), &rlen) == EFPS_OK)
         for (size_t p = 0, k = 0; p < sv->layout.nparts; p++)
             if (sv->parts[p].mine)
                 sv->parts[p].opt = opts[k++]; /* a load replaced them */

@@ -29,6 +29,7 @@ static const char *const managed[] = {"EFPS_ROLE",
                                       "EFPS_MAX_PENDING",
                                       "EFPS_MAX_PENDING_PER_HOST",
                                       "EFPS_LOGIN_TIMEOUT_MS",
+                                      "EFPS_CKPT_DIR",
                                       "SLURM_PROCID",
                                       "SLURM_NTASKS",
                                       "OMPI_COMM_WORLD_RANK",
@@ -65,9 +66,11 @@ static void test_ps_variables_when_unset(void **state)
     setenv("EFPS_CPU_AFFINITY", "none", 1);
     setenv("EFPS_INSECURE", "1", 1);
     setenv("EFPS_MAX_PENDING", "9", 1);
+    setenv("EFPS_CKPT_DIR", "/tmp/env-ckpt", 1);
     server_cfg(&cfg);
     assert_int_equal(efps_ps_config_resolve(&cfg, &o), EFPS_OK);
     assert_string_equal(o.port_file, "/tmp/env-port");
+    assert_string_equal(o.ckpt_dir, "/tmp/env-ckpt");
     assert_string_equal(o.ib_dev, "mlx5_1");
     assert_string_equal(o.ib_gid, "3");
     assert_string_equal(o.cpu_affinity, "none");
@@ -86,8 +89,10 @@ static void test_ps_struct_wins(void **state)
     setenv("EFPS_CPU_AFFINITY", "none", 1);
     setenv("EFPS_MAX_PENDING", "9", 1);
     setenv("EFPS_LOGIN_TIMEOUT_MS", "not a number", 1); /* never read: the struct has it */
+    setenv("EFPS_CKPT_DIR", "/tmp/env-ckpt", 1);
     server_cfg(&cfg);
     cfg.port_file = "/tmp/struct-port";
+    cfg.ckpt_dir = "/tmp/struct-ckpt";
     cfg.ib_dev = "rxe0";
     cfg.ib_gid = "1";
     cfg.cpu_affinity = "auto";
@@ -97,6 +102,7 @@ static void test_ps_struct_wins(void **state)
     cfg.login_timeout_ms = 1500;
     assert_int_equal(efps_ps_config_resolve(&cfg, &o), EFPS_OK);
     assert_string_equal(o.port_file, "/tmp/struct-port");
+    assert_string_equal(o.ckpt_dir, "/tmp/struct-ckpt");
     assert_string_equal(o.ib_dev, "rxe0");
     assert_string_equal(o.ib_gid, "1");
     assert_string_equal(o.cpu_affinity, "auto");

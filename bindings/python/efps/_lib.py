@@ -118,6 +118,7 @@ class PsConfig(ctypes.Structure):
         ("login_timeout_ms", c_int),
         ("max_pending", c_int),
         ("max_pending_per_host", c_int),
+        ("ckpt_dir", c_char_p),
     ]
 
 
