@@ -9,7 +9,26 @@ TRIALS=${TRIALS:-20} BATCH=${BATCH:-10}
 S=2 M=2
 ARGS=(--steps 5 --dim 512 --keys 2 --lr 1e-4)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A port that is free now, below the kernel's ephemeral range: a port bind(0)
+# hands out can meanwhile become some connect's source port (other trials,
+# other tests' connection storms) before the late server binds it.
+free_port() {
+  python3 - <<'PY'
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(1000):
+    port = random.randrange(10000, lo)
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    print(port)
+    break
+PY
+}
 
 # trial N: runs one job, returns 0 when every process exits 0.
 trial() {
